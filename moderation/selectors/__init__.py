@@ -1,0 +1,1 @@
+"""Reads. Nothing here writes; pages, the API and services call these to look at state."""

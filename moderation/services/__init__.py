@@ -1,0 +1,1 @@
+"""Writes. Each module owns one concern; views and tasks call exactly one service function per action."""

@@ -1,0 +1,1 @@
+"""Celery tasks, thin: primary keys in, re-read state, call a service. Split by queue."""

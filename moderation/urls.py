@@ -1,0 +1,11 @@
+"""URL map. Every URL here must appear in the permission matrix test (tests/moderation/test_permissions.py)."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("moderation.urls_api")),
+    path("", include("moderation.urls_review")),
+    path("training/", include("moderation.urls_training")),
+]
