@@ -1,0 +1,15 @@
+"""Settings for the test suite: production settings with a throwaway key and no HTTPS redirect.
+
+Tests run with DEBUG off, as production does; only what a test machine cannot provide is changed here.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-suite-secret-key-not-used-anywhere-else-0123456789")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from moderation.settings import *  # noqa: E402,F403
+
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
