@@ -1,0 +1,161 @@
+"""Reads for the review desk: the queue in priority order, its counters, an item, a listing.
+
+The queue is ordered like the partial index `queue_order_idx` (prohibited probability desc, then age, then id,
+only flagged rows), and pages with a keyset cursor, so page one costs the same with a hundred or a hundred thousand
+open items: PostgreSQL walks the index and stops after `limit` rows.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, Min, Prefetch, Q
+from django.utils.dateparse import parse_datetime
+
+from moderation import clock
+from moderation.models import Decision, ImageStatus, Listing, ListingImage, ModelVersion, Score
+
+QUEUE_ORDER = ("-prohibited_probability", "created_at", "id")
+PAGE_SIZE = 50
+
+
+@dataclass
+class QueuePage:
+    items: list[ListingImage]
+    next_cursor: str | None
+
+
+@dataclass
+class QueueStats:
+    open: int
+    audit: int
+    claimed: int
+    oldest_flagged_at: datetime | None
+
+    @property
+    def backlog_seconds(self) -> float | None:
+        if self.oldest_flagged_at is None:
+            return None
+        return max(0.0, (clock.now() - self.oldest_flagged_at).total_seconds())
+
+
+@dataclass
+class ItemView:
+    image: ListingImage
+    probabilities: list[tuple[str, float, bool]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def encode_cursor(image: ListingImage) -> str:
+    return f"{image.prohibited_probability!r}_{image.created_at.isoformat()}_{image.pk}"
+
+
+def decode_cursor(cursor: str) -> tuple[float, datetime, int] | None:
+    """Parse a cursor from the query string; a malformed one means "first page", never an error page."""
+    try:
+        probability, created, pk = cursor.split("_")
+        created_at = parse_datetime(created)
+        if created_at is None:
+            return None
+        return float(probability), created_at, int(pk)
+    except (ValueError, TypeError):
+        return None
+
+
+def queue_page(cursor: str | None = None, limit: int = PAGE_SIZE) -> QueuePage:
+    """One page of flagged images in review order, with their listing in the same query (no N+1)."""
+    images = ListingImage.objects.filter(status=ImageStatus.FLAGGED).select_related("listing", "claimed_by")
+    position = decode_cursor(cursor) if cursor else None
+    if position is not None:
+        probability, created_at, pk = position
+        images = images.filter(
+            Q(prohibited_probability__lt=probability)
+            | Q(prohibited_probability=probability, created_at__gt=created_at)
+            | Q(prohibited_probability=probability, created_at=created_at, pk__gt=pk)
+        )
+    rows = list(images.order_by(*QUEUE_ORDER)[: limit + 1])
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return QueuePage(items=rows[:limit], next_cursor=next_cursor)
+
+
+def queue_stats() -> QueueStats:
+    """Open, audit and claimed counts and the oldest flag time, in one pass over the flagged rows only."""
+    now = clock.now()
+    row = ListingImage.objects.filter(status=ImageStatus.FLAGGED).aggregate(
+        open=Count("id"),
+        audit=Count("id", filter=Q(is_audit=True)),
+        claimed=Count("id", filter=Q(claim_expires_at__gt=now)),
+        oldest=Min("flagged_at"),
+    )
+    return QueueStats(open=row["open"], audit=row["audit"], claimed=row["claimed"], oldest_flagged_at=row["oldest"])
+
+
+def current_claim(user) -> ListingImage | None:
+    """The flagged item `user` holds a live lease on, if any."""
+    return (
+        ListingImage.objects.filter(status=ImageStatus.FLAGGED, claimed_by=user, claim_expires_at__gt=clock.now())
+        .order_by(*QUEUE_ORDER)
+        .first()
+    )
+
+
+def item_view(image_id: int) -> ItemView:
+    """Everything the item page shows: image, listing, per-label probabilities of the current model, history."""
+    image = ListingImage.objects.select_related("listing", "claimed_by").get(pk=image_id)
+    score = None
+    if image.model_version:
+        score = Score.objects.filter(image=image, model_version=image.model_version).first()
+    if score is None:
+        score = Score.objects.filter(image=image).order_by("-created_at").first()
+    probabilities = []
+    if score is not None:
+        prohibited = {score.prohibited_label} if score.prohibited_label else set()
+        version = ModelVersion.objects.filter(version=score.model_version).only("prohibited_labels").first()
+        if version is not None:
+            prohibited |= set(version.prohibited_labels)
+        probabilities = sorted(
+            ((label, float(p), label in prohibited) for label, p in (score.probabilities or {}).items()),
+            key=lambda row: -row[1],
+        )
+    decisions = list(image.decisions.select_related("moderator").order_by("-created_at"))
+    return ItemView(image=image, probabilities=probabilities, decisions=decisions)
+
+
+def listing_page(
+    cursor_id: int | None = None, limit: int = PAGE_SIZE, status: str = ""
+) -> tuple[list[Listing], int | None]:
+    """Newest listings first, keyset-paged by id, with image counts in the same query."""
+    listings = Listing.objects.annotate(
+        image_count=Count("images"),
+        flagged_count=Count("images", filter=Q(images__status=ImageStatus.FLAGGED)),
+    ).order_by("-id")
+    if status:
+        listings = listings.filter(status=status)
+    if cursor_id:
+        listings = listings.filter(id__lt=cursor_id)
+    rows = list(listings[: limit + 1])
+    next_cursor = rows[limit - 1].pk if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def listing_detail(listing_id: int) -> Listing:
+    """A listing with its images, every score and every decision prefetched for the staff detail page."""
+    return (
+        Listing.objects.select_related("submitted_by")
+        .prefetch_related(
+            Prefetch(
+                "images",
+                queryset=ListingImage.objects.order_by("id").prefetch_related(
+                    Prefetch("scores", queryset=Score.objects.order_by("-created_at")),
+                    Prefetch(
+                        "decisions", queryset=Decision.objects.select_related("moderator").order_by("-created_at")
+                    ),
+                ),
+            )
+        )
+        .get(pk=listing_id)
+    )
+
+
+def image_file(image_id: int) -> ListingImage:
+    """The row behind an image download; only the fields the file view needs."""
+    return ListingImage.objects.only("id", "file", "image_format").get(pk=image_id)

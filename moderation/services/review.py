@@ -1,0 +1,200 @@
+"""The review desk's writes: claim work with a lease, renew or release it, decide, and undo.
+
+Every function runs in one transaction and locks the image row it changes, so two tabs, two moderators or a
+double click can never both win. Time comes from `moderation.clock` so tests can expire leases and undo windows.
+"""
+
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from moderation import clock
+from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage, ModelVersion, PolicyCategory
+from moderation.selectors.queue import QUEUE_ORDER
+from moderation.selectors.settings import get_settings
+from moderation.services import training
+from moderation.services.listings import refresh_listing_status
+
+UNDO_WINDOW = timedelta(seconds=30)
+FALLBACK_ALLOWED_LABEL = "allowed"
+FALLBACK_PROHIBITED_LABEL = "prohibited"
+
+
+class ReviewError(Exception):
+    """A review action that cannot happen in the item's current state; views answer 409."""
+
+    code = "conflict"
+
+
+class StaleClaim(ReviewError):
+    """The claim is someone else's or has expired: another moderator may be looking at the item."""
+
+    code = "stale_claim"
+
+
+class AlreadyDecided(ReviewError):
+    """The item already has a live decision (a double submit, or a second tab)."""
+
+    code = "already_decided"
+
+
+class UndoNotAllowed(ReviewError):
+    """The decision is already undone, not the requester's, or older than the undo window."""
+
+    code = "undo_not_allowed"
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=get_settings().claim_lease_seconds)
+
+
+def claim_next(user, exclude_ids=()) -> ListingImage | None:
+    """Give `user` the next flagged item, or the one they already hold, under a lease.
+
+    `skip_locked` lets concurrent moderators walk past each other's rows instead of waiting on them, and the
+    claim columns keep the item reserved after the transaction ends. `exclude_ids` are items this moderator
+    skipped, so "next" does not hand the same item straight back.
+    """
+    lease = _lease()
+    with transaction.atomic():
+        now = clock.now()
+        held = (
+            ListingImage.objects.select_for_update(skip_locked=True)
+            .filter(status=ImageStatus.FLAGGED, claimed_by=user, claim_expires_at__gt=now)
+            .exclude(pk__in=list(exclude_ids))
+            .order_by(*QUEUE_ORDER)
+            .first()
+        )
+        image = held or (
+            ListingImage.objects.select_for_update(skip_locked=True)
+            .filter(status=ImageStatus.FLAGGED)
+            .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lte=now) | Q(claim_expires_at__isnull=True))
+            .exclude(pk__in=list(exclude_ids))
+            .order_by(*QUEUE_ORDER)
+            .first()
+        )
+        if image is None:
+            return None
+        if exclude_ids:
+            # One live claim per moderator: a skipped item goes back to the queue for someone else.
+            ListingImage.objects.filter(pk__in=list(exclude_ids), claimed_by=user, status=ImageStatus.FLAGGED).update(
+                claimed_by=None, claim_expires_at=None
+            )
+        image.claimed_by = user
+        image.claim_expires_at = now + lease
+        image.save(update_fields=["claimed_by", "claim_expires_at"])
+        return image
+
+
+def renew_claim(user, image_id: int) -> ListingImage:
+    """Extend a live claim by a full lease; the item page calls this while it stays open."""
+    with transaction.atomic():
+        image = ListingImage.objects.select_for_update().get(pk=image_id)
+        _check_claim(image, user)
+        image.claim_expires_at = clock.now() + _lease()
+        image.save(update_fields=["claim_expires_at"])
+        return image
+
+
+def release_claim(user, image_id: int) -> bool:
+    """Give an item back to the queue when its moderator leaves the page; a no-op if the claim is not theirs."""
+    released = ListingImage.objects.filter(pk=image_id, claimed_by=user, status=ImageStatus.FLAGGED).update(
+        claimed_by=None, claim_expires_at=None
+    )
+    return bool(released)
+
+
+def _check_claim(image: ListingImage, user) -> None:
+    if image.status != ImageStatus.FLAGGED:
+        raise AlreadyDecided(f"Image {image.pk} is {image.status}, not waiting for review.")
+    if image.claimed_by_id != user.pk or image.claim_expires_at is None or image.claim_expires_at <= clock.now():
+        raise StaleClaim(f"Your claim on image {image.pk} has expired or belongs to someone else.")
+
+
+def implied_label(image: ListingImage, outcome: str) -> str:
+    """The training label a decision teaches, taken from the active model's label set.
+
+    Confirm teaches the prohibited label the model saw; reject teaches the first allowed label, which is the
+    hard negative the next retrain needs.
+    """
+    active = ModelVersion.objects.filter(is_active=True).only("labels", "prohibited_labels").first()
+    labels = list(active.labels) if active else []
+    prohibited = list(active.prohibited_labels) if active else []
+    if outcome == DecisionOutcome.CONFIRM:
+        return image.prohibited_label or (prohibited[0] if prohibited else FALLBACK_PROHIBITED_LABEL)
+    allowed = [label for label in labels if label not in prohibited]
+    return allowed[0] if allowed else FALLBACK_ALLOWED_LABEL
+
+
+def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note: str = "") -> Decision:
+    """Record a moderator's verdict on a claimed item and apply it.
+
+    Confirm takes the listing down; reject returns the image to the cleared side. The decision also becomes
+    training data in the same transaction, so a rolled-back decision never trains a model.
+    Raises `StaleClaim` or `AlreadyDecided` (both 409 to the browser); nothing is stored then.
+    """
+    if outcome not in DecisionOutcome.values:
+        raise ValueError(f"Unknown outcome {outcome!r}.")
+    if policy_category and policy_category not in PolicyCategory.values:
+        raise ValueError(f"Unknown policy category {policy_category!r}.")
+    with transaction.atomic():
+        image = ListingImage.objects.select_for_update().get(pk=image_id)
+        _check_claim(image, user)
+        now = clock.now()
+        try:
+            with transaction.atomic():
+                decision = Decision.objects.create(
+                    image=image,
+                    moderator=user,
+                    outcome=outcome,
+                    policy_category=policy_category
+                    or (PolicyCategory.NONE if outcome == DecisionOutcome.REJECT else PolicyCategory.PROHIBITED_ITEM),
+                    label=implied_label(image, outcome),
+                    note=note,
+                    model_version=image.model_version,
+                    prohibited_probability=image.prohibited_probability,
+                    was_audit=image.is_audit,
+                )
+        except IntegrityError as exc:
+            # The one_live_decision constraint: a concurrent submit got there first.
+            raise AlreadyDecided(f"Image {image.pk} already has a decision.") from exc
+        # auto_now_add stamps the wall clock; the desk's clock decides undo windows and SLA reports.
+        Decision.objects.filter(pk=decision.pk).update(created_at=now)
+        decision.created_at = now
+        if outcome == DecisionOutcome.CONFIRM:
+            image.status, image.confirmed_at = ImageStatus.CONFIRMED, now
+        else:
+            image.status, image.rejected_at = ImageStatus.REJECTED, now
+        image.claimed_by, image.claim_expires_at = None, None
+        image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
+        refresh_listing_status(image.listing_id)
+        training.record_decision(decision)
+        return decision
+
+
+def undo_decision(*, user, decision_id: int) -> ListingImage:
+    """Withdraw a decision within the undo window: the image is flagged again and claimed back by its moderator.
+
+    The row stays (stamped `undone_at`) so the audit trail shows both the decision and its undo.
+    """
+    with transaction.atomic():
+        decision = Decision.objects.select_related("image").get(pk=decision_id)
+        image = ListingImage.objects.select_for_update().get(pk=decision.image_id)
+        decision.refresh_from_db()
+        now = clock.now()
+        if decision.undone_at is not None:
+            raise UndoNotAllowed("This decision was already undone.")
+        if decision.moderator_id != user.pk:
+            raise UndoNotAllowed("Only the moderator who decided can undo.")
+        if now - decision.created_at > UNDO_WINDOW:
+            raise UndoNotAllowed(f"Decisions can be undone for {int(UNDO_WINDOW.total_seconds())} seconds only.")
+        decision.undone_at = now
+        decision.save(update_fields=["undone_at"])
+        image.status = ImageStatus.FLAGGED
+        image.confirmed_at, image.rejected_at = None, None
+        image.claimed_by, image.claim_expires_at = user, now + _lease()
+        image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
+        refresh_listing_status(image.listing_id)
+        training.withdraw_decision(decision)
+        return image

@@ -1,0 +1,298 @@
+"""Claiming, deciding and undoing on the review desk (services/review.py)."""
+
+import io
+import itertools
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from moderation import clock
+from moderation.models import (
+    Decision,
+    DecisionOutcome,
+    ImageStatus,
+    Listing,
+    ListingImage,
+    ListingStatus,
+    ModelVersion,
+    PolicyCategory,
+)
+from moderation.permissions import MODERATORS, ensure_groups
+from moderation.selectors.settings import get_settings
+from moderation.services import review
+
+_counter = itertools.count(1)
+
+
+def png_bytes(color=(200, 30, 30), size=8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_moderator(username=None, password="pw-for-tests-only"):
+    """A user in the moderators group, as `create_moderator` makes them."""
+    moderators, _ = ensure_groups()
+    user = get_user_model().objects.create_user(username or f"mod{next(_counter)}", password=password)
+    user.groups.add(moderators)
+    return user
+
+
+def make_flagged(probability=0.9, listing=None, title="Listing", label="weapon", with_file=False, **fields):
+    """A flagged image straight in the database, as a scoring worker would leave it (no model needed)."""
+    n = next(_counter)
+    listing = listing or Listing.objects.create(
+        external_id=f"ext-{n}", title=title, description="desc", status=ListingStatus.IN_REVIEW
+    )
+    values = {
+        "sha256": f"{n:064x}",
+        "status": ImageStatus.FLAGGED,
+        "prohibited_probability": probability,
+        "prohibited_label": label,
+        "model_version": "v0001",
+        "image_format": "PNG",
+        "flagged_at": clock.now(),
+    }
+    image = ListingImage(listing=listing, **{**values, **fields})
+    if with_file:
+        image.file.save(f"test-{n}.png", ContentFile(png_bytes()), save=False)
+    else:
+        image.file.name = f"images/test-{n}.png"
+    image.save()
+    return image
+
+
+@pytest.fixture
+def moderator(db):
+    return make_moderator()
+
+
+@pytest.mark.django_db
+def test_groups_are_created_once_and_admins_get_model_permissions():
+    moderators, admins = ensure_groups()
+    again = ensure_groups()
+    assert (moderators.pk, admins.pk) == (again[0].pk, again[1].pk)
+    assert moderators.name == MODERATORS
+    assert admins.permissions.filter(codename="change_moderationsettings").exists()
+
+
+@pytest.mark.django_db
+def test_claim_next_takes_highest_probability_then_oldest(moderator, frozen_clock):
+    low = make_flagged(0.6)
+    high_old = make_flagged(0.95)
+    make_flagged(0.95)
+    claimed = review.claim_next(moderator)
+    assert claimed.pk == high_old.pk
+    assert claimed.claimed_by == moderator
+    assert claimed.claim_expires_at == frozen_clock.current + timedelta(seconds=get_settings().claim_lease_seconds)
+    assert low.pk != claimed.pk
+
+
+@pytest.mark.django_db
+def test_claim_next_returns_the_live_claim_instead_of_a_second_item(moderator, frozen_clock):
+    make_flagged(0.7)
+    first = review.claim_next(moderator)
+    make_flagged(0.99)
+    assert review.claim_next(moderator).pk == first.pk
+    assert ListingImage.objects.filter(claimed_by=moderator).count() == 1
+
+
+@pytest.mark.django_db
+def test_two_moderators_get_different_items_and_expired_leases_are_reclaimed(frozen_clock):
+    first, second = make_moderator(), make_moderator()
+    only = make_flagged(0.9)
+    assert review.claim_next(first).pk == only.pk
+    assert review.claim_next(second) is None
+    frozen_clock.advance(seconds=get_settings().claim_lease_seconds + 1)
+    assert review.claim_next(second).pk == only.pk
+
+
+@pytest.mark.django_db
+def test_claim_next_skips_excluded_and_gives_the_skipped_item_back(moderator, frozen_clock):
+    top = make_flagged(0.99)
+    second = make_flagged(0.8)
+    assert review.claim_next(moderator).pk == top.pk
+    assert review.claim_next(moderator, exclude_ids=[top.pk]).pk == second.pk
+    top.refresh_from_db()
+    assert top.claimed_by is None
+
+
+@pytest.mark.django_db
+def test_claim_next_ignores_items_that_are_not_flagged(moderator):
+    make_flagged(0.99, status=ImageStatus.CLEARED)
+    make_flagged(0.99, status=ImageStatus.PENDING)
+    assert review.claim_next(moderator) is None
+
+
+@pytest.mark.django_db
+def test_renew_extends_only_a_live_own_claim(moderator, frozen_clock):
+    other = make_moderator()
+    image = make_flagged()
+    review.claim_next(moderator)
+    frozen_clock.advance(seconds=30)
+    renewed = review.renew_claim(moderator, image.pk)
+    assert renewed.claim_expires_at == frozen_clock.current + timedelta(seconds=get_settings().claim_lease_seconds)
+    with pytest.raises(review.StaleClaim):
+        review.renew_claim(other, image.pk)
+    frozen_clock.advance(seconds=get_settings().claim_lease_seconds + 1)
+    with pytest.raises(review.StaleClaim):
+        review.renew_claim(moderator, image.pk)
+
+
+@pytest.mark.django_db
+def test_release_returns_the_item_to_the_queue(moderator):
+    other = make_moderator()
+    image = make_flagged()
+    review.claim_next(moderator)
+    assert review.release_claim(other, image.pk) is False
+    assert review.release_claim(moderator, image.pk) is True
+    assert review.claim_next(other).pk == image.pk
+
+
+@pytest.mark.django_db
+def test_confirm_takes_the_listing_down_and_records_everything(moderator, frozen_clock, monkeypatch):
+    recorded = []
+    monkeypatch.setattr("moderation.services.training.record_decision", recorded.append)
+    image = make_flagged(0.91, label="knife", is_audit=True)
+    review.claim_next(moderator)
+    decision = review.decide(
+        user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM, policy_category="weapons", note="blade"
+    )
+    image.refresh_from_db()
+    assert image.status == ImageStatus.CONFIRMED
+    assert image.confirmed_at == frozen_clock.current
+    assert image.claimed_by is None
+    assert image.listing.status == ListingStatus.TAKEN_DOWN
+    assert (decision.label, decision.model_version, decision.prohibited_probability) == ("knife", "v0001", 0.91)
+    assert decision.was_audit is True
+    assert decision.policy_category == PolicyCategory.WEAPONS
+    assert recorded == [decision]
+
+
+@pytest.mark.django_db
+def test_reject_teaches_the_first_allowed_label_of_the_active_model(moderator):
+    ModelVersion.objects.create(
+        version="v0001", labels=["bag", "knife", "shirt"], prohibited_labels=["knife"], is_active=True
+    )
+    image = make_flagged(label="knife")
+    review.claim_next(moderator)
+    decision = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT)
+    image.refresh_from_db()
+    assert image.status == ImageStatus.REJECTED
+    assert image.rejected_at is not None
+    assert image.listing.status == ListingStatus.LIVE
+    assert decision.label == "bag"
+    assert decision.policy_category == PolicyCategory.NONE
+
+
+@pytest.mark.django_db
+def test_reject_without_a_model_falls_back_to_allowed(moderator):
+    image = make_flagged()
+    review.claim_next(moderator)
+    assert review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT).label == "allowed"
+
+
+@pytest.mark.django_db
+def test_listing_stays_in_review_while_another_image_is_flagged(moderator):
+    image = make_flagged(0.9)
+    make_flagged(0.5, listing=image.listing)
+    review.claim_next(moderator)
+    review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT)
+    image.listing.refresh_from_db()
+    assert image.listing.status == ListingStatus.IN_REVIEW
+
+
+@pytest.mark.django_db
+def test_second_submission_is_refused_and_stores_nothing(moderator):
+    image = make_flagged()
+    review.claim_next(moderator)
+    review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    with pytest.raises(review.AlreadyDecided):
+        review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    assert Decision.objects.filter(image=image).count() == 1
+
+
+@pytest.mark.django_db
+def test_decision_without_a_live_own_claim_is_stale(moderator, frozen_clock):
+    other = make_moderator()
+    image = make_flagged()
+    with pytest.raises(review.StaleClaim):
+        review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    review.claim_next(other)
+    with pytest.raises(review.StaleClaim):
+        review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    frozen_clock.advance(seconds=get_settings().claim_lease_seconds + 1)
+    with pytest.raises(review.StaleClaim):
+        review.decide(user=other, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    assert not Decision.objects.exists()
+    image.refresh_from_db()
+    assert image.status == ImageStatus.FLAGGED
+
+
+@pytest.mark.django_db
+def test_training_failure_rolls_the_decision_back(moderator, monkeypatch):
+    def explode(decision):
+        raise RuntimeError("training store down")
+
+    monkeypatch.setattr("moderation.services.training.record_decision", explode)
+    image = make_flagged()
+    review.claim_next(moderator)
+    with pytest.raises(RuntimeError):
+        review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    image.refresh_from_db()
+    assert image.status == ImageStatus.FLAGGED
+    assert not Decision.objects.exists()
+
+
+@pytest.mark.django_db
+def test_undo_within_the_window_reflags_and_withdraws(moderator, frozen_clock, monkeypatch):
+    withdrawn = []
+    monkeypatch.setattr("moderation.services.training.withdraw_decision", withdrawn.append)
+    image = make_flagged()
+    review.claim_next(moderator)
+    decision = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    frozen_clock.advance(seconds=10)
+    review.undo_decision(user=moderator, decision_id=decision.pk)
+    image.refresh_from_db()
+    decision.refresh_from_db()
+    assert decision.undone_at == frozen_clock.current
+    assert image.status == ImageStatus.FLAGGED
+    assert image.confirmed_at is None
+    assert image.claimed_by == moderator
+    assert image.listing.status == ListingStatus.IN_REVIEW
+    assert [d.pk for d in withdrawn] == [decision.pk]
+    again = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT)
+    assert Decision.objects.filter(image=image).count() == 2
+    assert Decision.objects.get(image=image, undone_at__isnull=True).pk == again.pk
+
+
+@pytest.mark.django_db
+def test_undo_is_refused_after_the_window_twice_or_by_someone_else(moderator, frozen_clock):
+    other = make_moderator()
+    first, second = make_flagged(0.9), make_flagged(0.8)
+    review.claim_next(moderator)
+    late = review.decide(user=moderator, image_id=first.pk, outcome=DecisionOutcome.CONFIRM)
+    review.claim_next(moderator)
+    soon = review.decide(user=moderator, image_id=second.pk, outcome=DecisionOutcome.CONFIRM)
+    with pytest.raises(review.UndoNotAllowed):
+        review.undo_decision(user=other, decision_id=soon.pk)
+    review.undo_decision(user=moderator, decision_id=soon.pk)
+    with pytest.raises(review.UndoNotAllowed):
+        review.undo_decision(user=moderator, decision_id=soon.pk)
+    frozen_clock.advance(seconds=review.UNDO_WINDOW.total_seconds() + 1)
+    with pytest.raises(review.UndoNotAllowed):
+        review.undo_decision(user=moderator, decision_id=late.pk)
+    assert ListingImage.objects.get(pk=first.pk).status == ImageStatus.CONFIRMED
+
+
+@pytest.mark.django_db
+def test_unknown_outcome_or_category_is_a_value_error(moderator):
+    image = make_flagged()
+    review.claim_next(moderator)
+    with pytest.raises(ValueError):
+        review.decide(user=moderator, image_id=image.pk, outcome="maybe")
+    with pytest.raises(ValueError):
+        review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM, policy_category="x")
