@@ -1,0 +1,96 @@
+"""Test images made in memory: good ones in each accepted format and the bad inputs uploads must refuse."""
+
+import io
+import struct
+import zlib
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+
+def make_image(fmt: str = "JPEG", size: tuple[int, int] = (32, 24), color=(200, 30, 30), mode: str = "RGB") -> bytes:
+    """A small solid image with a stripe so orientation is visible in its pixels."""
+    image = Image.new(mode, size, color)
+    stripe = (0, 0, 255) if mode == "RGB" else 0
+    for x in range(size[0]):
+        for y in range(min(4, size[1])):
+            image.putpixel((x, y), stripe)
+    output = io.BytesIO()
+    image.save(output, format=fmt)
+    return output.getvalue()
+
+
+def jpeg_bytes(size=(32, 24), color=(200, 30, 30)) -> bytes:
+    return make_image("JPEG", size, color)
+
+
+def png_bytes(size=(32, 24), color=(30, 200, 30)) -> bytes:
+    return make_image("PNG", size, color)
+
+
+def webp_bytes(size=(32, 24), color=(30, 30, 200)) -> bytes:
+    return make_image("WEBP", size, color)
+
+
+def gif_bytes() -> bytes:
+    return make_image("GIF", mode="RGB")
+
+
+def bmp_bytes() -> bytes:
+    return make_image("BMP")
+
+
+def pdf_bytes() -> bytes:
+    return b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def svg_bytes() -> bytes:
+    return b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>alert(1)</script></svg>'
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A PNG whose header claims huge dimensions over a few bytes of data: a decompression bomb's shape."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def truncated_jpeg(size=(64, 64)) -> bytes:
+    """A JPEG cut in half: it opens (Pillow reads headers lazily) and fails when decoded."""
+    data = make_image("JPEG", size)
+    return data[: len(data) // 2]
+
+
+def junk_bytes() -> bytes:
+    return b"this is not an image at all, just some text pretending " * 8
+
+
+def polyglot_png() -> bytes:
+    """A valid PNG with an HTML page appended; `verify()` passes it."""
+    return png_bytes() + b"<html><script>alert('polyglot')</script></html>"
+
+
+def exif_rotated_jpeg(size=(40, 20), orientation: int = 6) -> bytes:
+    """A landscape JPEG whose EXIF says "rotate 90 degrees", as phones write them; GPS data included."""
+    image = Image.new("RGB", size, (250, 250, 250))
+    for x in range(size[0]):
+        for y in range(6):
+            image.putpixel((x, y), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x8825] = {1: "N", 2: (52.0, 22.0, 0.0)}
+    output = io.BytesIO()
+    image.save(output, format="JPEG", exif=exif.tobytes())
+    return output.getvalue()
+
+
+def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type=content_type)
