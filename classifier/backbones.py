@@ -8,7 +8,9 @@ platform forks worker processes and must not pay for, or share, TensorFlow state
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,16 @@ if TYPE_CHECKING:
 BACKBONES: tuple[str, ...] = ("mobilenet_v1", "inception_v3", "mobilenet_v2", "efficientnet_b0", "tiny")
 
 _NATIVE_SIZES = {"mobilenet_v1": 224, "inception_v3": 299, "mobilenet_v2": 224, "efficientnet_b0": 224, "tiny": 32}
+
+#: File name of the converted MobileNet V1 inside the cache directory (bump the suffix if the conversion changes).
+MOBILENET_V1_FILE = "mobilenet_v1_1.0_224_imagenet-v1.keras"
+
+# Keras application constructor and whether the model needs x / 127.5 - 1 in front of it.
+_APPLICATIONS = {
+    "inception_v3": ("InceptionV3", True),
+    "mobilenet_v2": ("MobileNetV2", True),
+    "efficientnet_b0": ("EfficientNetB0", False),
+}
 
 #: Seed of the random ``tiny`` backbone: the same weights in every process, so cached features stay valid.
 TINY_SEED = 1234
@@ -57,15 +69,146 @@ def build_backbone(
         raise ValueError(f"image_size must be at least 32, got {size}")
     if name == "tiny":
         model = _tiny(size)
+    elif name == "mobilenet_v1":
+        if weights is not None:
+            raise ValueError("mobilenet_v1 takes its weights from the bundled ImageNet graph; weights= is not used")
+        model = _mobilenet_v1_features(size, _cache_dir(cache_dir))
     else:
-        raise BackboneUnavailable(f"backbone {name} is not available yet")
+        model = _keras_application(name, size, weights)
     model.trainable = False
     return model
+
+
+def imagenet_classifier(name: str = "mobilenet_v1", cache_dir: str | Path | None = None) -> keras.Model:
+    """The full 1000-class ImageNet classifier behind a backbone (float RGB 0..255 in, softmax out).
+
+    Classes follow Keras' ImageNet order (``keras.applications.imagenet_utils.decode_predictions``). Used to check
+    that the offline import is right: a correct MobileNet V1 calls scikit-image's ``chelsea()`` an Egyptian cat.
+    """
+    if name != "mobilenet_v1":
+        raise ValueError("only mobilenet_v1 ships its ImageNet classifier offline")
+    import keras
+
+    path = converted_mobilenet_v1(cache_dir)
+    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    model.trainable = False
+    return model
+
+
+def converted_mobilenet_v1(cache_dir: str | Path | None = None) -> Path:
+    """Path of the cached Keras conversion of the bundled MobileNet V1, converting it on first use.
+
+    The conversion (a few seconds) runs once per cache directory. It is written to a temporary file and renamed,
+    so concurrent workers never load a half-written model; two racing conversions write identical files.
+    """
+    from classifier import mobilenet_v1_import
+
+    directory = _cache_dir(cache_dir)
+    path = directory / MOBILENET_V1_FILE
+    if path.is_file():
+        return path
+    try:
+        model = mobilenet_v1_import.convert()
+    except mobilenet_v1_import.GraphUnavailable as exc:
+        raise BackboneUnavailable(f"mobilenet_v1 cannot be built: {exc}") from exc
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".mobilenet_v1-", suffix=".keras", dir=directory)
+    os.close(handle)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
 
 
 def _check_name(name: str) -> None:
     if name not in _NATIVE_SIZES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def _cache_dir(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
+def _mobilenet_v1_features(size: int, cache_dir: Path) -> keras.Model:
+    """MobileNet V1 up to global average pooling (1024 features) at any input size.
+
+    MobileNet's weights do not depend on the input size, so the network is built at ``size`` and the converted
+    224 px weights are copied over by layer name.
+    """
+    import keras
+
+    weights = _mobilenet_v1_weights(converted_mobilenet_v1(cache_dir))
+    inputs = keras.Input((size, size, 3), name="image")
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inputs)
+    base = keras.applications.MobileNet(input_tensor=scaled, include_top=False, weights=None, pooling="avg")
+    model = keras.Model(inputs, base.output, name="mobilenet_v1_features")
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(weights[layer.name])
+    return model
+
+
+def _mobilenet_v1_weights(path: Path) -> dict[str, list]:
+    """Layer weights of the converted classifier, memoised per file version so repeated builds skip the load."""
+    stat = path.stat()
+    return _load_layer_weights(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_layer_weights(path: str, mtime_ns: int, size: int) -> dict[str, list]:
+    import keras
+
+    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+
+def _keras_application(name: str, size: int, weights: str | Path | None) -> keras.Model:
+    """An ImageNet Keras application without its top, from a local weights file or Keras' download."""
+    import keras
+
+    constructor, scale = _APPLICATIONS[name]
+    source = weights or os.environ.get("VIGIA_BACKBONE_WEIGHTS") or None
+    if source is not None and not Path(source).expanduser().is_file():
+        raise BackboneUnavailable(f"weights file for {name} not found: {source}")
+    factory = getattr(keras.applications, constructor)
+    try:
+        # Built standalone first so Keras loads the weights file (or its download) into exactly the layout it was
+        # saved from; the weights are then copied into the model with preprocessing in front.
+        reference = factory(
+            include_top=False,
+            weights=str(Path(source).expanduser()) if source else "imagenet",
+            input_shape=(size, size, 3),
+            pooling="avg",
+        )
+    except Exception as exc:
+        if source is not None:
+            raise BackboneUnavailable(f"cannot load {name} weights from {source}: {_one_line(exc)}") from exc
+        raise BackboneUnavailable(
+            f"{name} ImageNet weights could not be downloaded ({_one_line(exc)}); pass a local weights file "
+            f"(weights=..., HParams.backbone_weights) or set VIGIA_BACKBONE_WEIGHTS to one, "
+            f"or use the offline backbone mobilenet_v1"
+        ) from exc
+    inputs = keras.Input((size, size, 3), name="image")
+    # EfficientNet normalises inside its own graph; the others expect x / 127.5 - 1.
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inputs) if scale else inputs
+    base = factory(include_top=False, weights=None, input_tensor=x, pooling="avg")
+    model = keras.Model(inputs, base.output, name=f"{name}_features")
+    source_layers = [layer for layer in reference.layers if layer.weights]
+    target_layers = [layer for layer in model.layers if layer.weights]
+    if len(source_layers) != len(target_layers):
+        raise BackboneUnavailable(f"{name}: unexpected layer layout ({len(source_layers)} vs {len(target_layers)})")
+    # Same constructor, same layer order; names are not used because InceptionV3's are auto-numbered per process.
+    for source_layer, target_layer in zip(source_layers, target_layers, strict=True):
+        target_layer.set_weights(source_layer.get_weights())
+    return model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _tiny(size: int) -> keras.Model:

@@ -1,10 +1,12 @@
 """Turn uploaded image bytes, files or arrays into the fixed-size RGB arrays the backbones expect.
 
 Every path into a model (training, evaluation, scoring) goes through :func:`decode_image`, so the same photo always
-becomes the same pixels. Images keep their aspect ratio: the longer side is resized to ``size`` and the shorter
-side is padded with white. Padding rather than center-cropping is deliberate for moderation: a prohibited item at
-the edge of a listing photo must not be cropped away before the classifier sees it. White matches the backdrop of
-most product photos and the colour transparent pixels are composited onto.
+becomes the same pixels. The whole frame is resized to ``size`` x ``size``, ignoring the aspect ratio, exactly as
+TensorFlow's ``retrain.py`` fed its backbones. We chose that over center-cropping because moderation must see the
+whole photo (a prohibited item at the edge of a listing photo must not be cropped away), and over letterbox padding
+because padding spends input pixels on empty borders and measurably hurts the ImageNet backbones: on
+scikit-image's ``chelsea()`` MobileNet V1 gives "Egyptian cat" 0.93 squashed, 0.51 center-cropped and 0.24
+padded with white.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-#: Colour used for letterbox padding and for compositing transparent pixels.
+#: Colour transparent pixels are composited onto (the usual backdrop of product photos).
 BACKGROUND = (255, 255, 255)
 
 _MODES_WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -70,7 +72,7 @@ def _from_file(handle, size: int, name: str) -> np.ndarray:
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error... for bad files
             raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
     image = _apply_orientation(image)
-    return _letterbox(_to_rgb(image), size)
+    return _resize(_to_rgb(image), size)
 
 
 def _check_pixels(image: Image.Image) -> None:
@@ -104,16 +106,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _letterbox(image: Image.Image, size: int) -> np.ndarray:
-    width, height = image.size
-    if (width, height) != (size, size):
-        scale = size / max(width, height)
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
-        if target != (size, size):
-            canvas = Image.new("RGB", (size, size), BACKGROUND)
-            canvas.paste(image, ((size - target[0]) // 2, (size - target[1]) // 2))
-            image = canvas
+def _resize(image: Image.Image, size: int) -> np.ndarray:
+    if image.size != (size, size):
+        # reducing_gap lets Pillow shrink by whole factors first (fast box reduce), then finish with bicubic.
+        image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     return np.asarray(image, dtype=np.uint8).copy()
 
 
@@ -128,4 +124,4 @@ def _from_array(array: np.ndarray, size: int) -> np.ndarray:
         return np.ascontiguousarray(array)
     # fromarray infers L, RGB or RGBA from the shape.
     image = Image.fromarray(np.ascontiguousarray(array))
-    return _letterbox(_to_rgb(image), size)
+    return _resize(_to_rgb(image), size)
