@@ -3,20 +3,52 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+# Demo defaults: debug on (demo accounts, runserver), port 8000. `make run DEBUG=0 PORT=9000` overrides them.
+DEBUG ?= 1
+PORT ?= 8000
+# Fashion-MNIST pair for the learning-loop simulation, prohibited class first.
+CLASSES ?= Pullover,Coat
+# No cache directory in the tree and a ceiling per test, so a hung worker fails one test instead of the run.
+PYTEST_FLAGS ?= -p no:cacheprovider --timeout=600
+# Runs a command with a Redis that answers: REDIS_URL if it does, else an embedded one stopped afterwards.
+WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
-.PHONY: install run test lint format bench bench-classifier bench-loop clean
+.PHONY: install dataset run test lint format bench bench-classifier bench-loop clean
 
 $(STAMP): requirements.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 2; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	touch $(STAMP)
+	@if [ ! -x $(PY) ]; then \
+	  command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)." >&2; exit 2; }; \
+	  echo "Creating $(VENV) with $(PYTHON)"; \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
+	@echo "Installing requirements.txt into $(VENV)"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-input --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-input -r requirements.txt
+	@touch $(STAMP)
 
 install: $(STAMP)
 
+# The demo data: Debian's Fashion-MNIST package, installed when missing and apt is usable (root).
+dataset:
+	@if [ ! -d $(FASHION_MNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing dataset-fashion-mnist with apt-get"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist </dev/null >/dev/null; \
+	  else \
+	    echo "Fashion-MNIST is not in $(FASHION_MNIST): run 'sudo apt-get install dataset-fashion-mnist'" \
+	      "(online machines can also let Keras download it)." >&2; \
+	  fi; \
+	fi
+
+run: $(STAMP) dataset
+	DEBUG=$(DEBUG) PORT=$(PORT) $(PY) manage.py rundesk
+
+# pytest exits 5 when it collected nothing; for "the whole suite" that is a failure, reported as such.
 test: $(STAMP)
-	$(PY) -m pytest
+	@rc=0; $(WITH_REDIS) $(PY) -m pytest $(PYTEST_FLAGS) $(ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -25,3 +57,19 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	@test -f bench/pipeline.py || { echo "bench/pipeline.py is not in this checkout." >&2; exit 2; }
+	$(WITH_REDIS) $(PY) bench/pipeline.py
+
+bench-classifier: $(STAMP)
+	@test -f bench/classifier.py || { echo "bench/classifier.py is not in this checkout." >&2; exit 2; }
+	$(PY) bench/classifier.py
+
+bench-loop: $(STAMP)
+	@test -f bench/loop.py || { echo "bench/loop.py is not in this checkout." >&2; exit 2; }
+	CLASSES=$(CLASSES) $(WITH_REDIS) $(PY) bench/loop.py --classes $(CLASSES)
+
+clean:
+	rm -rf .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

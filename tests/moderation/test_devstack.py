@@ -1,0 +1,231 @@
+"""The local stack `make run` relies on: an embedded Redis that never outlives the desk, and a supervisor that
+stops every process it started. These run real processes (a Redis server, short Python children) but no model.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from moderation import devstack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def dead_port_url() -> str:
+    return f"redis://127.0.0.1:{devstack.free_tcp_port()}/0"
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    server = devstack.EmbeddedRedis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+def test_embedded_redis_answers_ping_and_is_gone_after_stop(embedded):
+    url = embedded.start()
+
+    assert devstack.redis_answers(url)
+    pid = embedded.pid
+    assert embedded.pid_file.read_text().strip() == str(pid)
+
+    embedded.stop()
+
+    assert not devstack.pid_alive(pid)
+    assert not devstack.redis_answers(url)
+    assert not embedded.pid_file.exists()
+
+
+def test_a_stale_server_from_a_crashed_run_is_stopped_before_a_new_one_starts(tmp_path):
+    crashed = devstack.EmbeddedRedis(tmp_path / "redis")
+    crashed.start()
+    stale_pid = crashed.pid
+
+    fresh = devstack.EmbeddedRedis(tmp_path / "redis")
+    try:
+        fresh.start()
+        assert wait_until(lambda: not devstack.pid_alive(stale_pid))
+        assert devstack.redis_answers(fresh.url)
+        assert fresh.pid_file.read_text().strip() == str(fresh.pid)
+    finally:
+        fresh.stop()
+        crashed.stop()
+
+
+def test_configured_redis_is_used_when_it_answers(embedded, tmp_path):
+    configured = embedded.start()
+
+    with devstack.redis_for_run(configured, tmp_path / "var", log=lambda _m: None) as (url, started):
+        assert url == configured
+        assert started is None
+    assert not (tmp_path / "var" / "redis" / "redis.pid").exists()
+
+
+def test_embedded_redis_starts_when_the_configured_one_is_down_and_stops_even_on_error(tmp_path):
+    redis_for_run = devstack.redis_for_run(dead_port_url(), tmp_path, log=lambda _m: None)
+    with pytest.raises(RuntimeError, match="boom"), redis_for_run as (url, started):
+        assert started is not None
+        pid = started.pid
+        assert devstack.redis_answers(url)
+        raise RuntimeError("boom")
+
+    assert not devstack.pid_alive(pid)
+    assert not devstack.redis_answers(url)
+
+
+def test_with_redis_wrapper_hands_the_embedded_url_to_the_command_and_cleans_up(tmp_path):
+    probe = tmp_path / "seen.json"
+    script = (
+        "import json, os, sys; from moderation import devstack; url = os.environ['REDIS_URL'];"
+        f"json.dump({{'url': url, 'ok': devstack.redis_answers(url)}}, open({str(probe)!r}, 'w')); sys.exit(7)"
+    )
+    env = {**os.environ, "REDIS_URL": dead_port_url(), "VIGIA_VAR_DIR": str(tmp_path)}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "moderation.devstack", "with-redis", "--", sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 7, result.stderr
+    seen = json.loads(probe.read_text())
+    assert seen["ok"] is True
+    assert seen["url"] != env["REDIS_URL"]
+    assert not devstack.redis_answers(seen["url"])
+    assert not (tmp_path / "redis" / "redis.pid").exists()
+
+
+# A stand-in for rundesk's process list: each child starts a grandchild (as Celery's pool does) and records both.
+CHILD = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(sys.argv[1], "a") as out:
+        out.write(f"{os.getpid()} {grandchild.pid}\\n")
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    import django
+    django.setup()
+    from moderation import devstack
+    from moderation.management.commands.rundesk import Command
+
+    pids_file, child_script = sys.argv[1], sys.argv[2]
+
+    class FakeDesk(Command):
+        def process_specs(self, host, port, env, web_workers):
+            return [
+                devstack.ProcessSpec(name, [sys.executable, "-c", child_script, pids_file], env)
+                for name in ("worker", "beat", "web")
+            ]
+
+    FakeDesk().serve("127.0.0.1", 1, {}, None, 1)
+    """
+)
+
+
+def start_fake_desk(tmp_path):
+    pids_file = tmp_path / "pids.txt"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "moderation.test_settings", "VIGIA_VAR_DIR": str(tmp_path)}
+    desk = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(pids_file), CHILD],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def all_ready():
+        return pids_file.exists() and len(pids_file.read_text().splitlines()) == 3
+
+    assert wait_until(all_ready, timeout=30), "the fake desk's children did not start"
+    pids = [int(pid) for line in pids_file.read_text().splitlines() for pid in line.split()]
+    return desk, pids
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_rundesk_stops_every_child_and_grandchild_on_a_signal(tmp_path, signum):
+    desk, pids = start_fake_desk(tmp_path)
+    assert all(devstack.pid_alive(pid) for pid in pids)
+
+    desk.send_signal(signum)
+    output, _ = desk.communicate(timeout=30)
+
+    assert desk.returncode == 0, output
+    assert wait_until(lambda: not any(devstack.pid_alive(pid) for pid in pids)), output
+    for name in ("worker", "beat", "web"):
+        assert f"{name:<8} | ready" in output
+        assert f"{name:<8} | stopped" in output
+
+
+def test_children_do_not_outlive_a_killed_supervisor(tmp_path):
+    desk, pids = start_fake_desk(tmp_path)
+    children = pids[0::2]
+
+    desk.kill()
+    desk.wait(timeout=10)
+
+    assert wait_until(lambda: not any(devstack.pid_alive(pid) for pid in children)), "orphaned children"
+    for grandchild in pids[1::2]:
+        # Grandchildren are not ours to track once their parent died; clean them up so nothing leaks.
+        devstack.stop_pid(grandchild, grace=1)
+
+
+def test_the_embedded_redis_dies_with_a_killed_holder(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from moderation import devstack
+        server = devstack.EmbeddedRedis(Path({str(tmp_path)!r}))
+        server.start()
+        print(server.pid, server.url, flush=True)
+        time.sleep(600)
+        """
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    pid_text, url = holder.stdout.readline().split()
+    pid = int(pid_text)
+    assert devstack.redis_answers(url)
+
+    holder.kill()
+    holder.wait(timeout=10)
+
+    assert wait_until(lambda: not devstack.pid_alive(pid)), "the embedded Redis outlived its holder"
+
+
+def test_a_child_that_exits_on_its_own_stops_the_desk(tmp_path):
+    supervisor = devstack.Supervisor(output=io.StringIO(), grace=5)
+    supervisor.start(devstack.ProcessSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"]))
+    supervisor.start(devstack.ProcessSpec("crasher", [sys.executable, "-c", "raise SystemExit(3)"]))
+    try:
+        assert supervisor.wait() == ("crasher", 3)
+    finally:
+        supervisor.stop_all()
+    assert supervisor.processes["sleeper"].returncode is not None
