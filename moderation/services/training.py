@@ -1,11 +1,527 @@
-"""Training data and retrain triggers from moderators' decisions (the learning loop)."""
+"""The learning loop: decisions become examples, the trigger queues exactly one run, a run trains and is gated.
 
-from moderation.models import Decision
+Flow: `record_decision` (inside the review transaction) writes the example and advances the counter on the
+locked `TrainingState` row; crossing the batch size creates one `TrainingRun` and queues `moderation.run_training`
+on commit. `execute_training_run` trains on every active non-holdout example, saves the candidate in the registry,
+compares it with the active model on the frozen holdout, and promotes it only when it is at least as good.
+
+Only one run is ever running: a run created while another runs stays queued, and the finishing run dispatches
+it. Every path that creates a run holds the `TrainingState` lock, so concurrent triggers cannot create two.
+"""
+
+import logging
+import math
+import threading
+import time
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+
+from django.conf import settings as django_settings
+from django.db import IntegrityError, close_old_connections, connection, transaction
+
+from moderation import clock
+from moderation.models import (
+    Decision,
+    DecisionOutcome,
+    GateMetric,
+    ModelVersion,
+    ModerationSettings,
+    TrainingRun,
+    TrainingRunStatus,
+    TrainingState,
+    TrainingTrigger,
+)
+from moderation.selectors.settings import get_settings
+from moderation.selectors.training import (
+    gate_threshold,
+    holdout_examples,
+    label_counts,
+    new_example_count,
+    to_classifier_examples,
+    trainable_examples,
+)
+from moderation.services.examples import ExampleLabelUnknown, deactivate_decision_example, upsert_decision_example
+from moderation.services.model_versions import activate_version, get_registry, mirror_version
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 0.5
+GATE_METRIC_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc", "n", "confusion_matrix", "labels")
 
 
-def record_decision(decision: Decision) -> None:
-    """Turn a decision into a training example and advance the retrain trigger (same transaction)."""
+def heartbeat_seconds() -> float:
+    return float(getattr(django_settings, "VIGIA_TRAINING_HEARTBEAT_SECONDS", 5))
+
+
+def stale_after_seconds() -> float:
+    return float(getattr(django_settings, "VIGIA_TRAINING_STALE_SECONDS", 120))
+
+
+# --- Decisions -> examples -> trigger -------------------------------------------------------------------------
+
+
+def _locked_state() -> TrainingState:
+    # get_or_create under select_for_update: a concurrent first insert fails on the primary key, and the retry
+    # inside get_or_create then waits on the winner's row lock, so every caller ends up holding the same row.
+    state, _ = TrainingState.objects.select_for_update().get_or_create(pk=1)
+    return state
+
+
+def record_decision(decision: Decision) -> TrainingRun | None:
+    """Turn a decision into a training example and advance the retrain trigger (inside the decision's transaction).
+
+    Returns the run this decision triggered, if any. A decision whose label cannot be told is logged and skipped
+    rather than refused: the moderator's verdict matters more than one training example.
+    """
+    try:
+        upsert_decision_example(decision)
+    except ExampleLabelUnknown:
+        logger.warning("decision %s produced no training example: no label known", decision.pk)
+        return None
+    state = _locked_state()
+    state.new_examples_since_last_run += 1
+    if decision.outcome == DecisionOutcome.CONFIRM:
+        state.confirmed_since_last_run += 1
+    run = None
+    if state.confirmed_since_last_run >= get_settings().retrain_batch_size:
+        run = _create_run(state, TrainingTrigger.BATCH)
+    state.save()
+    return run
 
 
 def withdraw_decision(decision: Decision) -> None:
-    """Deactivate the example an undone decision produced (same transaction)."""
+    """Deactivate the example an undone decision produced and give back its count (same transaction)."""
+    changed = deactivate_decision_example(decision)
+    state = _locked_state()
+    if changed:
+        state.new_examples_since_last_run += 1
+    counted_since = state.last_run.created_at if state.last_run_id else None
+    if (
+        decision.outcome == DecisionOutcome.CONFIRM
+        and state.confirmed_since_last_run > 0
+        and (counted_since is None or decision.created_at >= counted_since)
+    ):
+        state.confirmed_since_last_run -= 1
+    state.save()
+
+
+def _create_run(state: TrainingState, trigger: str, user=None, dispatch: bool = True) -> TrainingRun:
+    """Create the queued run (or return the one already queued) and reset the counter; caller holds the lock.
+
+    A run that is already queued has not started yet, so it will train on everything this trigger wanted too.
+    """
+    queued = TrainingRun.objects.filter(status=TrainingRunStatus.QUEUED).first()
+    if queued is None:
+        try:
+            with transaction.atomic():
+                queued = TrainingRun.objects.create(trigger=trigger, requested_by=user)
+        except IntegrityError:
+            queued = TrainingRun.objects.get(status=TrainingRunStatus.QUEUED)
+        else:
+            if dispatch:
+                run_id = queued.pk
+                transaction.on_commit(lambda: dispatch_run(run_id))
+    state.confirmed_since_last_run = 0
+    state.new_examples_since_last_run = 0
+    state.last_run = queued
+    return queued
+
+
+def dispatch_run(run_id: int) -> None:
+    """Queue the task for a run; duplicates are harmless (the task starts a run at most once)."""
+    from moderation.tasks.training import run_training
+
+    run_training.delay(run_id)
+
+
+def request_training(trigger: str = TrainingTrigger.MANUAL, user=None, dispatch: bool = True) -> TrainingRun:
+    """Create a run now (the "Retrain now" button, the `retrain` command), or return the one already queued.
+
+    `dispatch=False` is for a caller that executes the run itself (the `retrain` command), so no worker races it.
+    """
+    with transaction.atomic():
+        state = _locked_state()
+        run = _create_run(state, trigger, user, dispatch=dispatch)
+        state.save()
+    return run
+
+
+def check_trigger() -> TrainingRun | None:
+    """What the beat schedule runs: retrain when the batch is full, or on schedule when anything is new."""
+    settings_row = get_settings()
+    with transaction.atomic():
+        state = _locked_state()
+        if state.confirmed_since_last_run >= settings_row.retrain_batch_size:
+            trigger = TrainingTrigger.BATCH
+        elif settings_row.retrain_on_schedule and (state.new_examples_since_last_run > 0 or new_example_count() > 0):
+            trigger = TrainingTrigger.SCHEDULE
+        else:
+            return None
+        if TrainingRun.objects.filter(status=TrainingRunStatus.QUEUED).exists():
+            return None
+        run = _create_run(state, trigger)
+        state.save()
+    return run
+
+
+def sweep_training_runs() -> dict:
+    """Fail runs whose worker stopped beating, and re-dispatch a queued run nothing is working on.
+
+    The heartbeat is written by a thread next to the training, so it stops exactly when the worker process dies,
+    however it died. A queued run whose message was lost (Redis restarted) is dispatched again.
+    """
+    cutoff = clock.now() - timedelta(seconds=stale_after_seconds())
+    failed = 0
+    for run in TrainingRun.objects.filter(status=TrainingRunStatus.RUNNING, heartbeat_at__lt=cutoff):
+        if _finish_failed(run.pk, f"No heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC: the worker was lost."):
+            failed += 1
+    redispatched = 0
+    if not TrainingRun.objects.filter(status=TrainingRunStatus.RUNNING).exists():
+        queued = TrainingRun.objects.filter(status=TrainingRunStatus.QUEUED).first()
+        if queued is not None:
+            dispatch_run(queued.pk)
+            redispatched = 1
+    return {"failed": failed, "redispatched": redispatched}
+
+
+SCHEDULES = {
+    "Vigia: retrain on schedule": ("moderation.check_training_trigger", {"crontab": {"minute": "0", "hour": "3"}}),
+    "Vigia: sweep training runs": ("moderation.sweep_training_runs", {"interval": {"every": 60, "period": "seconds"}}),
+}
+
+
+def ensure_training_schedules() -> int:
+    """Create the beat rows for the trigger check and the sweeper, leaving rows an admin already edited alone."""
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+    created = 0
+    for name, (task, schedule) in SCHEDULES.items():
+        if PeriodicTask.objects.filter(name=name).exists():
+            continue
+        if "crontab" in schedule:
+            crontab, _ = CrontabSchedule.objects.get_or_create(**schedule["crontab"], timezone="UTC")
+            PeriodicTask.objects.create(name=name, task=task, crontab=crontab)
+        else:
+            interval, _ = IntervalSchedule.objects.get_or_create(**schedule["interval"])
+            PeriodicTask.objects.create(name=name, task=task, interval=interval)
+        created += 1
+    return created
+
+
+# --- The run ----------------------------------------------------------------------------------------------------
+
+
+class _ProgressWriter:
+    """The classifier's progress callback: writes phase and progress to the run row, at most every 0.5 s.
+
+    A phase change and the last step of a phase are always written, so the page never shows a stale phase.
+    """
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self.last_write = 0.0
+        self.last_phase = None
+
+    def __call__(self, phase: str, current: int, total: int) -> None:
+        now = time.monotonic()
+        if phase == self.last_phase and current < total and now - self.last_write < PROGRESS_INTERVAL_SECONDS:
+            return
+        self.last_write = now
+        self.last_phase = phase
+        TrainingRun.objects.filter(pk=self.run_id).update(
+            phase=phase, progress_current=max(0, current), progress_total=max(0, total), heartbeat_at=clock.now()
+        )
+
+
+class _Heartbeat(threading.Thread):
+    """Stamps `heartbeat_at` every few seconds while the run's process is alive, whatever phase it is in."""
+
+    def __init__(self, run_id: int, interval: float):
+        super().__init__(name=f"training-heartbeat-{run_id}", daemon=True)
+        self.run_id = run_id
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                TrainingRun.objects.filter(pk=self.run_id, status=TrainingRunStatus.RUNNING).update(
+                    heartbeat_at=clock.now()
+                )
+        except Exception:  # a heartbeat must never take the run down; a missing beat shows up as staleness
+            logger.exception("training heartbeat of run %s stopped", self.run_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=self.interval + 5)
+
+
+def _start_run(run_id: int, task_id: str) -> TrainingRun | None:
+    """Flip a queued run to running, or say why not (None). Runs under the run's row lock.
+
+    A run found `running` under the same task id is a redelivery: the worker that started it died (acks_late with
+    reject-on-worker-lost hands the message back), so it ends `failed` and the active model stays untouched.
+    """
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        if run.status == TrainingRunStatus.RUNNING:
+            if run.metrics.get("worker", {}).get("task_id") == task_id:
+                _mark_failed(run, "The worker running this training was lost (killed or crashed) before it finished.")
+                transaction.on_commit(dispatch_next_run)
+            return None
+        if run.status != TrainingRunStatus.QUEUED:
+            return None
+        if TrainingRun.objects.filter(status=TrainingRunStatus.RUNNING).exists():
+            return None  # the running one dispatches this run when it ends
+        now = clock.now()
+        run.status = TrainingRunStatus.RUNNING
+        run.started_at = now
+        run.heartbeat_at = now
+        run.phase = "starting"
+        run.metrics = {"worker": {"task_id": task_id, "pid": _pid()}}
+        try:
+            with transaction.atomic():
+                run.save(update_fields=["status", "started_at", "heartbeat_at", "phase", "metrics"])
+        except IntegrityError:
+            return None
+    return run
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def _mark_failed(run: TrainingRun, reason: str) -> None:
+    run.status = TrainingRunStatus.FAILED
+    run.reason = reason[:5000]
+    run.finished_at = clock.now()
+    run.save(update_fields=["status", "reason", "finished_at"])
+
+
+def _finish_failed(run_id: int, reason: str) -> bool:
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id, status=TrainingRunStatus.RUNNING).first()
+        if run is None:
+            return False
+        _mark_failed(run, reason)
+        transaction.on_commit(dispatch_next_run)
+    return True
+
+
+def dispatch_next_run() -> None:
+    queued = TrainingRun.objects.filter(status=TrainingRunStatus.QUEUED).first()
+    if queued is not None and not TrainingRun.objects.filter(status=TrainingRunStatus.RUNNING).exists():
+        dispatch_run(queued.pk)
+
+
+def execute_training_run(run_id: int, task_id: str | None = None) -> TrainingRun:
+    """Run one queued training end to end: train, save the candidate, gate it, promote or reject.
+
+    Any exception ends the run `failed` with the reason; the active model is only ever changed by the final
+    promotion transaction, so a failure at any earlier point changes nothing that serves.
+    """
+    task_id = task_id or f"sync-{uuid.uuid4()}"
+    run = _start_run(run_id, task_id)
+    if run is None:
+        return TrainingRun.objects.get(pk=run_id)
+    heartbeat = _Heartbeat(run_id, heartbeat_seconds())
+    heartbeat.start()
+    try:
+        _train_and_gate(run)
+    except Exception as exc:
+        logger.exception("training run %s failed", run_id)
+        _finish_failed(run_id, f"{type(exc).__name__}: {exc}")
+    finally:
+        heartbeat.stop()
+        close_old_connections()
+    dispatch_next_run()
+    return TrainingRun.objects.get(pk=run_id)
+
+
+def _labels_for_run(active: ModelVersion | None, settings_row: ModerationSettings) -> tuple[list[str], list[str]]:
+    """The label set keeps the active model's; the very first model takes the examples' labels."""
+    if active is not None:
+        return list(active.labels), list(active.prohibited_labels)
+    labels = sorted(set(trainable_examples().values_list("label", flat=True)))
+    prohibited = [label for label in labels if label in settings_row.thresholds]
+    if not prohibited:
+        raise ValueError(
+            "No prohibited label is known: give one a threshold in the settings, or import with --prohibited."
+        )
+    return labels, prohibited
+
+
+def _hparams_for(active: ModelVersion | None):
+    """The active version's hyper-parameters on the configured backbone (plus any `VIGIA_TRAINING_HPARAMS`)."""
+    import json
+
+    from classifier.hparams import HParams
+
+    hparams = HParams()
+    if active is not None:
+        info = next((item for item in get_registry().versions() if item.version == active.version), None)
+        hparams_file = info.path / "hparams.json" if info is not None else None
+        if hparams_file is not None and hparams_file.exists():
+            hparams = HParams.from_dict(json.loads(hparams_file.read_text()))
+    overrides = {"backbone": django_settings.VIGIA_BACKBONE}
+    if django_settings.VIGIA_BACKBONE_WEIGHTS:
+        overrides["backbone_weights"] = django_settings.VIGIA_BACKBONE_WEIGHTS
+    overrides.update(getattr(django_settings, "VIGIA_TRAINING_HPARAMS", {}) or {})
+    return replace(hparams, **overrides)
+
+
+def _train_and_gate(run: TrainingRun) -> None:
+    from classifier.training import train_model
+
+    settings_row = get_settings()
+    active = ModelVersion.objects.filter(is_active=True).first()
+    labels, prohibited = _labels_for_run(active, settings_row)
+    rows = trainable_examples().filter(label__in=labels)
+    new_ids = list(rows.filter(used_in_run__isnull=True).values_list("id", flat=True))
+    examples = to_classifier_examples(rows)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        new_examples=len(new_ids), total_examples=len(examples), phase="embedding", heartbeat_at=clock.now()
+    )
+    progress = _ProgressWriter(run.pk)
+    result = train_model(
+        examples,
+        labels,
+        prohibited,
+        hparams=_hparams_for(active),
+        cache_dir=django_settings.VIGIA_FEATURE_CACHE,
+        progress=progress,
+    )
+    progress("saving", 0, 1)
+    registry = get_registry()
+    version = registry.save(
+        result,
+        metadata={"training_run": run.pk, "trigger": run.trigger, "new_examples": len(new_ids), "total": len(examples)},
+    )
+    info = next(item for item in registry.versions() if item.version == version)
+    progress("gate", 0, 1)
+    gate = evaluate_gate(registry, version, active.version if active else None, labels, prohibited, settings_row)
+    metrics = dict(result.metrics)
+    metrics["worker"] = run.metrics.get("worker", {})
+    metrics["embedded"] = result.embedded
+    metrics["cached"] = result.cached
+    metrics["skipped"] = len(result.skipped)
+    metrics["seconds"] = round(float(result.seconds), 3)
+
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status != TrainingRunStatus.RUNNING:
+            # The sweeper gave up on this run while it was still working: its verdict stands, nothing is promoted.
+            return
+        mirror_version(info, training_run=locked)
+        trainable_examples().filter(id__in=new_ids, used_in_run__isnull=True).update(used_in_run=locked)
+        locked.status = TrainingRunStatus.SUCCEEDED if gate["promote"] else TrainingRunStatus.REJECTED
+        locked.reason = gate["reason"]
+        locked.metrics = metrics
+        locked.gate = gate
+        locked.model_version = version
+        locked.phase = "done"
+        locked.progress_current = locked.progress_total = 1
+        locked.finished_at = clock.now()
+        locked.save()
+        if gate["promote"]:
+            activate_version(version)
+
+
+def _clean(value):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value
+
+
+def _summary(metrics: dict) -> dict:
+    return {key: _clean(metrics.get(key)) for key in GATE_METRIC_KEYS if key in metrics}
+
+
+def compare_on_gate(candidate: dict, active: dict, metric: str, margin: float) -> tuple[bool, str]:
+    """Whether the candidate is at least as good as the active model on the gate metric, and why (pure)."""
+
+    def value(metrics: dict, key: str) -> float:
+        raw = _clean(metrics.get(key))
+        return 0.0 if raw is None else float(raw)
+
+    if metric == GateMetric.RECALL:
+        c_recall, a_recall = value(candidate, "recall"), value(active, "recall")
+        c_precision, a_precision = value(candidate, "precision"), value(active, "precision")
+        if c_recall < a_recall:
+            return False, f"Recall on the holdout fell from {a_recall:.3f} to {c_recall:.3f}."
+        if c_precision < a_precision - margin:
+            return False, (
+                f"Precision on the holdout fell from {a_precision:.3f} to {c_precision:.3f}, "
+                f"more than the allowed margin of {margin:.3f}."
+            )
+        return True, (
+            f"Recall {a_recall:.3f} -> {c_recall:.3f}, precision {a_precision:.3f} -> {c_precision:.3f} "
+            f"(margin {margin:.3f}): promoted."
+        )
+    key = "f1" if metric == GateMetric.F1 else "accuracy"
+    c_value, a_value = value(candidate, key), value(active, key)
+    if c_value < a_value:
+        return False, f"{key} on the holdout fell from {a_value:.3f} to {c_value:.3f}."
+    return True, f"{key} {a_value:.3f} -> {c_value:.3f}: promoted."
+
+
+def evaluate_gate(
+    registry, version: str, active_version: str | None, labels: list[str], prohibited: list[str], settings_row
+) -> dict:
+    """Score the candidate and the active model on the frozen holdout and decide whether to promote.
+
+    With no active model the first candidate is promoted: nothing can be scored without a model, and any model
+    the gate could compare against later starts here. Its holdout metrics are still recorded when there is a
+    holdout. With an active model, too few holdout examples of any label means no verdict can be trusted, so
+    the candidate is rejected with that reason.
+    """
+    from classifier.evaluation import evaluate_model
+
+    holdout_rows = holdout_examples().filter(label__in=labels)
+    counts = {label: 0 for label in labels}
+    counts.update(label_counts(holdout_rows))
+    threshold = gate_threshold(settings_row, prohibited)
+    gate = {
+        "metric": settings_row.gate_metric,
+        "threshold": threshold,
+        "margin": settings_row.gate_precision_margin,
+        "min_per_label": settings_row.gate_min_holdout_per_label,
+        "holdout_counts": counts,
+        "candidate_version": version,
+        "active_version": active_version,
+        "candidate": None,
+        "active": None,
+    }
+    short = {label: n for label, n in counts.items() if n < settings_row.gate_min_holdout_per_label}
+    holdout = to_classifier_examples(holdout_rows) if not short or active_version is None else []
+
+    candidate_model = registry.load(version)
+    if holdout:
+        gate["candidate"] = _summary(evaluate_model(candidate_model, holdout, threshold=threshold))
+    if active_version is None:
+        gate["promote"] = True
+        gate["reason"] = "No model was active: the first candidate is promoted."
+        return gate
+    if short:
+        needed = ", ".join(f"{label} {n}/{settings_row.gate_min_holdout_per_label}" for label, n in short.items())
+        gate["promote"] = False
+        gate["reason"] = f"Not enough holdout examples to compare ({needed}); the active model stays."
+        return gate
+    try:
+        active_model = registry.load(active_version)
+    except Exception as exc:  # a broken active model must not keep a loadable candidate out
+        gate["promote"] = True
+        gate["reason"] = f"The active model {active_version} could not be loaded ({exc}); the candidate replaces it."
+        return gate
+    gate["active"] = _summary(evaluate_model(active_model, holdout, threshold=threshold))
+    gate["promote"], gate["reason"] = compare_on_gate(
+        gate["candidate"], gate["active"], settings_row.gate_metric, settings_row.gate_precision_margin
+    )
+    return gate

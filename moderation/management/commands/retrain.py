@@ -1,0 +1,26 @@
+"""`manage.py retrain`: run a training now, in this process, for operators (the same service the worker runs)."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from moderation.models import ModelVersion, TrainingRunStatus, TrainingTrigger
+from moderation.services.training import execute_training_run, request_training
+
+
+class Command(BaseCommand):
+    help = "Queue-or-reuse a training run and execute it synchronously; prints the run as JSON on the last line."
+
+    def handle(self, *args, **options):
+        trigger = (
+            TrainingTrigger.MANUAL if ModelVersion.objects.filter(is_active=True).exists() else TrainingTrigger.INITIAL
+        )
+        run = request_training(trigger, dispatch=False)
+        run = execute_training_run(run.pk)
+        if run.status == TrainingRunStatus.QUEUED:
+            raise CommandError(f"Run {run.pk} is waiting for another run that is still running.")
+        self.stdout.write(
+            json.dumps({"run": run.pk, "status": run.status, "model_version": run.model_version, "reason": run.reason})
+        )
+        if run.status == TrainingRunStatus.FAILED:
+            raise CommandError(run.reason)

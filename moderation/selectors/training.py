@@ -1,0 +1,178 @@
+"""Reads for the learning loop: training data, runs, model versions, the trigger's state and threshold previews."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings as django_settings
+from django.db.models import Count, Q
+
+from moderation.models import (
+    Decision,
+    DecisionOutcome,
+    ExampleSource,
+    ListingImage,
+    ModelVersion,
+    ModerationSettings,
+    TrainingExample,
+    TrainingRun,
+    TrainingRunStatus,
+    TrainingState,
+)
+from moderation.selectors.settings import get_settings
+
+OPEN_STATUSES = (TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING)
+
+
+def active_model_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(is_active=True).first()
+
+
+def active_model_labels() -> tuple[list[str], list[str]]:
+    """Labels and prohibited labels of the active model, or of the thresholds when no model is active yet."""
+    active = active_model_version()
+    if active is not None:
+        return list(active.labels), list(active.prohibited_labels)
+    prohibited = sorted(get_settings().thresholds)
+    return prohibited, prohibited
+
+
+def example_path(example: TrainingExample) -> Path:
+    """Absolute file of an example: stored paths are relative to MEDIA_ROOT unless they start with /."""
+    path = Path(example.path)
+    return path if path.is_absolute() else Path(django_settings.MEDIA_ROOT) / path
+
+
+def trainable_examples():
+    """Examples a retrain learns from: active and outside the frozen holdout."""
+    return TrainingExample.objects.filter(active=True, is_holdout=False)
+
+
+def holdout_examples():
+    """The gate's frozen holdout: active human-labelled examples chosen by hash, never trained on."""
+    return TrainingExample.objects.filter(active=True, is_holdout=True, source=ExampleSource.DECISION)
+
+
+def to_classifier_examples(queryset) -> list:
+    """Rows as `classifier.data.Example`s, skipping files that no longer exist (a cleaned-up upload)."""
+    from classifier.data import Example
+
+    examples = []
+    for row in queryset.order_by("id"):
+        path = example_path(row)
+        if path.exists():
+            examples.append(Example(sha256=row.sha256, label=row.label, path=path))
+    return examples
+
+
+def label_counts(queryset) -> dict[str, int]:
+    return {row["label"]: row["n"] for row in queryset.values("label").annotate(n=Count("id")).order_by("label")}
+
+
+def new_example_count() -> int:
+    """Trainable examples no run has used yet (what the next run adds)."""
+    return trainable_examples().filter(used_in_run__isnull=True).count()
+
+
+def training_state() -> TrainingState:
+    state, _ = TrainingState.objects.get_or_create(pk=1)
+    return state
+
+
+@dataclass(frozen=True)
+class TriggerStatus:
+    batch_size: int
+    confirmed_since_last_run: int
+    remaining: int
+    new_examples: int
+    open_run: TrainingRun | None
+
+
+def trigger_status() -> TriggerStatus:
+    """How far the batch-size trigger is from firing, for the settings and runs pages."""
+    settings_row = get_settings()
+    state = training_state()
+    return TriggerStatus(
+        batch_size=settings_row.retrain_batch_size,
+        confirmed_since_last_run=state.confirmed_since_last_run,
+        remaining=max(0, settings_row.retrain_batch_size - state.confirmed_since_last_run),
+        new_examples=new_example_count(),
+        open_run=TrainingRun.objects.filter(status__in=OPEN_STATUSES).order_by("created_at").first(),
+    )
+
+
+def list_training_runs(limit: int = 50):
+    return TrainingRun.objects.select_related("requested_by").order_by("-created_at", "-id")[:limit]
+
+
+def run_progress(run: TrainingRun) -> dict:
+    """The JSON the runs page polls: status, phase and progress as a fraction."""
+    fraction = run.progress_current / run.progress_total if run.progress_total else 0.0
+    if run.status in (TrainingRunStatus.SUCCEEDED, TrainingRunStatus.REJECTED):
+        fraction = 1.0
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "phase": run.phase,
+        "progress_current": run.progress_current,
+        "progress_total": run.progress_total,
+        "fraction": round(fraction, 4),
+        "model_version": run.model_version,
+        "reason": run.reason,
+        "new_examples": run.new_examples,
+        "total_examples": run.total_examples,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
+    }
+
+
+def list_model_versions():
+    return ModelVersion.objects.select_related("training_run").order_by("-created_at", "-version")
+
+
+def examples_that_trained(version: ModelVersion):
+    """Decision examples a version learned from (label lineage).
+
+    An example records the run that first used it; every later run trains on it too while it stays active, so a
+    version learned from the active, non-holdout examples first used by its own run or an earlier one.
+    """
+    qs = trainable_examples().filter(source=ExampleSource.DECISION)
+    if version.training_run_id is None:
+        return qs.none()
+    return qs.filter(used_in_run_id__lte=version.training_run_id).select_related("decision", "moderator", "image")
+
+
+def gate_threshold(settings_row: ModerationSettings, prohibited: list[str]) -> float:
+    """The threshold the gate compares at: the prohibited label's own when there is one label, else the default."""
+    if len(prohibited) == 1:
+        return settings_row.threshold_for(prohibited[0])
+    return settings_row.default_threshold
+
+
+def threshold_preview(threshold: float, prohibited_label: str | None = None) -> dict:
+    """What a threshold would do, estimated from past scores and decisions.
+
+    Queue share: scored images at or above it. Precision: of decided images at or above it, the share confirmed.
+    Recall: of confirmed images, the share at or above it. Decisions come mostly from flagged images (plus the
+    audit sample below the threshold), so recall is an optimistic estimate until the audit sample grows.
+    """
+    scored = ListingImage.objects.filter(prohibited_probability__isnull=False)
+    if prohibited_label:
+        scored = scored.filter(prohibited_label=prohibited_label)
+    total = scored.count()
+    above = scored.filter(prohibited_probability__gte=threshold).count()
+    decided = Decision.objects.filter(undone_at__isnull=True, prohibited_probability__isnull=False)
+    counts = decided.aggregate(
+        above=Count("id", filter=Q(prohibited_probability__gte=threshold)),
+        above_confirmed=Count("id", filter=Q(prohibited_probability__gte=threshold, outcome=DecisionOutcome.CONFIRM)),
+        confirmed=Count("id", filter=Q(outcome=DecisionOutcome.CONFIRM)),
+    )
+    return {
+        "threshold": threshold,
+        "scored": total,
+        "queue_share": above / total if total else None,
+        "decisions": decided.count(),
+        "precision": counts["above_confirmed"] / counts["above"] if counts["above"] else None,
+        "recall": counts["above_confirmed"] / counts["confirmed"] if counts["confirmed"] else None,
+    }

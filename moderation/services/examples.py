@@ -1,0 +1,135 @@
+"""Training examples: the labelled images the classifier learns from.
+
+Two sources feed them. The initial training set (the folder the first model was trained on) is imported once and
+stays part of every retrain, so the model never forgets what it started from. Moderators' decisions add the rest:
+a confirmation is an example of its prohibited label, a rejection an example of an allowed label (a hard negative,
+the false positive the model most needs to unlearn). An undone decision deactivates its example; a new decision
+on the same image relabels it, so one image is never two contradicting examples.
+"""
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings as django_settings
+
+from moderation.models import Decision, DecisionOutcome, ExampleSource, TrainingExample
+from moderation.selectors.settings import get_settings
+from moderation.selectors.training import active_model_labels
+
+
+class ExampleLabelUnknown(ValueError):
+    """A decision whose training label cannot be told (no label on it and no model to say which labels exist)."""
+
+
+def is_holdout(sha256: str, share: float) -> bool:
+    """Whether an image belongs to the gate's frozen holdout.
+
+    Decided by a salted hash of the image alone, so the answer never changes as data grows or settings are read
+    again, and it is independent of the classifier's own train/test split (which hashes the unsalted sha256).
+    """
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"vigia-holdout:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def label_for_decision(decision: Decision) -> str:
+    """The training label a decision implies: its own `label`, else one derived from the active model's labels."""
+    if decision.label:
+        return decision.label
+    labels, prohibited = active_model_labels()
+    if decision.outcome == DecisionOutcome.CONFIRM:
+        if decision.image.prohibited_label:
+            return decision.image.prohibited_label
+        if prohibited:
+            return prohibited[0]
+    else:
+        allowed = [label for label in labels if label not in prohibited]
+        if allowed:
+            return allowed[0]
+    raise ExampleLabelUnknown(f"decision {decision.pk} has no label and no active model names one")
+
+
+def upsert_decision_example(decision: Decision) -> TrainingExample:
+    """Create or relabel the example of the decided image; call inside the decision's transaction.
+
+    One row per image (`one_example_per_image_source`): an overturned decision moves the existing row to the new
+    label and decision instead of adding a contradicting one. The holdout flag is kept from the first time.
+    """
+    image = decision.image
+    label = label_for_decision(decision)
+    example = (
+        TrainingExample.objects.select_for_update().filter(sha256=image.sha256, source=ExampleSource.DECISION).first()
+    )
+    if example is None:
+        holdout = is_holdout(image.sha256, get_settings().holdout_share)
+        return TrainingExample.objects.create(
+            sha256=image.sha256,
+            path=image.file.name,
+            label=label,
+            source=ExampleSource.DECISION,
+            image=image,
+            decision=decision,
+            moderator=decision.moderator,
+            is_holdout=holdout,
+            active=True,
+        )
+    example.label = label
+    example.path = image.file.name
+    example.image = image
+    example.decision = decision
+    example.moderator = decision.moderator
+    example.active = True
+    example.save(update_fields=["label", "path", "image", "decision", "moderator", "active"])
+    return example
+
+
+def deactivate_decision_example(decision: Decision) -> int:
+    """Stop training on what an undone decision said. Returns how many examples were deactivated."""
+    return TrainingExample.objects.filter(decision=decision, active=True).update(active=False)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    created: int
+    existing: int
+    skipped: list[tuple[str, str]]
+    labels: list[str]
+
+
+def import_training_set(directory: Path, copy: bool = True) -> ImportReport:
+    """Import a folder-per-class training set as `initial` examples (idempotent: known images are skipped).
+
+    Files are copied under MEDIA_ROOT/training/initial/<label>/ by default so the examples survive the source
+    folder being removed; `copy=False` references them where they are (absolute paths). Initial examples are
+    never part of the holdout: the gate measures on human decisions only.
+    """
+    from classifier.data import scan_folder
+
+    scan = scan_folder(directory)
+    media_root = Path(django_settings.MEDIA_ROOT)
+    known = set(TrainingExample.objects.filter(source=ExampleSource.INITIAL).values_list("sha256", flat=True))
+    to_create: list[TrainingExample] = []
+    existing = 0
+    for example in scan.examples:
+        if example.sha256 in known:
+            existing += 1
+            continue
+        known.add(example.sha256)
+        source_path = Path(example.path).resolve()
+        if copy:
+            relative = Path("training") / "initial" / example.label / f"{example.sha256}{source_path.suffix.lower()}"
+            target = media_root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copyfile(source_path, target)
+            stored = relative.as_posix()
+        else:
+            stored = str(source_path)
+        to_create.append(
+            TrainingExample(sha256=example.sha256, path=stored, label=example.label, source=ExampleSource.INITIAL)
+        )
+    TrainingExample.objects.bulk_create(to_create, ignore_conflicts=True)
+    return ImportReport(created=len(to_create), existing=existing, skipped=list(scan.skipped), labels=list(scan.labels))

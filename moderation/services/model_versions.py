@@ -1,0 +1,96 @@
+"""Model versions: mirror the classifier's registry, and activate (promote or roll back) a version.
+
+The registry's `active` file is what scoring workers watch; `ModelVersion.is_active` is what pages and audits join
+on. Activation changes both in one call: the rows inside a transaction, the pointer (an atomic rename) as its last
+step, so a failed pointer write rolls the rows back. Once committed, open images are re-scored with the new model.
+"""
+
+import logging
+
+from django.conf import settings as django_settings
+from django.db import transaction
+
+from moderation import clock
+from moderation.models import ModelVersion, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownModelVersion(LookupError):
+    pass
+
+
+def get_registry():
+    from classifier.registry import Registry
+
+    return Registry(django_settings.VIGIA_MODEL_REGISTRY)
+
+
+def _rescore_open_images() -> None:
+    from moderation.services.scoring import rescore_open_images
+
+    queued = rescore_open_images()
+    logger.info("queued %s open images for re-scoring with the new model", queued)
+
+
+def mirror_version(info, training_run: TrainingRun | None = None) -> ModelVersion:
+    """Create or update the row of one registry version (`classifier.registry.VersionInfo`)."""
+    defaults = {"labels": list(info.labels), "prohibited_labels": list(info.prohibited), "metrics": info.metrics or {}}
+    if training_run is not None:
+        defaults["training_run"] = training_run
+    version, _ = ModelVersion.objects.update_or_create(version=info.version, defaults=defaults)
+    return version
+
+
+def sync_models() -> dict:
+    """Mirror every registry version into ModelVersion and make `is_active` agree with the registry pointer.
+
+    The pointer wins: it is what workers serve, so after a crash between the two writes this puts the rows back
+    in line with reality.
+    """
+    registry = get_registry()
+    infos = registry.versions()
+    for info in infos:
+        mirror_version(info)
+    active = registry.active_version()
+    with transaction.atomic():
+        ModelVersion.objects.filter(is_active=True).exclude(version=active or "").update(is_active=False)
+        if active:
+            ModelVersion.objects.filter(version=active, is_active=False).update(
+                is_active=True, activated_at=clock.now()
+            )
+    return {"versions": len(infos), "active": active}
+
+
+def activate_version(version: str, rescore: bool = True) -> ModelVersion:
+    """Make `version` the one every worker serves (promotion and rollback alike).
+
+    Call inside or outside a transaction; re-scoring of open images is queued only after the commit, so it
+    never runs against a version the database does not (yet) call active.
+    """
+    registry = get_registry()
+    with transaction.atomic():
+        target = ModelVersion.objects.select_for_update().filter(version=version).first()
+        if target is None:
+            info = next((item for item in registry.versions() if item.version == version), None)
+            if info is None:
+                raise UnknownModelVersion(f"no model version {version!r} in the registry")
+            target = mirror_version(info)
+            target = ModelVersion.objects.select_for_update().get(pk=target.pk)
+        ModelVersion.objects.filter(is_active=True).exclude(pk=target.pk).update(is_active=False)
+        target.is_active = True
+        target.activated_at = clock.now()
+        target.save(update_fields=["is_active", "activated_at"])
+        registry.activate(version)
+        if rescore:
+            transaction.on_commit(_rescore_open_images)
+    return target
+
+
+def previous_version() -> ModelVersion | None:
+    """The version active before the current one, for a one-click rollback."""
+    current = ModelVersion.objects.filter(is_active=True).first()
+    earlier = ModelVersion.objects.filter(activated_at__isnull=False)
+    if current is not None:
+        earlier = earlier.exclude(pk=current.pk)
+    return earlier.order_by("-activated_at").first()

@@ -1,0 +1,99 @@
+"""Builders for the learning-loop tests: synthetic labelled images, listings, decisions and a tiny-model setup.
+
+Two labels that a randomly initialised `tiny` backbone separates easily: "bad" images are mostly red, "ok" images
+mostly blue, each with its own noise so every file has a distinct hash.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from moderation.models import Decision, DecisionOutcome, ImageStatus, Listing, ListingImage, ModelVersion
+
+PROHIBITED = "bad"
+ALLOWED = "ok"
+COLORS = {PROHIBITED: (210, 40, 40), ALLOWED: (40, 60, 210)}
+_counter = iter(range(10**9))
+
+
+def synthetic_png(label: str, seed: int | None = None, size: int = 32) -> bytes:
+    seed = next(_counter) if seed is None else seed
+    rng = np.random.default_rng(seed)
+    base = np.array(COLORS[label], dtype=np.int16)
+    pixels = np.clip(base + rng.integers(-40, 40, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    output = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(output, format="PNG")
+    return output.getvalue()
+
+
+def write_training_folder(root: Path, per_label: int = 12) -> Path:
+    for label in (PROHIBITED, ALLOWED):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(per_label):
+            (root / label / f"{index}.png").write_bytes(synthetic_png(label))
+    return root
+
+
+def make_user(name: str, **extra):
+    return get_user_model().objects.create_user(username=name, password="pw-for-tests-only", **extra)
+
+
+def make_image(label: str = PROHIBITED, status: str = ImageStatus.FLAGGED, listing: Listing | None = None):
+    """A scored listing image stored under MEDIA_ROOT, as intake leaves it."""
+    import hashlib
+
+    data = synthetic_png(label)
+    listing = listing or Listing.objects.create(external_id=f"ext-{next(_counter)}", title="a listing")
+    image = ListingImage(
+        listing=listing,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        width=32,
+        height=32,
+        image_format="PNG",
+        status=status,
+        prohibited_probability=0.8,
+        prohibited_label=PROHIBITED,
+        model_version="v0001",
+    )
+    image.file.save(f"{image.sha256[:16]}.png", ContentFile(data), save=False)
+    image.save()
+    return image
+
+
+def make_decision(image: ListingImage, moderator, outcome: str, label: str | None = "") -> Decision:
+    if label is None:
+        label = PROHIBITED if outcome == DecisionOutcome.CONFIRM else ALLOWED
+    return Decision.objects.create(
+        image=image,
+        moderator=moderator,
+        outcome=outcome,
+        label=label,
+        model_version=image.model_version,
+        prohibited_probability=image.prohibited_probability,
+    )
+
+
+def mirror_active_labels() -> ModelVersion:
+    """An active ModelVersion row naming the labels, for code that only needs the label set."""
+    return ModelVersion.objects.create(
+        version="v0001", labels=[ALLOWED, PROHIBITED], prohibited_labels=[PROHIBITED], is_active=True
+    )
+
+
+@pytest.fixture
+def loop_settings(settings, tmp_path):
+    """Media, registry and feature cache in a temporary directory; the tiny backbone with a short training."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.VIGIA_MODEL_REGISTRY = tmp_path / "models"
+    settings.VIGIA_FEATURE_CACHE = tmp_path / "feature-cache"
+    settings.VIGIA_BACKBONE = "tiny"
+    settings.VIGIA_BACKBONE_WEIGHTS = ""
+    settings.VIGIA_TRAINING_HPARAMS = {"image_size": 32, "epochs": 40, "early_stopping_patience": 40, "batch_size": 16}
+    settings.VIGIA_TRAINING_HEARTBEAT_SECONDS = 0.2
+    return settings
