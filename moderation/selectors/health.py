@@ -1,0 +1,91 @@
+"""Health: can the desk take listings and score them right now? Each dependency is checked with a short timeout.
+
+A health check that hangs is worse than one that says "no", so every probe is bounded: the worker ping waits
+`timeout` seconds at most and Redis is asked with socket timeouts of the same length.
+"""
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection
+
+from moderation.models import ImageStatus, ListingImage, ModelVersion
+
+
+def active_model_version() -> str | None:
+    """The version the desk calls active, or None when no model has been activated yet."""
+    return ModelVersion.objects.filter(is_active=True).values_list("version", flat=True).first()
+
+
+@dataclass
+class Health:
+    checks: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(check["ok"] for check in self.checks.values())
+
+    def as_dict(self) -> dict:
+        return {"status": "ok" if self.ok else "unavailable", **self.checks}
+
+
+def check_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        pending = ListingImage.objects.filter(status=ImageStatus.PENDING).count()
+    except Exception as error:  # noqa: BLE001 - any database failure is reported, not raised
+        return {"ok": False, "detail": f"{type(error).__name__}: {error}"}
+    return {"ok": True, "pending_images": pending}
+
+
+def check_redis(timeout: float) -> dict:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            settings.CELERY_BROKER_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:  # noqa: BLE001 - any broker failure is reported, not raised
+        return {"ok": False, "detail": f"{type(error).__name__}: {error}"}
+    return {"ok": True}
+
+
+def check_workers(timeout: float) -> dict:
+    from moderation.celery import app
+
+    try:
+        replies = app.control.inspect(timeout=timeout).ping() or {}
+    except Exception as error:  # noqa: BLE001 - an unreachable broker means no worker can be reached either
+        return {"ok": False, "count": 0, "detail": f"{type(error).__name__}: {error}"}
+    if not replies:
+        return {"ok": False, "count": 0, "detail": f"No worker answered a ping within {timeout} s."}
+    return {"ok": True, "count": len(replies), "names": sorted(replies)}
+
+
+def check_model() -> dict:
+    try:
+        version = active_model_version()
+    except Exception as error:  # noqa: BLE001 - reported by the database check as well
+        return {"ok": False, "version": None, "detail": f"{type(error).__name__}: {error}"}
+    if not version:
+        return {"ok": False, "version": None, "detail": "No model is active; images wait in pending."}
+    return {"ok": True, "version": version}
+
+
+def check_health(timeout: float = 1.0) -> Health:
+    """Database, Redis, workers and the active model, each ok or not."""
+    health = Health()
+    health.checks["database"] = check_database()
+    health.checks["redis"] = check_redis(timeout)
+    if health.checks["redis"]["ok"]:
+        health.checks["workers"] = check_workers(timeout)
+    else:
+        health.checks["workers"] = {"ok": False, "count": 0, "detail": "Redis is unreachable."}
+    health.checks["model"] = check_model()
+    return health
