@@ -364,6 +364,20 @@ class Supervisor:
             thread.join(timeout=1)
 
 
+def _launch_environ() -> dict[str, str]:
+    """The environment this process was started with, before any import changed it.
+
+    Importing the `moderation` package sets `DJANGO_SETTINGS_MODULE` (Celery's app module does), and handing that
+    to a command such as pytest would override the test settings named in pyproject.toml.
+    """
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:
+        return dict(os.environ)
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {os.fsdecode(key): os.fsdecode(value) for key, value in pairs}
+
+
 def _with_redis_main(argv: list[str]) -> int:
     """`python -m moderation.devstack with-redis -- COMMAND ...`: run COMMAND with a Redis that answers.
 
@@ -381,7 +395,7 @@ def _with_redis_main(argv: list[str]) -> int:
         print(f"devstack | {message}", file=sys.stderr)
 
     with redis_for_run(os.environ.get("REDIS_URL"), var_dir, log=log) as (url, _embedded):
-        child = subprocess.Popen(argv, env={**os.environ, "REDIS_URL": url})
+        child = subprocess.Popen(argv, env={**_launch_environ(), "REDIS_URL": url})
         try:
             return child.wait()
         except KeyboardInterrupt:

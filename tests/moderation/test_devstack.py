@@ -93,10 +93,13 @@ def test_embedded_redis_starts_when_the_configured_one_is_down_and_stops_even_on
 def test_with_redis_wrapper_hands_the_embedded_url_to_the_command_and_cleans_up(tmp_path):
     probe = tmp_path / "seen.json"
     script = (
-        "import json, os, sys; from moderation import devstack; url = os.environ['REDIS_URL'];"
-        f"json.dump({{'url': url, 'ok': devstack.redis_answers(url)}}, open({str(probe)!r}, 'w')); sys.exit(7)"
+        "import json, os, sys; dsm = os.environ.get('DJANGO_SETTINGS_MODULE');"
+        "from moderation import devstack; url = os.environ['REDIS_URL'];"
+        f"json.dump({{'url': url, 'ok': devstack.redis_answers(url), 'dsm': dsm}}, open({str(probe)!r}, 'w'));"
+        "sys.exit(7)"
     )
     env = {**os.environ, "REDIS_URL": dead_port_url(), "VIGIA_VAR_DIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
 
     result = subprocess.run(
         [sys.executable, "-m", "moderation.devstack", "with-redis", "--", sys.executable, "-c", script],
@@ -111,6 +114,8 @@ def test_with_redis_wrapper_hands_the_embedded_url_to_the_command_and_cleans_up(
     seen = json.loads(probe.read_text())
     assert seen["ok"] is True
     assert seen["url"] != env["REDIS_URL"]
+    # Importing the package sets DJANGO_SETTINGS_MODULE; the command (pytest) must not inherit it.
+    assert seen["dsm"] is None
     assert not devstack.redis_answers(seen["url"])
     assert not (tmp_path / "redis" / "redis.pid").exists()
 
