@@ -11,12 +11,11 @@ from django.db.models import Q
 
 from moderation import clock
 from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage, ModelVersion, PolicyCategory
-from moderation.selectors.queue import QUEUE_ORDER
+from moderation.selectors.queue import QUEUE_ORDER, UNDO_WINDOW
 from moderation.selectors.settings import get_settings
 from moderation.services import training
 from moderation.services.listings import refresh_listing_status
 
-UNDO_WINDOW = timedelta(seconds=30)
 FALLBACK_ALLOWED_LABEL = "allowed"
 FALLBACK_PROHIBITED_LABEL = "prohibited"
 
@@ -59,6 +58,11 @@ def claim_next(user, exclude_ids=()) -> ListingImage | None:
     lease = _lease()
     with transaction.atomic():
         now = clock.now()
+        if exclude_ids:
+            # One live claim per moderator: a skipped item goes back to the queue for someone else.
+            ListingImage.objects.filter(pk__in=list(exclude_ids), claimed_by=user, status=ImageStatus.FLAGGED).update(
+                claimed_by=None, claim_expires_at=None
+            )
         held = (
             ListingImage.objects.select_for_update(skip_locked=True)
             .filter(status=ImageStatus.FLAGGED, claimed_by=user, claim_expires_at__gt=now)
@@ -76,11 +80,30 @@ def claim_next(user, exclude_ids=()) -> ListingImage | None:
         )
         if image is None:
             return None
-        if exclude_ids:
-            # One live claim per moderator: a skipped item goes back to the queue for someone else.
-            ListingImage.objects.filter(pk__in=list(exclude_ids), claimed_by=user, status=ImageStatus.FLAGGED).update(
-                claimed_by=None, claim_expires_at=None
-            )
+        image.claimed_by = user
+        image.claim_expires_at = now + lease
+        image.save(update_fields=["claimed_by", "claim_expires_at"])
+        return image
+
+
+def claim_item(user, image_id: int) -> ListingImage:
+    """Claim one specific item (opening its page): renew it if it is ours, take it if it is free.
+
+    Raises `StaleClaim` when another moderator holds a live lease, `AlreadyDecided` when it left the queue.
+    """
+    lease = _lease()
+    with transaction.atomic():
+        image = ListingImage.objects.select_for_update().get(pk=image_id)
+        now = clock.now()
+        if image.status != ImageStatus.FLAGGED:
+            raise AlreadyDecided(f"Image {image.pk} is {image.status}, not waiting for review.")
+        held_by_other = image.claimed_by_id not in (None, user.pk)
+        if held_by_other and image.claim_expires_at is not None and image.claim_expires_at > now:
+            raise StaleClaim(f"Image {image.pk} is being reviewed by someone else.")
+        # One live claim per moderator: opening another item gives the previous one back to the queue.
+        ListingImage.objects.filter(claimed_by=user, status=ImageStatus.FLAGGED).exclude(pk=image.pk).update(
+            claimed_by=None, claim_expires_at=None
+        )
         image.claimed_by = user
         image.claim_expires_at = now + lease
         image.save(update_fields=["claimed_by", "claim_expires_at"])

@@ -1,0 +1,234 @@
+"""Django admin for every model: an operator's view of raw state, for support and audits.
+
+Pipeline state (statuses, scores, decisions, training runs) is written by services so its invariants hold; the
+admin shows those fields read-only and leaves changes to the desk's own pages, except the settings row and the
+claim fields an operator may need to clear by hand.
+"""
+
+from django.contrib import admin
+
+from moderation.models import (
+    Decision,
+    Listing,
+    ListingImage,
+    ModelVersion,
+    ModerationSettings,
+    Score,
+    TrainingExample,
+    TrainingRun,
+    TrainingState,
+)
+
+TIMESTAMPS = ("created_at",)
+
+
+class ListingImageInline(admin.TabularInline):
+    model = ListingImage
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("id", "status", "prohibited_probability", "prohibited_label", "model_version", "is_audit")
+    readonly_fields = fields
+
+
+@admin.register(Listing)
+class ListingAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "title", "status", "submitted_by", "created_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("external_id", "title", "description")
+    readonly_fields = ("status", "created_at", "updated_at")
+    raw_id_fields = ("submitted_by",)
+    date_hierarchy = "created_at"
+    inlines = [ListingImageInline]
+
+
+class ScoreInline(admin.TabularInline):
+    model = Score
+    extra = 0
+    can_delete = False
+    fields = ("model_version", "prohibited_probability", "prohibited_label", "created_at")
+    readonly_fields = fields
+
+
+class DecisionInline(admin.TabularInline):
+    model = Decision
+    extra = 0
+    can_delete = False
+    fields = ("outcome", "policy_category", "moderator", "label", "note", "created_at", "undone_at")
+    readonly_fields = fields
+
+
+@admin.register(ListingImage)
+class ListingImageAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "listing",
+        "status",
+        "prohibited_probability",
+        "prohibited_label",
+        "model_version",
+        "is_audit",
+        "attempts",
+        "claimed_by",
+        "created_at",
+    )
+    list_filter = ("status", "is_audit", "model_version", "image_format")
+    search_fields = ("sha256", "listing__external_id", "listing__title")
+    list_select_related = ("listing", "claimed_by")
+    raw_id_fields = ("listing", "claimed_by")
+    readonly_fields = (
+        "file",
+        "sha256",
+        "size_bytes",
+        "width",
+        "height",
+        "image_format",
+        "status",
+        "attempts",
+        "last_error",
+        "prohibited_probability",
+        "prohibited_label",
+        "model_version",
+        "is_audit",
+        "created_at",
+        "enqueued_at",
+        "scored_at",
+        "cleared_at",
+        "flagged_at",
+        "confirmed_at",
+        "rejected_at",
+        "invalid_at",
+        "failed_at",
+    )
+    inlines = [ScoreInline, DecisionInline]
+
+    def has_add_permission(self, request):
+        # Images come in through the API or the upload page, where they are validated and re-encoded.
+        return False
+
+
+@admin.register(Score)
+class ScoreAdmin(admin.ModelAdmin):
+    list_display = ("image", "model_version", "prohibited_probability", "prohibited_label", "created_at")
+    list_filter = ("model_version", "prohibited_label")
+    search_fields = ("image__sha256", "image__listing__external_id")
+    list_select_related = ("image",)
+    readonly_fields = (
+        "image",
+        "model_version",
+        "probabilities",
+        "prohibited_probability",
+        "prohibited_label",
+        "created_at",
+    )
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Decision)
+class DecisionAdmin(admin.ModelAdmin):
+    list_display = ("image", "outcome", "policy_category", "moderator", "label", "was_audit", "created_at", "undone_at")
+    list_filter = ("outcome", "policy_category", "was_audit", "model_version")
+    search_fields = ("image__sha256", "image__listing__external_id", "moderator__username", "note")
+    list_select_related = ("image", "moderator")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "image",
+        "moderator",
+        "outcome",
+        "policy_category",
+        "label",
+        "note",
+        "model_version",
+        "prohibited_probability",
+        "was_audit",
+        "created_at",
+        "undone_at",
+    )
+
+    def has_add_permission(self, request):
+        # Decisions are made on the review desk, where claims, training data and listing status stay consistent.
+        return False
+
+
+@admin.register(ModerationSettings)
+class ModerationSettingsAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "default_threshold", "retrain_batch_size", "claim_lease_seconds", "updated_at")
+    readonly_fields = ("updated_at",)
+
+    def has_add_permission(self, request):
+        # One row (pk=1), created on first use by selectors.settings.get_settings().
+        return not ModerationSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TrainingExample)
+class TrainingExampleAdmin(admin.ModelAdmin):
+    list_display = ("sha256", "label", "source", "is_holdout", "active", "moderator", "used_in_run", "created_at")
+    list_filter = ("source", "label", "is_holdout", "active")
+    search_fields = ("sha256", "label", "path")
+    list_select_related = ("moderator", "used_in_run")
+    raw_id_fields = ("image", "decision", "moderator", "used_in_run")
+    readonly_fields = TIMESTAMPS
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "status", "trigger", "phase", "model_version", "new_examples", "created_at", "finished_at")
+    list_filter = ("status", "trigger")
+    search_fields = ("model_version", "reason")
+    readonly_fields = (
+        "status",
+        "trigger",
+        "requested_by",
+        "phase",
+        "progress_current",
+        "progress_total",
+        "new_examples",
+        "total_examples",
+        "metrics",
+        "gate",
+        "model_version",
+        "reason",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "heartbeat_at",
+    )
+
+    def has_add_permission(self, request):
+        # Runs are started from the training page so the one-open-run rule and the queue stay in step.
+        return False
+
+
+@admin.register(TrainingState)
+class TrainingStateAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "confirmed_since_last_run", "new_examples_since_last_run", "last_run")
+    raw_id_fields = ("last_run",)
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("version", "is_active", "activated_at", "training_run", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("version",)
+    readonly_fields = (
+        "version",
+        "labels",
+        "prohibited_labels",
+        "metrics",
+        "training_run",
+        "is_active",
+        "activated_at",
+        "created_at",
+    )
+
+    def has_add_permission(self, request):
+        # Versions mirror the registry on disk; activation goes through the models page and its service.
+        return False
