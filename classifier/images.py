@@ -57,6 +57,8 @@ def _from_file(handle, size: int, name: str) -> np.ndarray:
     # of being decoded at full size in a worker.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Broken EXIF blocks are common in phone uploads and harmless to the pixels; do not flood worker logs.
+        warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
         try:
             image = Image.open(handle)
             _check_pixels(image)
@@ -83,7 +85,9 @@ def _check_pixels(image: Image.Image) -> None:
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
     try:
-        return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+            return ImageOps.exif_transpose(image)
     except Exception:  # broken EXIF blocks are common in phone uploads; the pixels are still fine
         return image
 
