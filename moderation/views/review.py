@@ -19,6 +19,8 @@ from moderation.permissions import moderator_required
 from moderation.selectors import queue as queue_selectors
 from moderation.selectors.settings import get_settings
 from moderation.services import review
+from moderation.services.ingest import DuplicateListing, create_listing
+from moderation.validation import ImageValidationError
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 SKIPPED_SESSION_KEY = "review_skipped"
@@ -200,9 +202,6 @@ def upload_view(request):
     """Staff upload of one listing; the same validation and ingest path as the API."""
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        from moderation.services.ingest import create_listing
-        from moderation.validation import ImageValidationError
-
         data = form.cleaned_data
         try:
             listing = create_listing(
@@ -212,8 +211,10 @@ def upload_view(request):
                 files=data["images"],
                 submitted_by=request.user,
             )
+        except DuplicateListing as exc:
+            form.add_error("external_id", str(exc))
         except ImageValidationError as exc:
-            form.add_error("images" if exc.code != "duplicate_listing" else "external_id", exc.detail)
+            form.add_error("images", exc.detail)
         else:
             messages.success(request, f"Listing {listing.external_id} received; its images are being scored.")
             return redirect("listing-detail", pk=listing.pk)

@@ -315,3 +315,30 @@ def test_upload_form_refuses_bad_files_with_a_clear_error(mod_client):
     assert response.status_code == 400
     assert "notes.png" in response.content.decode()
     assert not ListingImage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_upload_form_stores_a_listing_with_its_images(mod_client, moderator):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from moderation.models import Listing
+    from tests.moderation.images import jpeg_bytes, png_bytes
+
+    files = [
+        SimpleUploadedFile("a.jpg", jpeg_bytes(), content_type="image/jpeg"),
+        SimpleUploadedFile("b.png", png_bytes(), content_type="image/png"),
+    ]
+    response = mod_client.post(
+        reverse("upload"), {"external_id": "up-2", "title": "Two photos", "description": "d", "images": files}
+    )
+    listing = Listing.objects.get(external_id="up-2")
+    assert response["Location"] == reverse("listing-detail", args=[listing.pk])
+    assert listing.submitted_by == moderator
+    assert sorted(listing.images.values_list("image_format", flat=True)) == ["JPEG", "PNG"]
+    again = mod_client.post(
+        reverse("upload"),
+        {"external_id": "up-2", "images": [SimpleUploadedFile("c.png", png_bytes(), content_type="image/png")]},
+    )
+    assert again.status_code == 400
+    assert "already exists" in again.content.decode()
+    assert Listing.objects.count() == 1
