@@ -1,0 +1,128 @@
+"""Keras building blocks: the head on pooled features, the saved image->softmax model, distortions, fine-tuning.
+
+No Lambda layers anywhere: a saved model must load with Keras `safe_mode`, and a Lambda layer is arbitrary code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from classifier.hparams import HParams
+
+if TYPE_CHECKING:
+    import keras
+
+
+def build_head(feature_dim: int, n_labels: int, hparams: HParams) -> keras.Model:
+    """Softmax over the labels on the pooled features, optionally behind one small hidden layer with dropout."""
+    import keras
+
+    regularizer = keras.regularizers.L2(hparams.l2) if hparams.l2 else None
+    seed = hparams.seed
+    inputs = keras.Input((feature_dim,), name="features")
+    x = inputs
+    if hparams.hidden_units:
+        if hparams.dropout:
+            x = keras.layers.Dropout(hparams.dropout, seed=seed, name="head_dropout_in")(x)
+        x = keras.layers.Dense(
+            hparams.hidden_units,
+            activation="relu",
+            kernel_regularizer=regularizer,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+            name="head_hidden",
+        )(x)
+    if hparams.dropout:
+        x = keras.layers.Dropout(hparams.dropout, seed=seed + 1, name="head_dropout")(x)
+    outputs = keras.layers.Dense(
+        n_labels,
+        activation="softmax",
+        kernel_regularizer=regularizer,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 2),
+        name="head_softmax",
+    )(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def build_classifier(backbone: keras.Model, head: keras.Model, image_size: int) -> keras.Model:
+    """The one model that is saved and served: image pixels (0..255) in, label probabilities out."""
+    import keras
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    outputs = head(backbone(inputs))
+    return keras.Model(inputs, outputs, name="classifier")
+
+
+def build_distortion(hparams: HParams) -> keras.Model:
+    """Random crop/scale, brightness and mirror, as retrain.py did; active only in training mode."""
+    import keras
+
+    seed = hparams.seed
+    steps = []
+    if hparams.flip:
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed, name="distort_flip"))
+    if hparams.scale_fraction:
+        # Zooming in by up to the scale fraction is a random scale; the translation makes it a random crop.
+        steps.append(
+            keras.layers.RandomZoom(
+                (-hparams.scale_fraction, 0.0), fill_mode="nearest", seed=seed, name="distort_scale"
+            )
+        )
+    if hparams.crop_fraction:
+        steps.append(
+            keras.layers.RandomTranslation(
+                hparams.crop_fraction, hparams.crop_fraction, fill_mode="nearest", seed=seed, name="distort_crop"
+            )
+        )
+    if hparams.brightness_fraction:
+        steps.append(
+            keras.layers.RandomBrightness(
+                hparams.brightness_fraction, value_range=(0.0, 255.0), seed=seed, name="distort_brightness"
+            )
+        )
+    return keras.Sequential(steps, name="distortion")
+
+
+def leaf_layers(model: keras.Layer) -> list[keras.Layer]:
+    """All layers of a possibly nested model, innermost first in graph order."""
+    layers = []
+    for layer in getattr(model, "layers", []):
+        if hasattr(layer, "layers") and layer.layers:
+            layers.extend(leaf_layers(layer))
+        else:
+            layers.append(layer)
+    return layers
+
+
+def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
+    """Make the top `count` weighted non-BatchNorm layers trainable; everything else, BatchNorm included, frozen.
+
+    BatchNorm stays frozen (inference mode) because re-estimating its statistics on a few hundred images wrecks
+    the ImageNet features. Returns the names of the layers made trainable.
+    """
+    import keras
+
+    backbone.trainable = True
+    candidates = []
+    for layer in leaf_layers(backbone):
+        layer.trainable = False
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization):
+            candidates.append(layer)
+    chosen = candidates[-count:] if count else []
+    for layer in chosen:
+        layer.trainable = True
+    return [layer.name for layer in chosen]
+
+
+def freeze(model: keras.Model) -> None:
+    model.trainable = False
+    for layer in leaf_layers(model):
+        layer.trainable = False
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """A short hash of a model's weights, so features from different weights never share a cache."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()[:10]

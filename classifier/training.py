@@ -1,0 +1,459 @@
+"""Train a classifier: embed images once through the frozen backbone (cached), fit a softmax head, evaluate.
+
+The expensive part of transfer learning is the backbone's forward pass. Pooled features are cached on disk by
+image hash, so a retrain after moderators labelled 10% more images embeds only those 10%; the head then trains
+on in-memory arrays in seconds. Distortions and fine-tuning need the pixels each epoch, so they run images
+through the backbone instead, as retrain.py did.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier.cache import BottleneckCache
+from classifier.data import SPLITS, DatasetError, Example, check_labels, split_of
+from classifier.hparams import HParams
+from classifier.metrics import compute_metrics
+
+Progress = Callable[[str, int, int], None]
+EMBED_BATCH = 32
+
+
+@dataclass
+class TrainingResult:
+    model: Any
+    labels: list[str]
+    prohibited: list[str]
+    hparams: HParams
+    history: dict[str, list[float]]
+    metrics: dict
+    manifest: dict[str, list[str]]
+    embedded: int
+    cached: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+    image_size: int = 0
+    log_dir: Path | None = None
+    fine_tuned_layers: list[str] = field(default_factory=list)
+
+
+def _noop(phase: str, current: int, total: int) -> None:
+    return None
+
+
+def _assign_splits(
+    examples: Sequence[Example], hparams: HParams, split: Callable[[Example], str] | None
+) -> tuple[dict[str, list[Example]], list[tuple[str, str]]]:
+    """Group examples by split, dropping repeated pictures (first wins) and "exclude"d ones."""
+    groups: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    seen: dict[str, Example] = {}
+    skipped: list[tuple[str, str]] = []
+    for example in examples:
+        previous = seen.get(example.sha256)
+        if previous is not None:
+            if previous.label != example.label:
+                skipped.append((example.name, f"same image already labelled {previous.label!r}"))
+            continue
+        seen[example.sha256] = example
+        name = split(example) if split else split_of(example.sha256, hparams.test_share, hparams.validation_share)
+        if name == "exclude":
+            continue
+        if name not in groups:
+            raise ValueError(f"split function returned {name!r}; expected train, validation, test or exclude")
+        groups[name].append(example)
+    return groups, skipped
+
+
+class _Embedder:
+    """Pooled features for examples: from the cache when present, else decoded and run through the backbone."""
+
+    def __init__(self, backbone, image_size: int, cache: BottleneckCache | None):
+        import tensorflow as tf
+
+        self.backbone = backbone
+        self.image_size = image_size
+        self.cache = cache
+        self.embedded = 0
+        self.cached = 0
+        self._forward = tf.function(
+            lambda x: backbone(x, training=False),
+            input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)],
+            reduce_retracing=True,
+        )
+
+    def features(
+        self, examples: list[Example], progress: Progress, done: int, total: int
+    ) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+        from classifier.images import ImageDecodeError, decode_image
+
+        found: dict[str, np.ndarray] = {}
+        skipped: list[tuple[str, str]] = []
+        pending: list[tuple[str, np.ndarray]] = []
+
+        def flush():
+            if not pending:
+                return
+            batch = np.stack([pixels for _, pixels in pending]).astype(np.float32)
+            vectors = self._forward(batch).numpy()
+            for (sha, _), vector in zip(pending, vectors, strict=True):
+                found[sha] = vector
+                if self.cache is not None:
+                    self.cache.put(sha, vector)
+            self.embedded += len(pending)
+            pending.clear()
+
+        for example in examples:
+            vector = self.cache.get(example.sha256) if self.cache is not None else None
+            if vector is not None:
+                found[example.sha256] = vector
+                self.cached += 1
+            else:
+                try:
+                    pending.append((example.sha256, decode_image(example.source(), self.image_size)))
+                except ImageDecodeError as error:
+                    skipped.append((example.name, str(error)))
+                if len(pending) >= EMBED_BATCH:
+                    flush()
+            done += 1
+            progress("embedding", done, total)
+        flush()
+        return found, skipped
+
+
+def _decode_all(examples: list[Example], size: int) -> tuple[list[Example], np.ndarray, list[tuple[str, str]]]:
+    from classifier.images import ImageDecodeError, decode_image
+
+    kept, pixels, skipped = [], [], []
+    for example in examples:
+        try:
+            pixels.append(decode_image(example.source(), size))
+            kept.append(example)
+        except ImageDecodeError as error:
+            skipped.append((example.name, str(error)))
+    array = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), dtype=np.uint8)
+    return kept, array, skipped
+
+
+class _ProgressCallback:
+    """Reports training epochs to the caller's progress function (phase "training")."""
+
+    @staticmethod
+    def make(progress: Progress, offset: int, total: int):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            done = offset
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.done += 1
+                progress("training", min(self.done, total), total)
+
+        return Callback()
+
+
+def _class_weights(y: np.ndarray, n_labels: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=n_labels)
+    present = counts > 0
+    weights = np.ones(n_labels)
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _fit(model, x, y, validation, hparams: HParams, epochs: int, learning_rate: float, callbacks, initial_epoch=0):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=hparams.momentum),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    monitor = "val_loss" if validation is not None else "loss"
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=hparams.early_stopping_patience, restore_best_weights=True
+    )
+    history = model.fit(
+        x,
+        y,
+        validation_data=validation,
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        batch_size=hparams.batch_size,
+        shuffle=True,
+        class_weight=_class_weights(y, model.output_shape[-1]) if hparams.class_weights else None,
+        callbacks=[stopper, *callbacks],
+        verbose=0,
+    )
+    return history.history
+
+
+def _fit_features(head, x, y, validation, hparams: HParams, log_dir: Path, on_epoch) -> dict[str, list[float]]:
+    """Train the head on in-memory feature arrays with one compiled function per epoch.
+
+    Keras `fit` spends tens of milliseconds per epoch building iterators, which dominates when the data is a
+    few thousand cached vectors; this loop keeps a retrain on cached features at a few seconds. Early stopping
+    watches the validation loss (the training loss when there is no validation split) and restores the best
+    weights, like Keras' EarlyStopping(restore_best_weights=True).
+    """
+    import keras
+    import tensorflow as tf
+
+    n_labels = head.output_shape[-1]
+    weights = _class_weights(y, n_labels) if hparams.class_weights else dict.fromkeys(range(n_labels), 1.0)
+    sample_weight = np.array([weights[int(label)] for label in y], dtype=np.float32)
+    optimizer = keras.optimizers.SGD(learning_rate=hparams.learning_rate, momentum=hparams.momentum)
+    x_t = tf.constant(x, dtype=tf.float32)
+    y_t = tf.constant(y, dtype=tf.int64)
+    w_t = tf.constant(sample_weight)
+    batch = int(hparams.batch_size)
+    variables = head.trainable_weights
+
+    @tf.function(reduce_retracing=True)
+    def train_epoch(order):
+        for start in tf.range(0, tf.shape(order)[0], batch):
+            idx = order[start : start + batch]
+            xb, yb, wb = tf.gather(x_t, idx), tf.gather(y_t, idx), tf.gather(w_t, idx)
+            with tf.GradientTape() as tape:
+                probs = head(xb, training=True)
+                loss = tf.reduce_mean(wb * keras.losses.sparse_categorical_crossentropy(yb, probs))
+                if head.losses:
+                    loss += tf.add_n(head.losses)
+            optimizer.apply(tape.gradient(loss, variables), variables)
+
+    @tf.function(reduce_retracing=True)
+    def measure(xs, ys):
+        probs = head(xs, training=False)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(ys, probs))
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probs, axis=1), ys), tf.float32))
+        return loss, accuracy
+
+    writers = {name: tf.summary.create_file_writer(str(log_dir / name)) for name in ("train", "validation")}
+    rng = np.random.default_rng(hparams.seed)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    best_loss, best_weights, waited = np.inf, head.get_weights(), 0
+    x_v = y_v = None
+    if validation is not None:
+        x_v, y_v = tf.constant(validation[0], dtype=tf.float32), tf.constant(validation[1], dtype=tf.int64)
+    for epoch in range(hparams.epochs):
+        train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64))
+        loss, accuracy = (float(v) for v in measure(x_t, y_t))
+        history["loss"].append(loss)
+        history["accuracy"].append(accuracy)
+        with writers["train"].as_default():
+            tf.summary.scalar("epoch_loss", loss, step=epoch)
+            tf.summary.scalar("epoch_accuracy", accuracy, step=epoch)
+        watched = loss
+        if x_v is not None:
+            val_loss, val_accuracy = (float(v) for v in measure(x_v, y_v))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_accuracy)
+            with writers["validation"].as_default():
+                tf.summary.scalar("epoch_loss", val_loss, step=epoch)
+                tf.summary.scalar("epoch_accuracy", val_accuracy, step=epoch)
+            watched = val_loss
+        on_epoch(epoch + 1)
+        if not np.isfinite(watched):
+            break
+        if watched < best_loss - 1e-6:
+            best_loss, best_weights, waited = watched, head.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= hparams.early_stopping_patience:
+                break
+    head.set_weights(best_weights)
+    for writer in writers.values():
+        writer.flush()
+    return {key: values for key, values in history.items() if values}
+
+
+def _merge(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:
+    for key, values in more.items():
+        history.setdefault(key, []).extend(float(v) for v in values)
+
+
+def train_model(
+    examples: Sequence[Example],
+    labels: Sequence[str],
+    prohibited: Sequence[str],
+    hparams: HParams = HParams(),  # noqa: B008 - frozen dataclass, safe as a default
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    log_dir: str | Path | None = None,
+    split: Callable[[Example], str] | None = None,
+) -> TrainingResult:
+    """Train an image -> softmax model over `labels` and evaluate it on the test split.
+
+    `split` lets the caller decide each example's split ("train", "validation", "test" or "exclude"); by default
+    the stable content-hash split. Images that cannot be decoded are skipped and listed in the result. TensorBoard
+    event files go to `log_dir` (a temporary directory when None, which the registry then keeps).
+    """
+    import keras
+
+    from classifier.backbones import build_backbone, default_cache_dir
+    from classifier.model import (
+        build_classifier,
+        build_distortion,
+        build_head,
+        freeze,
+        unfreeze_top,
+        weights_fingerprint,
+    )
+    from classifier.runtime import configure_threads
+
+    started = time.monotonic()
+    progress = progress or _noop
+    labels = list(labels)
+    prohibited = list(prohibited)
+    check_labels(examples, labels, prohibited)
+    configure_threads()
+    groups, skipped = _assign_splits(examples, hparams, split)
+    if not groups["train"]:
+        raise DatasetError("no training images after splitting; add images or lower test/validation shares")
+    keras.utils.set_random_seed(hparams.seed)
+    size = hparams.resolved_image_size()
+    backbone = build_backbone(hparams.backbone, image_size=size, weights=hparams.backbone_weights)
+    index = {label: i for i, label in enumerate(labels)}
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, histogram_freq=0)
+    use_pixels = hparams.distort or hparams.fine_tune_layers > 0
+    total_epochs = hparams.epochs + (hparams.fine_tune_epochs if hparams.fine_tune_layers else 0)
+    history: dict[str, list[float]] = {}
+    head = None
+    embedded = cached = 0
+    features: dict[str, np.ndarray] = {}
+
+    if not hparams.distort:
+        cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
+        cache = BottleneckCache(cache_root, hparams.backbone, size, variant=weights_fingerprint(backbone))
+        embedder = _Embedder(backbone, size, cache)
+        everything = [e for name in SPLITS for e in groups[name]]
+        features, bad = embedder.features(everything, progress, 0, len(everything))
+        skipped.extend(bad)
+        embedded, cached = embedder.embedded, embedder.cached
+        groups = {name: [e for e in group if e.sha256 in features] for name, group in groups.items()}
+        if not groups["train"]:
+            raise DatasetError("no decodable training images")
+
+        def arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+            group = groups[name]
+            x = np.stack([features[e.sha256] for e in group]) if group else None
+            return x, np.array([index[e.label] for e in group], dtype=np.int64)
+
+        x_train, y_train = arrays("train")
+        x_val, y_val = arrays("validation")
+        head = build_head(x_train.shape[1], len(labels), hparams)
+        _merge(
+            history,
+            _fit_features(
+                head,
+                x_train,
+                y_train,
+                (x_val, y_val) if x_val is not None else None,
+                hparams,
+                log_dir,
+                lambda epoch: progress("training", epoch, total_epochs),
+            ),
+        )
+
+    pixels: dict[str, tuple[list[Example], np.ndarray]] = {}
+    if use_pixels:
+        for name in SPLITS:
+            kept, array, bad = _decode_all(groups[name], size)
+            groups[name] = kept
+            pixels[name] = (kept, array)
+            skipped.extend(bad)
+        if not groups["train"]:
+            raise DatasetError("no decodable training images")
+        if hparams.distort:
+            embedded = sum(len(group) for group in groups.values())
+        y_of = {name: np.array([index[e.label] for e in groups[name]], dtype=np.int64) for name in SPLITS}
+        if head is None:
+            head = build_head(int(backbone.output_shape[-1]), len(labels), hparams)
+        phases = []
+        if hparams.distort and not history:
+            phases.append(("head", hparams.epochs, hparams.learning_rate, 0))
+        if hparams.fine_tune_layers:
+            phases.append(("fine_tune", hparams.fine_tune_epochs, hparams.fine_tune_learning_rate, hparams.epochs))
+        for phase, epochs, learning_rate, offset in phases:
+            fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers) if phase == "fine_tune" else []
+            inputs = keras.Input((size, size, 3), name="image")
+            x = build_distortion(hparams)(inputs) if hparams.distort else inputs
+            trainer = keras.Model(inputs, head(backbone(x)), name="trainer")
+            validation = (pixels["validation"][1], y_of["validation"]) if groups["validation"] else None
+            more = _fit(
+                trainer,
+                pixels["train"][1],
+                y_of["train"],
+                validation,
+                hparams,
+                epochs,
+                learning_rate,
+                [tensorboard, _ProgressCallback.make(progress, offset, total_epochs)],
+                initial_epoch=len(history.get("loss", [])),
+            )
+            _merge(history, more)
+        freeze(backbone)
+    else:
+        fine_layers = []
+
+    progress("training", total_epochs, total_epochs)
+    model = build_classifier(backbone, head, size)
+    predict = _Predictor(model, head, size)
+    metrics_by_split = {}
+    evaluated = 0
+    to_evaluate = len(groups["test"]) + len(groups["validation"])
+    for name in ("test", "validation"):
+        group = groups[name]
+        if use_pixels:
+            probabilities = predict.from_pixels(pixels[name][1])
+        else:
+            probabilities = predict.from_features(np.stack([features[e.sha256] for e in group]) if group else None)
+        evaluated += len(group)
+        progress("evaluating", evaluated, to_evaluate)
+        metrics_by_split[name] = compute_metrics([e.label for e in group], probabilities, labels, prohibited)
+    metrics = dict(metrics_by_split["test"])
+    metrics["validation"] = metrics_by_split["validation"]
+    metrics["split_sizes"] = {name: len(groups[name]) for name in SPLITS}
+    manifest = {name: sorted(e.sha256 for e in groups[name]) for name in SPLITS}
+    return TrainingResult(
+        model=model,
+        labels=labels,
+        prohibited=prohibited,
+        hparams=hparams,
+        history=history,
+        metrics=metrics,
+        manifest=manifest,
+        embedded=embedded,
+        cached=cached,
+        skipped=skipped,
+        seconds=time.monotonic() - started,
+        image_size=size,
+        log_dir=log_dir,
+        fine_tuned_layers=fine_layers,
+    )
+
+
+class _Predictor:
+    def __init__(self, model, head, size: int):
+        self.model = model
+        self.head = head
+        self.size = size
+
+    def from_features(self, x: np.ndarray | None) -> np.ndarray:
+        if x is None:
+            return np.zeros((0, self.head.output_shape[-1]), dtype=np.float32)
+        return np.asarray(self.head(x, training=False))
+
+    def from_pixels(self, x: np.ndarray) -> np.ndarray:
+        out = [
+            np.asarray(self.model(x[i : i + EMBED_BATCH].astype(np.float32), training=False))
+            for i in range(0, len(x), EMBED_BATCH)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.model.output_shape[-1]), dtype=np.float32)
