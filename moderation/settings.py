@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "moderation",
 ]
@@ -176,6 +177,14 @@ CELERY_TASK_ROUTES = {
     "moderation.run_training": {"queue": "training"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The DatabaseScheduler copies these entries into its tables at start; the sweeper re-queues images that have
+# waited longer than VIGIA_PENDING_SWEEP_SECONDS (lost messages, or no model active when they arrived).
+CELERY_BEAT_SCHEDULE = {
+    "sweep-pending-images": {
+        "task": "moderation.sweep_pending",
+        "schedule": float(max(10, VIGIA_PENDING_SWEEP_SECONDS // 2)),
+    },
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 REST_FRAMEWORK = {
@@ -193,6 +202,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Send listings and their photos for scoring; read statuses, scores and moderator decisions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs page loads Redoc from this server (drf-spectacular-sidecar), so it works without internet access.
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Production hardening; `manage.py check --deploy` is clean with DEBUG off.
@@ -213,4 +224,3 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
-

@@ -1,0 +1,113 @@
+"""API shapes. Input serializers check form fields only; image checks live in `validation.py`, shared with the
+staff upload form, and storing is the ingest service's job."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from moderation.models import Decision, Listing, ListingImage, Score
+
+
+class ListingCreateSerializer(serializers.Serializer):
+    external_id = serializers.CharField(max_length=200)
+    title = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True),
+        min_length=1,
+        max_length=settings.VIGIA_MAX_IMAGES_PER_LISTING,
+        help_text="One or more JPEG, PNG or WebP files (repeat the field).",
+    )
+
+
+class ImageStatusSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ListingImage
+        fields = ["id", "status"]
+
+
+class ListingCreatedSerializer(serializers.ModelSerializer):
+    images = ImageStatusSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Listing
+        fields = ["id", "external_id", "status", "images"]
+
+
+class ScoreSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Score
+        fields = ["model_version", "probabilities", "prohibited_probability", "prohibited_label", "created_at"]
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    """A decision as the marketplace sees it: the verdict and its reason, not who made it."""
+
+    undone = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Decision
+        fields = ["outcome", "policy_category", "model_version", "created_at", "undone"]
+
+    def get_undone(self, decision) -> bool:
+        return decision.undone_at is not None
+
+
+class ImageDetailSerializer(serializers.ModelSerializer):
+    format = serializers.CharField(source="image_format")
+    scores = ScoreSerializer(many=True, read_only=True)
+    decisions = DecisionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ListingImage
+        fields = [
+            "id",
+            "status",
+            "sha256",
+            "format",
+            "width",
+            "height",
+            "prohibited_probability",
+            "prohibited_label",
+            "model_version",
+            "attempts",
+            "last_error",
+            "created_at",
+            "scored_at",
+            "scores",
+            "decisions",
+        ]
+
+
+class ListingDetailSerializer(serializers.ModelSerializer):
+    images = ImageDetailSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Listing
+        fields = ["id", "external_id", "title", "description", "status", "created_at", "updated_at", "images"]
+
+
+class ScoreRequestSerializer(serializers.Serializer):
+    image = serializers.FileField(allow_empty_file=True, help_text="One JPEG, PNG or WebP file.")
+
+
+class ScoreResponseSerializer(serializers.Serializer):
+    model_version = serializers.CharField()
+    probabilities = serializers.DictField(child=serializers.FloatField())
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="Machine-readable code, e.g. invalid, not_found, duplicate_external_id.")
+    detail = serializers.CharField()
+
+
+class HealthCheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField(required=False)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "unavailable"])
+    database = HealthCheckSerializer()
+    redis = HealthCheckSerializer()
+    workers = HealthCheckSerializer()
+    model = HealthCheckSerializer()
