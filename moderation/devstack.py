@@ -266,9 +266,9 @@ class Supervisor:
     """Start processes, prefix their output with their name, and stop them all together.
 
     Each child gets its own session (process group) so that Ctrl-C in the terminal reaches only the
-    supervisor, which then stops the children in order: SIGTERM to every group, a grace period, SIGKILL to
-    whatever is left. A child that exits on its own stops the whole desk, because a desk without its worker or
-    web server only looks alive.
+    supervisor, which then stops the children in order: SIGTERM to every child, a grace period, SIGKILL to
+    whatever is left in their groups. A child that exits on its own stops the whole desk, because a desk
+    without its worker or web server only looks alive.
     """
 
     def __init__(self, output: TextIO | None = None, grace: float = 10.0):
@@ -343,18 +343,22 @@ class Supervisor:
         return None
 
     def stop_all(self) -> None:
-        """Stop every child's whole process group: SIGTERM, then SIGKILL after the grace period."""
+        """Stop every child: SIGTERM to each leader, then SIGKILL to each whole group after the grace period.
+
+        Only the leader gets SIGTERM so that it shuts down in its own order (a Celery worker's warm shutdown
+        stops its pool children itself; signalling the children directly would count as lost workers). The
+        final SIGKILL goes to the whole group so that nothing a leader failed to stop is left behind.
+        """
         running = {name: p for name, p in self.processes.items() if p.poll() is None}
         for name, process in running.items():
             self.log(name, "stopping")
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         for process in running.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
         for name, process in self.processes.items():
-            # The leader may be gone while pool children linger in its group: kill the group regardless.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             if process.poll() is None:

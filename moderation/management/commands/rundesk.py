@@ -242,18 +242,36 @@ class Command(BaseCommand):
         return photos
 
     def load_demo_listings(self, supervisor: devstack.Supervisor, base_url: str, token: str, photos: Path) -> None:
-        """Post the demo listings through the real API once the server answers, then report their scoring."""
-        log = lambda message: supervisor.log("demo", message)  # noqa: E731
-        deadline = time.monotonic() + 120
-        while True:
+        """Post the demo listings through the real API once the server answers, then report their routing.
+
+        Runs in a thread next to the supervisor, so every failure is logged and ends the thread, never the desk.
+        """
+
+        def log(message: str) -> None:
+            supervisor.log("demo", message)
+
+        if not self.wait_for_server(supervisor, base_url):
+            if not supervisor.stopping:
+                log("the web server did not answer within 120 s; no demo listings loaded")
+            return
+        try:
+            created = self.post_demo_listings(base_url, token, photos, log)
+            self.follow_demo_listings(supervisor, base_url, token, created, log)
+        except OSError as error:
+            if not supervisor.stopping:
+                log(f"demo listings stopped: {error}")
+
+    def wait_for_server(self, supervisor: devstack.Supervisor, base_url: str, timeout: float = 120) -> bool:
+        deadline = time.monotonic() + timeout
+        while not supervisor.stopping and time.monotonic() < deadline:
             try:
-                status, _ = http_json(f"{base_url}/api/v1/health")
-                break
+                http_json(f"{base_url}/api/v1/health")
+                return True
             except OSError:
-                if time.monotonic() > deadline or supervisor.stopping:
-                    log("the web server did not answer within 120 s; no demo listings loaded")
-                    return
                 time.sleep(0.5)
+        return False
+
+    def post_demo_listings(self, base_url: str, token: str, photos: Path, log) -> list[int]:
         pools = {label: sorted((photos / label).glob("*")) for label in DEMO_CLASSES}
         created: list[int] = []
         for external_id, title, description, labels in DEMO_LISTINGS:
@@ -267,10 +285,13 @@ class Command(BaseCommand):
                 log(f"POST /api/v1/listings {external_id}: 201, listing {answer['id']}, {len(files)} image(s)")
             else:
                 log(f"POST /api/v1/listings {external_id}: {status} {answer}")
+        return created
+
+    def follow_demo_listings(self, supervisor, base_url: str, token: str, created: list[int], log) -> None:
         pending = set(created)
         deadline = time.monotonic() + 300
         while pending and time.monotonic() < deadline and not supervisor.stopping:
-            time.sleep(2)
+            time.sleep(3)
             for listing_id in sorted(pending):
                 status, answer = http_json(f"{base_url}/api/v1/listings/{listing_id}", token)
                 if status != 200 or not isinstance(answer, dict):
@@ -280,8 +301,10 @@ class Command(BaseCommand):
                     pending.discard(listing_id)
                     statuses = ", ".join(str(image.get("status")) for image in images)
                     log(f"listing {listing_id} ({answer.get('external_id')}): {answer.get('status')} [{statuses}]")
-        if pending:
+        if pending and not supervisor.stopping:
             log(f"listings still waiting for a score: {sorted(pending)} (is a model active and the worker up?)")
+        elif created and not pending:
+            log(f"all demo listings scored; flagged photos are waiting in the queue at {base_url}/")
 
     # Main -------------------------------------------------------------------------------------------------
 
@@ -295,7 +318,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         var_dir = Path(settings.VAR_DIR)
         var_dir.mkdir(parents=True, exist_ok=True)
-        child_env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1")}
+        child_env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
 
         self.run_step(self.manage("migrate", "--noinput", "-v", "0"), "Migrating the database", child_env)
         if not settings.DEBUG:
