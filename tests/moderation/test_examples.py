@@ -12,7 +12,7 @@ from moderation.services.examples import is_holdout
 from tests.moderation.training_fixtures import (
     ALLOWED,
     PROHIBITED,
-    loop_settings,  # noqa: F401
+    loop_settings_fixture,  # noqa: F401 (fixture)
     make_decision,
     make_image,
     make_user,

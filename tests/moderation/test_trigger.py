@@ -11,7 +11,7 @@ from moderation.selectors.training import trigger_status
 from moderation.services import training
 from tests.moderation.training_fixtures import (
     ALLOWED,
-    loop_settings,  # noqa: F401
+    loop_settings_fixture,  # noqa: F401 (fixture)
     make_decision,
     make_image,
     make_user,

@@ -86,14 +86,72 @@ def mirror_active_labels() -> ModelVersion:
     )
 
 
-@pytest.fixture
-def loop_settings(settings, tmp_path):
+@pytest.fixture(name="loop_settings")
+def loop_settings_fixture(settings, tmp_path):
     """Media, registry and feature cache in a temporary directory; the tiny backbone with a short training."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.VIGIA_MODEL_REGISTRY = tmp_path / "models"
     settings.VIGIA_FEATURE_CACHE = tmp_path / "feature-cache"
     settings.VIGIA_BACKBONE = "tiny"
     settings.VIGIA_BACKBONE_WEIGHTS = ""
-    settings.VIGIA_TRAINING_HPARAMS = {"image_size": 32, "epochs": 40, "early_stopping_patience": 40, "batch_size": 16}
+    settings.VIGIA_TRAINING_HPARAMS = {
+        "image_size": 32,
+        "epochs": 40,
+        "early_stopping_patience": 40,
+        "batch_size": 16,
+        "learning_rate": 0.1,
+    }
     settings.VIGIA_TRAINING_HEARTBEAT_SECONDS = 0.2
     return settings
+
+
+def import_initial_set(root: Path, per_label: int = 12) -> None:
+    """The initial training set, imported as `make run` does, with "bad" marked prohibited."""
+    from django.core.management import call_command
+
+    folder = write_training_folder(root / "initial-set", per_label=per_label)
+    call_command("import_training_set", str(folder), "--prohibited", PROHIBITED)
+
+
+def add_holdout(per_label: int, shuffled: bool = False, seed: int = 1000) -> None:
+    """Human-labelled holdout examples, as decisions whose hash put them in the holdout produce them."""
+    import hashlib
+
+    from django.conf import settings
+
+    from moderation.models import ExampleSource, TrainingExample
+
+    folder = Path(settings.MEDIA_ROOT) / "holdout"
+    folder.mkdir(parents=True, exist_ok=True)
+    for label in (PROHIBITED, ALLOWED):
+        for index in range(per_label):
+            data = synthetic_png(label, seed=seed + index + (0 if label == PROHIBITED else 50_000))
+            sha = hashlib.sha256(data).hexdigest()
+            (folder / f"{sha}.png").write_bytes(data)
+            TrainingExample.objects.create(
+                sha256=sha,
+                path=f"holdout/{sha}.png",
+                label=label,
+                source=ExampleSource.DECISION,
+                is_holdout=True,
+            )
+
+
+def shuffle_training_labels(seed: int = 7) -> None:
+    """Give every trainable example a random label: what a model trained on noise would learn from."""
+    from moderation.selectors.training import trainable_examples
+
+    rng = np.random.default_rng(seed)
+    for example in trainable_examples():
+        example.label = PROHIBITED if rng.random() < 0.5 else ALLOWED
+        example.save(update_fields=["label"])
+
+
+@pytest.fixture(name="rescores")
+def rescores_fixture(monkeypatch):
+    """Calls of the post-promotion re-scoring (recorded instead of queued)."""
+    from moderation.services import model_versions
+
+    calls: list[str] = []
+    monkeypatch.setattr(model_versions, "_rescore_open_images", lambda: calls.append("rescore"))
+    return calls

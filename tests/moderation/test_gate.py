@@ -1,0 +1,87 @@
+"""The promotion gate: candidate against the active model on the frozen holdout, promote only if not worse."""
+
+import pytest
+
+from moderation.models import GateMetric, ModelVersion, TrainingRunStatus, TrainingTrigger
+from moderation.selectors.settings import get_settings
+from moderation.services import training
+from moderation.services.model_versions import get_registry
+from tests.moderation.training_fixtures import (
+    add_holdout,
+    import_initial_set,
+    loop_settings_fixture,  # noqa: F401 (fixture)
+    rescores_fixture,  # noqa: F401 (fixture)
+    shuffle_training_labels,
+)
+
+
+def run_now(trigger=TrainingTrigger.MANUAL):
+    return training.execute_training_run(training.request_training(trigger, dispatch=False).pk)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "active", "metric", "promote", "words"),
+    [
+        ({"recall": 0.9, "precision": 0.9}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, True, "promoted"),
+        ({"recall": 0.8, "precision": 0.9}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, True, "promoted"),
+        ({"recall": 0.7, "precision": 1.0}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, False, "Recall"),
+        ({"recall": 0.9, "precision": 0.89}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, True, "promoted"),
+        ({"recall": 1.0, "precision": 0.85}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, False, "margin"),
+        ({"recall": 1.0, "precision": None}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, False, "margin"),
+        ({"f1": 0.7}, {"f1": 0.8}, GateMetric.F1, False, "f1"),
+        ({"accuracy": 0.81}, {"accuracy": 0.8}, GateMetric.ACCURACY, True, "accuracy"),
+    ],
+)
+def test_compare_on_gate(candidate, active, metric, promote, words):
+    decided, reason = training.compare_on_gate(candidate, active, metric, margin=0.02)
+    assert decided is promote
+    assert words in reason
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_a_candidate_trained_on_shuffled_labels_is_rejected_and_the_active_model_stays(tmp_path, rescores):
+    import_initial_set(tmp_path, per_label=12)
+    add_holdout(per_label=10)
+    first = run_now(TrainingTrigger.INITIAL)
+    assert first.status == TrainingRunStatus.SUCCEEDED
+    assert first.gate["candidate"]["recall"] >= 0.9  # the first model's holdout figures are recorded too
+
+    shuffle_training_labels()
+    run = run_now()
+    assert run.status == TrainingRunStatus.REJECTED, run.gate
+    assert run.model_version == "v0002" and run.reason == run.gate["reason"]
+    assert run.gate["active"]["n"] == run.gate["candidate"]["n"] == 20
+    assert run.gate["holdout_counts"] == {"bad": 10, "ok": 10}
+    assert ModelVersion.objects.get(is_active=True).version == "v0001"
+    assert ModelVersion.objects.get(version="v0002").is_active is False
+    assert get_registry().active_version() == "v0001"
+    assert rescores == ["rescore"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_a_candidate_as_good_as_the_active_one_is_promoted_with_the_comparison_recorded(tmp_path, rescores):
+    import_initial_set(tmp_path, per_label=12)
+    add_holdout(per_label=10)
+    run_now(TrainingTrigger.INITIAL)
+    run = run_now()
+    assert run.status == TrainingRunStatus.SUCCEEDED, run.gate
+    assert run.gate["active_version"] == "v0001" and run.gate["candidate_version"] == "v0002"
+    assert run.gate["candidate"]["recall"] >= run.gate["active"]["recall"]
+    assert run.gate["threshold"] == get_settings().threshold_for("bad")
+    assert ModelVersion.objects.get(is_active=True).version == "v0002"
+    assert get_registry().active_version() == "v0002"
+    assert rescores == ["rescore", "rescore"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_too_small_a_holdout_rejects_the_candidate_with_the_reason(tmp_path, rescores):
+    import_initial_set(tmp_path, per_label=8)
+    add_holdout(per_label=3)
+    run_now(TrainingTrigger.INITIAL)
+    run = run_now()
+    assert run.status == TrainingRunStatus.REJECTED
+    assert "Not enough holdout examples" in run.reason and "bad 3/10" in run.reason
+    assert get_registry().active_version() == "v0001"
