@@ -262,6 +262,10 @@ class ProcessSpec:
     cwd: Path | None = None
 
 
+# TensorFlow's start-up notices: printed by every scoring child and never actionable here.
+NOISE = ("absl::InitializeLog()", "Could not find cuda drivers", "oneDNN custom operations are on")
+
+
 class Supervisor:
     """Start processes, prefix their output with their name, and stop them all together.
 
@@ -311,7 +315,8 @@ class Supervisor:
     def _pump(self, name: str, process: subprocess.Popen) -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            self.log(name, line.rstrip("\n"))
+            if not any(marker in line for marker in NOISE):
+                self.log(name, line.rstrip("\n"))
 
     @property
     def stopping(self) -> bool:

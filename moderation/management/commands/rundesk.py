@@ -393,7 +393,7 @@ class Command(BaseCommand):
             raise CommandError(f"{ended[0]} exited with code {ended[1]}; see its output above.")
 
     def print_banner(self, base_url: str) -> None:
-        lines = [f"Vigia is starting at {base_url}/  (API docs: {base_url}/api/docs/)"]
+        lines = [f"Vigia is starting at {base_url}/  (API docs: {base_url}/api/docs)"]
         credentials = self.demo_credentials() if settings.DEBUG else {}
         for role in ("admin", "moderator"):
             account = credentials.get(role)
