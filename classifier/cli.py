@@ -1,0 +1,201 @@
+"""`python -m classifier`: a thin command line over the library.
+
+The last line printed on stdout is one JSON object, so scripts can parse it; any error exits with status 2 and
+one line on stderr, never a traceback. Progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CommandError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m classifier", description="Train, evaluate and run Vigia's image classifier.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a new model version from DIR/<label>/*.jpg|png|webp")
+    train.add_argument("--data", required=True, type=Path)
+    train.add_argument("--registry", required=True, type=Path)
+    train.add_argument("--prohibited", nargs="+", action="extend", default=[], metavar="LABEL")
+    train.add_argument("--backbone")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--distort", action="store_true", default=None)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--activate", action="store_true")
+    train.add_argument("--fine-tune-layers", type=int)
+    train.add_argument("--fine-tune-epochs", type=int)
+    train.add_argument("--hidden-units", type=int)
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--test-share", type=float)
+    train.add_argument("--validation-share", type=float)
+    train.add_argument("--backbone-weights")
+    train.add_argument("--cache-dir", type=Path, help="bottleneck cache (default: $VIGIA_BACKBONE_CACHE/bottlenecks)")
+    train.add_argument("--no-progress", action="store_true")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a version on every image under DIR (no split)")
+    evaluate.add_argument("--registry", required=True, type=Path)
+    evaluate.add_argument("--version")
+    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--threshold", type=float)
+
+    predict = commands.add_parser("predict", help="label probabilities of images with the active version")
+    predict.add_argument("--registry", required=True, type=Path)
+    predict.add_argument("images", nargs="+")
+
+    export = commands.add_parser("export-fashion-mnist", help="write Fashion-MNIST photos as DIR/<label>/*.png")
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--classes", required=True, help="comma-separated, e.g. Pullover,Coat")
+    export.add_argument("--split", required=True, choices=["train", "test"])
+    export.add_argument("--per-class", type=int)
+    export.add_argument("--size", type=int, default=28)
+    export.add_argument("--offset", type=int, default=0)
+    return parser
+
+
+_HPARAM_FLAGS = (
+    "backbone",
+    "image_size",
+    "epochs",
+    "distort",
+    "seed",
+    "fine_tune_layers",
+    "fine_tune_epochs",
+    "hidden_units",
+    "dropout",
+    "learning_rate",
+    "batch_size",
+    "test_share",
+    "validation_share",
+    "backbone_weights",
+)
+
+
+def _progress_bar(enabled: bool):
+    """A tqdm bar on stderr that follows the training phases; a no-op when disabled."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    state = {"bar": None, "phase": None}
+
+    def progress(phase: str, current: int, total: int) -> None:
+        if state["phase"] != phase:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = tqdm(total=total, desc=phase, file=sys.stderr, leave=False, dynamic_ncols=True)
+            state["phase"] = phase
+        bar = state["bar"]
+        bar.total = total
+        bar.n = current
+        bar.refresh()
+
+    def close():
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return progress, close
+
+
+def _train(args) -> dict:
+    from classifier.data import scan_folder
+    from classifier.hparams import HParams
+    from classifier.registry import Registry
+    from classifier.training import train_model
+
+    overrides = {name: getattr(args, name) for name in _HPARAM_FLAGS if getattr(args, name) is not None}
+    hparams = HParams(**overrides)
+    scan = scan_folder(args.data)
+    progress, close = _progress_bar(not args.no_progress)
+    try:
+        result = train_model(
+            scan.examples, scan.labels, args.prohibited, hparams, cache_dir=args.cache_dir, progress=progress
+        )
+    finally:
+        close()
+    result.skipped = scan.skipped + result.skipped
+    registry = Registry(args.registry)
+    version = registry.save(result, metadata={"data": str(args.data), "source": "cli"})
+    if args.activate:
+        registry.activate(version)
+    return {
+        "version": version,
+        "activated": bool(args.activate),
+        "metrics": result.metrics,
+        "embedded": result.embedded,
+        "cached": result.cached,
+        "skipped": [list(item) for item in result.skipped],
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _evaluate(args) -> dict:
+    from classifier.data import scan_folder
+    from classifier.evaluation import evaluate_model
+    from classifier.registry import Registry
+
+    loaded = Registry(args.registry).load(args.version)
+    scan = scan_folder(args.data)
+    metrics = evaluate_model(loaded, scan.examples, threshold=args.threshold)
+    metrics["skipped"] = [list(item) for item in scan.skipped] + metrics["skipped"]
+    return metrics
+
+
+def _predict(args) -> dict:
+    from classifier.scoring import Scorer
+
+    scorer = Scorer(args.registry)
+    prediction = scorer.predict([Path(image) for image in args.images])
+    return {
+        "model_version": prediction.model_version,
+        "predictions": dict(zip(args.images, prediction.probabilities, strict=True)),
+    }
+
+
+def _export(args) -> dict:
+    from classifier.datasets import export_fashion_mnist
+
+    classes = [name.strip() for name in args.classes.split(",") if name.strip()]
+    counts = export_fashion_mnist(
+        args.out, classes, split=args.split, per_class=args.per_class, size=args.size, offset=args.offset
+    )
+    return {"out": str(args.out), "split": args.split, "counts": counts}
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export-fashion-mnist": _export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from classifier.runtime import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
+    try:
+        args = _parser().parse_args(argv)
+        output = COMMANDS[args.command](args)
+    except CommandError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 2
+    except Exception as error:
+        # Every failure, expected (bad data, missing model) or not, is one line: callers parse stdout as JSON.
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {type(error).__name__}: {message}", file=sys.stderr)
+        return 2
+    print(json.dumps(output, default=str))
+    return 0

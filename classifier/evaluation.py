@@ -1,0 +1,46 @@
+"""Evaluate a registered model version on labelled examples: prohibited vs rest, with no split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from classifier.data import Example
+from classifier.metrics import compute_metrics
+from classifier.registry import LoadedModel
+
+
+def evaluate_model(
+    loaded: LoadedModel, examples: Sequence[Example], threshold: float | None = None, batch_size: int = 32
+) -> dict:
+    """compute_metrics over every example that decodes; undecodable ones are listed under "skipped"."""
+    from classifier.images import ImageDecodeError, decode_image
+    from classifier.scoring import compiled_forward
+
+    forward = compiled_forward(loaded.model, loaded.image_size)
+    truths: list[str] = []
+    outputs: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    pending: list[np.ndarray] = []
+
+    def flush():
+        if pending:
+            outputs.append(np.asarray(forward(np.stack(pending).astype(np.float32))))
+            pending.clear()
+
+    for example in examples:
+        try:
+            pending.append(decode_image(example.source(), loaded.image_size))
+        except ImageDecodeError as error:
+            skipped.append((example.name, str(error)))
+            continue
+        truths.append(example.label)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.labels)))
+    metrics = compute_metrics(truths, probabilities, loaded.labels, loaded.prohibited, threshold=threshold)
+    metrics["model_version"] = loaded.version
+    metrics["skipped"] = [list(item) for item in skipped]
+    return metrics

@@ -1,0 +1,293 @@
+"""A versioned model registry on disk with an atomically switched `active` pointer.
+
+Layout: `root/v0001/` holds model.keras, model.sha256, labels.json, hparams.json, metrics.json, manifest.json,
+metadata.json, curves.png, confusion.png and logs/ (TensorBoard). `root/active` names the serving version and is
+replaced with write + rename, so a reader sees the old or the new name, never half of one. Models are programs:
+loading checks the sha256 recorded at save time, refuses Lambda layers and uses Keras safe_mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+MODEL_FILE = "model.keras"
+
+
+class RegistryError(RuntimeError):
+    """A version is missing, tampered with, unsafe or unloadable."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    created_at: str
+    labels: list[str]
+    prohibited: list[str]
+    metrics: dict
+    path: Path
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    model: Any
+    labels: list[str]
+    prohibited: list[str]
+    image_size: int
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _refuse_lambda(model_path: Path) -> None:
+    """Refuse a .keras archive whose config contains a Lambda layer, before Keras deserialises anything."""
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
+        raise RegistryError(f"{model_path} is not a valid .keras archive: {error}") from error
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") in {"Lambda", "TFOpLambda"}:
+                raise RegistryError(f"{model_path} contains a Lambda layer; refusing to load arbitrary code")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+
+
+class Registry:
+    """Trained model versions under one directory; safe for several processes (a lock file serialises writes)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def active_file(self) -> Path:
+        return self.root / "active"
+
+    @property
+    def history_file(self) -> Path:
+        return self.root / "active_history.json"
+
+    @contextlib.contextmanager
+    def _lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _version_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
+        return sorted(names, key=lambda name: int(VERSION_PATTERN.match(name).group(1)))
+
+    def path(self, version: str) -> Path:
+        if not VERSION_PATTERN.match(version or ""):
+            raise RegistryError(f"not a version name: {version!r}")
+        return self.root / version
+
+    def save(self, result, metadata: dict | None = None) -> str:
+        """Write a training result as the next version and return its name; the active pointer is not moved.
+
+        Everything is written into a temporary directory first and renamed into place, so a crash never leaves
+        a half-written version that `versions()` would list.
+        """
+        from classifier.plots import plot_confusion, plot_curves
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        try:
+            model_path = staging / MODEL_FILE
+            result.model.save(model_path)
+            (staging / "model.sha256").write_text(file_sha256(model_path) + "\n")
+            _write_json(staging / "labels.json", {"labels": list(result.labels), "prohibited": list(result.prohibited)})
+            _write_json(staging / "hparams.json", result.hparams.to_dict())
+            _write_json(staging / "metrics.json", {**result.metrics, "history": result.history})
+            _write_json(staging / "manifest.json", result.manifest)
+            created_at = datetime.now(UTC).isoformat()
+            _write_json(
+                staging / "metadata.json",
+                {
+                    **(metadata or {}),
+                    "created_at": created_at,
+                    "image_size": result.image_size,
+                    "backbone": result.hparams.backbone,
+                    "embedded": result.embedded,
+                    "cached": result.cached,
+                    "seconds": round(result.seconds, 3),
+                    "skipped": [list(item) for item in result.skipped],
+                    "fine_tuned_layers": list(getattr(result, "fine_tuned_layers", [])),
+                },
+            )
+            plot_curves(result.history, staging / "curves.png")
+            plot_confusion(
+                result.metrics.get("label_confusion_matrix") or [[0] * len(result.labels)] * len(result.labels),
+                list(result.labels),
+                staging / "confusion.png",
+            )
+            log_dir = getattr(result, "log_dir", None)
+            if log_dir and Path(log_dir).is_dir():
+                shutil.copytree(log_dir, staging / "logs")
+            else:
+                (staging / "logs").mkdir()
+            with self._lock():
+                names = self._version_names()
+                number = int(VERSION_PATTERN.match(names[-1]).group(1)) + 1 if names else 1
+                version = f"v{number:04d}"
+                os.rename(staging, self.root / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return version
+
+    def _info(self, version: str) -> VersionInfo:
+        path = self.path(version)
+        try:
+            labels = json.loads((path / "labels.json").read_text())
+            metrics = json.loads((path / "metrics.json").read_text())
+            metadata = json.loads((path / "metadata.json").read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise RegistryError(f"version {version} is incomplete: {error}") from error
+        metrics.pop("history", None)
+        return VersionInfo(
+            version=version,
+            created_at=metadata.get("created_at", ""),
+            labels=labels["labels"],
+            prohibited=labels["prohibited"],
+            metrics=metrics,
+            path=path,
+        )
+
+    def versions(self) -> list[VersionInfo]:
+        infos = []
+        for name in self._version_names():
+            with contextlib.suppress(RegistryError):
+                infos.append(self._info(name))
+        return infos
+
+    def active_version(self) -> str | None:
+        try:
+            name = self.active_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def _history(self) -> list[str]:
+        try:
+            return list(json.loads(self.history_file.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+
+    def _check_complete(self, version: str) -> None:
+        path = self.path(version)
+        if not (path / MODEL_FILE).is_file() or not (path / "model.sha256").is_file():
+            raise RegistryError(f"no such version: {version}")
+
+    def activate(self, version: str) -> None:
+        """Point `active` at `version` (write + rename) and remember the switch for rollback."""
+        self._check_complete(version)
+        with self._lock():
+            history = self._history()
+            if not history or history[-1] != version:
+                history.append(version)
+            _atomic_write(self.history_file, json.dumps(history))
+            _atomic_write(self.active_file, version + "\n")
+
+    def rollback(self) -> str:
+        """Re-activate the version that was active before the current one and return its name."""
+        with self._lock():
+            history = self._history()
+            current = self.active_version()
+            if current and history and history[-1] == current:
+                history.pop()
+            while history and not (self.path(history[-1]) / MODEL_FILE).is_file():
+                history.pop()
+            if not history:
+                raise RegistryError("no earlier version to roll back to")
+            previous = history[-1]
+            _atomic_write(self.history_file, json.dumps(history))
+            _atomic_write(self.active_file, previous + "\n")
+        return previous
+
+    def load(self, version: str | None = None) -> LoadedModel:
+        """Load a version (default: the active one) after checking its sha256; Lambda layers are refused."""
+        version = version or self.active_version()
+        if version is None:
+            raise RegistryError("no active model version")
+        self._check_complete(version)
+        path = self.path(version)
+        model_path = path / MODEL_FILE
+        expected = (path / "model.sha256").read_text().strip()
+        if file_sha256(model_path) != expected:
+            raise RegistryError(f"{model_path} does not match its recorded sha256; refusing to load it")
+        _refuse_lambda(model_path)
+        try:
+            labels = json.loads((path / "labels.json").read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise RegistryError(f"version {version} has no readable labels.json: {error}") from error
+        import keras
+
+        try:
+            model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        except Exception as error:
+            raise RegistryError(
+                f"cannot load {model_path}: {str(error).splitlines()[0] if str(error) else error!r}"
+            ) from error
+        shape = model.input_shape
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] is None:
+            raise RegistryError(f"{model_path} does not take square RGB images (input shape {shape})")
+        if model.output_shape[-1] != len(labels["labels"]):
+            raise RegistryError(
+                f"{model_path} outputs {model.output_shape[-1]} classes for {len(labels['labels'])} labels"
+            )
+        return LoadedModel(
+            version=version,
+            model=model,
+            labels=list(labels["labels"]),
+            prohibited=list(labels["prohibited"]),
+            image_size=int(shape[1]),
+        )

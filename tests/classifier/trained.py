@@ -1,0 +1,21 @@
+"""One small trained result shared by the registry, scoring and CLI tests (training it once keeps them fast)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from classifier.data import scan_folder
+from classifier.hparams import HParams
+from classifier.training import train_model
+from tests.classifier.synthetic import write_dataset
+
+HPARAMS = HParams(backbone="tiny", image_size=32, epochs=30, learning_rate=0.05, early_stopping_patience=30)
+
+
+@functools.cache
+def trained_result():
+    root = Path(tempfile.mkdtemp(prefix="vigia-test-data-"))
+    scan = scan_folder(write_dataset(root / "data", per_label=20))
+    return train_model(scan.examples, scan.labels, ["bad"], HPARAMS, cache_dir=root / "cache", log_dir=root / "logs")
