@@ -1,0 +1,286 @@
+"""Who may reach what: every URL the resolver knows, for anonymous, plain user, moderator and admin; CSRF on.
+
+The matrix is checked against the resolver, not the other way round: a new URL name without an entry below
+fails `test_every_url_name_has_an_entry`, so nobody ships a page without deciding who may see it. Entries for
+names that do not exist (yet) are allowed.
+"""
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.test import Client
+from django.urls import URLResolver, get_resolver, reverse
+
+from moderation import permissions
+from moderation.models import Decision, Listing, Score
+from moderation.selectors.settings import get_settings
+from moderation.services import review
+from tests.moderation.test_review import make_flagged
+
+ROLES = ("anonymous", "user", "moderator", "admin")
+
+
+@dataclass
+class Case:
+    """Expected status per role for one URL name, how to call it, and which objects fill its parameters."""
+
+    expect: dict[str, int | tuple[int, ...] | Callable[[], int]]
+    method: str = "get"
+    kwargs: Callable[[dict], dict] = field(default=lambda objects: {})
+    data: dict = field(default_factory=dict)
+
+
+def roles(anonymous, user, moderator, admin_):
+    return {"anonymous": anonymous, "user": user, "moderator": moderator, "admin": admin_}
+
+
+def moderator_page(ok=200, admin_ok=None, **options):
+    """Signed-out visitors go to the login page; users without a role get 403; moderators and admins get in."""
+    return Case(expect=roles(302, 403, ok, ok if admin_ok is None else admin_ok), **options)
+
+
+def admin_page(ok=200, **options):
+    return Case(expect=roles(302, 403, 403, ok), **options)
+
+
+def image_pk(objects):
+    return {"pk": objects["image"].pk}
+
+
+MATRIX: dict[str, Case] = {
+    # Review desk (moderation/urls_review.py)
+    "queue": moderator_page(),
+    "login": Case(expect=roles(200, 302, 302, 302)),
+    "logout": Case(expect=roles(302, 302, 302, 302), method="post"),
+    "review-next": moderator_page(302, method="post"),
+    "review-item": moderator_page(kwargs=image_pk),
+    # Nobody holds a claim on the matrix's image, so a decision is a stale claim (409), never a write.
+    "review-decide": moderator_page(409, method="post", kwargs=image_pk, data={"outcome": "confirm"}),
+    "review-renew": moderator_page(409, method="post", kwargs=image_pk),
+    "review-release": moderator_page(302, method="post", kwargs=image_pk),
+    # The decision was made by the moderator role: only they may undo it.
+    "decision-undo": moderator_page(302, admin_ok=409, method="post", kwargs=lambda o: {"pk": o["decision"].pk}),
+    "image-file": moderator_page(kwargs=image_pk),
+    "upload": moderator_page(),
+    "listings": moderator_page(),
+    "listing-detail": moderator_page(kwargs=lambda o: {"pk": o["listing"].pk}),
+    # Learning loop pages (moderation/urls_training.py): settings, training and models are admin-only.
+    "training-runs": admin_page(),
+    "model-versions": admin_page(),
+    "moderation-settings": admin_page(),
+    # REST API (moderation/urls_api.py): any authenticated account (the marketplace's API user is a plain user);
+    # an empty POST is a 400, never a 500. Health, schema and docs are public; health is 503 while no worker runs.
+    "api-listings": Case(expect=roles(401, 400, 400, 400), method="post"),
+    "api-listing-detail": Case(expect=roles(401, 200, 200, 200), kwargs=lambda o: {"listing_id": o["listing"].pk}),
+    "api-score": Case(expect=roles(401, 400, 400, 400), method="post"),
+    "api-health": Case(expect=roles(*[(200, 503)] * 4)),
+    "api-schema": Case(expect=roles(200, 200, 200, 200)),
+    "api-docs": Case(expect=roles(200, 200, 200, 200)),
+    "api-not-found": Case(expect=roles(404, 404, 404, 404)),
+    # Django admin, site-level views. Non-staff are sent to the admin's own login page.
+    "admin:index": Case(expect=roles(302, 302, 302, 200)),
+    "admin:login": Case(expect=roles(200, 200, 200, 302)),
+    "admin:logout": Case(expect=roles(302, 302, 302, 302), method="post"),
+    "admin:password_change": Case(expect=roles(302, 302, 302, 200)),
+    "admin:password_change_done": Case(expect=roles(302, 302, 302, 200)),
+    "admin:autocomplete": Case(expect=roles(302, 302, 302, 403)),
+    "admin:jsi18n": Case(expect=roles(302, 302, 302, 200)),
+    "admin:app_list": Case(expect=roles(302, 302, 302, 200), kwargs=lambda o: {"app_label": "moderation"}),
+    "admin:view_on_site": Case(
+        expect=roles(302, 302, 302, 404),
+        kwargs=lambda o: {
+            "content_type_id": ContentType.objects.get_for_model(Listing).pk,
+            "object_id": o["listing"].pk,
+        },
+    ),
+    "admin:auth_user_password_change": Case(expect=roles(302, 302, 302, 200), kwargs=lambda o: {"id": o["user"].pk}),
+}
+
+# Rows only services create (pipeline state) have no "add" in the admin; the settings row is never deleted.
+ADMIN_NO_ADD = {
+    "moderation_listingimage",
+    "moderation_score",
+    "moderation_decision",
+    "moderation_trainingrun",
+    "moderation_trainingstate",
+    "moderation_modelversion",
+    "moderation_moderationsettings",
+}
+ADMIN_NO_DELETE = {"moderation_moderationsettings"}
+ADMIN_MODEL_VIEW = re.compile(r"^admin:(?P<model>\w+?)_(?P<view>changelist|add|change|delete|history)$")
+
+
+def admin_model_case(name: str) -> Case | None:
+    """Entries for the admin's per-model views, derived from the registry so every registered model is covered."""
+    match = ADMIN_MODEL_VIEW.match(name)
+    if not match:
+        return None
+    registered = {f"{m._meta.app_label}_{m._meta.model_name}": m for m in admin.site._registry}
+    model = registered.get(match["model"])
+    if model is None:
+        return None
+    view = match["view"]
+    if view == "changelist":
+        return Case(expect=roles(302, 302, 302, 200))
+    if view == "add":
+        return Case(expect=roles(302, 302, 302, 403 if match["model"] in ADMIN_NO_ADD else 200))
+
+    def object_kwargs(objects, model=model):
+        row = model._default_manager.order_by("pk").first()
+        return {"object_id": row.pk if row else 0}
+
+    # A missing row sends staff back to the admin index with a message (302).
+    def admin_status(model=model):
+        if not model._default_manager.exists():
+            return 302
+        if view == "delete" and match["model"] in ADMIN_NO_DELETE:
+            return 403
+        return 200
+
+    return Case(expect=roles(302, 302, 302, admin_status), kwargs=object_kwargs)
+
+
+def url_names(resolver=None, namespace=""):
+    """Every (name, route) the resolver serves, namespaces included."""
+    resolver = resolver or get_resolver()
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from url_names(pattern, inner)
+        else:
+            yield (f"{namespace}{pattern.name}" if pattern.name else None), namespace, str(pattern.pattern)
+
+
+def case_for(name: str) -> Case | None:
+    return MATRIX.get(name) or admin_model_case(name)
+
+
+def test_every_url_name_has_an_entry():
+    missing, unnamed = [], []
+    for name, namespace, route in url_names():
+        if name is None:
+            # The admin's catch-all and its "object id without /change/" redirect are unnamed by design.
+            if namespace != "admin:":
+                unnamed.append(route)
+            continue
+        if case_for(name) is None:
+            missing.append(name)
+    assert not unnamed, f"Give these URL patterns a name and a permission matrix entry: {unnamed}"
+    assert not missing, f"Add these URL names to MATRIX in {__file__}: {missing}"
+
+
+@pytest.fixture
+def matrix_objects(db, frozen_clock, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    moderators, admins = permissions.ensure_groups()
+    users = get_user_model().objects
+    plain = users.create_user("plain", password="x-pass-1")
+    moderator = users.create_user("moderator", password="x-pass-2")
+    moderator.groups.add(moderators)
+    boss = users.create_user("boss", password="x-pass-3", is_staff=True)
+    boss.groups.add(moderators, admins)
+    get_settings()
+    decided = make_flagged(0.9, with_file=True)
+    review.claim_next(moderator)
+    decision = review.decide(user=moderator, image_id=decided.pk, outcome="confirm")
+    image = make_flagged(0.8, with_file=True)
+    Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)
+    return {
+        "users": {"anonymous": None, "user": plain, "moderator": moderator, "admin": boss},
+        "user": plain,
+        "image": image,
+        "listing": image.listing,
+        "decision": decision,
+    }
+
+
+class Rollback(Exception):
+    pass
+
+
+def signed_in_clients(users: dict) -> dict:
+    """One client per role, signed in once; requests restore its cookies so a logout cannot leak into the next."""
+    clients = {}
+    for role, user in users.items():
+        client = Client()
+        if user is not None:
+            client.force_login(user)
+        clients[role] = (client, copy.deepcopy(client.cookies))
+    return clients
+
+
+def request_as(client_and_cookies, case: Case, url: str) -> int:
+    """One request in a savepoint that is rolled back, so no call changes what the next one sees."""
+    client, cookies = client_and_cookies
+    client.cookies = copy.deepcopy(cookies)
+    status = None
+    try:
+        with transaction.atomic():
+            status = getattr(client, case.method)(url, case.data).status_code
+            raise Rollback
+    except Rollback:
+        pass
+    return status
+
+
+@pytest.mark.django_db
+def test_permission_matrix(matrix_objects):
+    failures, checked = [], 0
+    clients = signed_in_clients(matrix_objects["users"])
+    for name, _namespace, _route in url_names():
+        if name is None:
+            continue
+        case = case_for(name)
+        url = reverse(name, kwargs=case.kwargs(matrix_objects))
+        for role in ROLES:
+            expected = case.expect[role]
+            expected = expected() if callable(expected) else expected
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            got = request_as(clients[role], case, url)
+            checked += 1
+            if got not in expected:
+                failures.append(f"{case.method.upper()} {url} ({name}) as {role}: expected {expected}, got {got}")
+    assert checked > 100
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.django_db
+def test_decision_from_the_matrix_stays_undone_only_inside_its_savepoint(matrix_objects):
+    """The undo in the matrix ran in a rolled-back savepoint: the decision is still live afterwards."""
+    assert Decision.objects.get(pk=matrix_objects["decision"].pk).undone_at is None
+
+
+@pytest.mark.django_db
+def test_csrf_is_enforced_on_review_forms(matrix_objects):
+    moderator = matrix_objects["users"]["moderator"]
+    image = matrix_objects["image"]
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(moderator)
+    assert client.post(reverse("review-next")).status_code == 403
+    assert client.post(reverse("review-decide", args=[image.pk]), {"outcome": "confirm"}).status_code == 403
+    assert client.post(reverse("logout")).status_code == 403
+    page = client.get(reverse("queue")).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    response = client.post(reverse("review-next"), {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("review-item", args=[image.pk])
+    item_page = client.get(response["Location"]).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', item_page).group(1)
+    decided = client.post(
+        reverse("review-decide", args=[image.pk]), {"outcome": "confirm", "csrfmiddlewaretoken": token}
+    )
+    assert decided.status_code == 302
+    assert Decision.objects.filter(image=image, undone_at__isnull=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_csrf_is_enforced_on_the_login_form():
+    client = Client(enforce_csrf_checks=True)
+    assert client.post(reverse("login"), {"username": "a", "password": "b"}).status_code == 403
