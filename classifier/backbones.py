@@ -89,8 +89,7 @@ def imagenet_classifier(name: str = "mobilenet_v1", cache_dir: str | Path | None
         raise ValueError("only mobilenet_v1 ships its ImageNet classifier offline")
     import keras
 
-    path = converted_mobilenet_v1(cache_dir)
-    model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    model = _from_cache(cache_dir, lambda path: keras.saving.load_model(path, safe_mode=True, compile=False))
     model.trainable = False
     return model
 
@@ -116,11 +115,23 @@ def converted_mobilenet_v1(cache_dir: str | Path | None = None) -> Path:
     os.close(handle)
     try:
         model.save(temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; workers may run as another user
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
+
+
+def _from_cache(cache_dir: str | Path | None, load):
+    """``load(path)`` of the cached conversion; an unreadable cache file is converted again, once."""
+    path = converted_mobilenet_v1(cache_dir)
+    try:
+        return load(path)
+    except Exception:
+        # A file damaged after it was written (disk trouble, a stray edit) is cheaper to rebuild than to debug.
+        path.unlink(missing_ok=True)
+        return load(converted_mobilenet_v1(cache_dir))
 
 
 def _check_name(name: str) -> None:
@@ -140,7 +151,7 @@ def _mobilenet_v1_features(size: int, cache_dir: Path) -> keras.Model:
     """
     import keras
 
-    weights = _mobilenet_v1_weights(converted_mobilenet_v1(cache_dir))
+    weights = _from_cache(cache_dir, _mobilenet_v1_weights)
     inputs = keras.Input((size, size, 3), name="image")
     scaled = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inputs)
     base = keras.applications.MobileNet(input_tensor=scaled, include_top=False, weights=None, pooling="avg")

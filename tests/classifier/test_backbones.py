@@ -169,3 +169,26 @@ def test_offline_mobilenet_v1_import_recognises_imagenet_photos(tmp_path, monkey
     small = backbones.build_backbone("mobilenet_v1", image_size=128, cache_dir=cache)
     cat = decode_image(skimage.data.chelsea(), 128)[None].astype("float32")
     assert np.asarray(small(cat, training=False)).shape == (1, 1024)
+
+
+def test_damaged_cache_file_is_converted_again(tmp_path, monkeypatch):
+    cached = tmp_path / backbones.MOBILENET_V1_FILE
+    cached.write_text("damaged")
+    conversions = []
+
+    def converted(cache_dir=None):
+        if not cached.exists():
+            conversions.append(cache_dir)
+            cached.write_text("model")
+        return cached
+
+    def load(path):
+        if path.read_text() != "model":
+            raise ValueError("not a zip file")
+        return "loaded"
+
+    monkeypatch.setattr(backbones, "converted_mobilenet_v1", converted)
+    assert backbones._from_cache(tmp_path, load) == "loaded"
+    assert conversions == [tmp_path]
+    assert backbones._from_cache(tmp_path, load) == "loaded"
+    assert conversions == [tmp_path]
