@@ -263,7 +263,12 @@ class ProcessSpec:
 
 
 # TensorFlow's start-up notices: printed by every scoring child and never actionable here.
-NOISE = ("absl::InitializeLog()", "Could not find cuda drivers", "oneDNN custom operations are on")
+NOISE = (
+    "absl::InitializeLog()",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "oneDNN custom operations are on",
+)
 
 
 class Supervisor:

@@ -197,7 +197,11 @@ class Command(BaseCommand):
             self.run_step(self.manage("sync_models"), "Mirroring the model registry into the database", env)
         wants_import = trained_now or not self.initial_set_imported()
         if wants_import and has_images(data) and self.require_command("import_training_set"):
-            self.run_step(self.manage("import_training_set", str(data)), f"Importing the training set {data}", env)
+            self.run_step(
+                self.manage("import_training_set", str(data), "--prohibited", DEMO_PROHIBITED),
+                f"Importing the training set {data}",
+                env,
+            )
 
     def initial_set_imported(self) -> bool:
         from moderation.models import ExampleSource, TrainingExample
