@@ -1,0 +1,84 @@
+"""End to end in a real browser: a moderator signs in, claims a flagged image, confirms it with `c`.
+
+Drives Debian's Chromium through Playwright against pytest-django's live server. The flagged image is made
+directly in the database, so no model is needed. Skips only when /usr/bin/chromium is not installed.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.db import connections
+
+from moderation.models import Decision, ImageStatus, ListingImage, ListingStatus
+from tests.moderation.test_review import make_flagged, make_moderator
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_page(monkeypatch, settings, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); the browser test needs it")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are still sequential.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    settings.MEDIA_ROOT = tmp_path / "media"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            errors = []
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.console_errors = errors
+            yield page
+        finally:
+            browser.close()
+            # ORM calls made while Playwright's loop ran may hold a connection of their own context; close it.
+            connections.close_all()
+
+
+def test_moderator_confirms_with_the_keyboard_and_the_listing_is_taken_down(browser_page, live_server):
+    page = browser_page
+    make_moderator("maria", password="review-desk-pass")
+    image = make_flagged(0.97, title="Replica pistol", label="weapon", with_file=True)
+    assert os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE") == "true"
+
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "maria")
+    page.fill("#id_password", "review-desk-pass")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    assert "Replica pistol" in page.content()
+
+    page.click("#start-reviewing")
+    page.wait_for_url(f"{live_server.url}/review/{image.pk}/")
+    assert page.locator(".listing-title").inner_text() == "Replica pistol"
+    assert page.evaluate("document.getElementById('item-image').naturalWidth") > 0
+    assert ListingImage.objects.get(pk=image.pk).claimed_by.username == "maria"
+
+    page.keyboard.press("c")
+    page.wait_for_url(f"{live_server.url}/")
+    assert "Confirm (prohibited): image" in page.content()
+
+    image.refresh_from_db()
+    assert image.status == ImageStatus.CONFIRMED
+    assert image.listing.status == ListingStatus.TAKEN_DOWN
+    assert Decision.objects.filter(image=image, moderator__username="maria").count() == 1
+
+    page.goto(f"{live_server.url}/listings/{image.listing_id}/")
+    assert page.locator("#listing-status").inner_text() == "Taken down"
+    # The strict Content-Security-Policy blocked nothing the pages need.
+    assert not [e for e in page.console_errors if "Content Security Policy" in e]
