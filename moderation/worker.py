@@ -6,30 +6,22 @@ gets one intra-op and one inter-op thread: on a small machine two single-threade
 threads, and their throughput stops swinging with whatever else runs on the host.
 """
 
-import logging
 import os
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from django.conf import settings
-
-logger = logging.getLogger(__name__)
 
 _scorer = None
 _owner_pid: int | None = None
 
 
 def configure_tensorflow_threads() -> None:
-    """Limit TensorFlow's thread pools; must run before TensorFlow executes its first operation here."""
-    threads = int(os.environ.get("VIGIA_TF_THREADS", "1"))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    """One TensorFlow thread per pool unless VIGIA_TF_THREADS says otherwise; before TensorFlow's first op."""
+    os.environ.setdefault("VIGIA_TF_THREADS", "1")
+    from classifier.runtime import configure_threads, quiet_tensorflow_logs
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        # TensorFlow was already initialised in this process (e.g. a test ran a model first); keep its pools.
-        logger.debug("TensorFlow threads already configured")
+    quiet_tensorflow_logs()
+    configure_threads()
 
 
 def get_scorer():
@@ -53,3 +45,17 @@ def _forget_inherited_scorer(**_kwargs) -> None:
     global _scorer, _owner_pid
     _scorer = None
     _owner_pid = None
+
+
+@worker_init.connect
+def _import_tensorflow_in_parent(**_kwargs) -> None:
+    """Import TensorFlow in the parent, without running anything, so children inherit the loaded library.
+
+    Importing is safe before a fork (running an operation is not); a replacement child, after a crash or
+    `max_tasks_per_child`, then starts scoring in well under a second instead of paying the multi-second import
+    again. VIGIA_PRELOAD_TENSORFLOW=0 turns this off.
+    """
+    if os.environ.get("VIGIA_PRELOAD_TENSORFLOW", "1") == "0":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow  # noqa: F401

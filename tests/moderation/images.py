@@ -94,3 +94,14 @@ def exif_rotated_jpeg(size=(40, 20), orientation: int = 6) -> bytes:
 
 def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def noisy_png(color: tuple[int, int, int], seed: int, size: int = 32) -> bytes:
+    """A distinct (by hash) photo of roughly one colour: what a tiny model learns to tell apart."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(color, dtype=np.int16) + rng.integers(-40, 40, size=(size, size, 3)), 0, 255)
+    output = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(output, format="PNG")
+    return output.getvalue()
