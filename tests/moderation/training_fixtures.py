@@ -138,13 +138,21 @@ def add_holdout(per_label: int, shuffled: bool = False, seed: int = 1000) -> Non
 
 
 def shuffle_training_labels(seed: int = 7) -> None:
-    """Give every trainable example a random label: what a model trained on noise would learn from."""
+    """Relabel the trainable examples so labels carry no information about the images.
+
+    Within each true label, exactly half become "bad" and half "ok" (in random order): a plain coin flip per
+    example can correlate with the colours by chance on a small set and then teach the real rule.
+    """
     from moderation.selectors.training import trainable_examples
 
     rng = np.random.default_rng(seed)
-    for example in trainable_examples():
-        example.label = PROHIBITED if rng.random() < 0.5 else ALLOWED
-        example.save(update_fields=["label"])
+    for label in (PROHIBITED, ALLOWED):
+        rows = list(trainable_examples().filter(label=label).order_by("id"))
+        new_labels = [PROHIBITED, ALLOWED] * (len(rows) // 2) + [PROHIBITED] * (len(rows) % 2)
+        rng.shuffle(new_labels)
+        for row, new_label in zip(rows, new_labels, strict=True):
+            row.label = new_label
+            row.save(update_fields=["label"])
 
 
 @pytest.fixture(name="rescores")
