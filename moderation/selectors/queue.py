@@ -6,7 +6,7 @@ open items: PostgreSQL walks the index and stops after `limit` rows.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Min, Prefetch, Q
 from django.utils.dateparse import parse_datetime
@@ -16,6 +16,8 @@ from moderation.models import Decision, ImageStatus, Listing, ListingImage, Mode
 
 QUEUE_ORDER = ("-prohibited_probability", "created_at", "id")
 PAGE_SIZE = 50
+# How long a moderator can take a decision back: long enough for a slip of the key, short enough for audits.
+UNDO_WINDOW = timedelta(seconds=30)
 
 
 @dataclass
@@ -159,3 +161,13 @@ def listing_detail(listing_id: int) -> Listing:
 def image_file(image_id: int) -> ListingImage:
     """The row behind an image download; only the fields the file view needs."""
     return ListingImage.objects.only("id", "file", "image_format").get(pk=image_id)
+
+
+def undoable_decision(user, decision_id: int | None) -> Decision | None:
+    """The decision `user` may still undo (theirs, live, inside the window), for showing an Undo button."""
+    if not decision_id:
+        return None
+    decision = Decision.objects.filter(pk=decision_id, moderator=user, undone_at__isnull=True).first()
+    if decision is None or clock.now() - decision.created_at > UNDO_WINDOW:
+        return None
+    return decision
