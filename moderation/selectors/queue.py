@@ -8,7 +8,7 @@ open items: PostgreSQL walks the index and stops after `limit` rows.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min, Prefetch, Q
+from django.db.models import Count, Prefetch, Q
 from django.utils.dateparse import parse_datetime
 
 from moderation import clock
@@ -16,6 +16,7 @@ from moderation.models import Decision, ImageStatus, Listing, ListingImage, Mode
 
 QUEUE_ORDER = ("-prohibited_probability", "created_at", "id")
 PAGE_SIZE = 50
+COUNT_CAP = 10_000
 # How long a moderator can take a decision back: long enough for a slip of the key, short enough for audits.
 UNDO_WINDOW = timedelta(seconds=30)
 
@@ -32,6 +33,15 @@ class QueueStats:
     audit: int
     claimed: int
     oldest_flagged_at: datetime | None
+    cap: int = 0
+
+    @property
+    def open_capped(self) -> bool:
+        return bool(self.cap) and self.open > self.cap
+
+    @property
+    def audit_capped(self) -> bool:
+        return bool(self.cap) and self.audit > self.cap
 
     @property
     def backlog_seconds(self) -> float | None:
@@ -79,16 +89,22 @@ def queue_page(cursor: str | None = None, limit: int = PAGE_SIZE) -> QueuePage:
     return QueuePage(items=rows[:limit], next_cursor=next_cursor)
 
 
-def queue_stats() -> QueueStats:
-    """Open, audit and claimed counts and the oldest flag time, in one pass over the flagged rows only."""
-    now = clock.now()
-    row = ListingImage.objects.filter(status=ImageStatus.FLAGGED).aggregate(
-        open=Count("id"),
-        audit=Count("id", filter=Q(is_audit=True)),
-        claimed=Count("id", filter=Q(claim_expires_at__gt=now)),
-        oldest=Min("flagged_at"),
+def queue_stats(cap: int | None = None) -> QueueStats:
+    """Open, audit and claimed counts and the oldest flag time, each read from an index.
+
+    Counting every open item costs tens of milliseconds at 100,000 of them, so counts stop at `cap` and the page
+    shows "10,000+": past that, the exact number changes nothing a moderator does. Claims are few (one per
+    moderator) and found through the claimed_by index; the oldest flag is the first entry of `flagged_age_idx`.
+    """
+    cap = cap or COUNT_CAP
+    flagged = ListingImage.objects.filter(status=ImageStatus.FLAGGED).order_by()
+    open_count = flagged.values("id")[: cap + 1].count()
+    audit_count = flagged.filter(is_audit=True).values("id")[: cap + 1].count()
+    claimed = flagged.filter(claimed_by__isnull=False, claim_expires_at__gt=clock.now()).count()
+    oldest = (
+        flagged.filter(flagged_at__isnull=False).order_by("flagged_at").values_list("flagged_at", flat=True).first()
     )
-    return QueueStats(open=row["open"], audit=row["audit"], claimed=row["claimed"], oldest_flagged_at=row["oldest"])
+    return QueueStats(open=open_count, audit=audit_count, claimed=claimed, oldest_flagged_at=oldest, cap=cap)
 
 
 def current_claim(user) -> ListingImage | None:

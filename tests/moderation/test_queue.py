@@ -86,3 +86,13 @@ def test_listing_page_pages_newest_first():
     assert page[0].image_count == 1 and page[0].flagged_count == 1
     rest, _ = queue.listing_page(cursor_id=cursor, limit=10)
     assert [listing.pk for listing in rest] == [listing.pk for listing in reversed(listings[:3])]
+
+
+@pytest.mark.django_db
+def test_queue_stats_stop_counting_at_the_cap():
+    for _ in range(3):
+        make_flagged(0.9, is_audit=True)
+    stats = queue.queue_stats(cap=2)
+    assert stats.open_capped and stats.audit_capped
+    assert not queue.queue_stats(cap=3).open_capped
+    assert queue.queue_stats(cap=3).open == 3

@@ -342,3 +342,11 @@ def test_upload_form_stores_a_listing_with_its_images(mod_client, moderator):
     assert again.status_code == 400
     assert "already exists" in again.content.decode()
     assert Listing.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_queue_page_shows_capped_counts_with_a_plus(mod_client, monkeypatch):
+    monkeypatch.setattr("moderation.selectors.queue.COUNT_CAP", 2)
+    for _ in range(3):
+        make_flagged()
+    assert '<dd id="stat-open">2+</dd>' in mod_client.get(reverse("queue")).content.decode()
