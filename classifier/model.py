@@ -126,3 +126,46 @@ def weights_fingerprint(model: keras.Model) -> str:
     for weight in model.weights:
         digest.update(weight.numpy().tobytes())
     return digest.hexdigest()[:10]
+
+
+def split_backbone(backbone: keras.Model, count: int):
+    """Split a chain-shaped backbone below its top `count` weighted layers: (bottom, top, trainable names).
+
+    The bottom stays frozen, so its output (a small feature map) can be cached like a bottleneck, and the top
+    layers are fine-tuned on cached maps in seconds instead of running every image through the whole network
+    each epoch. The top re-uses the backbone's own layer objects, so training it updates the backbone that is
+    saved. Returns None when the layers above the cut are not a simple chain (e.g. residual connections), in
+    which case fine-tuning falls back to running pixels through the backbone.
+    """
+    import keras
+
+    layers = backbone.layers
+    candidates = [layer for layer in layers if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    if not count or count > len(candidates) or any(hasattr(layer, "layers") for layer in layers):
+        return None
+    first = candidates[-count]
+    start = layers.index(first)
+
+    def first_node(layer):
+        # The node from the backbone's own graph; later calls (an earlier split) add more nodes after it.
+        return layer._inbound_nodes[0]
+
+    previous = layers[start - 1]
+    try:
+        for layer in layers[start:]:
+            inputs = first_node(layer).input_tensors
+            if len(inputs) != 1 or inputs[0] is not first_node(previous).output_tensors[0]:
+                return None
+            previous = layer
+        if first_node(previous).output_tensors[0] is not backbone.outputs[0]:
+            return None
+        cut = first_node(first).input_tensors[0]
+        bottom = keras.Model(backbone.input, cut, name=f"{backbone.name}_bottom")
+        top_input = keras.Input(tuple(cut.shape[1:]), name="bottleneck")
+        x = top_input
+        for layer in layers[start:]:
+            x = layer(x)
+        top = keras.Model(top_input, x, name=f"{backbone.name}_top")
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return bottom, top, [layer.name for layer in candidates[-count:]], layers[start - 1].name

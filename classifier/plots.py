@@ -27,7 +27,8 @@ def plot_curves(history: dict[str, list[float]], path: str | Path) -> None:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.tight_layout()
+    # A fixed layout: tight_layout costs seconds per figure on a busy 2-core machine.
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.2)
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -50,6 +51,6 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path,
     for (row, column), count in np.ndenumerate(values):
         colour = "white" if top and count > top / 2 else "black"
         axis.text(column, row, str(count), ha="center", va="center", color=colour)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.25, right=0.95, bottom=0.25, top=0.9)
     figure.savefig(path, dpi=90)
     plt.close(figure)

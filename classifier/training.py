@@ -193,7 +193,18 @@ def _fit(model, x, y, validation, hparams: HParams, epochs: int, learning_rate: 
     return history.history
 
 
-def _fit_features(head, x, y, validation, hparams: HParams, log_dir: Path, on_epoch) -> dict[str, list[float]]:
+def _fit_features(
+    head,
+    x,
+    y,
+    validation,
+    hparams: HParams,
+    log_dir: Path,
+    on_epoch,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    step_offset: int = 0,
+) -> dict[str, list[float]]:
     """Train the head on in-memory feature arrays with one compiled function per epoch.
 
     Keras `fit` spends tens of milliseconds per epoch building iterators, which dominates when the data is a
@@ -207,8 +218,11 @@ def _fit_features(head, x, y, validation, hparams: HParams, log_dir: Path, on_ep
     n_labels = head.output_shape[-1]
     weights = _class_weights(y, n_labels) if hparams.class_weights else dict.fromkeys(range(n_labels), 1.0)
     sample_weight = np.array([weights[int(label)] for label in y], dtype=np.float32)
-    optimizer = keras.optimizers.SGD(learning_rate=hparams.learning_rate, momentum=hparams.momentum)
-    x_t = tf.constant(x, dtype=tf.float32)
+    epochs = hparams.epochs if epochs is None else epochs
+    learning_rate = hparams.learning_rate if learning_rate is None else learning_rate
+    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=hparams.momentum)
+    # Cached feature maps are kept as float16 to halve memory; each batch is widened on the fly.
+    x_t = tf.constant(x)
     y_t = tf.constant(y, dtype=tf.int64)
     w_t = tf.constant(sample_weight)
     batch = int(hparams.batch_size)
@@ -218,7 +232,8 @@ def _fit_features(head, x, y, validation, hparams: HParams, log_dir: Path, on_ep
     def train_epoch(order):
         for start in tf.range(0, tf.shape(order)[0], batch):
             idx = order[start : start + batch]
-            xb, yb, wb = tf.gather(x_t, idx), tf.gather(y_t, idx), tf.gather(w_t, idx)
+            xb = tf.cast(tf.gather(x_t, idx), tf.float32)
+            yb, wb = tf.gather(y_t, idx), tf.gather(w_t, idx)
             with tf.GradientTape() as tape:
                 probs = head(xb, training=True)
                 loss = tf.reduce_mean(wb * keras.losses.sparse_categorical_crossentropy(yb, probs))
@@ -228,10 +243,16 @@ def _fit_features(head, x, y, validation, hparams: HParams, log_dir: Path, on_ep
 
     @tf.function(reduce_retracing=True)
     def measure(xs, ys):
-        probs = head(xs, training=False)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(ys, probs))
-        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(probs, axis=1), ys), tf.float32))
-        return loss, accuracy
+        total_loss = tf.constant(0.0)
+        correct = tf.constant(0.0)
+        n = tf.shape(xs)[0]
+        for start in tf.range(0, n, 512):
+            probs = head(tf.cast(xs[start : start + 512], tf.float32), training=False)
+            yb = ys[start : start + 512]
+            total_loss += tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yb, probs))
+            correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1), yb), tf.float32))
+        count = tf.cast(n, tf.float32)
+        return total_loss / count, correct / count
 
     writers = {name: tf.summary.create_file_writer(str(log_dir / name)) for name in ("train", "validation")}
     rng = np.random.default_rng(hparams.seed)
@@ -239,25 +260,25 @@ def _fit_features(head, x, y, validation, hparams: HParams, log_dir: Path, on_ep
     best_loss, best_weights, waited = np.inf, head.get_weights(), 0
     x_v = y_v = None
     if validation is not None:
-        x_v, y_v = tf.constant(validation[0], dtype=tf.float32), tf.constant(validation[1], dtype=tf.int64)
-    for epoch in range(hparams.epochs):
+        x_v, y_v = tf.constant(validation[0]), tf.constant(validation[1], dtype=tf.int64)
+    for epoch in range(epochs):
         train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64))
         loss, accuracy = (float(v) for v in measure(x_t, y_t))
         history["loss"].append(loss)
         history["accuracy"].append(accuracy)
         with writers["train"].as_default():
-            tf.summary.scalar("epoch_loss", loss, step=epoch)
-            tf.summary.scalar("epoch_accuracy", accuracy, step=epoch)
+            tf.summary.scalar("epoch_loss", loss, step=step_offset + epoch)
+            tf.summary.scalar("epoch_accuracy", accuracy, step=step_offset + epoch)
         watched = loss
         if x_v is not None:
             val_loss, val_accuracy = (float(v) for v in measure(x_v, y_v))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_accuracy)
             with writers["validation"].as_default():
-                tf.summary.scalar("epoch_loss", val_loss, step=epoch)
-                tf.summary.scalar("epoch_accuracy", val_accuracy, step=epoch)
+                tf.summary.scalar("epoch_loss", val_loss, step=step_offset + epoch)
+                tf.summary.scalar("epoch_accuracy", val_accuracy, step=step_offset + epoch)
             watched = val_loss
-        on_epoch(epoch + 1)
+        on_epoch(step_offset + epoch + 1)
         if not np.isfinite(watched):
             break
         if watched < best_loss - 1e-6:
@@ -292,6 +313,9 @@ def train_model(
     `split` lets the caller decide each example's split ("train", "validation", "test" or "exclude"); by default
     the stable content-hash split. Images that cannot be decoded are skipped and listed in the result. TensorBoard
     event files go to `log_dir` (a temporary directory when None, which the registry then keeps).
+
+    Without distortions, the cache holds the frozen part's output: pooled features, or with fine-tuning the
+    feature map below the fine-tuned layers, so warm retrains stay cheap in both cases.
     """
     import keras
 
@@ -301,6 +325,7 @@ def train_model(
         build_distortion,
         build_head,
         freeze,
+        split_backbone,
         unfreeze_top,
         weights_fingerprint,
     )
@@ -321,18 +346,30 @@ def train_model(
     index = {label: i for i, label in enumerate(labels)}
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, histogram_freq=0)
-    use_pixels = hparams.distort or hparams.fine_tune_layers > 0
-    total_epochs = hparams.epochs + (hparams.fine_tune_epochs if hparams.fine_tune_layers else 0)
+    fine_tune = hparams.fine_tune_layers > 0
+    total_epochs = hparams.epochs + (hparams.fine_tune_epochs if fine_tune else 0)
     history: dict[str, list[float]] = {}
-    head = None
+    fine_layers: list[str] = []
     embedded = cached = 0
+
+    def on_epoch(done: int) -> None:
+        progress("training", min(done, total_epochs), total_epochs)
+
+    def targets(group: list[Example]) -> np.ndarray:
+        return np.array([index[e.label] for e in group], dtype=np.int64)
+
+    cut = split_backbone(backbone, hparams.fine_tune_layers) if fine_tune and not hparams.distort else None
+    use_pixels = hparams.distort or (fine_tune and cut is None)
+    head = None
+    trainable = None
     features: dict[str, np.ndarray] = {}
 
     if not hparams.distort:
         cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
-        cache = BottleneckCache(cache_root, hparams.backbone, size, variant=weights_fingerprint(backbone))
-        embedder = _Embedder(backbone, size, cache)
+        variant = weights_fingerprint(backbone) + (f"-{cut[3]}" if cut else "")
+        cache = BottleneckCache(cache_root, hparams.backbone, size, variant=variant)
+        extractor = cut[0] if cut else backbone
+        embedder = _Embedder(extractor, size, cache)
         everything = [e for name in SPLITS for e in groups[name]]
         features, bad = embedder.features(everything, progress, 0, len(everything))
         skipped.extend(bad)
@@ -340,81 +377,98 @@ def train_model(
         groups = {name: [e for e in group if e.sha256 in features] for name, group in groups.items()}
         if not groups["train"]:
             raise DatasetError("no decodable training images")
+        dtype = np.float16 if cut else np.float32
 
-        def arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+        def stacked(name: str) -> np.ndarray | None:
             group = groups[name]
-            x = np.stack([features[e.sha256] for e in group]) if group else None
-            return x, np.array([index[e.label] for e in group], dtype=np.int64)
+            return np.stack([features[e.sha256] for e in group]).astype(dtype) if group else None
 
-        x_train, y_train = arrays("train")
-        x_val, y_val = arrays("validation")
-        head = build_head(x_train.shape[1], len(labels), hparams)
-        _merge(
-            history,
-            _fit_features(
-                head,
-                x_train,
-                y_train,
-                (x_val, y_val) if x_val is not None else None,
-                hparams,
-                log_dir,
-                lambda epoch: progress("training", epoch, total_epochs),
-            ),
-        )
+        x_train, x_val = stacked("train"), stacked("validation")
+        y_train, y_val = targets(groups["train"]), targets(groups["validation"])
+        if cut:
+            top = cut[1]
+            pooled_train = _batched(top, x_train)
+            pooled_val = _batched(top, x_val) if x_val is not None else None
+        else:
+            pooled_train, pooled_val = x_train, x_val
+        head = build_head(pooled_train.shape[1], len(labels), hparams)
+        validation = (pooled_val, y_val) if pooled_val is not None else None
+        _merge(history, _fit_features(head, pooled_train, y_train, validation, hparams, log_dir, on_epoch))
+        if cut:
+            fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
+            inputs = keras.Input(tuple(x_train.shape[1:]), name="bottleneck")
+            trainable = keras.Model(inputs, head(cut[1](inputs)), name="fine_tune")
+            _merge(
+                history,
+                _fit_features(
+                    trainable,
+                    x_train,
+                    y_train,
+                    (x_val, y_val) if x_val is not None else None,
+                    hparams,
+                    log_dir,
+                    on_epoch,
+                    epochs=hparams.fine_tune_epochs,
+                    learning_rate=hparams.fine_tune_learning_rate,
+                    step_offset=hparams.epochs,
+                ),
+            )
+            freeze(backbone)
 
-    pixels: dict[str, tuple[list[Example], np.ndarray]] = {}
+    pixels: dict[str, np.ndarray] = {}
     if use_pixels:
+        tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, histogram_freq=0)
         for name in SPLITS:
             kept, array, bad = _decode_all(groups[name], size)
             groups[name] = kept
-            pixels[name] = (kept, array)
+            pixels[name] = array
             skipped.extend(bad)
         if not groups["train"]:
             raise DatasetError("no decodable training images")
         if hparams.distort:
             embedded = sum(len(group) for group in groups.values())
-        y_of = {name: np.array([index[e.label] for e in groups[name]], dtype=np.int64) for name in SPLITS}
+        y_of = {name: targets(groups[name]) for name in SPLITS}
+        phases = []
         if head is None:
             head = build_head(int(backbone.output_shape[-1]), len(labels), hparams)
-        phases = []
-        if hparams.distort and not history:
             phases.append(("head", hparams.epochs, hparams.learning_rate, 0))
-        if hparams.fine_tune_layers:
+        if fine_tune:
             phases.append(("fine_tune", hparams.fine_tune_epochs, hparams.fine_tune_learning_rate, hparams.epochs))
         for phase, epochs, learning_rate, offset in phases:
-            fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers) if phase == "fine_tune" else []
+            if phase == "fine_tune":
+                fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
             inputs = keras.Input((size, size, 3), name="image")
             x = build_distortion(hparams)(inputs) if hparams.distort else inputs
             trainer = keras.Model(inputs, head(backbone(x)), name="trainer")
-            validation = (pixels["validation"][1], y_of["validation"]) if groups["validation"] else None
+            validation = (pixels["validation"], y_of["validation"]) if groups["validation"] else None
             more = _fit(
                 trainer,
-                pixels["train"][1],
+                pixels["train"],
                 y_of["train"],
                 validation,
                 hparams,
                 epochs,
                 learning_rate,
                 [tensorboard, _ProgressCallback.make(progress, offset, total_epochs)],
-                initial_epoch=len(history.get("loss", [])),
+                initial_epoch=offset,
             )
             _merge(history, more)
         freeze(backbone)
-    else:
-        fine_layers = []
 
     progress("training", total_epochs, total_epochs)
     model = build_classifier(backbone, head, size)
-    predict = _Predictor(model, head, size)
     metrics_by_split = {}
     evaluated = 0
     to_evaluate = len(groups["test"]) + len(groups["validation"])
     for name in ("test", "validation"):
         group = groups[name]
         if use_pixels:
-            probabilities = predict.from_pixels(pixels[name][1])
+            probabilities = _batched(model, pixels[name], batch=EMBED_BATCH)
         else:
-            probabilities = predict.from_features(np.stack([features[e.sha256] for e in group]) if group else None)
+            stacked_features = np.stack([features[e.sha256] for e in group]) if group else None
+            probabilities = _batched(trainable if cut else head, stacked_features)
+        if probabilities is None:
+            probabilities = np.zeros((0, len(labels)), dtype=np.float32)
         evaluated += len(group)
         progress("evaluating", evaluated, to_evaluate)
         metrics_by_split[name] = compute_metrics([e.label for e in group], probabilities, labels, prohibited)
@@ -440,20 +494,9 @@ def train_model(
     )
 
 
-class _Predictor:
-    def __init__(self, model, head, size: int):
-        self.model = model
-        self.head = head
-        self.size = size
-
-    def from_features(self, x: np.ndarray | None) -> np.ndarray:
-        if x is None:
-            return np.zeros((0, self.head.output_shape[-1]), dtype=np.float32)
-        return np.asarray(self.head(x, training=False))
-
-    def from_pixels(self, x: np.ndarray) -> np.ndarray:
-        out = [
-            np.asarray(self.model(x[i : i + EMBED_BATCH].astype(np.float32), training=False))
-            for i in range(0, len(x), EMBED_BATCH)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, self.model.output_shape[-1]), dtype=np.float32)
+def _batched(model, x: np.ndarray | None, batch: int = 256) -> np.ndarray | None:
+    """Inference over an array in chunks (bounded memory), as float32 numpy."""
+    if x is None or not len(x):
+        return None
+    out = [np.asarray(model(x[i : i + batch].astype(np.float32), training=False)) for i in range(0, len(x), batch)]
+    return np.concatenate(out)

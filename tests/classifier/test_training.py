@@ -112,3 +112,28 @@ def test_distortion_and_fine_tuning_run_images_through_the_backbone(dataset, tmp
     assert len(result.history["loss"]) == 4
     assert ("training", 4, 4) in calls
     assert not any(layer.trainable for layer in result.model.layers[1].layers)
+
+
+def test_fine_tuning_trains_top_layers_on_cached_feature_maps(dataset, tmp_path):
+    from classifier.backbones import build_backbone
+    from classifier.images import decode_image
+
+    hparams = HParams(backbone="tiny", image_size=32, epochs=5, fine_tune_layers=1, fine_tune_epochs=5)
+    first = train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=tmp_path)
+    again = train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=tmp_path)
+    assert (first.embedded, first.cached) == (60, 0)
+    assert (again.embedded, again.cached) == (0, 60)
+    assert first.fine_tuned_layers == ["tiny_conv3"]
+    assert len(first.history["loss"]) == 10
+    fresh = build_backbone("tiny", 32)
+    tuned = first.model.get_layer("tiny")
+    np.testing.assert_array_equal(tuned.get_layer("tiny_conv2").kernel, fresh.get_layer("tiny_conv2").kernel)
+    assert not np.allclose(tuned.get_layer("tiny_conv3").kernel, fresh.get_layer("tiny_conv3").kernel)
+    assert not any(layer.trainable for layer in tuned.layers)
+    # The saved image model reproduces the test metrics computed from cached maps.
+    test = [e for e in dataset.examples if e.sha256 in set(first.manifest["test"])]
+    pixels = np.stack([decode_image(e.path, 32) for e in test]).astype(np.float32)
+    predicted = np.asarray(first.model(pixels, training=False)).argmax(axis=1)
+    flagged = predicted == first.labels.index("bad")
+    truth = np.array([e.label == "bad" for e in test])
+    assert float(np.mean(flagged == truth)) == pytest.approx(first.metrics["accuracy"])
