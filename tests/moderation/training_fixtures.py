@@ -31,11 +31,36 @@ def synthetic_png(label: str, seed: int | None = None, size: int = 32) -> bytes:
     return output.getvalue()
 
 
-def write_training_folder(root: Path, per_label: int = 12) -> Path:
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Trouser is "bad", Bag is "ok": real photos with many ways to vary, so a model trained on shuffled labels has no
+# single dominant axis to fall on by luck (solid-colour images would let it split on colour half the time).
+FASHION_CLASSES = {PROHIBITED: 1, ALLOWED: 8}
+_fashion: dict[str, np.ndarray] = {}
+
+
+def fashion_png(label: str, index: int) -> bytes:
+    """The index-th Fashion-MNIST test photo of the label's class, as PNG."""
+    import gzip
+
+    if not _fashion:
+        if not FASHION_MNIST.is_dir():
+            pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+        with gzip.open(FASHION_MNIST / "t10k-images-idx3-ubyte.gz") as handle:
+            _fashion["x"] = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        with gzip.open(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz") as handle:
+            _fashion["y"] = np.frombuffer(handle.read(), np.uint8, offset=8)
+    rows = np.where(_fashion["y"] == FASHION_CLASSES[label])[0]
+    output = io.BytesIO()
+    Image.fromarray(_fashion["x"][rows[index]]).save(output, format="PNG")
+    return output.getvalue()
+
+
+def write_training_folder(root: Path, per_label: int = 12, fashion: bool = False) -> Path:
     for label in (PROHIBITED, ALLOWED):
         (root / label).mkdir(parents=True, exist_ok=True)
         for index in range(per_label):
-            (root / label / f"{index}.png").write_bytes(synthetic_png(label))
+            data = fashion_png(label, index) if fashion else synthetic_png(label)
+            (root / label / f"{index}.png").write_bytes(data)
     return root
 
 
@@ -105,15 +130,15 @@ def loop_settings_fixture(settings, tmp_path):
     return settings
 
 
-def import_initial_set(root: Path, per_label: int = 12) -> None:
+def import_initial_set(root: Path, per_label: int = 12, fashion: bool = False) -> None:
     """The initial training set, imported as `make run` does, with "bad" marked prohibited."""
     from django.core.management import call_command
 
-    folder = write_training_folder(root / "initial-set", per_label=per_label)
+    folder = write_training_folder(root / "initial-set", per_label=per_label, fashion=fashion)
     call_command("import_training_set", str(folder), "--prohibited", PROHIBITED)
 
 
-def add_holdout(per_label: int, shuffled: bool = False, seed: int = 1000) -> None:
+def add_holdout(per_label: int, fashion: bool = False, seed: int = 1000) -> None:
     """Human-labelled holdout examples, as decisions whose hash put them in the holdout produce them."""
     import hashlib
 
@@ -125,7 +150,10 @@ def add_holdout(per_label: int, shuffled: bool = False, seed: int = 1000) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     for label in (PROHIBITED, ALLOWED):
         for index in range(per_label):
-            data = synthetic_png(label, seed=seed + index + (0 if label == PROHIBITED else 50_000))
+            if fashion:
+                data = fashion_png(label, 500 + index)
+            else:
+                data = synthetic_png(label, seed=seed + index + (0 if label == PROHIBITED else 50_000))
             sha = hashlib.sha256(data).hexdigest()
             (folder / f"{sha}.png").write_bytes(data)
             TrainingExample.objects.create(
