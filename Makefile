@@ -60,11 +60,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	@test -f bench/pipeline.py || { echo "bench/pipeline.py is not in this checkout." >&2; exit 2; }
-	$(WITH_REDIS) $(PY) bench/pipeline.py
+	$(PY) bench/pipeline.py $(ARGS)
 
 bench-classifier: $(STAMP)
 	@test -f bench/classifier.py || { echo "bench/classifier.py is not in this checkout." >&2; exit 2; }
-	$(PY) bench/classifier.py
+	$(PY) bench/classifier.py $(ARGS)
 
 bench-loop: $(STAMP)
 	@test -f bench/loop.py || { echo "bench/loop.py is not in this checkout." >&2; exit 2; }
