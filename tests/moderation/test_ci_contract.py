@@ -65,3 +65,26 @@ def test_ci_script_is_strict_and_runs_the_suite_on_postgresql():
     assert "DATABASE_URL=" in script and "postgres://" in script
     assert script.rstrip().splitlines()[-1] == "make test"
     assert (ROOT / ".ci" / "run").stat().st_mode & 0o111
+
+
+def test_every_environment_variable_of_the_settings_is_documented_in_the_readme():
+    import re
+
+    source = (ROOT / "moderation" / "settings.py").read_text()
+    names = set(re.findall(r"""(?:os\.environ\.get|env_bool|env_int|env_list)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+    readme = (ROOT / "README.md").read_text()
+
+    assert {"DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL"} <= names
+    assert [name for name in sorted(names) if f"`{name}`" not in readme] == []
+
+
+def test_every_make_target_and_management_command_is_documented_in_the_readme():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1).split()
+    commands = [p.stem for p in (ROOT / "moderation" / "management" / "commands").glob("*.py") if p.stem != "__init__"]
+
+    assert "run" in phony and "rundesk" in commands
+    assert [target for target in phony if f"`make {target}" not in readme] == []
+    assert [command for command in commands if f"`{command}" not in readme] == []
