@@ -22,7 +22,7 @@ $(STAMP): requirements.txt
 	  echo "Creating $(VENV) with $(PYTHON)"; \
 	  $(PYTHON) -m venv $(VENV); \
 	fi
-	@echo "Installing requirements.txt into $(VENV)"
+	@echo "Installing requirements.txt into $(VENV) (the first time downloads TensorFlow: a few minutes)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-input --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-input -r requirements.txt
 	@touch $(STAMP)
