@@ -106,7 +106,7 @@ class HealthCheckSerializer(serializers.Serializer):
 
 
 class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok", "unavailable"])
+    status = serializers.CharField(help_text='"ok" when every check is ok, else "unavailable".')
     database = HealthCheckSerializer()
     redis = HealthCheckSerializer()
     workers = HealthCheckSerializer()

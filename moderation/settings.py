@@ -204,6 +204,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The docs page loads Redoc from this server (drf-spectacular-sidecar), so it works without internet access.
     "REDOC_DIST": "SIDECAR",
+    # Listings and images both have a `status`; name their enums instead of letting the schema invent names.
+    "ENUM_NAME_OVERRIDES": {
+        "ListingStatusEnum": "moderation.models.ListingStatus",
+        "ImageStatusEnum": "moderation.models.ImageStatus",
+    },
 }
 
 # Production hardening; `manage.py check --deploy` is clean with DEBUG off.

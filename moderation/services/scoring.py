@@ -283,7 +283,7 @@ def claim_batch(image_ids: Sequence[int], batch_size: int, max_attempts: int, ac
             image.failed_at = now
             image.last_error = image.last_error or f"Scoring did not finish after {image.attempts} attempts."
             image.save(update_fields=["status", "failed_at", "last_error"])
-        for listing_id in {image.listing_id for image in exhausted}:
+        for listing_id in sorted({image.listing_id for image in exhausted}):
             refresh_listing_status(listing_id)
 
         usable = [image for image in candidates if image.attempts < max_attempts]
@@ -380,7 +380,8 @@ def score_batch(
                 else:
                     retry.append(image.pk)
                 image.save(update_fields=["status", "failed_at", "last_error"])
-            for listing_id in {image.listing_id for image in images}:
+            # Sorted, so two workers updating overlapping listings take the row locks in one order (no deadlock).
+            for listing_id in sorted({image.listing_id for image in images}):
                 refresh_listing_status(listing_id)
             if retry:
                 queue_scoring(retry)

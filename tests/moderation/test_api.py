@@ -233,3 +233,9 @@ def test_create_api_token_for_a_missing_user_fails_clearly():
     with pytest.raises(CommandError, match="No user named 'ghost'"):
         call_command("create_api_token", "ghost")
     assert not get_user_model().objects.filter(username="ghost").exists()
+
+
+def test_schema_is_valid_without_warnings(tmp_path):
+    # `check --deploy` fails on drf-spectacular warnings, so the schema must generate cleanly.
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert "ImageStatusEnum" in (tmp_path / "schema.yaml").read_text()
