@@ -19,7 +19,15 @@ from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 
 from moderation import permissions
-from moderation.models import Decision, Listing, Score
+from moderation.models import (
+    Decision,
+    Listing,
+    ModelVersion,
+    Score,
+    TrainingRun,
+    TrainingRunStatus,
+    TrainingTrigger,
+)
 from moderation.selectors.settings import get_settings
 from moderation.services import review
 from tests.moderation.test_review import make_flagged
@@ -73,7 +81,17 @@ MATRIX: dict[str, Case] = {
     "listing-detail": moderator_page(kwargs=lambda o: {"pk": o["listing"].pk}),
     # Learning loop pages (moderation/urls_training.py): settings, training and models are admin-only.
     "training-runs": admin_page(),
+    "retrain-now": admin_page(302, method="post"),
+    "training-run-detail": admin_page(kwargs=lambda o: {"pk": o["run"].pk}),
+    "training-run-status": admin_page(kwargs=lambda o: {"pk": o["run"].pk}),
     "model-versions": admin_page(),
+    "model-version-detail": admin_page(kwargs=lambda o: {"version": o["version"].version}),
+    # That version has no files in the registry: refusing it is fine (302 with a message, 404, 409), a 500 is not.
+    "model-version-activate": admin_page(
+        (302, 404, 409), method="post", kwargs=lambda o: {"version": o["version"].version}
+    ),
+    # The matrix's version has no files in the registry, so an admin gets 404 for them.
+    "model-version-file": admin_page(404, kwargs=lambda o: {"version": o["version"].version, "name": "curves.png"}),
     "moderation-settings": admin_page(),
     # REST API (moderation/urls_api.py): any authenticated account (the marketplace's API user is a plain user);
     # an empty POST is a 400, never a 500. Health, schema and docs are public; health is 503 while no worker runs.
@@ -192,7 +210,11 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     decision = review.decide(user=moderator, image_id=decided.pk, outcome="confirm")
     image = make_flagged(0.8, with_file=True)
     Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)
+    run = TrainingRun.objects.create(status=TrainingRunStatus.SUCCEEDED, trigger=TrainingTrigger.MANUAL)
+    version = ModelVersion.objects.create(version="v0001", labels=["bag", "knife"], prohibited_labels=["knife"])
     return {
+        "run": run,
+        "version": version,
         "users": {"anonymous": None, "user": plain, "moderator": moderator, "admin": boss},
         "user": plain,
         "image": image,
@@ -209,7 +231,8 @@ def signed_in_clients(users: dict) -> dict:
     """One client per role, signed in once; requests restore its cookies so a logout cannot leak into the next."""
     clients = {}
     for role, user in users.items():
-        client = Client()
+        # A crashing view shows up as a 500 in the failure list instead of stopping the whole matrix.
+        client = Client(raise_request_exception=False)
         if user is not None:
             client.force_login(user)
         clients[role] = (client, copy.deepcopy(client.cookies))
