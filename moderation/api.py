@@ -170,6 +170,9 @@ class ScoreView(APIView):
             prediction = worker.get_scorer().predict([image.content])
         except _no_active_model_errors() as error:
             raise ApiError("no_active_model", "No model is active yet; try again once one is.", 503) from error
+        except ValueError as error:
+            # The model's decoder refusing an image that passed validation (ImageDecodeError is a ValueError).
+            raise ApiError("corrupt", f"The image could not be decoded for scoring: {error}") from error
         return Response({"model_version": prediction.model_version, "probabilities": prediction.probabilities[0]})
 
 

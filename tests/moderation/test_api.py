@@ -239,3 +239,11 @@ def test_schema_is_valid_without_warnings(tmp_path):
     # `check --deploy` fails on drf-spectacular warnings, so the schema must generate cleanly.
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     assert "ImageStatusEnum" in (tmp_path / "schema.yaml").read_text()
+
+
+def test_score_with_the_real_scorer_and_an_empty_registry_is_503(client, settings, tmp_path, monkeypatch):
+    settings.VIGIA_MODEL_REGISTRY = tmp_path / "models"
+    monkeypatch.setattr(worker, "_scorer", None)
+    monkeypatch.setattr(worker, "_owner_pid", None)
+    response = client.post("/api/v1/score", {"image": images.upload(images.png_bytes())}, format="multipart")
+    assert_error(response, 503, "no_active_model")
