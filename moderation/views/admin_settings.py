@@ -1,0 +1,116 @@
+"""The admin's settings page: thresholds, batch size, leases, audit rate, holdout and gate, schedule.
+
+It also answers the two questions admins ask before changing a knob: how many confirmations until the next
+retrain, and what a threshold would do (queue share, precision and recall estimated from past decisions).
+"""
+
+from django import forms
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from moderation.models import ModerationSettings
+from moderation.permissions import admin_required
+from moderation.selectors import training as selectors
+from moderation.selectors.settings import get_settings
+
+THRESHOLD_PREFIX = "threshold__"
+
+
+class SettingsForm(forms.ModelForm):
+    """The settings row, plus one threshold field per prohibited label the active model knows."""
+
+    class Meta:
+        model = ModerationSettings
+        fields = [
+            "default_threshold",
+            "retrain_batch_size",
+            "claim_lease_seconds",
+            "max_scoring_attempts",
+            "audit_rate",
+            "holdout_share",
+            "gate_metric",
+            "gate_precision_margin",
+            "gate_min_holdout_per_label",
+            "retrain_on_schedule",
+        ]
+
+    def __init__(self, *args, prohibited_labels: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        for label in prohibited_labels:
+            self.fields[THRESHOLD_PREFIX + label] = forms.FloatField(
+                label=f"Threshold for {label}",
+                min_value=0.0,
+                max_value=1.0,
+                required=False,
+                initial=self.instance.thresholds.get(label),
+                help_text="Empty: use the default threshold.",
+            )
+
+    def threshold_fields(self):
+        return [self[name] for name in self.fields if name.startswith(THRESHOLD_PREFIX)]
+
+    def other_fields(self):
+        return [self[name] for name in self.fields if not name.startswith(THRESHOLD_PREFIX)]
+
+    def save(self, commit=True):
+        instance = super().save(commit=False)
+        thresholds = dict(instance.thresholds)
+        for name, value in self.cleaned_data.items():
+            if name.startswith(THRESHOLD_PREFIX):
+                label = name.removeprefix(THRESHOLD_PREFIX)
+                if value is None:
+                    thresholds.pop(label, None)
+                else:
+                    thresholds[label] = value
+        instance.thresholds = thresholds
+        if commit:
+            instance.save()
+        return instance
+
+
+def _prohibited_labels(settings_row: ModerationSettings) -> list[str]:
+    _, prohibited = selectors.active_model_labels()
+    return sorted(set(prohibited) | set(settings_row.thresholds))
+
+
+def _preview(request, settings_row: ModerationSettings) -> dict | None:
+    raw = request.GET.get("preview")
+    if raw in (None, ""):
+        return None
+    try:
+        threshold = float(raw)
+    except ValueError:
+        return {"error": "Enter a number between 0 and 1."}
+    if not 0.0 <= threshold <= 1.0:
+        return {"error": "Enter a number between 0 and 1."}
+    label = request.GET.get("label") or None
+    if label is not None and label not in _prohibited_labels(settings_row):
+        label = None
+    return selectors.threshold_preview(threshold, label)
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def settings_view(request):
+    settings_row = get_settings()
+    prohibited = _prohibited_labels(settings_row)
+    if request.method == "POST":
+        form = SettingsForm(request.POST, instance=settings_row, prohibited_labels=prohibited)
+        if form.is_valid():
+            form.save()
+            messages.success(request, "Settings saved.")
+            return redirect("moderation-settings")
+    else:
+        form = SettingsForm(instance=settings_row, prohibited_labels=prohibited)
+    return render(
+        request,
+        "moderation/training/settings.html",
+        {
+            "form": form,
+            "trigger": selectors.trigger_status(),
+            "preview": _preview(request, settings_row),
+            "preview_value": request.GET.get("preview", ""),
+            "prohibited_labels": prohibited,
+        },
+    )

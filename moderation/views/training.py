@@ -1,0 +1,125 @@
+"""Training pages for admins: runs with live progress, model versions with their evidence, activate/rollback.
+
+Views stay thin: they read through `selectors.training` and change state through one service call each.
+"""
+
+import mimetypes
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from moderation.models import ModelVersion, TrainingRun, TrainingRunStatus, TrainingTrigger
+from moderation.permissions import admin_required
+from moderation.selectors import training as selectors
+from moderation.services import model_versions, training
+
+# Only these registry files are served: the plots a version page shows.
+VERSION_FILES = {"curves.png", "confusion.png"}
+
+
+@admin_required
+@require_GET
+def runs_view(request):
+    runs = list(selectors.list_training_runs())
+    return render(
+        request,
+        "moderation/training/runs.html",
+        {"runs": runs, "trigger": selectors.trigger_status(), "open_statuses": selectors.OPEN_STATUSES},
+    )
+
+
+@admin_required
+@require_POST
+def retrain_now_view(request):
+    run = training.request_training(TrainingTrigger.MANUAL, user=request.user)
+    if run.requested_by_id == request.user.pk and run.trigger == TrainingTrigger.MANUAL:
+        messages.success(request, f"Training run {run.pk} is queued.")
+    else:
+        messages.info(request, f"Run {run.pk} is already queued; it will train on everything new.")
+    return redirect("training-runs")
+
+
+@admin_required
+@require_GET
+def run_detail_view(request, pk: int):
+    run = get_object_or_404(TrainingRun.objects.select_related("requested_by"), pk=pk)
+    version = ModelVersion.objects.filter(version=run.model_version).first() if run.model_version else None
+    return render(
+        request,
+        "moderation/training/run_detail.html",
+        {"run": run, "version": version, "progress": selectors.run_progress(run), "gate": run.gate or {}},
+    )
+
+
+@admin_required
+@require_GET
+def run_status_view(request, pk: int):
+    """What the runs page polls for live progress."""
+    run = get_object_or_404(TrainingRun, pk=pk)
+    data = selectors.run_progress(run)
+    data["open"] = run.status in (TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING)
+    return JsonResponse(data)
+
+
+@admin_required
+@require_GET
+def versions_view(request):
+    return render(
+        request,
+        "moderation/training/versions.html",
+        {"versions": selectors.list_model_versions(), "previous": model_versions.previous_version()},
+    )
+
+
+@admin_required
+@require_GET
+def version_detail_view(request, version: str):
+    model_version = get_object_or_404(ModelVersion.objects.select_related("training_run"), version=version)
+    run = model_version.training_run
+    lineage = selectors.examples_that_trained(model_version).order_by("-id")
+    page = Paginator(lineage, 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "moderation/training/version_detail.html",
+        {
+            "version": model_version,
+            "run": run,
+            "gate": (run.gate if run else {}) or {},
+            "lineage_page": page,
+            "lineage_count": page.paginator.count,
+            "metrics": model_version.metrics or {},
+        },
+    )
+
+
+@admin_required
+@require_POST
+def activate_view(request, version: str):
+    from classifier.registry import RegistryError
+
+    get_object_or_404(ModelVersion, version=version)
+    try:
+        model_versions.activate_version(version)
+    except (RegistryError, model_versions.UnknownModelVersion) as exc:
+        # The row exists but the registry refuses (files missing or damaged): nothing was switched.
+        messages.error(request, f"{version} could not be activated: {exc}")
+    else:
+        messages.success(request, f"{version} is now active; workers switch to it within seconds.")
+    return redirect("model-versions")
+
+
+@admin_required
+@require_GET
+def version_file_view(request, version: str, name: str):
+    """The plots of a version, read from its registry directory (names from a fixed list: no path from the URL)."""
+    if name not in VERSION_FILES:
+        raise Http404("no such file")
+    get_object_or_404(ModelVersion, version=version)
+    path = model_versions.get_registry().path(version) / name
+    if not path.is_file():
+        raise Http404("no such file")
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return FileResponse(path.open("rb"), content_type=content_type)
