@@ -11,6 +11,7 @@ import pytest
 from django.db import connections
 
 from moderation.models import Decision, ImageStatus, ListingImage, ListingStatus
+from moderation.selectors.settings import get_settings
 from tests.moderation.test_review import make_flagged, make_moderator
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -82,3 +83,34 @@ def test_moderator_confirms_with_the_keyboard_and_the_listing_is_taken_down(brow
     assert page.locator("#listing-status").inner_text() == "Taken down"
     # The strict Content-Security-Policy blocked nothing the pages need.
     assert not [e for e in page.console_errors if "Content Security Policy" in e]
+
+
+def test_open_item_page_renews_its_claim_and_leaving_releases_it(browser_page, live_server):
+    page = browser_page
+    settings_row = get_settings()
+    # A short lease makes the page ping every five seconds (a third of the lease, at least five).
+    settings_row.claim_lease_seconds = 15
+    settings_row.save()
+    make_moderator("tomas", password="review-desk-pass")
+    image = make_flagged(0.9, title="Stun gun", with_file=True)
+
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "tomas")
+    page.fill("#id_password", "review-desk-pass")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/review/{image.pk}/")
+    first_expiry = ListingImage.objects.get(pk=image.pk).claim_expires_at
+
+    renew_url = f"{live_server.url}/review/{image.pk}/renew/"
+    with page.expect_response(lambda response: response.url == renew_url, timeout=15_000) as renewed:
+        pass
+    assert renewed.value.status == 200
+    assert ListingImage.objects.get(pk=image.pk).claim_expires_at > first_expiry
+
+    page.goto(f"{live_server.url}/listings/")
+    for _ in range(50):
+        if ListingImage.objects.get(pk=image.pk).claimed_by_id is None:
+            break
+        page.wait_for_timeout(100)
+    assert ListingImage.objects.get(pk=image.pk).claimed_by_id is None
