@@ -4,6 +4,7 @@ Every variable is documented in the README's "Configuration" table. Debug is off
 and without debug a `SECRET_KEY` must be given: a guessable key would let anyone forge sessions.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -186,6 +187,12 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Training runs: a thread stamps a heartbeat every VIGIA_TRAINING_HEARTBEAT_SECONDS; the sweeper (a beat row that
+# `manage.py sync_models` creates) fails a run silent for VIGIA_TRAINING_STALE_SECONDS. VIGIA_TRAINING_HPARAMS
+# (JSON) overrides the active version's hyper-parameters for retrains, e.g. {"epochs": 30}.
+VIGIA_TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("VIGIA_TRAINING_HEARTBEAT_SECONDS", "5"))
+VIGIA_TRAINING_STALE_SECONDS = float(os.environ.get("VIGIA_TRAINING_STALE_SECONDS", "120"))
+VIGIA_TRAINING_HPARAMS = json.loads(os.environ.get("VIGIA_TRAINING_HPARAMS") or "{}")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
