@@ -87,8 +87,10 @@ def claim_next(user, exclude_ids=()) -> ListingImage | None:
 
 
 def claim_item(user, image_id: int) -> ListingImage:
-    """Claim one specific item (opening its page): renew it if it is ours, take it if it is free.
+    """Claim one specific item for a full lease: renew it if it is ours, take it (back) if it is free.
 
+    Opening an item page calls this, and so does the page's keep-alive ping: a moderator whose lease lapsed
+    (a sleeping laptop, a reload racing its own release beacon) gets the item back unless someone else took it.
     Raises `StaleClaim` when another moderator holds a live lease, `AlreadyDecided` when it left the queue.
     """
     lease = _lease()
@@ -107,16 +109,6 @@ def claim_item(user, image_id: int) -> ListingImage:
         image.claimed_by = user
         image.claim_expires_at = now + lease
         image.save(update_fields=["claimed_by", "claim_expires_at"])
-        return image
-
-
-def renew_claim(user, image_id: int) -> ListingImage:
-    """Extend a live claim by a full lease; the item page calls this while it stays open."""
-    with transaction.atomic():
-        image = ListingImage.objects.select_for_update().get(pk=image_id)
-        _check_claim(image, user)
-        image.claim_expires_at = clock.now() + _lease()
-        image.save(update_fields=["claim_expires_at"])
         return image
 
 

@@ -152,7 +152,7 @@ def undo_view(request, pk: int):
 def renew_view(request, pk: int):
     """Keep a claim alive while its page is open (called by the page's script every third of a lease)."""
     try:
-        image = review.renew_claim(request.user, pk)
+        image = review.claim_item(request.user, pk)
     except ListingImage.DoesNotExist as exc:
         raise Http404("No such image.") from exc
     except review.ReviewError as exc:

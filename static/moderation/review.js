@@ -101,6 +101,12 @@
 
   var timer = window.setInterval(renew, Math.max(5, leaseSeconds / 3) * 1000);
 
+  // A reload sends the old page's release beacon while this page loads; claim the item again once it landed.
+  var navigation = performance.getEntriesByType && performance.getEntriesByType("navigation")[0];
+  if (navigation && navigation.type === "reload") {
+    window.setTimeout(renew, 1000);
+  }
+
   window.addEventListener("pagehide", function () {
     if (leavingViaForm || !canDecide || !navigator.sendBeacon) {
       return;

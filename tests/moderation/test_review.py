@@ -128,18 +128,31 @@ def test_claim_next_ignores_items_that_are_not_flagged(moderator):
 
 
 @pytest.mark.django_db
-def test_renew_extends_only_a_live_own_claim(moderator, frozen_clock):
+def test_claim_item_renews_own_claim_takes_free_items_and_refuses_others(moderator, frozen_clock):
     other = make_moderator()
     image = make_flagged()
     review.claim_next(moderator)
     frozen_clock.advance(seconds=30)
-    renewed = review.renew_claim(moderator, image.pk)
+    renewed = review.claim_item(moderator, image.pk)
     assert renewed.claim_expires_at == frozen_clock.current + timedelta(seconds=get_settings().claim_lease_seconds)
     with pytest.raises(review.StaleClaim):
-        review.renew_claim(other, image.pk)
+        review.claim_item(other, image.pk)
     frozen_clock.advance(seconds=get_settings().claim_lease_seconds + 1)
+    assert review.claim_item(other, image.pk).claimed_by == other
     with pytest.raises(review.StaleClaim):
-        review.renew_claim(moderator, image.pk)
+        review.claim_item(moderator, image.pk)
+
+
+@pytest.mark.django_db
+def test_claim_item_gives_back_the_previous_claim_and_refuses_decided_items(moderator):
+    first, second = make_flagged(0.9), make_flagged(0.8)
+    review.claim_next(moderator)
+    review.claim_item(moderator, second.pk)
+    first.refresh_from_db()
+    assert first.claimed_by is None
+    review.decide(user=moderator, image_id=second.pk, outcome=DecisionOutcome.REJECT)
+    with pytest.raises(review.AlreadyDecided):
+        review.claim_item(moderator, second.pk)
 
 
 @pytest.mark.django_db
