@@ -6,6 +6,8 @@ claim fields an operator may need to clear by hand.
 """
 
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from moderation.models import (
     Decision,
@@ -77,7 +79,7 @@ class ListingImageAdmin(admin.ModelAdmin):
     list_select_related = ("listing", "claimed_by")
     raw_id_fields = ("listing", "claimed_by")
     readonly_fields = (
-        "file",
+        "image_file",
         "sha256",
         "size_bytes",
         "width",
@@ -100,7 +102,15 @@ class ListingImageAdmin(admin.ModelAdmin):
         "invalid_at",
         "failed_at",
     )
+    exclude = ("file",)
     inlines = [ScoreInline, DecisionInline]
+
+    @admin.display(description="File")
+    def image_file(self, obj):
+        # Uploads are not public media: link to the moderators-only view that serves them with nosniff.
+        if not obj.pk or not obj.file:
+            return "-"
+        return format_html('<a href="{}">{}</a>', reverse("image-file", args=[obj.pk]), obj.file.name)
 
     def has_add_permission(self, request):
         # Images come in through the API or the upload page, where they are validated and re-encoded.

@@ -292,7 +292,9 @@ def test_admin_changelists_render_for_every_model(client):
         "modelversion",
     ):
         assert client.get(reverse(f"admin:moderation_{model}_changelist")).status_code == 200, model
-    assert client.get(reverse("admin:moderation_listingimage_change", args=[image.pk])).status_code == 200
+    change_page = client.get(reverse("admin:moderation_listingimage_change", args=[image.pk]))
+    assert change_page.status_code == 200
+    assert reverse("image-file", args=[image.pk]) in change_page.content.decode()
     assert client.get(reverse("admin:moderation_listing_change", args=[image.listing_id])).status_code == 200
 
 
