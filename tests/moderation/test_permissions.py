@@ -71,7 +71,8 @@ MATRIX: dict[str, Case] = {
     "review-item": moderator_page(kwargs=image_pk),
     # Nobody holds a claim on the matrix's image, so a decision is a stale claim (409), never a write.
     "review-decide": moderator_page(409, method="post", kwargs=image_pk, data={"outcome": "confirm"}),
-    "review-renew": moderator_page(409, method="post", kwargs=image_pk),
+    # The keep-alive ping takes a free item (back): nobody holds this one.
+    "review-renew": moderator_page(200, method="post", kwargs=image_pk),
     "review-release": moderator_page(302, method="post", kwargs=image_pk),
     # The decision was made by the moderator role: only they may undo it.
     "decision-undo": moderator_page(302, admin_ok=409, method="post", kwargs=lambda o: {"pk": o["decision"].pk}),
