@@ -49,6 +49,23 @@ class QueueStats:
             return None
         return max(0.0, (clock.now() - self.oldest_flagged_at).total_seconds())
 
+    @property
+    def backlog_display(self) -> str:
+        """The oldest item's wait in two units at most ("2 h 12 min"), short enough for a counter tile."""
+        seconds = self.backlog_seconds
+        if seconds is None:
+            return "—"
+        minutes = int(seconds // 60)
+        if minutes < 1:
+            return "< 1 min"
+        if minutes < 60:
+            return f"{minutes} min"
+        hours, minutes = divmod(minutes, 60)
+        if hours < 48:
+            return f"{hours} h {minutes} min"
+        days, hours = divmod(hours, 24)
+        return f"{days} d {hours} h"
+
 
 @dataclass
 class ItemView:

@@ -58,6 +58,7 @@ def test_queue_stats_counts_open_audit_claimed_and_backlog_age(frozen_clock):
     stats = queue.queue_stats()
     assert (stats.open, stats.audit, stats.claimed) == (3, 1, 1)
     assert stats.backlog_seconds == pytest.approx(7200)
+    assert stats.backlog_display == "2 h 0 min"
     frozen_clock.advance(seconds=3600)
     assert queue.queue_stats().claimed == 0
 
@@ -96,3 +97,12 @@ def test_queue_stats_stop_counting_at_the_cap():
     assert stats.open_capped and stats.audit_capped
     assert not queue.queue_stats(cap=3).open_capped
     assert queue.queue_stats(cap=3).open == 3
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, "—"), (30, "< 1 min"), (59 * 60, "59 min"), (47 * 3600 + 60, "47 h 1 min"), (50 * 3600, "2 d 2 h")],
+)
+def test_backlog_display_uses_two_units_at_most(frozen_clock, seconds, shown):
+    oldest = None if seconds is None else frozen_clock.current - timedelta(seconds=seconds)
+    assert queue.QueueStats(open=1, audit=0, claimed=0, oldest_flagged_at=oldest).backlog_display == shown
