@@ -54,10 +54,14 @@ def holdout_examples():
 
 def to_classifier_examples(queryset) -> list:
     """Rows as `classifier.data.Example`s, skipping files that no longer exist (a cleaned-up upload)."""
+    return to_classifier_examples_from_rows(queryset.order_by("id"))
+
+
+def to_classifier_examples_from_rows(rows) -> list:
     from classifier.data import Example
 
     examples = []
-    for row in queryset.order_by("id"):
+    for row in rows:
         path = example_path(row)
         if path.exists():
             examples.append(Example(sha256=row.sha256, label=row.label, path=path))

@@ -39,6 +39,7 @@ from moderation.selectors.training import (
     label_counts,
     new_example_count,
     to_classifier_examples,
+    to_classifier_examples_from_rows,
     trainable_examples,
 )
 from moderation.services.examples import ExampleLabelUnknown, deactivate_decision_example, upsert_decision_example
@@ -472,6 +473,26 @@ def compare_on_gate(candidate: dict, active: dict, metric: str, margin: float) -
     return True, f"{key} {a_value:.3f} -> {c_value:.3f}: promoted."
 
 
+def _unseen_test_rows(registry, version: str, active_version: str, labels: list[str]):
+    """Trainable examples in the candidate's test split that the active model never trained on either.
+
+    Both models use the same stable hash split, so these are as unseen by the active model as by the candidate:
+    a fair extension of a holdout that is still too small (early on, rejections are rare, so the allowed label's
+    holdout grows slowly).
+    """
+    import json
+
+    def manifest(name: str) -> dict:
+        path = registry.path(name) / "manifest.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    seen_by_active = set(manifest(active_version).get("train", [])) | set(
+        manifest(active_version).get("validation", [])
+    )
+    unseen = set(manifest(version).get("test", [])) - seen_by_active
+    return trainable_examples().filter(sha256__in=unseen, label__in=labels)
+
+
 def evaluate_gate(
     registry, version: str, active_version: str | None, labels: list[str], prohibited: list[str], settings_row
 ) -> dict:
@@ -479,8 +500,9 @@ def evaluate_gate(
 
     With no active model the first candidate is promoted: nothing can be scored without a model, and any model
     the gate could compare against later starts here. Its holdout metrics are still recorded when there is a
-    holdout. With an active model, too few holdout examples of any label means no verdict can be trusted, so
-    the candidate is rejected with that reason.
+    holdout. With an active model, a holdout with too few examples of a label is extended by the candidate's test
+    split images neither model trained on; if even that is too small, no verdict can be trusted and the
+    candidate is rejected with that reason.
     """
     from classifier.evaluation import evaluate_model
 
@@ -488,29 +510,39 @@ def evaluate_gate(
     counts = {label: 0 for label in labels}
     counts.update(label_counts(holdout_rows))
     threshold = gate_threshold(settings_row, prohibited)
+    minimum = settings_row.gate_min_holdout_per_label
     gate = {
         "metric": settings_row.gate_metric,
         "threshold": threshold,
         "margin": settings_row.gate_precision_margin,
-        "min_per_label": settings_row.gate_min_holdout_per_label,
+        "min_per_label": minimum,
         "holdout_counts": counts,
+        "evaluation_counts": dict(counts),
+        "extended_with_test_split": 0,
         "candidate_version": version,
         "active_version": active_version,
         "candidate": None,
         "active": None,
     }
-    short = {label: n for label, n in counts.items() if n < settings_row.gate_min_holdout_per_label}
-    holdout = to_classifier_examples(holdout_rows) if not short or active_version is None else []
+    rows = list(holdout_rows)
+    if active_version is not None and any(n < minimum for n in counts.values()):
+        extra = list(_unseen_test_rows(registry, version, active_version, labels))
+        rows += extra
+        gate["extended_with_test_split"] = len(extra)
+        for row in extra:
+            gate["evaluation_counts"][row.label] = gate["evaluation_counts"].get(row.label, 0) + 1
+    short = {label: n for label, n in gate["evaluation_counts"].items() if n < minimum}
+    evaluation_set = to_classifier_examples_from_rows(rows) if not short or active_version is None else []
 
     candidate_model = registry.load(version)
-    if holdout:
-        gate["candidate"] = _summary(evaluate_model(candidate_model, holdout, threshold=threshold))
+    if evaluation_set:
+        gate["candidate"] = _summary(evaluate_model(candidate_model, evaluation_set, threshold=threshold))
     if active_version is None:
         gate["promote"] = True
         gate["reason"] = "No model was active: the first candidate is promoted."
         return gate
     if short:
-        needed = ", ".join(f"{label} {n}/{settings_row.gate_min_holdout_per_label}" for label, n in short.items())
+        needed = ", ".join(f"{label} {n}/{minimum}" for label, n in short.items())
         gate["promote"] = False
         gate["reason"] = f"Not enough holdout examples to compare ({needed}); the active model stays."
         return gate
@@ -520,8 +552,10 @@ def evaluate_gate(
         gate["promote"] = True
         gate["reason"] = f"The active model {active_version} could not be loaded ({exc}); the candidate replaces it."
         return gate
-    gate["active"] = _summary(evaluate_model(active_model, holdout, threshold=threshold))
+    gate["active"] = _summary(evaluate_model(active_model, evaluation_set, threshold=threshold))
     gate["promote"], gate["reason"] = compare_on_gate(
         gate["candidate"], gate["active"], settings_row.gate_metric, settings_row.gate_precision_margin
     )
+    if gate["extended_with_test_split"]:
+        gate["reason"] += f" (Holdout extended with {gate['extended_with_test_split']} unseen test-split images.)"
     return gate

@@ -83,5 +83,27 @@ def test_too_small_a_holdout_rejects_the_candidate_with_the_reason(tmp_path, res
     run_now(TrainingTrigger.INITIAL)
     run = run_now()
     assert run.status == TrainingRunStatus.REJECTED
-    assert "Not enough holdout examples" in run.reason and "bad 3/10" in run.reason
+    assert "Not enough holdout examples" in run.reason and "/10" in run.reason
+    assert run.gate["holdout_counts"] == {"bad": 3, "ok": 3}
     assert get_registry().active_version() == "v0001"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_a_small_holdout_is_extended_with_test_split_images_neither_model_trained_on(tmp_path, rescores):
+    import json
+
+    import_initial_set(tmp_path, per_label=24)
+    add_holdout(per_label=3)
+    settings_row = get_settings()
+    settings_row.gate_min_holdout_per_label = 6
+    settings_row.save()
+    run_now(TrainingTrigger.INITIAL)
+    run = run_now()
+    registry = get_registry()
+    candidate_test = set(json.loads((registry.path("v0002") / "manifest.json").read_text())["test"])
+    active = json.loads((registry.path("v0001") / "manifest.json").read_text())
+    unseen = candidate_test - set(active["train"]) - set(active["validation"])
+    assert run.gate["extended_with_test_split"] == len(unseen) > 0
+    assert sum(run.gate["evaluation_counts"].values()) == 6 + len(unseen) == run.gate["candidate"]["n"]
+    assert run.status == TrainingRunStatus.SUCCEEDED and "unseen test-split images" in run.reason

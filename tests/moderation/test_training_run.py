@@ -10,6 +10,7 @@ from tests.moderation.training_fixtures import (
     import_initial_set,
     loop_settings_fixture,  # noqa: F401 (fixture)
     rescores_fixture,  # noqa: F401 (fixture)
+    training_worker_fixture,  # noqa: F401 (fixture)
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loop_settings")]
@@ -118,3 +119,38 @@ def test_sweeper_fails_a_run_without_heartbeat_and_a_late_finish_cannot_promote(
     assert TrainingRun.objects.get(pk=run.pk).status == TrainingRunStatus.FAILED
     assert get_registry().active_version() is None
     assert not ModelVersion.objects.filter(is_active=True).exists()
+
+
+@pytest.mark.worker
+@pytest.mark.timeout(180)
+def test_a_run_whose_worker_child_is_killed_mid_training_ends_failed_and_changes_nothing(
+    training_worker, settings, tmp_path
+):
+    """A real worker: SIGKILL its child while it trains; the message comes back and the run ends `failed`."""
+    import os
+    import signal
+    import time
+
+    settings.MEDIA_ROOT = training_worker["media"]
+    settings.VIGIA_MODEL_REGISTRY = training_worker["models"]
+    import_initial_set(tmp_path, per_label=6)
+    run = training.request_training(TrainingTrigger.INITIAL)  # queued on commit to the real worker
+
+    def poll(condition, what, timeout=90):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                log = training_worker["log"].read_text(errors="replace")[-3000:]
+                pytest.fail(f"timed out waiting for {what}; worker log:\n{log}")
+            time.sleep(0.2)
+
+    poll(lambda: TrainingRun.objects.get(pk=run.pk).phase == "training", "the run to reach training")
+    pid = TrainingRun.objects.get(pk=run.pk).metrics["worker"]["pid"]
+    assert pid != training_worker["process"].pid  # the child, not the worker's parent process
+    os.kill(pid, signal.SIGKILL)
+
+    poll(lambda: TrainingRun.objects.get(pk=run.pk).status == TrainingRunStatus.FAILED, "the run to fail")
+    failed = TrainingRun.objects.get(pk=run.pk)
+    assert "lost" in failed.reason and failed.finished_at is not None
+    assert get_registry().active_version() is None
+    assert not ModelVersion.objects.exists()

@@ -191,3 +191,80 @@ def rescores_fixture(monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(model_versions, "_rescore_open_images", lambda: calls.append("rescore"))
     return calls
+
+
+TRAINING_WORKER_REDIS_URL = "redis://127.0.0.1:6379/10"
+
+
+@pytest.fixture(scope="module", name="training_worker")
+def training_worker_fixture(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker on the `training` queue (prefork, one child) against the test database.
+
+    Training is made slow on purpose (many epochs of the tiny backbone) so a test can kill the child mid-run.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import redis
+    from django.db import connection
+
+    from tests.moderation.conftest import _point_celery_at
+
+    if connection.vendor != "postgresql":
+        pytest.skip("worker tests need PostgreSQL (DATABASE_URL) shared with a worker process")
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    broker = redis.Redis.from_url(TRAINING_WORKER_REDIS_URL)
+    broker.flushdb()
+    work = tmp_path_factory.mktemp("training-worker")
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "moderation.test_settings",
+        "DATABASE_URL": database_url,
+        "DATABASE_CONN_MAX_AGE": "0",
+        "REDIS_URL": TRAINING_WORKER_REDIS_URL,
+        "MEDIA_ROOT": str(work / "media"),
+        "VIGIA_MODEL_REGISTRY": str(work / "models"),
+        "VIGIA_FEATURE_CACHE": str(work / "feature-cache"),
+        "VIGIA_BACKBONE": "tiny",
+        "VIGIA_TRAINING_HPARAMS": '{"image_size": 32, "epochs": 100000, "early_stopping_patience": 100000}',
+        "VIGIA_TRAINING_HEARTBEAT_SECONDS": "0.5",
+        "PYTHONPATH": str(repo),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    log_path = work / "worker.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the worker's lifetime
+    celery = Path(sys.executable).with_name("celery")
+    process = subprocess.Popen(
+        [str(celery), "-A", "moderation", "worker", "-Q", "training", "-c", "1", "--pool", "prefork"]
+        + ["-n", f"training-{uuid.uuid4().hex[:8]}@%h", "-l", "info"]
+        + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=repo,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    previous = _point_celery_at(TRAINING_WORKER_REDIS_URL)
+    try:
+        deadline = time.monotonic() + 60
+        while b" ready." not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"training worker did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield {"process": process, "work": work, "log": log_path, "media": work / "media", "models": work / "models"}
+    finally:
+        _point_celery_at(previous)
+        if process.poll() is None:
+            os.killpg(process.pid, 3)
+            try:
+                process.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+        log.close()
+        broker.flushdb()
