@@ -17,7 +17,6 @@ from moderation.services import training
 from moderation.services.listings import refresh_listing_status
 
 FALLBACK_ALLOWED_LABEL = "allowed"
-FALLBACK_PROHIBITED_LABEL = "prohibited"
 
 
 class ReviewError(Exception):
@@ -137,7 +136,8 @@ def implied_label(image: ListingImage, outcome: str) -> str:
     labels = list(active.labels) if active else []
     prohibited = list(active.prohibited_labels) if active else []
     if outcome == DecisionOutcome.CONFIRM:
-        return image.prohibited_label or (prohibited[0] if prohibited else FALLBACK_PROHIBITED_LABEL)
+        # No invented label: an empty one lets the learning loop skip the example rather than learn a new class.
+        return image.prohibited_label or (prohibited[0] if prohibited else "")
     allowed = [label for label in labels if label not in prohibited]
     return allowed[0] if allowed else FALLBACK_ALLOWED_LABEL
 

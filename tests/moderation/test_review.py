@@ -309,3 +309,14 @@ def test_unknown_outcome_or_category_is_a_value_error(moderator):
         review.decide(user=moderator, image_id=image.pk, outcome="maybe")
     with pytest.raises(ValueError):
         review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM, policy_category="x")
+
+
+@pytest.mark.django_db
+def test_confirm_label_comes_from_the_image_then_the_active_model_and_is_never_invented(moderator):
+    image = make_flagged(label="")
+    review.claim_next(moderator)
+    assert review.implied_label(image, DecisionOutcome.CONFIRM) == ""
+    ModelVersion.objects.create(version="v0002", labels=["bag", "knife"], prohibited_labels=["knife"], is_active=True)
+    assert review.implied_label(image, DecisionOutcome.CONFIRM) == "knife"
+    image.prohibited_label = "gun"
+    assert review.implied_label(image, DecisionOutcome.CONFIRM) == "gun"
