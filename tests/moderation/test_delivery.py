@@ -152,3 +152,11 @@ def test_sweeper_repairs_messages_lost_by_redis(delivery):
     image.refresh_from_db()
     assert image.status == ImageStatus.FLAGGED
     assert Score.objects.filter(image=image).count() == 1
+
+
+def test_health_pings_the_running_worker(delivery):
+    from moderation.selectors.health import check_workers
+
+    result = check_workers(timeout=2.0)
+    assert result["ok"] is True
+    assert delivery["name"] in result["names"]
