@@ -206,6 +206,10 @@ def undo_decision(*, user, decision_id: int) -> ListingImage:
             raise UndoNotAllowed(f"Decisions can be undone for {int(UNDO_WINDOW.total_seconds())} seconds only.")
         decision.undone_at = now
         decision.save(update_fields=["undone_at"])
+        # The item handed out after the decision goes back to the queue: one live claim per moderator.
+        ListingImage.objects.filter(claimed_by=user, status=ImageStatus.FLAGGED).exclude(pk=image.pk).update(
+            claimed_by=None, claim_expires_at=None
+        )
         image.status = ImageStatus.FLAGGED
         image.confirmed_at, image.rejected_at = None, None
         image.claimed_by, image.claim_expires_at = user, now + _lease()

@@ -172,8 +172,10 @@ def test_reject_ignores_the_category_and_invalid_outcome_is_400(mod_client):
 @pytest.mark.django_db
 def test_undo_from_the_page_after_deciding(mod_client, moderator):
     image = make_flagged(0.9)
+    handed_out_next = make_flagged(0.5)
     mod_client.post(reverse("review-next"))
     mod_client.post(reverse("review-decide", args=[image.pk]), {"outcome": "confirm"})
+    assert ListingImage.objects.get(pk=handed_out_next.pk).claimed_by == moderator
     queue_html = mod_client.get(reverse("queue")).content.decode()
     decision = Decision.objects.get()
     assert reverse("decision-undo", args=[decision.pk]) in queue_html
@@ -182,6 +184,7 @@ def test_undo_from_the_page_after_deciding(mod_client, moderator):
     image.refresh_from_db()
     assert image.status == ImageStatus.FLAGGED
     assert image.listing.status == ListingStatus.IN_REVIEW
+    assert list(ListingImage.objects.filter(claimed_by=moderator).values_list("pk", flat=True)) == [image.pk]
     assert mod_client.post(reverse("decision-undo", args=[decision.pk])).status_code == 409
     history = mod_client.get(reverse("review-item", args=[image.pk])).content.decode()
     assert 'class="undone"' in history
