@@ -147,7 +147,8 @@ def _decode(data: bytes, detected: str) -> Image.Image:
             raise ImageValidationError("not_an_image", "The file could not be read as an image.") from error
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise ImageValidationError("corrupt", f"The image could not be decoded: {error}.") from error
-    if image.format != detected:
+    # Cameras write multi-picture JPEGs (MPO); Pillow reports those as "MPO" and the first picture is the photo.
+    if image.format != detected and not (detected == "JPEG" and image.format == "MPO"):
         raise ImageValidationError("not_an_image", "The file's content does not match its image type.")
     # Malformed EXIF must not refuse an otherwise good photo: it is then stored as decoded.
     with contextlib.suppress(Exception):

@@ -92,6 +92,14 @@ def exif_rotated_jpeg(size=(40, 20), orientation: int = 6) -> bytes:
     return output.getvalue()
 
 
+def mpo_jpeg(size=(32, 24)) -> bytes:
+    """A multi-picture JPEG (MPO), as some phones and cameras write them."""
+    output = io.BytesIO()
+    first = Image.new("RGB", size, (200, 30, 30))
+    first.save(output, format="MPO", save_all=True, append_images=[Image.new("RGB", size, (0, 0, 0))])
+    return output.getvalue()
+
+
 def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type=content_type)
 

@@ -123,3 +123,10 @@ def test_malformed_exif_is_tolerated():
     broken = data[:2] + b"\xff\xe1\x00\x10Exif\x00\x00garbage!!" + data[2:]
     result = validate_image(images.upload(broken))
     assert result.format == "JPEG"
+
+
+def test_multi_picture_jpeg_is_accepted_as_its_first_picture():
+    result = validate_image(images.upload(images.mpo_jpeg()))
+    assert (result.format, result.extension, result.width, result.height) == ("JPEG", "jpg", 32, 24)
+    stored = Image.open(io.BytesIO(result.content))
+    assert stored.format == "JPEG" and getattr(stored, "n_frames", 1) == 1
