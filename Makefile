@@ -68,7 +68,7 @@ bench-classifier: $(STAMP)
 
 bench-loop: $(STAMP)
 	@test -f bench/loop.py || { echo "bench/loop.py is not in this checkout." >&2; exit 2; }
-	CLASSES=$(CLASSES) $(WITH_REDIS) $(PY) bench/loop.py --classes $(CLASSES)
+	$(PY) bench/loop.py --classes $(CLASSES) $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache
