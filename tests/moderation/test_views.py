@@ -358,3 +358,17 @@ def test_queue_page_shows_capped_counts_with_a_plus(mod_client, monkeypatch):
     for _ in range(3):
         make_flagged()
     assert '<dd id="stat-open">2+</dd>' in mod_client.get(reverse("queue")).content.decode()
+
+
+@pytest.mark.django_db
+def test_nav_links_the_admin_pages_only_for_admins(client):
+    call_command("create_moderator", "boss", "--password", "pw-boss-123", "--admin")
+    call_command("create_moderator", "mod", "--password", "pw-mod-123")
+    names = ("training-runs", "model-versions", "moderation-settings")
+    urls = [reverse(name) for name in names]
+    client.login(username="mod", password="pw-mod-123")
+    mod_html = client.get(reverse("queue")).content.decode()
+    assert not any(f'href="{url}"' in mod_html for url in urls)
+    client.login(username="boss", password="pw-boss-123")
+    admin_html = client.get(reverse("queue")).content.decode()
+    assert all(f'href="{url}"' in admin_html for url in urls)
