@@ -1,0 +1,164 @@
+"""Rollout: activation flips the database and the registry pointer together; workers follow; rollback is one call."""
+
+import hashlib
+import shutil
+import time
+
+import pytest
+from django.core.management import call_command
+
+from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
+from moderation.services import model_versions
+from tests.moderation.conftest import ALLOWED_COLOR, PROHIBITED_COLOR, clean_broker, train_tiny_registry
+from tests.moderation.training_fixtures import (
+    loop_settings_fixture,  # noqa: F401 (fixture)
+    rescores_fixture,  # noqa: F401 (fixture)
+)
+
+
+def add_inverted_version(root, cache) -> str:
+    """Save (not activate) a version that learned the colours the other way round, so its scores are telling."""
+    from classifier.data import Example
+    from classifier.hparams import HParams
+    from classifier.registry import Registry
+    from classifier.training import train_model
+    from tests.moderation.images import noisy_png
+
+    examples = []
+    for label, color, offset in (("ok", PROHIBITED_COLOR, 20_000), ("bad", ALLOWED_COLOR, 30_000)):
+        for index in range(16):
+            data = noisy_png(color, seed=offset + index)
+            examples.append(Example(sha256=hashlib.sha256(data).hexdigest(), label=label, data=data))
+    hparams = HParams(
+        backbone="tiny", image_size=32, epochs=15, early_stopping_patience=15, batch_size=16, learning_rate=0.1
+    )
+    return Registry(root).save(train_model(examples, ["ok", "bad"], ["bad"], hparams, cache_dir=cache))
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory):
+    """A registry with v0001 (red is "bad", active) and v0002 (red is "ok", saved only)."""
+    root = tmp_path_factory.mktemp("rollout") / "models"
+    cache = root.parent / "cache"
+    train_tiny_registry(root, cache)
+    add_inverted_version(root, cache)
+    return root
+
+
+@pytest.fixture
+def registry_copy(two_versions, tmp_path, settings):
+    root = tmp_path / "models"
+    shutil.copytree(two_versions, root)
+    settings.VIGIA_MODEL_REGISTRY = root
+    return model_versions.get_registry()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_sync_models_mirrors_the_registry_and_the_pointer_wins(registry_copy):
+    ModelVersion.objects.create(version="v0002", is_active=True)
+    call_command("sync_models")
+    rows = {row.version: row for row in ModelVersion.objects.all()}
+    assert set(rows) == {"v0001", "v0002"}
+    assert rows["v0001"].is_active and not rows["v0002"].is_active
+    assert rows["v0001"].prohibited_labels == ["bad"] and rows["v0001"].metrics
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_activation_and_rollback_flip_rows_and_pointer_together_and_rescore_after_commit(registry_copy, rescores):
+    model_versions.sync_models()
+    model_versions.activate_version("v0002")
+    assert list(ModelVersion.objects.filter(is_active=True).values_list("version", flat=True)) == ["v0002"]
+    assert registry_copy.active_version() == "v0002"
+    assert rescores == ["rescore"]
+    assert model_versions.previous_version().version == "v0001"
+
+    model_versions.activate_version(model_versions.previous_version().version)
+    assert ModelVersion.objects.get(is_active=True).version == "v0001"
+    assert registry_copy.active_version() == "v0001"
+    assert rescores == ["rescore", "rescore"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_a_failed_pointer_write_rolls_the_rows_back(registry_copy, rescores, monkeypatch):
+    model_versions.sync_models()
+
+    def refuse(version):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(registry_copy), "activate", lambda self, version: refuse(version))
+    with pytest.raises(OSError):
+        model_versions.activate_version("v0002")
+    assert ModelVersion.objects.get(is_active=True).version == "v0001"
+    assert rescores == []
+
+
+# ------------------------------------------------------------------------------------------------- real worker
+
+_seed = iter(range(70_000, 10**9))
+
+
+def wait_until(condition, timeout: float, what: str, worker) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(
+                f"timed out waiting for {what}; worker log:\n{worker['log'].read_text(errors='replace')[-3000:]}"
+            )
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def upload_red(external_id: str) -> ListingImage:
+    from moderation.services.ingest import create_listing
+    from tests.moderation import images
+
+    data = images.noisy_png(PROHIBITED_COLOR, seed=next(_seed))
+    listing = create_listing(external_id, "a listing", "", [images.upload(data, name="p.png")])
+    return listing.images.get()
+
+
+@pytest.mark.worker
+@pytest.mark.timeout(180)
+@pytest.mark.django_db(transaction=True)
+def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_rescored(
+    celery_worker_process, settings, tmp_path
+):
+    worker = celery_worker_process
+    clean_broker(worker["broker"])
+    settings.MEDIA_ROOT = worker["media"]
+    settings.VIGIA_MODEL_REGISTRY = worker["work"] / "models"
+    settings.VIGIA_FEATURE_CACHE = tmp_path / "cache"
+    ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
+    registry = model_versions.get_registry()
+    if "v0002" not in {info.version for info in registry.versions()}:
+        add_inverted_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache")
+    active_before = registry.active_version()
+    model_versions.sync_models()
+
+    first = upload_red("rollout-1")
+    wait_until(lambda: Score.objects.filter(image=first).exists(), 60, "the first score", worker)
+    first.refresh_from_db()
+    assert (first.model_version, first.status) == (active_before, ImageStatus.FLAGGED)
+
+    # Promotion: the worker switches by itself, and the flagged image is re-scored by the new model.
+    model_versions.activate_version("v0002")
+    seconds = wait_until(
+        lambda: Score.objects.filter(image=first, model_version="v0002").exists(), 60, "re-scoring", worker
+    )
+    first.refresh_from_db()
+    assert (first.model_version, first.status) == ("v0002", ImageStatus.CLEARED)
+    assert seconds < 60
+    second = upload_red("rollout-2")
+    wait_until(lambda: Score.objects.filter(image=second).exists(), 60, "a score by the promoted model", worker)
+    assert Score.objects.get(image=second).model_version == "v0002"
+
+    # Rollback: one call, and new images are scored by the earlier version again.
+    model_versions.activate_version(active_before)
+    third = upload_red("rollout-3")
+    wait_until(lambda: Score.objects.filter(image=third).exists(), 60, "a score after the rollback", worker)
+    third.refresh_from_db()
+    assert (third.model_version, third.status) == (active_before, ImageStatus.FLAGGED)
+    assert registry.active_version() == active_before
