@@ -242,3 +242,17 @@ def test_a_child_that_exits_on_its_own_stops_the_desk(tmp_path):
     finally:
         supervisor.stop_all()
     assert supervisor.processes["sleeper"].returncode is not None
+
+
+def test_desk_processes_share_sqlite_with_immediate_transactions_and_postgres_is_left_alone(tmp_path):
+    import dj_database_url
+
+    from moderation.management.commands.rundesk import sqlite_url_for_processes
+
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "vigia.sqlite3"), "OPTIONS": {}}
+    parsed = dj_database_url.parse(sqlite_url_for_processes(sqlite))
+
+    assert parsed["NAME"] == sqlite["NAME"]
+    assert parsed["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in parsed["OPTIONS"]["init_command"]
+    assert sqlite_url_for_processes({"ENGINE": "django.db.backends.postgresql", "NAME": "vigia"}) is None
