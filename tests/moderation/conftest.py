@@ -126,13 +126,16 @@ def train_tiny_registry(root, cache) -> str:
 
 def _point_celery_at(url: str) -> str:
     """Make this process publish to `url`; returns the previous broker URL."""
+    from kombu import pools
+
     from moderation.celery import app
 
     previous = app.conf.broker_url
     app.conf.broker_url = url
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    # kombu keeps connection and producer pools in process-wide registries keyed by broker; closing a pool
+    # without clearing the registry would hand the closed pool back on the next switch, so reset both.
+    pools.reset()
+    app._pool = None
     app.amqp._producer_pool = None
     return previous
 
