@@ -9,6 +9,7 @@ import logging
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import MultiPartParser
@@ -82,8 +83,9 @@ def exception_handler(exc, context):
     return error_response("server_error", "Something went wrong on our side; it has been logged.", 500)
 
 
+@csrf_exempt
 def not_found(request, *args, **kwargs):
-    """Unknown paths under /api/ answer JSON, not Django's HTML 404 page."""
+    """Unknown paths under /api/ answer JSON, not Django's HTML 404 page (nor its HTML CSRF page for a POST)."""
     return JsonResponse({"error": "not_found", "detail": f"No API endpoint at {request.path}."}, status=404)
 
 

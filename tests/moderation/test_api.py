@@ -149,6 +149,7 @@ def test_unknown_listing_and_unknown_paths_are_json_404(client):
     assert_error(client.get(f"{LISTINGS}/abc"), 404, "not_found")
     assert_error(client.get("/api/v2/nothing/here"), 404, "not_found")
     assert_error(APIClient().get("/api/nope"), 404, "not_found")
+    assert_error(APIClient(enforce_csrf_checks=True).post("/api/v1/nope", {}), 404, "not_found")
 
 
 def test_wrong_method_is_json(client):
