@@ -172,6 +172,8 @@ class Registry:
             log_dir = getattr(result, "log_dir", None)
             if log_dir and Path(log_dir).is_dir():
                 shutil.copytree(log_dir, staging / "logs")
+                if getattr(result, "log_dir_is_temporary", False):
+                    shutil.rmtree(log_dir, ignore_errors=True)
             else:
                 (staging / "logs").mkdir()
             with self._lock():

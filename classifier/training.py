@@ -42,6 +42,8 @@ class TrainingResult:
     image_size: int = 0
     log_dir: Path | None = None
     fine_tuned_layers: list[str] = field(default_factory=list)
+    # True when log_dir is a temporary directory made by train_model, which the registry may remove once copied.
+    log_dir_is_temporary: bool = False
 
 
 def _noop(phase: str, current: int, total: int) -> None:
@@ -351,6 +353,7 @@ def train_model(
     size = hparams.resolved_image_size()
     backbone = build_backbone(hparams.backbone, image_size=size, weights=hparams.backbone_weights)
     index = {label: i for i, label in enumerate(labels)}
+    temporary_logs = log_dir is None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     fine_tune = hparams.fine_tune_layers > 0
@@ -498,6 +501,7 @@ def train_model(
         image_size=size,
         log_dir=log_dir,
         fine_tuned_layers=fine_layers,
+        log_dir_is_temporary=temporary_logs,
     )
 
 
