@@ -154,3 +154,17 @@ def test_a_run_whose_worker_child_is_killed_mid_training_ends_failed_and_changes
     assert "lost" in failed.reason and failed.finished_at is not None
     assert get_registry().active_version() is None
     assert not ModelVersion.objects.exists()
+
+
+def test_retrain_command_runs_a_training_synchronously_and_prints_it(tmp_path, rescores, capsys):
+    import json
+
+    from django.core.management import call_command
+
+    import_initial_set(tmp_path, per_label=6)
+    call_command("retrain")
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = TrainingRun.objects.get(pk=printed["run"])
+    assert (printed["status"], printed["model_version"]) == ("succeeded", "v0001")
+    assert run.trigger == TrainingTrigger.INITIAL and run.status == TrainingRunStatus.SUCCEEDED
+    assert get_registry().active_version() == "v0001"
