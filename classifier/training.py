@@ -169,6 +169,7 @@ def _class_weights(y: np.ndarray, n_labels: int) -> dict[int, float]:
 
 
 def _fit(model, x, y, validation, hparams: HParams, epochs: int, learning_rate: float, callbacks, initial_epoch=0):
+    """Keras fit on pixels (distortions or fine-tuning), with early stopping that can also undo the phase."""
     import keras
 
     model.compile(
@@ -176,6 +177,11 @@ def _fit(model, x, y, validation, hparams: HParams, epochs: int, learning_rate: 
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    start_loss, start_weights = np.inf, None
+    if validation is not None and initial_epoch:
+        # A later phase (fine-tuning) starts from a trained model: if no epoch beats it, keep it as it was.
+        start_loss = float(model.evaluate(*validation, batch_size=hparams.batch_size, verbose=0)[0])
+        start_weights = model.get_weights()
     monitor = "val_loss" if validation is not None else "loss"
     stopper = keras.callbacks.EarlyStopping(
         monitor=monitor, patience=hparams.early_stopping_patience, restore_best_weights=True
@@ -192,6 +198,8 @@ def _fit(model, x, y, validation, hparams: HParams, epochs: int, learning_rate: 
         callbacks=[stopper, *callbacks],
         verbose=0,
     )
+    if start_weights is not None and min(history.history.get("val_loss", [np.inf])) >= start_loss:
+        model.set_weights(start_weights)
     return history.history
 
 
@@ -267,10 +275,12 @@ def _fit_features(
     writers = {name: tf.summary.create_file_writer(str(log_dir / name)) for name in ("train", "validation")}
     rng = np.random.default_rng(hparams.seed)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    best_loss, best_weights, waited = np.inf, head.get_weights(), 0
     x_v = y_v = None
     if validation is not None:
         x_v, y_v = tf.constant(validation[0]), tf.constant(validation[1], dtype=tf.int64)
+    # The starting weights compete too: a fine-tuning phase that only makes the model worse is undone entirely.
+    best_loss = float(measure(x_v, y_v)[0]) if x_v is not None else np.inf
+    best_weights, waited = head.get_weights(), 0
     for epoch in range(epochs):
         loss, accuracy = (float(v) for v in train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64)))
         history["loss"].append(loss)

@@ -138,3 +138,16 @@ def test_fine_tuning_trains_top_layers_on_cached_feature_maps(dataset, tmp_path)
     flagged = predicted == first.labels.index("bad")
     truth = np.array([e.label == "bad" for e in test])
     assert float(np.mean(flagged == truth)) == pytest.approx(first.metrics["accuracy"])
+
+
+def test_a_fine_tuning_phase_that_only_hurts_is_undone(dataset, tmp_path):
+    from classifier.backbones import build_backbone
+
+    hparams = HParams(
+        backbone="tiny", image_size=32, epochs=20, fine_tune_layers=1, fine_tune_epochs=3, fine_tune_learning_rate=1e4
+    )
+    result = train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=tmp_path)
+    fresh = build_backbone("tiny", 32)
+    tuned = result.model.get_layer("tiny")
+    np.testing.assert_array_equal(tuned.get_layer("tiny_conv3").kernel, fresh.get_layer("tiny_conv3").kernel)
+    assert result.metrics["accuracy"] >= 0.8
