@@ -1,0 +1,233 @@
+"""Measure the classifier from outside, like a user would: embedding vs bare model throughput, decode cost,
+cold vs warm retraining, peak memory. Writes bench/results/classifier.json.
+
+Run: `.venv/bin/python bench/classifier.py` (full: retrains on 2,000 and 10,000 images, ~half an hour on 2 cores)
+or `.venv/bin/python bench/classifier.py --quick` (a few minutes). Numbers are measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import keras
+    import tensorflow as tf
+
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_gb, 1),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "tf_threads": os.environ.get("VIGIA_TF_THREADS") or "default",
+    }
+
+
+def sample_images(count: int, size: int = 28) -> list[np.ndarray]:
+    from classifier.datasets import load_fashion_mnist
+
+    images, _ = load_fashion_mnist("test")
+    return [np.asarray(images[i]) for i in range(count)]
+
+
+def decode_cost(size: int, repeats: int) -> dict:
+    """Milliseconds to decode one upload into model input: a 1600x1200 JPEG photo and a 28 px PNG."""
+    from PIL import Image
+    from skimage import data
+
+    from classifier.images import decode_image
+
+    photo = Image.fromarray(data.astronaut()).resize((1600, 1200))
+    jpeg = io.BytesIO()
+    photo.save(jpeg, format="JPEG", quality=90)
+    png = io.BytesIO()
+    Image.fromarray(sample_images(1)[0]).save(png, format="PNG")
+    result = {}
+    for name, payload in (("jpeg_1600x1200", jpeg.getvalue()), ("png_28x28", png.getvalue())):
+        decode_image(payload, size)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            decode_image(payload, size)
+        result[name] = round((time.perf_counter() - started) * 1000 / repeats, 3)
+    return result
+
+
+def throughput(size: int, batches: list[int], seconds: float, rounds: int, backbone: str) -> tuple:
+    """Images/s through the Scorer (decoded arrays in) and through the bare Keras model on the same arrays.
+
+    All run the same saved model from a registry; rounds alternate between them so host noise hits each. "bare"
+    is the eager `model(x, training=False)` call; "bare_traced" is the same call inside one tf.function, the
+    fastest forward pass available, which the Scorer should match minus its decode and copy cost.
+    """
+    from classifier.backbones import build_backbone
+    from classifier.hparams import HParams
+    from classifier.model import build_classifier, build_head
+    from classifier.registry import Registry
+    from classifier.scoring import Scorer, compiled_forward
+    from classifier.training import TrainingResult
+
+    hparams = HParams(backbone=backbone, image_size=size)
+    net = build_backbone(backbone, size)
+    model = build_classifier(net, build_head(int(net.output_shape[-1]), 2, hparams), size)
+    root = Path(tempfile.mkdtemp(prefix="vigia-bench-registry-"))
+    registry = Registry(root)
+    result = TrainingResult(
+        model=model,
+        labels=["allowed", "prohibited"],
+        prohibited=["prohibited"],
+        hparams=hparams,
+        history={},
+        metrics={},
+        manifest={},
+        embedded=0,
+        cached=0,
+        skipped=[],
+        seconds=0.0,
+        image_size=size,
+    )
+    registry.activate(registry.save(result))
+    scorer = Scorer(root)
+    bare = registry.load().model
+    compiled = compiled_forward(bare, size)
+    rng = np.random.default_rng(0)
+    embed, plain, traced = {}, {}, {}
+    for batch in batches:
+        arrays = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch)]
+        stacked = np.stack(arrays).astype(np.float32)
+        scorer.predict(arrays)
+        bare(stacked, training=False)
+        compiled(stacked)
+        runs = {"embed": [], "bare": [], "traced": []}
+        for _ in range(rounds):
+            for name, call in (
+                ("embed", lambda arrays=arrays: scorer.predict(arrays)),
+                ("bare", lambda stacked=stacked: bare(stacked, training=False)),
+                ("traced", lambda stacked=stacked: compiled(stacked)),
+            ):
+                count, started = 0, time.perf_counter()
+                while time.perf_counter() - started < seconds / rounds:
+                    call()
+                    count += batch
+                runs[name].append(count / (time.perf_counter() - started))
+        embed[str(batch)] = round(statistics.median(runs["embed"]), 2)
+        plain[str(batch)] = round(statistics.median(runs["bare"]), 2)
+        traced[str(batch)] = round(statistics.median(runs["traced"]), 2)
+    shutil.rmtree(root, ignore_errors=True)
+    ratio = {b: round(embed[b] / plain[b], 3) for b in embed}
+    return embed, plain, ratio, traced
+
+
+def retrain_times(counts: list[int], hparams) -> tuple[dict, dict, dict]:
+    """Cold retrain (empty cache) vs warm retrain (cache missing 10% of the images) on Fashion-MNIST photos."""
+    from classifier.data import scan_folder
+    from classifier.datasets import export_fashion_mnist
+    from classifier.training import train_model
+
+    cold, warm, details = {}, {}, {}
+    for count in counts:
+        work = Path(tempfile.mkdtemp(prefix="vigia-bench-retrain-"))
+        export_fashion_mnist(work / "data", ["Pullover", "Coat"], "train", per_class=count // 2)
+        scan = scan_folder(work / "data")
+        started = time.perf_counter()
+        first = train_model(scan.examples, scan.labels, ["Coat"], hparams, cache_dir=work / "cache")
+        cold[str(count)] = round(time.perf_counter() - started, 2)
+        # Forget 10% of the cached features: those images are "new" to the warm retrain.
+        for path in sorted((work / "cache").rglob("*.npy"))[::10]:
+            path.unlink()
+        started = time.perf_counter()
+        second = train_model(scan.examples, scan.labels, ["Coat"], hparams, cache_dir=work / "cache")
+        warm[str(count)] = round(time.perf_counter() - started, 2)
+        details[str(count)] = {
+            "images": len(scan.examples),
+            "cold_embedded": first.embedded,
+            "warm_embedded": second.embedded,
+            "warm_cached": second.cached,
+            "warm_over_cold": round(warm[str(count)] / cold[str(count)], 3),
+            "cold_test_accuracy": first.metrics["accuracy"],
+            "epochs_cold": len(first.history.get("loss", [])),
+            "epochs_warm": len(second.history.get("loss", [])),
+        }
+        shutil.rmtree(work, ignore_errors=True)
+    return cold, warm, details
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: retrain 200 and 1000 images")
+    parser.add_argument("--retrain-sizes", default=None, help="comma-separated image counts (default 2000,10000)")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--seconds", type=float, default=None, help="time per throughput measurement")
+    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "classifier.json")
+    args = parser.parse_args()
+
+    from classifier.hparams import HParams
+
+    defaults = HParams()
+    overrides = {}
+    if args.backbone:
+        overrides["backbone"] = args.backbone
+    if args.image_size:
+        overrides["image_size"] = args.image_size
+    hparams = HParams(**{**defaults.to_dict(), **overrides})
+    size = hparams.resolved_image_size()
+    counts = [int(x) for x in (args.retrain_sizes or ("200,1000" if args.quick else "2000,10000")).split(",")]
+    seconds = args.seconds or (3.0 if args.quick else 12.0)
+    batches = [int(x) for x in args.batches.split(",")]
+
+    report = {"machine": machine(), "backbone": hparams.backbone, "image_size": size, "quick": args.quick}
+    print(f"decode ({size} px)...", file=sys.stderr)
+    decode = decode_cost(size, repeats=20 if args.quick else 100)
+    report["decode_ms_per_image"] = decode["jpeg_1600x1200"]
+    report["decode_ms_detail"] = decode
+    print("throughput...", file=sys.stderr)
+    embed, bare, ratio, traced = throughput(size, batches, seconds, rounds=3, backbone=hparams.backbone)
+    report.update(embed_img_per_s=embed, bare_img_per_s=bare, embed_over_bare=ratio, bare_traced_img_per_s=traced)
+    report["embed_over_bare_traced"] = {b: round(embed[b] / traced[b], 3) for b in embed}
+    if not args.skip_retrain:
+        print(f"retrain {counts}...", file=sys.stderr)
+        cold, warm, details = retrain_times(counts, hparams)
+        report.update(cold_retrain_s=cold, warm_retrain_s=warm, retrain_detail=details)
+        report["retrain_hparams"] = hparams.to_dict()
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, args.out)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
