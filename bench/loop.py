@@ -193,8 +193,8 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
     log(f"classes: {p_label} (prohibited) vs {a_label}; backbone {args.backbone} at {args.image_size} px")
 
     fresh_database(args.database_url)
-    broker = redis.Redis.from_url(args.redis_url)
-    broker.flushdb()
+    # The broker is only checked, never emptied: REDIS_URL may be a Redis that holds other data.
+    redis.Redis.from_url(args.redis_url).ping()
 
     # The first model: 20 photos per class, trained by the classifier's own command line.
     initial = work / "initial"
