@@ -1,6 +1,6 @@
 import pytest
 
-from moderation.models import ImageStatus, ListingImage, ListingStatus, ModelVersion, Score
+from moderation.models import ImageStatus, ListingImage, ListingStatus, ModelVersion, ModerationSettings, Score
 from moderation.selectors.settings import get_settings
 from moderation.services import scoring
 from moderation.services.ingest import create_listing
@@ -185,3 +185,30 @@ def test_sweeper_requeues_only_images_waiting_too_long(
     assert old.enqueued_at == frozen_clock.current
     with django_capture_on_commit_callbacks(execute=True):
         assert scoring.sweep_pending() == 0
+
+
+def test_task_scores_with_this_processs_scorer(fake_scorer, monkeypatch):
+    from moderation import worker
+    from moderation.tasks.scoring import score_images
+
+    monkeypatch.setattr(worker, "get_scorer", lambda: fake_scorer)
+    image = listing_with(RED).images.get()
+    ModerationSettings.objects.filter(pk=1).update(audit_rate=0)
+    assert score_images.run([image.pk]) == {"model_version": "v0001", "scored": 1, "failed": [], "retry": []}
+    assert ListingImage.objects.get(pk=image.pk).status == ImageStatus.FLAGGED
+
+
+def test_each_process_builds_its_own_scorer(monkeypatch, settings, tmp_path):
+    import os
+
+    from moderation import worker
+
+    settings.VIGIA_MODEL_REGISTRY = tmp_path
+    inherited = object()
+    monkeypatch.setattr(worker, "_scorer", inherited)
+    monkeypatch.setattr(worker, "_owner_pid", os.getpid() + 1)  # as if created before a fork
+    scorer = worker.get_scorer()
+    assert scorer is not inherited
+    assert worker.get_scorer() is scorer
+    worker._forget_inherited_scorer()
+    assert worker._scorer is None
