@@ -26,7 +26,8 @@ def plot_curves(history: dict[str, list[float]], path: str | Path) -> None:
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
-        axis.legend()
+        if axis.lines:
+            axis.legend()
     # A fixed layout: tight_layout costs seconds per figure on a busy 2-core machine.
     figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.2)
     figure.savefig(path, dpi=90)
