@@ -31,6 +31,9 @@ _APPLICATIONS = {
     "efficientnet_b0": ("EfficientNetB0", False),
 }
 
+# Per-channel ImageNet standard deviation Keras' EfficientNet scales by (keras.applications.efficientnet).
+_IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
 #: Seed of the random ``tiny`` backbone: the same weights in every process, so cached features stay valid.
 TINY_SEED = 1234
 
@@ -214,7 +217,29 @@ def _keras_application(name: str, size: int, weights: str | Path | None) -> kera
     # Same constructor, same layer order; names are not used because InceptionV3's are auto-numbered per process.
     for source_layer, target_layer in zip(source_layers, target_layers, strict=True):
         target_layer.set_weights(source_layer.get_weights())
+        if isinstance(target_layer, keras.layers.Normalization):
+            # It computes from tensors derived in finalize_state; set_weights alone would not reach them.
+            target_layer.finalize_state()
+    if name == "efficientnet_b0":
+        _match_efficientnet_imagenet_scaling(model)
     return model
+
+
+def _match_efficientnet_imagenet_scaling(model: keras.Model) -> None:
+    """Apply the input scaling Keras adds to EfficientNet only when it downloads the ImageNet weights itself.
+
+    With ``weights="imagenet"`` Keras inserts an extra per-channel ``Rescaling(1 / sqrt(stddev))`` after the input
+    normalisation to match the original implementation; with a weights file or ``weights=None`` it does not,
+    although the file holds the same ImageNet weights. Folding that factor into the normalisation variance gives
+    identical features whichever way the weights arrived, without an extra layer.
+    """
+    import keras
+    import numpy as np
+
+    normalization = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
+    mean, variance, count = normalization.get_weights()
+    normalization.set_weights([mean, variance * np.asarray(_IMAGENET_STDDEV_RGB, dtype=variance.dtype), count])
+    normalization.finalize_state()
 
 
 def _one_line(exc: BaseException) -> str:

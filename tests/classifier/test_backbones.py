@@ -192,3 +192,25 @@ def test_damaged_cache_file_is_converted_again(tmp_path, monkeypatch):
     assert conversions == [tmp_path]
     assert backbones._from_cache(tmp_path, load) == "loaded"
     assert conversions == [tmp_path]
+
+
+def test_efficientnet_from_a_weights_file_gets_the_imagenet_input_scaling(offline, tmp_path):
+    reference = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg"
+    )
+    normalization = next(layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization))
+    mean, variance = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2
+    normalization.set_weights([mean, variance, np.int64(0)])
+    normalization.finalize_state()
+    path = tmp_path / "efficientnet_b0_notop.weights.h5"
+    reference.save_weights(path)
+    model = backbones.build_backbone("efficientnet_b0", image_size=64, weights=path)
+    # What Keras computes with weights="imagenet": an extra 1 / sqrt(stddev) scaling after the normalisation.
+    normalization.set_weights([mean, variance * np.array([0.229, 0.224, 0.225]), np.int64(0)])
+    normalization.finalize_state()
+    images = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    # Compared after the stem: the pooled features of a random EfficientNet are too close to zero to tell.
+    expected = keras.Model(reference.inputs, reference.get_layer("stem_conv").output)(images)
+    got = keras.Model(model.inputs, model.get_layer("stem_conv").output)(images)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
+    assert model.output_shape == (None, 1280)
