@@ -210,7 +210,7 @@ def test_efficientnet_from_a_weights_file_gets_the_imagenet_input_scaling(offlin
     normalization.finalize_state()
     images = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     # Compared after the stem: the pooled features of a random EfficientNet are too close to zero to tell.
-    expected = keras.Model(reference.inputs, reference.get_layer("stem_conv").output)(images)
-    got = keras.Model(model.inputs, model.get_layer("stem_conv").output)(images)
+    expected = keras.Model(reference.input, reference.get_layer("stem_conv").output)(images)
+    got = keras.Model(model.input, model.get_layer("stem_conv").output)(images)
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
     assert model.output_shape == (None, 1280)
