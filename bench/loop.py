@@ -43,7 +43,7 @@ def parse_args():
     parser.add_argument("--test-per-class", type=int, default=500)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--backbone", default=os.environ.get("VIGIA_BACKBONE", "mobilenet_v1"))
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=None, help="default: the backbone's native size")
     parser.add_argument("--min-holdout", type=int, default=10, help="gate_min_holdout_per_label")
     parser.add_argument("--audit-rate", type=float, default=0.1, help="share of below-threshold images reviewed")
     parser.add_argument(
@@ -166,7 +166,9 @@ def main() -> int:
         "VIGIA_FEATURE_CACHE": str(work / "feature-cache"),
         "VIGIA_BACKBONE": args.backbone,
         "VIGIA_BACKBONE_CACHE": os.environ.get("VIGIA_BACKBONE_CACHE", str(Path.home() / ".cache" / "vigia")),
-        "VIGIA_TRAINING_HPARAMS": json.dumps({"image_size": args.image_size, **json.loads(args.retrain_hparams)}),
+        "VIGIA_TRAINING_HPARAMS": json.dumps(
+            {**({"image_size": args.image_size} if args.image_size else {}), **json.loads(args.retrain_hparams)}
+        ),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": str(REPO),
     }
@@ -190,7 +192,7 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
         if name not in index_of:
             raise SystemExit(f"unknown Fashion-MNIST class {name!r}; choose from {', '.join(FOLDER_NAMES)}")
     p_label, a_label = FOLDER_NAMES[index_of[prohibited]], FOLDER_NAMES[index_of[allowed]]
-    log(f"classes: {p_label} (prohibited) vs {a_label}; backbone {args.backbone} at {args.image_size} px")
+    log(f"classes: {p_label} (prohibited) vs {a_label}; backbone {args.backbone} at {args.image_size or 'native'} px")
 
     fresh_database(args.database_url)
     # The broker is only checked, never emptied: REDIS_URL may be a Redis that holds other data.
@@ -205,8 +207,9 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
     )  # fmt: skip
     trained = subprocess.run(
         [str(PYTHON), "-m", "classifier", "train", "--data", str(initial), "--registry", str(registry_root),
-         "--prohibited", p_label, "--backbone", args.backbone, "--image-size", str(args.image_size),
-         "--cache-dir", str(work / "feature-cache"), "--seed", str(args.seed), "--activate", "--no-progress"],
+         "--prohibited", p_label, "--backbone", args.backbone,
+         "--cache-dir", str(work / "feature-cache"), "--seed", str(args.seed), "--activate", "--no-progress"]
+        + (["--image-size", str(args.image_size)] if args.image_size else []),
         check=True, env=env, cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     first_version = json.loads(trained.stdout.strip().splitlines()[-1])["version"]
