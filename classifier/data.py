@@ -21,12 +21,18 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled image, identified by its content hash; the pixels come from `path` or from `data`."""
+    """One labelled image, identified by its content hash; the pixels come from `path` or from `data`.
+
+    `weight` scales the example's loss in training and its count in metrics: a caller whose examples are a
+    biased sample of the population (e.g. only what a model flagged, plus a small random audit) passes the
+    inverse of each example's inclusion probability, so weighted sums estimate the population's.
+    """
 
     sha256: str
     label: str
     path: Path | None = None
     data: bytes | None = None
+    weight: float = 1.0
 
     @property
     def name(self) -> str:

@@ -14,12 +14,17 @@ from classifier.registry import LoadedModel
 def evaluate_model(
     loaded: LoadedModel, examples: Sequence[Example], threshold: float | None = None, batch_size: int = 32
 ) -> dict:
-    """compute_metrics over every example that decodes; undecodable ones are listed under "skipped"."""
+    """compute_metrics over every example that decodes; undecodable ones are listed under "skipped".
+
+    Example weights are passed through as sample weights when any differs from 1, so a weighted evaluation set
+    (e.g. decisions weighted by inverse inclusion probability) gives weighted figures.
+    """
     from classifier.images import ImageDecodeError, decode_image
     from classifier.scoring import compiled_forward
 
     forward = compiled_forward(loaded.model, loaded.image_size)
     truths: list[str] = []
+    weights: list[float] = []
     outputs: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     pending: list[np.ndarray] = []
@@ -36,11 +41,20 @@ def evaluate_model(
             skipped.append((example.name, str(error)))
             continue
         truths.append(example.label)
+        weights.append(float(example.weight))
         if len(pending) >= batch_size:
             flush()
     flush()
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.labels)))
-    metrics = compute_metrics(truths, probabilities, loaded.labels, loaded.prohibited, threshold=threshold)
+    weighted = any(weight != 1.0 for weight in weights)
+    metrics = compute_metrics(
+        truths,
+        probabilities,
+        loaded.labels,
+        loaded.prohibited,
+        threshold=threshold,
+        sample_weight=weights if weighted else None,
+    )
     metrics["model_version"] = loaded.version
     metrics["skipped"] = [list(item) for item in skipped]
     return metrics
