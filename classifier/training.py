@@ -4,6 +4,9 @@ The expensive part of transfer learning is the backbone's forward pass. Pooled f
 image hash, so a retrain after moderators labelled 10% more images embeds only those 10%; the head then trains
 on in-memory arrays in seconds. Distortions and fine-tuning need the pixels each epoch, so they run images
 through the backbone instead, as retrain.py did.
+
+Examples may carry weights (`Example.weight`, default 1): each example's loss is multiplied by its weight, and
+balanced class weights, when on, balance the classes' weighted totals rather than their raw counts.
 """
 
 from __future__ import annotations
@@ -160,15 +163,43 @@ class _ProgressCallback:
         return Callback()
 
 
-def _class_weights(y: np.ndarray, n_labels: int) -> dict[int, float]:
-    counts = np.bincount(y, minlength=n_labels)
+def _class_weights(y: np.ndarray, n_labels: int, example_weights: np.ndarray | None = None) -> dict[int, float]:
+    """Balanced class weights: each present class gets the same total weight.
+
+    With example weights the class totals are sums of example weights, i.e. the classes' sizes in the population
+    the weighted sample estimates, not in the biased sample itself. Balancing raw counts of a sample drawn mostly
+    from flagged images would undo what the inverse-propensity weights correct.
+    """
+    if example_weights is None:
+        example_weights = np.ones(len(y))
+    counts = np.bincount(y, weights=example_weights, minlength=n_labels)
     present = counts > 0
     weights = np.ones(n_labels)
-    weights[present] = len(y) / (present.sum() * counts[present])
+    weights[present] = float(np.sum(example_weights)) / (present.sum() * counts[present])
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def _fit(model, x, y, validation, hparams: HParams, epochs: int, learning_rate: float, callbacks, initial_epoch=0):
+def _sample_weights(y: np.ndarray, n_labels: int, hparams: HParams, example_weights: np.ndarray | None) -> np.ndarray:
+    """Per-example loss weights: the example's own weight times its class weight (when class weights are on)."""
+    own = np.ones(len(y)) if example_weights is None else np.asarray(example_weights, dtype=np.float64)
+    if not hparams.class_weights:
+        return own.astype(np.float32)
+    by_class = _class_weights(y, n_labels, own)
+    return (own * np.array([by_class[int(label)] for label in y])).astype(np.float32)
+
+
+def _fit(
+    model,
+    x,
+    y,
+    validation,
+    hparams: HParams,
+    epochs: int,
+    learning_rate: float,
+    callbacks,
+    initial_epoch=0,
+    example_weights: np.ndarray | None = None,
+):
     """Keras fit on pixels (distortions or fine-tuning), with early stopping that can also undo the phase."""
     import keras
 
@@ -194,7 +225,7 @@ def _fit(model, x, y, validation, hparams: HParams, epochs: int, learning_rate: 
         initial_epoch=initial_epoch,
         batch_size=hparams.batch_size,
         shuffle=True,
-        class_weight=_class_weights(y, model.output_shape[-1]) if hparams.class_weights else None,
+        sample_weight=_sample_weights(y, model.output_shape[-1], hparams, example_weights),
         callbacks=[stopper, *callbacks],
         verbose=0,
     )
@@ -214,20 +245,22 @@ def _fit_features(
     epochs: int | None = None,
     learning_rate: float | None = None,
     step_offset: int = 0,
+    example_weights: np.ndarray | None = None,
+    validation_weights: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """Train the head on in-memory feature arrays with one compiled function per epoch.
 
     Keras `fit` spends tens of milliseconds per epoch building iterators, which dominates when the data is a
     few thousand cached vectors; this loop keeps a retrain on cached features at a few seconds. Early stopping
     watches the validation loss (the training loss when there is no validation split) and restores the best
-    weights, like Keras' EarlyStopping(restore_best_weights=True).
+    weights, like Keras' EarlyStopping(restore_best_weights=True). Example weights scale the training loss and
+    the validation loss and accuracy, so early stopping also judges on the weighted (population) estimate.
     """
     import keras
     import tensorflow as tf
 
     n_labels = head.output_shape[-1]
-    weights = _class_weights(y, n_labels) if hparams.class_weights else dict.fromkeys(range(n_labels), 1.0)
-    sample_weight = np.array([weights[int(label)] for label in y], dtype=np.float32)
+    sample_weight = _sample_weights(y, n_labels, hparams, example_weights)
     epochs = hparams.epochs if epochs is None else epochs
     learning_rate = hparams.learning_rate if learning_rate is None else learning_rate
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=hparams.momentum)
@@ -260,26 +293,28 @@ def _fit_features(
         return total_loss / count, correct / count
 
     @tf.function(reduce_retracing=True)
-    def measure(xs, ys):
+    def measure(xs, ys, ws):
         total_loss = tf.constant(0.0)
         correct = tf.constant(0.0)
         n = tf.shape(xs)[0]
         for start in tf.range(0, n, 512):
             probs = head(tf.cast(xs[start : start + 512], tf.float32), training=False)
-            yb = ys[start : start + 512]
-            total_loss += tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(yb, probs))
-            correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1), yb), tf.float32))
-        count = tf.cast(n, tf.float32)
+            yb, wb = ys[start : start + 512], ws[start : start + 512]
+            total_loss += tf.reduce_sum(wb * keras.losses.sparse_categorical_crossentropy(yb, probs))
+            correct += tf.reduce_sum(wb * tf.cast(tf.equal(tf.argmax(probs, axis=1), yb), tf.float32))
+        count = tf.reduce_sum(ws)
         return total_loss / count, correct / count
 
     writers = {name: tf.summary.create_file_writer(str(log_dir / name)) for name in ("train", "validation")}
     rng = np.random.default_rng(hparams.seed)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    x_v = y_v = None
+    x_v = y_v = w_v = None
     if validation is not None:
         x_v, y_v = tf.constant(validation[0]), tf.constant(validation[1], dtype=tf.int64)
+        own = np.ones(len(validation[1])) if validation_weights is None else validation_weights
+        w_v = tf.constant(np.asarray(own, dtype=np.float32))
     # The starting weights compete too: a fine-tuning phase that only makes the model worse is undone entirely.
-    best_loss = float(measure(x_v, y_v)[0]) if x_v is not None else np.inf
+    best_loss = float(measure(x_v, y_v, w_v)[0]) if x_v is not None else np.inf
     best_weights, waited = head.get_weights(), 0
     for epoch in range(epochs):
         loss, accuracy = (float(v) for v in train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64)))
@@ -290,7 +325,7 @@ def _fit_features(
             tf.summary.scalar("epoch_accuracy", accuracy, step=step_offset + epoch)
         watched = loss
         if x_v is not None:
-            val_loss, val_accuracy = (float(v) for v in measure(x_v, y_v))
+            val_loss, val_accuracy = (float(v) for v in measure(x_v, y_v, w_v))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_accuracy)
             with writers["validation"].as_default():
@@ -378,6 +413,9 @@ def train_model(
     def targets(group: list[Example]) -> np.ndarray:
         return np.array([index[e.label] for e in group], dtype=np.int64)
 
+    def weights_of(group: list[Example]) -> np.ndarray:
+        return np.array([float(e.weight) for e in group], dtype=np.float64)
+
     cut = split_backbone(backbone, hparams.fine_tune_layers) if fine_tune and not hparams.distort else None
     use_pixels = hparams.distort or (fine_tune and cut is None)
     head = None
@@ -413,7 +451,21 @@ def train_model(
             pooled_train, pooled_val = x_train, x_val
         head = build_head(pooled_train.shape[1], len(labels), hparams)
         validation = (pooled_val, y_val) if pooled_val is not None else None
-        _merge(history, _fit_features(head, pooled_train, y_train, validation, hparams, log_dir, on_epoch))
+        w_train, w_val = weights_of(groups["train"]), weights_of(groups["validation"])
+        _merge(
+            history,
+            _fit_features(
+                head,
+                pooled_train,
+                y_train,
+                validation,
+                hparams,
+                log_dir,
+                on_epoch,
+                example_weights=w_train,
+                validation_weights=w_val,
+            ),
+        )
         if cut:
             fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
             inputs = keras.Input(tuple(x_train.shape[1:]), name="bottleneck")
@@ -431,6 +483,8 @@ def train_model(
                     epochs=hparams.fine_tune_epochs,
                     learning_rate=hparams.fine_tune_learning_rate,
                     step_offset=hparams.epochs,
+                    example_weights=w_train,
+                    validation_weights=w_val,
                 ),
             )
             freeze(backbone)
@@ -471,6 +525,7 @@ def train_model(
                 learning_rate,
                 [tensorboard, _ProgressCallback.make(progress, offset, total_epochs)],
                 initial_epoch=offset,
+                example_weights=weights_of(groups["train"]),
             )
             _merge(history, more)
         freeze(backbone)
@@ -491,7 +546,14 @@ def train_model(
             probabilities = np.zeros((0, len(labels)), dtype=np.float32)
         evaluated += len(group)
         progress("evaluating", evaluated, to_evaluate)
-        metrics_by_split[name] = compute_metrics([e.label for e in group], probabilities, labels, prohibited)
+        group_weights = weights_of(group)
+        metrics_by_split[name] = compute_metrics(
+            [e.label for e in group],
+            probabilities,
+            labels,
+            prohibited,
+            sample_weight=group_weights if np.any(group_weights != 1.0) else None,
+        )
     metrics = dict(metrics_by_split["test"])
     metrics["validation"] = metrics_by_split["validation"]
     metrics["split_sizes"] = {name: len(groups[name]) for name in SPLITS}
