@@ -220,6 +220,10 @@ class TrainingExample(models.Model):
     )
     is_holdout = models.BooleanField(default=False)
     active = models.BooleanField(default=True, help_text="False once the decision behind it was undone.")
+    weight = models.FloatField(
+        default=1.0,
+        help_text="1 / the probability the image was reviewed at all: 1 for flagged images, 1 / audit rate for audits.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     used_in_run = models.ForeignKey(
         "TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="first_used_examples"
