@@ -5,6 +5,10 @@ stays part of every retrain, so the model never forgets what it started from. Mo
 a confirmation is an example of its prohibited label, a rejection an example of an allowed label (a hard negative,
 the false positive the model most needs to unlearn). An undone decision deactivates its example; a new decision
 on the same image relabels it, so one image is never two contradicting examples.
+
+Each decision example carries an inverse-propensity weight (see `inclusion_weight`): moderators only see what the
+model flags plus a random audit sample of the rest, so unweighted decisions are a biased sample of the stream.
+Initial examples weigh 1: they are a representative sample of their own.
 """
 
 import hashlib
@@ -52,19 +56,37 @@ def label_for_decision(decision: Decision) -> str:
     raise ExampleLabelUnknown(f"decision {decision.pk} has no label and no active model names one")
 
 
+def inclusion_weight(decision: Decision, audit_rate: float) -> float:
+    """The inverse-propensity weight of a decided image: 1 / the probability it reached a moderator at all.
+
+    A flagged image (score at or above the threshold) is always reviewed: weight 1. An audit item was one of the
+    images below the threshold, picked with probability `audit_rate`, so it stands for 1 / audit_rate such images
+    that nobody looked at. Weighting by this makes sums over decisions unbiased estimates of sums over the whole
+    stream, which is what training and the gate need; unweighted, the decisions over-represent what the model
+    already flags. A rate of 0 cannot have produced an audit item (the setting changed since), so it weighs 1.
+    """
+    if decision.was_audit and 0 < audit_rate < 1:
+        return 1.0 / audit_rate
+    return 1.0
+
+
 def upsert_decision_example(decision: Decision) -> TrainingExample:
     """Create or relabel the example of the decided image; call inside the decision's transaction.
 
     One row per image (`one_example_per_image_source`): an overturned decision moves the existing row to the new
-    label and decision instead of adding a contradicting one. The holdout flag is kept from the first time.
+    label and decision instead of adding a contradicting one. The holdout flag is kept from the first time. The
+    weight uses the audit rate in force when the decision is recorded (the closest reading of the rate the image
+    was sampled at).
     """
     image = decision.image
     label = label_for_decision(decision)
+    settings_row = get_settings()
+    weight = inclusion_weight(decision, settings_row.audit_rate)
     example = (
         TrainingExample.objects.select_for_update().filter(sha256=image.sha256, source=ExampleSource.DECISION).first()
     )
     if example is None:
-        holdout = is_holdout(image.sha256, get_settings().holdout_share)
+        holdout = is_holdout(image.sha256, settings_row.holdout_share)
         return TrainingExample.objects.create(
             sha256=image.sha256,
             path=image.file.name,
@@ -75,6 +97,7 @@ def upsert_decision_example(decision: Decision) -> TrainingExample:
             moderator=decision.moderator,
             is_holdout=holdout,
             active=True,
+            weight=weight,
         )
     example.label = label
     example.path = image.file.name
@@ -82,7 +105,8 @@ def upsert_decision_example(decision: Decision) -> TrainingExample:
     example.decision = decision
     example.moderator = decision.moderator
     example.active = True
-    example.save(update_fields=["label", "path", "image", "decision", "moderator", "active"])
+    example.weight = weight
+    example.save(update_fields=["label", "path", "image", "decision", "moderator", "active", "weight"])
     return example
 
 

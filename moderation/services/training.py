@@ -38,7 +38,6 @@ from moderation.selectors.training import (
     holdout_examples,
     label_counts,
     new_example_count,
-    to_classifier_examples,
     to_classifier_examples_from_rows,
     trainable_examples,
 )
@@ -48,7 +47,18 @@ from moderation.services.model_versions import activate_version, get_registry, m
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 0.5
-GATE_METRIC_KEYS = ("accuracy", "precision", "recall", "specificity", "f1", "auc", "n", "confusion_matrix", "labels")
+GATE_METRIC_KEYS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "auc",
+    "n",
+    "weighted_n",
+    "confusion_matrix",
+    "labels",
+)
 
 
 def heartbeat_seconds() -> float:
@@ -346,6 +356,17 @@ def execute_training_run(run_id: int, task_id: str | None = None) -> TrainingRun
     return TrainingRun.objects.get(pk=run_id)
 
 
+def weighted_examples(rows) -> list:
+    """Rows as classifier examples carrying their inverse-propensity weights (missing files are skipped).
+
+    Training and the gate both use the weights, so the model learns from, and is judged on, an estimate of the
+    whole stream rather than the flagged images plus a thin audit sample.
+    """
+    rows = list(rows)
+    weight_of = {row.sha256: float(row.weight) for row in rows}
+    return [replace(example, weight=weight_of[example.sha256]) for example in to_classifier_examples_from_rows(rows)]
+
+
 def _labels_for_run(active: ModelVersion | None, settings_row: ModerationSettings) -> tuple[list[str], list[str]]:
     """The label set keeps the active model's; the very first model takes the examples' labels."""
     if active is not None:
@@ -386,7 +407,7 @@ def _train_and_gate(run: TrainingRun) -> None:
     labels, prohibited = _labels_for_run(active, settings_row)
     rows = trainable_examples().filter(label__in=labels)
     new_ids = list(rows.filter(used_in_run__isnull=True).values_list("id", flat=True))
-    examples = to_classifier_examples(rows)
+    examples = weighted_examples(rows.order_by("id"))
     TrainingRun.objects.filter(pk=run.pk).update(
         new_examples=len(new_ids), total_examples=len(examples), phase="embedding", heartbeat_at=clock.now()
     )
@@ -498,6 +519,11 @@ def evaluate_gate(
 ) -> dict:
     """Score the candidate and the active model on the frozen holdout and decide whether to promote.
 
+    Both are scored with the examples' inverse-propensity weights: a holdout of decisions holds every image the
+    active model flagged but only an audit sample of the rest, so unweighted it credits the active model with a
+    recall near 1 by construction. Weighted, both models are judged on an estimate of the real stream. The
+    minimum per label still counts images, not weights: a few heavy audit images are not enough evidence.
+
     With no active model the first candidate is promoted: nothing can be scored without a model, and any model
     the gate could compare against later starts here. Its holdout metrics are still recorded when there is a
     holdout. With an active model, a holdout with too few examples of a label is extended by the candidate's test
@@ -532,7 +558,8 @@ def evaluate_gate(
         for row in extra:
             gate["evaluation_counts"][row.label] = gate["evaluation_counts"].get(row.label, 0) + 1
     short = {label: n for label, n in gate["evaluation_counts"].items() if n < minimum}
-    evaluation_set = to_classifier_examples_from_rows(rows) if not short or active_version is None else []
+    evaluation_set = weighted_examples(rows) if not short or active_version is None else []
+    gate["weighted_total"] = round(sum(example.weight for example in evaluation_set), 3)
 
     candidate_model = registry.load(version)
     if evaluation_set:

@@ -119,3 +119,41 @@ def test_import_training_set_copies_files_keeps_them_out_of_the_holdout_and_is_i
 
     call_command("import_training_set", str(folder))
     assert TrainingExample.objects.filter(source=ExampleSource.INITIAL).count() == 8
+
+
+def test_an_audit_decision_weighs_the_inverse_of_the_audit_rate_and_a_flagged_one_weighs_one():
+    settings_row = get_settings()
+    settings_row.audit_rate = 0.05
+    settings_row.save()
+    moderator = make_user("mod")
+    flagged, audited = make_image(PROHIBITED), make_image(PROHIBITED)
+    decide(flagged, moderator, DecisionOutcome.CONFIRM)
+    with transaction.atomic():
+        decision = make_decision(audited, moderator, DecisionOutcome.CONFIRM, None)
+        decision.was_audit = True
+        decision.save(update_fields=["was_audit"])
+        training.record_decision(decision)
+    assert TrainingExample.objects.get(image=flagged).weight == 1.0
+    assert TrainingExample.objects.get(image=audited).weight == pytest.approx(20.0)
+
+    # An overturn re-reads the rate in force; a rate of 0 cannot have sampled the image, so it weighs 1.
+    settings_row.audit_rate = 0.0
+    settings_row.save()
+    with transaction.atomic():
+        from moderation import clock
+
+        decision.undone_at = clock.now()
+        decision.save(update_fields=["undone_at"])
+        training.withdraw_decision(decision)
+        again = make_decision(audited, moderator, DecisionOutcome.REJECT, None)
+        again.was_audit = True
+        again.save(update_fields=["was_audit"])
+        training.record_decision(again)
+    assert TrainingExample.objects.get(image=audited).weight == 1.0
+
+
+def test_initial_examples_weigh_one(tmp_path):
+    from moderation.services.examples import import_training_set
+
+    import_training_set(write_training_folder(tmp_path / "set", per_label=2))
+    assert set(TrainingExample.objects.values_list("weight", flat=True)) == {1.0}

@@ -107,3 +107,24 @@ def test_a_small_holdout_is_extended_with_test_split_images_neither_model_traine
     assert run.gate["extended_with_test_split"] == len(unseen) > 0
     assert sum(run.gate["evaluation_counts"].values()) == 6 + len(unseen) == run.gate["candidate"]["n"]
     assert run.status == TrainingRunStatus.SUCCEEDED and "unseen test-split images" in run.reason
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_the_gate_scores_both_models_on_the_weighted_holdout(tmp_path, rescores):
+    from moderation.models import TrainingExample
+
+    import_initial_set(tmp_path, per_label=12)
+    add_holdout(per_label=10)
+    # As if every allowed holdout image had come from an audit at a 20% rate: each stands for five images.
+    TrainingExample.objects.filter(is_holdout=True, label="ok").update(weight=5.0)
+    run_now(TrainingTrigger.INITIAL)
+    run = run_now()
+    assert run.gate["weighted_total"] == 60.0
+    assert run.gate["holdout_counts"] == {"bad": 10, "ok": 10}
+    for side in ("candidate", "active"):
+        figures = run.gate[side]
+        assert figures["n"] == 20 and figures["weighted_n"] == pytest.approx(60.0)
+        (tn, fp), (fn, tp) = figures["confusion_matrix"]
+        assert tn + fp == pytest.approx(50.0) and fn + tp == pytest.approx(10.0)
+        assert fp % 5 == 0 and tn % 5 == 0  # allowed images count five times each
