@@ -48,8 +48,9 @@ def parse_args():
     parser.add_argument("--audit-rate", type=float, default=0.1, help="share of below-threshold images reviewed")
     parser.add_argument(
         "--retrain-hparams",
-        default='{"class_weights": false}',
-        help="JSON hyper-parameters for retrains (VIGIA_TRAINING_HPARAMS), on top of the image size",
+        default="{}",
+        help="JSON hyper-parameters for retrains (VIGIA_TRAINING_HPARAMS), on top of the image size and the "
+        "classifier's defaults",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench-loop")
@@ -373,6 +374,14 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
                     "retrain_seconds": round((run.finished_at - run.started_at).total_seconds(), 1),
                 }
             )
+            # What the gate saw on the weighted holdout, next to what the frozen test set says.
+            for side in ("candidate", "active"):
+                figures = (run.gate or {}).get(side) or {}
+                if figures:
+                    entry[f"gate_{side}"] = {
+                        key: round(float(figures[key]), 4) if figures.get(key) is not None else None
+                        for key in ("precision", "recall", "weighted_n")
+                    }
             if run.status == TrainingRunStatus.SUCCEEDED:
                 promoted = ModelVersion.objects.get(version=run.model_version)
                 first = Score.objects.filter(model_version=run.model_version).order_by("created_at").first()
@@ -420,7 +429,19 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
             # Images re-scored by a promoted model may have joined the queue; the moderator works them too.
             work_queue()
 
-    (args.out / "loop.json").write_text(json.dumps({"rounds": rounds}, indent=2) + "\n")
+    config = {
+        "classes": [p_label, a_label],
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "threshold": args.threshold,
+        "batch_size": args.batch_size,
+        "audit_rate": args.audit_rate,
+        "min_holdout": args.min_holdout,
+        "retrain_hparams": json.loads(args.retrain_hparams),
+        "seed": args.seed,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (args.out / "loop.json").write_text(json.dumps({"rounds": rounds, "config": config}, indent=2) + "\n")
     plot(rounds, args.out / "loop.png", p_label, a_label, args)
     log(f"wrote {args.out / 'loop.json'} and loop.png in {time.monotonic() - started:.0f} s")
     last = rounds[-1]
