@@ -13,3 +13,6 @@ from moderation.settings import *  # noqa: E402,F403
 
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests never run collectstatic: let whitenoise find files through the finders instead of warning at start-up.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True
