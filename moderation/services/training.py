@@ -367,6 +367,20 @@ def weighted_examples(rows) -> list:
     return [replace(example, weight=weight_of[example.sha256]) for example in to_classifier_examples_from_rows(rows)]
 
 
+def _mean_one(examples: list) -> list:
+    """The same weights scaled to average 1, for training.
+
+    Only their ratios matter to what is learned, and at mean 1 the weighted loss keeps the scale the classifier's
+    learning rate was chosen for; heavy audit items would otherwise raise the effective step size with the
+    audit share.
+    """
+    total = sum(example.weight for example in examples)
+    if not examples or total <= 0:
+        return examples
+    scale = len(examples) / total
+    return [replace(example, weight=example.weight * scale) for example in examples]
+
+
 def _labels_for_run(active: ModelVersion | None, settings_row: ModerationSettings) -> tuple[list[str], list[str]]:
     """The label set keeps the active model's; the very first model takes the examples' labels."""
     if active is not None:
@@ -407,7 +421,7 @@ def _train_and_gate(run: TrainingRun) -> None:
     labels, prohibited = _labels_for_run(active, settings_row)
     rows = trainable_examples().filter(label__in=labels)
     new_ids = list(rows.filter(used_in_run__isnull=True).values_list("id", flat=True))
-    examples = weighted_examples(rows.order_by("id"))
+    examples = _mean_one(weighted_examples(rows.order_by("id")))
     TrainingRun.objects.filter(pk=run.pk).update(
         new_examples=len(new_ids), total_examples=len(examples), phase="embedding", heartbeat_at=clock.now()
     )

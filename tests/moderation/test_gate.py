@@ -128,3 +128,13 @@ def test_the_gate_scores_both_models_on_the_weighted_holdout(tmp_path, rescores)
         (tn, fp), (fn, tp) = figures["confusion_matrix"]
         assert tn + fp == pytest.approx(50.0) and fn + tp == pytest.approx(10.0)
         assert fp % 5 == 0 and tn % 5 == 0  # allowed images count five times each
+
+
+def test_training_weights_are_scaled_to_average_one_keeping_their_ratios():
+    from classifier.data import Example
+
+    examples = [Example(sha256=str(i), label="ok", weight=w) for i, w in enumerate([1.0, 1.0, 10.0, 0.0])]
+    scaled = training._mean_one(examples)
+    assert [e.weight for e in scaled] == pytest.approx([1 / 3, 1 / 3, 10 / 3, 0.0])
+    assert [e.sha256 for e in scaled] == ["0", "1", "2", "3"]
+    assert training._mean_one([]) == []
