@@ -18,6 +18,15 @@ class HParams:
     backbone: str = "mobilenet_v1"
     # None means the backbone's native input size.
     image_size: int | None = None
+    # Layer whose globally pooled output is the feature vector: None = the backbone's default
+    # (backbones.DEFAULT_FEATURE_LAYERS: a middle block of mobilenet_v1), "output" = its final pooled output.
+    feature_layer: str | None = None
+    # Also train on each training image's mirror image; its features are cached beside the original's.
+    mirror: bool = True
+    # Standardise features inside the head (a Normalization layer adapted on the training features, saved in
+    # the model), so the L2 penalty weighs every feature alike whatever its scale. None = the backbone's default
+    # (on for ImageNet backbones, off for the random `tiny` one, whose noise channels it would amplify).
+    standardize: bool | None = None
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 0.01
@@ -36,7 +45,7 @@ class HParams:
     # Head on the pooled features: 0 hidden units is a plain softmax (logistic) layer.
     hidden_units: int = 0
     dropout: float = 0.0
-    l2: float = 0.0
+    l2: float = 0.01
     # Fine-tuning of the top K backbone layers (BatchNorm stays frozen) after the head has been trained.
     fine_tune_layers: int = 0
     fine_tune_epochs: int = 5
@@ -67,6 +76,22 @@ class HParams:
         if unknown:
             raise ValueError(f"unknown hyper-parameters: {', '.join(unknown)}")
         return cls(**data)
+
+    def resolved_feature_layer(self) -> str:
+        """The feature layer actually used: the configured one or the backbone's default."""
+        if self.feature_layer:
+            return self.feature_layer
+        from classifier.backbones import default_feature_layer
+
+        return default_feature_layer(self.backbone)
+
+    def resolved_standardize(self) -> bool:
+        """Whether the head standardises its features: the configured choice or the backbone's default."""
+        if self.standardize is not None:
+            return self.standardize
+        from classifier.backbones import default_standardize
+
+        return default_standardize(self.backbone)
 
     def resolved_image_size(self) -> int:
         """The input size actually used: the configured one or the backbone's native size."""

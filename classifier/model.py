@@ -8,20 +8,35 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from classifier.hparams import HParams
 
 if TYPE_CHECKING:
     import keras
 
 
-def build_head(feature_dim: int, n_labels: int, hparams: HParams) -> keras.Model:
-    """Softmax over the labels on the pooled features, optionally behind one small hidden layer with dropout."""
+def build_head(
+    feature_dim: int, n_labels: int, hparams: HParams, training_features: np.ndarray | None = None
+) -> keras.Model:
+    """Softmax over the labels on the pooled features, optionally behind one small hidden layer with dropout.
+
+    With ``hparams.standardize`` the head starts with a ``Normalization`` layer adapted on
+    ``training_features``: its mean and variance are weights of the saved model, so scoring standardises exactly
+    as training did, and the model still loads with ``safe_mode`` (no Lambda).
+    """
     import keras
 
     regularizer = keras.regularizers.L2(hparams.l2) if hparams.l2 else None
     seed = hparams.seed
     inputs = keras.Input((feature_dim,), name="features")
     x = inputs
+    if hparams.resolved_standardize():
+        if training_features is None or not len(training_features):
+            raise ValueError("standardize needs the training features to adapt to")
+        normalization = keras.layers.Normalization(axis=-1, name="head_standardize")
+        normalization.adapt(np.asarray(training_features, dtype=np.float32))
+        x = normalization(x)
     if hparams.hidden_units:
         if hparams.dropout:
             x = keras.layers.Dropout(hparams.dropout, seed=seed, name="head_dropout_in")(x)

@@ -77,14 +77,22 @@ def _assign_splits(
 
 
 class _Embedder:
-    """Pooled features for examples: from the cache when present, else decoded and run through the backbone."""
+    """Pooled features for examples: from the cache when present, else decoded and run through the backbone.
 
-    def __init__(self, backbone, image_size: int, cache: BottleneckCache | None):
+    With a ``mirror_cache``, examples named in ``features(mirror=...)`` also get the features of their mirror image
+    (flipped left-right), which training uses as an extra example. Both come from one decode, and an image counts
+    once in ``embedded`` / ``cached`` however many of its two vectors had to be computed.
+    """
+
+    def __init__(
+        self, backbone, image_size: int, cache: BottleneckCache | None, mirror_cache: BottleneckCache | None = None
+    ):
         import tensorflow as tf
 
         self.backbone = backbone
         self.image_size = image_size
         self.cache = cache
+        self.mirror_cache = mirror_cache
         self.embedded = 0
         self.cached = 0
         self._forward = tf.function(
@@ -94,42 +102,60 @@ class _Embedder:
         )
 
     def features(
-        self, examples: list[Example], progress: Progress, done: int, total: int
-    ) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+        self, examples: list[Example], progress: Progress, done: int, total: int, mirror: frozenset[str] = frozenset()
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[tuple[str, str]]]:
+        """``(features by sha, mirror-image features by sha, skipped)`` for ``examples``."""
         from classifier.images import ImageDecodeError, decode_image
 
         found: dict[str, np.ndarray] = {}
+        mirrored: dict[str, np.ndarray] = {}
         skipped: list[tuple[str, str]] = []
-        pending: list[tuple[str, np.ndarray]] = []
+        pending: list[tuple[str, np.ndarray, dict, BottleneckCache | None]] = []
 
         def flush():
             if not pending:
                 return
-            batch = np.stack([pixels for _, pixels in pending]).astype(np.float32)
+            batch = np.stack([pixels for _, pixels, _, _ in pending]).astype(np.float32)
             vectors = self._forward(batch).numpy()
-            for (sha, _), vector in zip(pending, vectors, strict=True):
-                found[sha] = vector
-                if self.cache is not None:
-                    self.cache.put(sha, vector)
-            self.embedded += len(pending)
+            for (sha, _, into, cache), vector in zip(pending, vectors, strict=True):
+                into[sha] = vector
+                if cache is not None:
+                    cache.put(sha, vector)
             pending.clear()
 
+        def lookup(cache: BottleneckCache | None, sha: str) -> np.ndarray | None:
+            return cache.get(sha) if cache is not None else None
+
         for example in examples:
-            vector = self.cache.get(example.sha256) if self.cache is not None else None
+            sha = example.sha256
+            want_mirror = self.mirror_cache is not None and sha in mirror
+            vector = lookup(self.cache, sha)
+            flipped = lookup(self.mirror_cache, sha) if want_mirror else None
             if vector is not None:
-                found[example.sha256] = vector
+                found[sha] = vector
+            if flipped is not None:
+                mirrored[sha] = flipped
+            if vector is not None and (flipped is not None or not want_mirror):
                 self.cached += 1
             else:
                 try:
-                    pending.append((example.sha256, decode_image(example.source(), self.image_size)))
+                    pixels = decode_image(example.source(), self.image_size)
                 except ImageDecodeError as error:
                     skipped.append((example.name, str(error)))
+                    found.pop(sha, None)
+                    mirrored.pop(sha, None)
+                else:
+                    self.embedded += 1
+                    if vector is None:
+                        pending.append((sha, pixels, found, self.cache))
+                    if want_mirror and flipped is None:
+                        pending.append((sha, pixels[:, ::-1], mirrored, self.mirror_cache))
                 if len(pending) >= EMBED_BATCH:
                     flush()
             done += 1
             progress("embedding", done, total)
         flush()
-        return found, skipped
+        return found, mirrored, skipped
 
 
 def _decode_all(examples: list[Example], size: int) -> tuple[list[Example], np.ndarray, list[tuple[str, str]]]:
@@ -373,7 +399,7 @@ def train_model(
     """
     import keras
 
-    from classifier.backbones import build_backbone, default_cache_dir
+    from classifier.backbones import FINAL_FEATURES, build_backbone, default_cache_dir
     from classifier.model import (
         build_classifier,
         build_distortion,
@@ -396,7 +422,10 @@ def train_model(
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)
     size = hparams.resolved_image_size()
-    backbone = build_backbone(hparams.backbone, image_size=size, weights=hparams.backbone_weights)
+    feature_layer = hparams.resolved_feature_layer()
+    backbone = build_backbone(
+        hparams.backbone, image_size=size, weights=hparams.backbone_weights, feature_layer=feature_layer
+    )
     index = {label: i for i, label in enumerate(labels)}
     temporary_logs = log_dir is None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
@@ -424,12 +453,19 @@ def train_model(
 
     if not hparams.distort:
         cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
-        variant = weights_fingerprint(backbone) + (f"-{cut[3]}" if cut else "")
+        layer_suffix = f"-{feature_layer}" if feature_layer != FINAL_FEATURES else ""
+        variant = weights_fingerprint(backbone) + layer_suffix + (f"-{cut[3]}" if cut else "")
         cache = BottleneckCache(cache_root, hparams.backbone, size, variant=variant)
         extractor = cut[0] if cut else backbone
-        embedder = _Embedder(extractor, size, cache)
+        # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
+        # one more cached vector per training image. Validation and test images stay as photographed.
+        mirror_cache = (
+            BottleneckCache(cache_root, hparams.backbone, size, variant=variant + "-mirror") if hparams.mirror else None
+        )
+        embedder = _Embedder(extractor, size, cache, mirror_cache)
         everything = [e for name in SPLITS for e in groups[name]]
-        features, bad = embedder.features(everything, progress, 0, len(everything))
+        to_mirror = frozenset(e.sha256 for e in groups["train"]) if hparams.mirror else frozenset()
+        features, mirrored, bad = embedder.features(everything, progress, 0, len(everything), mirror=to_mirror)
         skipped.extend(bad)
         embedded, cached = embedder.embedded, embedder.cached
         groups = {name: [e for e in group if e.sha256 in features] for name, group in groups.items()}
@@ -443,15 +479,18 @@ def train_model(
 
         x_train, x_val = stacked("train"), stacked("validation")
         y_train, y_val = targets(groups["train"]), targets(groups["validation"])
+        w_train, w_val = weights_of(groups["train"]), weights_of(groups["validation"])
+        if hparams.mirror:
+            x_train = np.concatenate([x_train, np.stack([mirrored[e.sha256] for e in groups["train"]]).astype(dtype)])
+            y_train, w_train = np.concatenate([y_train, y_train]), np.concatenate([w_train, w_train])
         if cut:
             top = cut[1]
             pooled_train = _batched(top, x_train)
             pooled_val = _batched(top, x_val) if x_val is not None else None
         else:
             pooled_train, pooled_val = x_train, x_val
-        head = build_head(pooled_train.shape[1], len(labels), hparams)
+        head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
         validation = (pooled_val, y_val) if pooled_val is not None else None
-        w_train, w_val = weights_of(groups["train"]), weights_of(groups["validation"])
         _merge(
             history,
             _fit_features(
@@ -504,7 +543,10 @@ def train_model(
         y_of = {name: targets(groups[name]) for name in SPLITS}
         phases = []
         if head is None:
-            head = build_head(int(backbone.output_shape[-1]), len(labels), hparams)
+            adapt_on = (
+                _batched(backbone, pixels["train"], batch=EMBED_BATCH) if hparams.resolved_standardize() else None
+            )
+            head = build_head(int(backbone.output_shape[-1]), len(labels), hparams, training_features=adapt_on)
             phases.append(("head", hparams.epochs, hparams.learning_rate, 0))
         if fine_tune:
             phases.append(("fine_tune", hparams.fine_tune_epochs, hparams.fine_tune_learning_rate, hparams.epochs))

@@ -1,0 +1,135 @@
+"""Options that lift accuracy: an intermediate feature layer, mirrored training copies, features standardised
+inside the saved model, and the dark-on-white Fashion-MNIST export. All on the ``tiny`` backbone."""
+
+import gzip
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from classifier.backbones import build_backbone, default_feature_layer
+from classifier.data import scan_folder
+from classifier.datasets import export_fashion_mnist
+from classifier.hparams import HParams
+from classifier.images import decode_image
+from classifier.registry import Registry
+from classifier.training import train_model
+from tests.classifier.synthetic import write_dataset
+
+FAST = HParams(
+    backbone="tiny", image_size=32, epochs=20, learning_rate=0.05, early_stopping_patience=20, standardize=True
+)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return scan_folder(write_dataset(tmp_path / "data", per_label=20))
+
+
+def namespaces(cache):
+    return sorted(path.name for path in cache.iterdir())
+
+
+def test_defaults_pick_the_middle_mobilenet_block_and_keep_other_backbones_whole():
+    assert HParams().resolved_feature_layer() == "conv_pw_7_relu"
+    assert HParams(backbone="tiny").resolved_feature_layer() == default_feature_layer("tiny") == "output"
+    assert HParams(feature_layer="conv_pw_11_relu").resolved_feature_layer() == "conv_pw_11_relu"
+    defaults = HParams()
+    assert defaults.mirror and defaults.resolved_standardize() and defaults.l2 > 0
+    assert (
+        not HParams(backbone="tiny").resolved_standardize()
+        and HParams(backbone="tiny", standardize=True).resolved_standardize()
+    )
+    assert HParams.from_dict(HParams(feature_layer="x", mirror=False).to_dict()).feature_layer == "x"
+
+
+def test_feature_layer_cuts_the_backbone_and_pools_that_layer():
+    whole = build_backbone("tiny", 32)
+    cut = build_backbone("tiny", 32, feature_layer="tiny_conv2")
+    assert cut.output_shape == (None, 32) and not cut.trainable
+    assert "tiny_conv3" not in [layer.name for layer in cut.layers]
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    below = keras.Model(whole.input, whole.get_layer("tiny_conv2").output)
+    np.testing.assert_allclose(cut(x), np.mean(below(x), axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        build_backbone("tiny", 32, feature_layer="nope")
+
+
+def test_feature_layer_and_mirror_features_are_cached_apart(dataset, tmp_path):
+    cache = tmp_path / "cache"
+    hparams = HParams.from_dict({**FAST.to_dict(), "feature_layer": "tiny_conv2"})
+    first = train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=cache)
+    assert (first.embedded, first.cached) == (40, 0)
+    names = namespaces(cache)
+    assert len(names) == 2 and all("tiny_conv2" in name for name in names)
+    assert sum(name.endswith("-mirror") for name in names) == 1
+    mirror_dir = cache / next(name for name in names if name.endswith("-mirror"))
+    # Only training images get a mirror image; validation and test are scored as photographed.
+    assert sorted(path.stem for path in mirror_dir.rglob("*.npy")) == first.manifest["train"]
+
+    # The cached mirror vector is the cut backbone's features of the left-right flipped pixels.
+    example = next(e for e in dataset.examples if e.sha256 == first.manifest["train"][0])
+    pixels = decode_image(example.source(), 32)[:, ::-1][None].astype(np.float32)
+    expected = build_backbone("tiny", 32, feature_layer="tiny_conv2")(pixels)[0]
+    stored = np.load(mirror_dir / example.sha256[:2] / f"{example.sha256}.npy")
+    np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)
+
+    again = train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=cache)
+    assert (again.embedded, again.cached) == (0, 40)
+    whole = train_model(dataset.examples, dataset.labels, ["bad"], FAST, cache_dir=cache)
+    assert whole.embedded == 40 and len(namespaces(cache)) == 4
+
+
+def test_without_mirror_no_mirror_images_are_embedded(dataset, tmp_path):
+    cache = tmp_path / "cache"
+    hparams = HParams.from_dict({**FAST.to_dict(), "mirror": False})
+    result = train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=cache)
+    assert result.embedded == 40
+    assert not any(name.endswith("-mirror") for name in namespaces(cache))
+
+
+def test_standardisation_lives_in_the_saved_model_and_loads_in_safe_mode(dataset, tmp_path):
+    result = train_model(dataset.examples, dataset.labels, ["bad"], FAST, cache_dir=tmp_path / "cache")
+    head = result.model.get_layer("head")
+    normalization = head.get_layer("head_standardize")
+    assert isinstance(normalization, keras.layers.Normalization)
+    # Adapted on the training features (originals and mirror images), not left at the identity.
+    backbone = build_backbone("tiny", 32)
+    train = [e for e in dataset.examples if e.sha256 in set(result.manifest["train"])]
+    pixels = np.stack([decode_image(e.source(), 32) for e in train]).astype(np.float32)
+    features = np.concatenate([backbone(pixels), backbone(pixels[:, :, ::-1])])
+    np.testing.assert_allclose(np.ravel(normalization.mean), features.mean(axis=0), rtol=1e-4, atol=1e-5)
+
+    registry = Registry(tmp_path / "models")
+    loaded = registry.load(registry.save(result))
+    reloaded = loaded.model.get_layer("head").get_layer("head_standardize")
+    np.testing.assert_allclose(np.ravel(reloaded.mean), np.ravel(normalization.mean), rtol=1e-6)
+    np.testing.assert_allclose(loaded.model(pixels), result.model(pixels), rtol=1e-5, atol=1e-6)
+
+
+def test_no_standardisation_means_no_normalization_layer(dataset, tmp_path):
+    hparams = HParams.from_dict({**FAST.to_dict(), "standardize": False, "mirror": False})
+    result = train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=tmp_path / "cache")
+    head = result.model.get_layer("head")
+    assert not any(isinstance(layer, keras.layers.Normalization) for layer in head.layers)
+
+
+def test_export_writes_dark_on_white_unless_told_otherwise(tmp_path, monkeypatch):
+    directory = tmp_path / "fm"
+    directory.mkdir()
+    images = np.zeros((4, 28, 28), dtype=np.uint8)
+    images[:, 10:18, 10:18] = 200  # a bright garment on black, as Fashion-MNIST stores it
+    labels = np.array([4, 4, 2, 2])
+    for prefix in ("train", "t10k"):
+        for suffix, array, magic in (("images-idx3-ubyte", images, 0x0803), ("labels-idx1-ubyte", labels, 0x0801)):
+            header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+            with gzip.open(directory / f"{prefix}-{suffix}.gz", "wb") as handle:
+                handle.write(header + array.astype(np.uint8).tobytes())
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(directory))
+    export_fashion_mnist(tmp_path / "photo", ["Coat"], "train", per_class=1)
+    export_fashion_mnist(tmp_path / "raw", ["Coat"], "train", per_class=1, invert=False)
+    photo = np.asarray(Image.open(tmp_path / "photo" / "Coat" / "train-00000.png"))
+    raw = np.asarray(Image.open(tmp_path / "raw" / "Coat" / "train-00000.png"))
+    assert (photo[0, 0], photo[14, 14]) == (255, 55)
+    assert (raw[0, 0], raw[14, 14]) == (0, 200)
