@@ -54,7 +54,8 @@ def test_export_writes_folder_layout_with_stable_names(fake_fashion_mnist, tmp_p
     assert sorted(p.name for p in (out / "Coat").iterdir()) == ["train-00004.png", "train-00014.png", "train-00024.png"]
     image = Image.open(out / "Coat" / "train-00014.png")
     assert image.size == (28, 28)
-    assert np.asarray(image)[5, 5] == 14
+    # Written dark-on-white by default: the stored value 14 comes back as 255 - 14.
+    assert np.asarray(image)[5, 5] == 255 - 14
 
 
 def test_offset_continues_where_an_earlier_export_stopped(fake_fashion_mnist, tmp_path):
@@ -85,7 +86,7 @@ def test_upscaled_export_is_deterministic(fake_fashion_mnist, tmp_path):
     assert first == (tmp_path / "two" / "Trouser" / "train-00001.png").read_bytes()
     pixels = np.asarray(Image.open(tmp_path / "one" / "Trouser" / "train-00001.png"))
     assert pixels.shape == (96, 96)
-    assert pixels[0, 0] > 200 and pixels[90, 90] < 10
+    assert pixels[0, 0] < 55 and pixels[90, 90] > 245  # inverted: the bright corner is dark
 
 
 def test_keras_download_is_the_fallback(tmp_path, monkeypatch):
