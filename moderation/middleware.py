@@ -3,7 +3,6 @@
 Listing text is untrusted; autoescaping stops markup, and this header stops any script that slips through.
 """
 
-
 POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
@@ -21,5 +20,3 @@ class ContentSecurityPolicyMiddleware:
         if not (path.startswith("/admin/") or path.startswith("/api/docs")):
             response.headers.setdefault("Content-Security-Policy", POLICY)
         return response
-
-

@@ -210,7 +210,9 @@ class TrainingExample(models.Model):
     """
 
     sha256 = models.CharField(max_length=64)
-    path = models.CharField(max_length=500, help_text="Image file on disk, relative to MEDIA_ROOT when it starts without /.")
+    path = models.CharField(
+        max_length=500, help_text="Image file on disk, relative to MEDIA_ROOT when it starts without /."
+    )
     label = models.CharField(max_length=100)
     source = models.CharField(max_length=20, choices=ExampleSource.choices)
     image = models.ForeignKey(ListingImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="examples")
@@ -317,7 +319,9 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model")]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model")
+        ]
 
     def __str__(self):
         return self.version

@@ -244,15 +244,15 @@ def test_a_child_that_exits_on_its_own_stops_the_desk(tmp_path):
     assert supervisor.processes["sleeper"].returncode is not None
 
 
-def test_desk_processes_share_sqlite_with_immediate_transactions_and_postgres_is_left_alone(tmp_path):
-    import dj_database_url
-
-    from moderation.management.commands.rundesk import sqlite_url_for_processes
-
-    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "vigia.sqlite3"), "OPTIONS": {}}
-    parsed = dj_database_url.parse(sqlite_url_for_processes(sqlite))
-
-    assert parsed["NAME"] == sqlite["NAME"]
-    assert parsed["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
-    assert "journal_mode=WAL" in parsed["OPTIONS"]["init_command"]
-    assert sqlite_url_for_processes({"ENGINE": "django.db.backends.postgresql", "NAME": "vigia"}) is None
+def test_sqlite_default_uses_immediate_transactions_and_wal_so_desk_processes_wait_for_the_lock(tmp_path):
+    """The web server and worker children share one SQLite file; every process gets the same options."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(DEBUG="1", VIGIA_VAR_DIR=str(tmp_path))
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='moderation.settings'; django.setup();"
+        "from django.conf import settings; from django.db import connection;"
+        "print(settings.DATABASES['default']['OPTIONS']['transaction_mode']);"
+        "cursor = connection.cursor(); cursor.execute('PRAGMA journal_mode'); print(cursor.fetchone()[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["IMMEDIATE", "wal"]

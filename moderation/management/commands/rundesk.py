@@ -53,24 +53,6 @@ def read_active_version(registry: Path) -> str | None:
     return version if version and (Path(registry) / version).is_dir() else None
 
 
-def sqlite_url_for_processes(database: dict) -> str | None:
-    """A DATABASE_URL for the desk's processes when they share a SQLite file, else None.
-
-    SQLite's default deferred transactions fail at once with "database is locked" when a transaction that read
-    first tries to write while another process writes; two worker children and a web server do exactly that.
-    Immediate transactions take the write lock up front and wait for it (up to the settings' timeout), and WAL
-    lets pages read while a worker writes.
-    """
-    if database.get("ENGINE") != "django.db.backends.sqlite3":
-        return None
-    if database.get("OPTIONS", {}).get("transaction_mode"):
-        return None
-    query = urllib.parse.urlencode(
-        {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
-    )
-    return f"sqlite:///{database['NAME']}?{query}"
-
-
 def has_images(directory: Path) -> bool:
     suffixes = {".png", ".jpg", ".jpeg", ".webp"}
     return Path(directory).is_dir() and any(p.suffix.lower() in suffixes for p in Path(directory).rglob("*"))
@@ -342,9 +324,6 @@ class Command(BaseCommand):
         var_dir = Path(settings.VAR_DIR)
         var_dir.mkdir(parents=True, exist_ok=True)
         child_env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        database_url = sqlite_url_for_processes(settings.DATABASES["default"])
-        if database_url:
-            child_env["DATABASE_URL"] = database_url
 
         self.run_step(self.manage("migrate", "--noinput", "-v", "0"), "Migrating the database", child_env)
         if not settings.DEBUG:
