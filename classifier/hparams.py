@@ -11,8 +11,10 @@ class HParams:
     """Everything that decides what a training run produces; the defaults keep retraining cheap.
 
     Defaults train a softmax head on cached features of the frozen backbone, so a warm retrain only embeds new
-    images. On Fashion-MNIST Pullover vs Coat the hidden layer, other input sizes, fine-tuning and distortions
-    did not beat this within noise (docs/classifier.md has the figures), so they stay opt-in.
+    images: pooled features of a middle block (cheaper than the whole network and better on small product
+    photos), mirrored training copies, standardised features with an L2 penalty. On Fashion-MNIST Pullover vs
+    Coat the hidden layer, fine-tuning and distortions did not beat this within noise (docs/classifier.md has
+    the figures), so they stay opt-in.
     """
 
     backbone: str = "mobilenet_v1"
@@ -29,7 +31,7 @@ class HParams:
     standardize: bool | None = None
     epochs: int = 100
     batch_size: int = 64
-    learning_rate: float = 0.01
+    learning_rate: float = 0.003
     momentum: float = 0.9
     early_stopping_patience: int = 10
     test_share: float = 0.3
