@@ -23,7 +23,8 @@ def build_head(
 
     With ``hparams.standardize`` the head starts with a ``Normalization`` layer adapted on
     ``training_features``: its mean and variance are weights of the saved model, so scoring standardises exactly
-    as training did, and the model still loads with ``safe_mode`` (no Lambda).
+    as training did, and the model still loads with ``safe_mode`` (no Lambda). Without training features the
+    layer starts as the identity.
     """
     import keras
 
@@ -33,9 +34,13 @@ def build_head(
     x = inputs
     if hparams.resolved_standardize():
         if training_features is None or not len(training_features):
-            raise ValueError("standardize needs the training features to adapt to")
-        normalization = keras.layers.Normalization(axis=-1, name="head_standardize")
-        normalization.adapt(np.asarray(training_features, dtype=np.float32))
+            # Nothing to adapt to (a head built only to time a forward pass): the same layer, as the identity.
+            normalization = keras.layers.Normalization(
+                axis=-1, mean=np.zeros(feature_dim), variance=np.ones(feature_dim), name="head_standardize"
+            )
+        else:
+            normalization = keras.layers.Normalization(axis=-1, name="head_standardize")
+            normalization.adapt(np.asarray(training_features, dtype=np.float32))
         x = normalization(x)
     if hparams.hidden_units:
         if hparams.dropout:

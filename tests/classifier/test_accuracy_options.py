@@ -133,3 +133,11 @@ def test_export_writes_dark_on_white_unless_told_otherwise(tmp_path, monkeypatch
     raw = np.asarray(Image.open(tmp_path / "raw" / "Coat" / "train-00000.png"))
     assert (photo[0, 0], photo[14, 14]) == (255, 55)
     assert (raw[0, 0], raw[14, 14]) == (0, 200)
+
+
+def test_a_head_without_training_features_standardises_as_the_identity():
+    from classifier.model import build_head
+
+    head = build_head(4, 2, HParams(backbone="tiny", standardize=True))
+    x = np.array([[1.0, -2.0, 3.0, 0.5]], dtype=np.float32)
+    np.testing.assert_allclose(head.get_layer("head_standardize")(x), x, atol=1e-6)
