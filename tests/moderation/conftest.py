@@ -5,6 +5,8 @@ tests start a real worker instead (see `celery_worker_process`).
 """
 
 import io
+import os
+import subprocess
 from dataclasses import dataclass
 
 import pytest
@@ -124,6 +126,22 @@ def train_tiny_registry(root, cache) -> str:
     return version
 
 
+def stop_worker(process: subprocess.Popen) -> None:
+    """Stop a test worker's process group for good.
+
+    Cold shutdown (SIGQUIT): nothing is left to finish, and a held fault must not be waited for; SIGKILL if
+    it does not go within a few seconds.
+    """
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, 3)
+    try:
+        process.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+
+
 def _point_celery_at(url: str) -> str:
     """Make this process publish to `url`; returns the previous broker URL."""
     from kombu import pools
@@ -228,13 +246,6 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
         }
     finally:
         _point_celery_at(previous)
-        if process.poll() is None:
-            # Cold shutdown (SIGQUIT): nothing is left to finish, and a held fault must not be waited for.
-            os.killpg(process.pid, 3)
-            try:
-                process.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+        stop_worker(process)
         log.close()
         broker.flushdb()

@@ -211,7 +211,7 @@ def training_worker_fixture(django_db_setup, django_db_blocker, tmp_path_factory
     import redis
     from django.db import connection
 
-    from tests.moderation.conftest import _point_celery_at
+    from tests.moderation.conftest import _point_celery_at, stop_worker
 
     if connection.vendor != "postgresql":
         pytest.skip("worker tests need PostgreSQL (DATABASE_URL) shared with a worker process")
@@ -259,12 +259,6 @@ def training_worker_fixture(django_db_setup, django_db_blocker, tmp_path_factory
         yield {"process": process, "work": work, "log": log_path, "media": work / "media", "models": work / "models"}
     finally:
         _point_celery_at(previous)
-        if process.poll() is None:
-            os.killpg(process.pid, 3)
-            try:
-                process.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+        stop_worker(process)
         log.close()
         broker.flushdb()
