@@ -11,7 +11,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -25,29 +24,17 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import keras
     import tensorflow as tf
 
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(memory_gb, 1),
-        "python": platform.python_version(),
+        **machine_info(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "tf_threads": os.environ.get("VIGIA_TF_THREADS") or "default",
     }
 
