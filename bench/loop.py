@@ -28,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine import machine_info  # noqa: E402
+
 PYTHON = Path(sys.executable)
 BIN = PYTHON.parent
 
@@ -183,6 +185,7 @@ def main() -> int:
 
 
 def run(args, prohibited, allowed, work, registry_root, env, processes, started) -> int:
+    machine = machine_info()
     import redis
 
     from classifier.datasets import FASHION_MNIST_CLASSES, FOLDER_NAMES, load_fashion_mnist
@@ -430,6 +433,7 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
             work_queue()
 
     config = {
+        "machine": machine,
         "classes": [p_label, a_label],
         "backbone": args.backbone,
         "image_size": args.image_size,

@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from machine import machine_info  # noqa: E402
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,6 +56,7 @@ def png(pixels) -> bytes:
 
 def main() -> int:
     args = parse_args()
+    machine = machine_info()
     work = args.work.resolve()
     (work / "images").mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -176,6 +179,7 @@ def main() -> int:
         "test_accuracy": run.metrics.get("accuracy"),
         "target_seconds": 60,
         "met": seconds <= 60,
+        "machine": machine,
         "load_average_after": [round(value, 2) for value in os.getloadavg()],
         "hparams": json.loads((get_registry().path(run.model_version) / "hparams.json").read_text()),
     }
