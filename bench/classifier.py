@@ -83,7 +83,10 @@ def throughput(size: int, batches: list[int], seconds: float, rounds: int, backb
     from classifier.training import TrainingResult
 
     hparams = HParams(backbone=backbone, image_size=size)
-    net = build_backbone(backbone, size)
+    # The product's default model: the default feature layers and pooling on this backbone, with the head.
+    net = build_backbone(
+        backbone, size, feature_layer=hparams.resolved_feature_layer(), pooling=hparams.resolved_pooling()
+    )
     model = build_classifier(net, build_head(int(net.output_shape[-1]), 2, hparams), size)
     root = Path(tempfile.mkdtemp(prefix="vigia-bench-registry-"))
     registry = Registry(root)

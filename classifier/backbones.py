@@ -34,13 +34,26 @@ _APPLICATIONS = {
 # Per-channel ImageNet standard deviation Keras' EfficientNet scales by (keras.applications.efficientnet).
 _IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 
-#: Block whose pooled output is the default feature vector, per backbone (absent: the backbone's final output).
-#: MobileNet V1's middle block generalises better than its last one to small grayscale product photos: on
-#: Fashion-MNIST Pullover vs Coat its features beat the final ones by 0.02-0.03 accuracy (docs/classifier.md).
-DEFAULT_FEATURE_LAYERS = {"mobilenet_v1": "conv_pw_7_relu"}
+#: Blocks whose pooled outputs, concatenated, are the default feature vector, per backbone (absent: the
+#: backbone's final output). MobileNet V1's middle blocks generalise better than its last one to small product
+#: photos: on Fashion-MNIST Pullover vs Coat blocks 9 + 11 beat the final features by about 0.03 accuracy
+#: (docs/classifier.md).
+DEFAULT_FEATURE_LAYERS = {"mobilenet_v1": "conv_pw_9_relu+conv_pw_11_relu"}
 
 #: ``feature_layer`` value that selects the backbone's final pooled output explicitly.
 FINAL_FEATURES = "output"
+
+#: Separator of several layer names in one ``feature_layer`` value: their pooled features are concatenated.
+LAYER_SEPARATOR = "+"
+
+#: How a feature map becomes a vector. ``average``: one global average. ``symmetric``: averages over the top and
+#: bottom halves of the map, each split into its middle third of columns and its two outer thirds together, so
+#: where something sits (a collar at the top, a zip down the middle) survives pooling, and a mirrored photo
+#: still pools the same regions.
+POOLINGS = ("average", "symmetric")
+
+#: Pooling of the default feature layers, per backbone (absent: ``average``).
+DEFAULT_POOLINGS = {"mobilenet_v1": "symmetric"}
 
 #: Seed of the random ``tiny`` backbone: the same weights in every process, so cached features stay valid.
 TINY_SEED = 1234
@@ -68,6 +81,12 @@ def default_feature_layer(name: str) -> str:
     return DEFAULT_FEATURE_LAYERS.get(name, FINAL_FEATURES)
 
 
+def default_pooling(name: str) -> str:
+    """The pooling used for a backbone's feature layers when the hyper-parameters name none."""
+    _check_name(name)
+    return DEFAULT_POOLINGS.get(name, "average")
+
+
 def default_standardize(name: str) -> bool:
     """Whether heads on this backbone standardise features by default: yes for ImageNet features.
 
@@ -84,14 +103,16 @@ def build_backbone(
     weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
     feature_layer: str | None = None,
+    pooling: str = "average",
 ) -> keras.Model:
     """Build the frozen feature extractor ``name`` for ``image_size`` x ``image_size`` inputs.
 
     ``weights`` is a local weights file for the Keras application backbones (falling back to the environment
     variable ``VIGIA_BACKBONE_WEIGHTS``, then to Keras' ImageNet download). ``cache_dir`` holds the converted
-    ``mobilenet_v1`` (default :func:`default_cache_dir`). ``feature_layer`` cuts the network after that layer and
-    global-average-pools its output instead (None or ``"output"``: the backbone's own pooled output), so the
-    layers above the cut are never run.
+    ``mobilenet_v1`` (default :func:`default_cache_dir`). ``feature_layer`` cuts the network after that layer
+    (or after several, joined by ``+``) and pools each output with ``pooling`` (see :data:`POOLINGS`),
+    concatenating the vectors; None or ``"output"`` keeps the backbone's own pooled output. Layers above the
+    highest cut are never run.
     """
     _check_name(name)
     size = int(image_size) if image_size else native_size(name)
@@ -105,24 +126,65 @@ def build_backbone(
         model = _mobilenet_v1_features(size, _cache_dir(cache_dir))
     else:
         model = _keras_application(name, size, weights)
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     if feature_layer and feature_layer != FINAL_FEATURES:
-        model = _cut(model, feature_layer)
+        model = _cut(model, feature_layer.split(LAYER_SEPARATOR), pooling)
+    elif pooling != "average":
+        raise ValueError(f"{pooling} pooling needs a named feature layer; the backbone's output is already pooled")
     model.trainable = False
     return model
 
 
-def _cut(model: keras.Model, layer_name: str) -> keras.Model:
-    """The backbone up to ``layer_name``, global-average-pooled: a functional sub-graph sharing its layers."""
+def _cut(model: keras.Model, layer_names: list[str], pooling: str) -> keras.Model:
+    """The backbone up to the highest of ``layer_names``, each pooled, concatenated: a sub-graph sharing layers."""
     import keras
 
-    try:
-        layer = model.get_layer(layer_name)
-    except ValueError:
-        raise ValueError(f"{model.name} has no layer {layer_name!r} to take features from") from None
-    if len(layer.output.shape) != 4:
-        raise ValueError(f"feature layer {layer_name!r} must output a feature map (batch, height, width, channels)")
-    pooled = keras.layers.GlobalAveragePooling2D(name=f"pool_{layer_name}")(layer.output)
-    return keras.Model(model.input, pooled, name=f"{model.name}_{layer_name}")
+    pooled = []
+    for layer_name in layer_names:
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            raise ValueError(f"{model.name} has no layer {layer_name!r} to take features from") from None
+        if len(layer.output.shape) != 4:
+            raise ValueError(f"feature layer {layer_name!r} must output a feature map (batch, height, width, channels)")
+        if pooling == "symmetric":
+            pooled.append(_symmetric_pool(layer.output, layer_name))
+        else:
+            pooled.append(keras.layers.GlobalAveragePooling2D(name=f"pool_{layer_name}")(layer.output))
+    features = keras.layers.Concatenate(name="pool_concat")(pooled) if len(pooled) > 1 else pooled[0]
+    return keras.Model(model.input, features, name=f"{model.name}_{'_'.join(layer_names)}")
+
+
+def _symmetric_pool(feature_map, layer_name: str):
+    """Four region averages of a (batch, h, w, c) map: {top, bottom} x {middle columns, outer columns}.
+
+    Built from ``Cropping2D``, ``GlobalAveragePooling2D`` and ``Average`` so the saved model needs no custom
+    code. The outer columns are two strips of equal width, so the average of their two means is the mean over
+    both.
+    """
+    import keras
+
+    height, width = int(feature_map.shape[1]), int(feature_map.shape[2])
+    side = width // 3
+    if height < 2 or side < 1:
+        raise ValueError(
+            f"symmetric pooling needs a feature map of at least 2x3; {layer_name!r} gives {height}x{width} "
+            "at this image size (use a larger image or average pooling)"
+        )
+    top = height // 2
+
+    def mean(rows: tuple[int, int], columns: tuple[int, int], region: str):
+        cropped = keras.layers.Cropping2D((rows, columns), name=f"crop_{layer_name}_{region}")(feature_map)
+        return keras.layers.GlobalAveragePooling2D(name=f"pool_{layer_name}_{region}")(cropped)
+
+    regions = []
+    for half, rows in (("top", (0, height - top)), ("bottom", (top, 0))):
+        regions.append(mean(rows, (side, side), f"{half}_middle"))
+        left = mean(rows, (0, width - side), f"{half}_left")
+        right = mean(rows, (width - side, 0), f"{half}_right")
+        regions.append(keras.layers.Average(name=f"pool_{layer_name}_{half}_outer")([left, right]))
+    return keras.layers.Concatenate(name=f"pool_{layer_name}")(regions)
 
 
 def imagenet_classifier(name: str = "mobilenet_v1", cache_dir: str | Path | None = None) -> keras.Model:

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--activate", action="store_true")
     train.add_argument("--fine-tune-layers", type=int)
     train.add_argument("--fine-tune-epochs", type=int)
+    train.add_argument("--feature-layer", help='layer(s) to take features from, "+"-joined; "output" = the last')
+    train.add_argument("--pooling", choices=["average", "symmetric"])
+    train.add_argument("--l2", type=float)
     train.add_argument("--hidden-units", type=int)
     train.add_argument("--dropout", type=float)
     train.add_argument("--learning-rate", type=float)
@@ -75,6 +78,9 @@ _HPARAM_FLAGS = (
     "seed",
     "fine_tune_layers",
     "fine_tune_epochs",
+    "feature_layer",
+    "pooling",
+    "l2",
     "hidden_units",
     "dropout",
     "learning_rate",

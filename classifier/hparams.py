@@ -11,8 +11,8 @@ class HParams:
     """Everything that decides what a training run produces; the defaults keep retraining cheap.
 
     Defaults train a softmax head on cached features of the frozen backbone, so a warm retrain only embeds new
-    images: pooled features of a middle block (cheaper than the whole network and better on small product
-    photos), mirrored training copies, standardised features with an L2 penalty. On Fashion-MNIST Pullover vs
+    images: region-pooled features of two middle blocks (cheaper than the whole network and better on small
+    product photos), mirrored training copies, standardised features with an L2 penalty. On Fashion-MNIST Pullover vs
     Coat the hidden layer, fine-tuning and distortions did not beat this within noise (docs/classifier.md has
     the figures), so they stay opt-in.
     """
@@ -20,9 +20,13 @@ class HParams:
     backbone: str = "mobilenet_v1"
     # None means the backbone's native input size.
     image_size: int | None = None
-    # Layer whose globally pooled output is the feature vector: None = the backbone's default
-    # (backbones.DEFAULT_FEATURE_LAYERS: a middle block of mobilenet_v1), "output" = its final pooled output.
+    # Layer whose pooled output is the feature vector, or several joined by "+" (concatenated): None = the
+    # backbone's default (backbones.DEFAULT_FEATURE_LAYERS: middle blocks of mobilenet_v1), "output" = its
+    # final pooled output.
     feature_layer: str | None = None
+    # How each feature layer's map is pooled (backbones.POOLINGS): None = the backbone's default ("symmetric"
+    # region averages for mobilenet_v1, one global average otherwise).
+    pooling: str | None = None
     # Also train on each training image's mirror image; its features are cached beside the original's.
     mirror: bool = True
     # Standardise features inside the head (a Normalization layer adapted on the training features, saved in
@@ -64,6 +68,11 @@ class HParams:
             0 <= self.test_share < 1 and 0 <= self.validation_share < 1 and self.test_share + self.validation_share < 1
         ):
             raise ValueError("test_share and validation_share must be in [0, 1) and leave room for training")
+        if self.pooling is not None:
+            from classifier.backbones import POOLINGS
+
+            if self.pooling not in POOLINGS:
+                raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.fine_tune_layers < 0 or self.hidden_units < 0 or not 0 <= self.dropout < 1:
             raise ValueError("fine_tune_layers and hidden_units must be >= 0, dropout in [0, 1)")
 
@@ -86,6 +95,20 @@ class HParams:
         from classifier.backbones import default_feature_layer
 
         return default_feature_layer(self.backbone)
+
+    def resolved_pooling(self) -> str:
+        """The pooling actually used: the configured one, else the backbone's default for its default layers.
+
+        A feature layer named explicitly without a pooling gets a global average, as before pooling was a choice,
+        so saved hyper-parameters that name a layer keep meaning the same features.
+        """
+        if self.pooling is not None:
+            return self.pooling
+        if self.feature_layer:
+            return "average"
+        from classifier.backbones import default_pooling
+
+        return default_pooling(self.backbone)
 
     def resolved_standardize(self) -> bool:
         """Whether the head standardises its features: the configured choice or the backbone's default."""

@@ -423,8 +423,13 @@ def train_model(
     keras.utils.set_random_seed(hparams.seed)
     size = hparams.resolved_image_size()
     feature_layer = hparams.resolved_feature_layer()
+    pooling = hparams.resolved_pooling()
     backbone = build_backbone(
-        hparams.backbone, image_size=size, weights=hparams.backbone_weights, feature_layer=feature_layer
+        hparams.backbone,
+        image_size=size,
+        weights=hparams.backbone_weights,
+        feature_layer=feature_layer,
+        pooling=pooling,
     )
     index = {label: i for i, label in enumerate(labels)}
     temporary_logs = log_dir is None
@@ -454,6 +459,7 @@ def train_model(
     if not hparams.distort:
         cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
         layer_suffix = f"-{feature_layer}" if feature_layer != FINAL_FEATURES else ""
+        layer_suffix += f"-{pooling}" if pooling != "average" else ""
         variant = weights_fingerprint(backbone) + layer_suffix + (f"-{cut[3]}" if cut else "")
         cache = BottleneckCache(cache_root, hparams.backbone, size, variant=variant)
         extractor = cut[0] if cut else backbone

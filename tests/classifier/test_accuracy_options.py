@@ -2,13 +2,14 @@
 inside the saved model, and the dark-on-white Fashion-MNIST export. All on the ``tiny`` backbone."""
 
 import gzip
+from dataclasses import replace
 
 import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.backbones import build_backbone, default_feature_layer
+from classifier.backbones import _symmetric_pool, build_backbone, default_feature_layer
 from classifier.data import scan_folder
 from classifier.datasets import export_fashion_mnist
 from classifier.hparams import HParams
@@ -31,10 +32,16 @@ def namespaces(cache):
     return sorted(path.name for path in cache.iterdir())
 
 
-def test_defaults_pick_the_middle_mobilenet_block_and_keep_other_backbones_whole():
-    assert HParams().resolved_feature_layer() == "conv_pw_7_relu"
+def test_defaults_pick_middle_mobilenet_blocks_and_keep_other_backbones_whole():
+    assert HParams().resolved_feature_layer() == "conv_pw_9_relu+conv_pw_11_relu"
+    assert HParams().resolved_pooling() == "symmetric"
     assert HParams(backbone="tiny").resolved_feature_layer() == default_feature_layer("tiny") == "output"
+    assert HParams(backbone="tiny").resolved_pooling() == "average"
     assert HParams(feature_layer="conv_pw_11_relu").resolved_feature_layer() == "conv_pw_11_relu"
+    # A layer named without a pooling keeps the global average it always meant.
+    assert HParams(feature_layer="conv_pw_11_relu").resolved_pooling() == "average"
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        HParams(pooling="max")
     defaults = HParams()
     assert defaults.mirror and defaults.resolved_standardize() and defaults.l2 > 0
     assert (
@@ -54,6 +61,39 @@ def test_feature_layer_cuts_the_backbone_and_pools_that_layer():
     np.testing.assert_allclose(cut(x), np.mean(below(x), axis=(1, 2)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no layer 'nope'"):
         build_backbone("tiny", 32, feature_layer="nope")
+
+
+def test_symmetric_pooling_averages_four_regions_of_each_layer_and_concatenates_layers():
+    whole = build_backbone("tiny", 64)
+    pooled = build_backbone("tiny", 64, feature_layer="tiny_conv1+tiny_conv2", pooling="symmetric")
+    assert pooled.output_shape == (None, 4 * 16 + 4 * 32)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    expected = []
+    for name in ("tiny_conv1", "tiny_conv2"):
+        maps = keras.Model(whole.input, whole.get_layer(name).output)(x).numpy()
+        height, width = maps.shape[1:3]
+        side, top = width // 3, height // 2
+        for rows in (slice(0, top), slice(top, height)):
+            band = maps[:, rows]
+            expected.append(band[:, :, side : width - side].mean(axis=(1, 2)))
+            outer = np.concatenate([band[:, :, :side], band[:, :, width - side :]], axis=2)
+            expected.append(outer.mean(axis=(1, 2)))
+    np.testing.assert_allclose(pooled(x), np.concatenate(expected, axis=1), rtol=1e-5, atol=1e-6)
+    # Mirroring the photo swaps left and right, which symmetric pooling averages together anyway: the
+    # features of a left-right symmetric photo are unchanged by flipping it.
+    symmetric_photo = np.concatenate([x[:, :, :32], x[:, :, :32][:, :, ::-1]], axis=2)
+    np.testing.assert_allclose(pooled(symmetric_photo), pooled(symmetric_photo[:, :, ::-1]), rtol=1e-4, atol=1e-5)
+
+
+def test_pooling_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        build_backbone("tiny", 32, feature_layer="tiny_conv1", pooling="max")
+    with pytest.raises(ValueError, match="needs a named feature layer"):
+        build_backbone("tiny", 32, pooling="symmetric")
+    with pytest.raises(ValueError, match="at least 2x3; 'conv_pw_13_relu' gives 1x1"):
+        _symmetric_pool(keras.Input((1, 1, 8)), "conv_pw_13_relu")
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        build_backbone("tiny", 32, feature_layer="tiny_conv1+nope")
 
 
 def test_feature_layer_and_mirror_features_are_cached_apart(dataset, tmp_path):
@@ -106,6 +146,26 @@ def test_standardisation_lives_in_the_saved_model_and_loads_in_safe_mode(dataset
     reloaded = loaded.model.get_layer("head").get_layer("head_standardize")
     np.testing.assert_allclose(np.ravel(reloaded.mean), np.ravel(normalization.mean), rtol=1e-6)
     np.testing.assert_allclose(loaded.model(pixels), result.model(pixels), rtol=1e-5, atol=1e-6)
+
+
+def test_region_pooled_features_train_cache_apart_and_save_a_safe_mode_model(dataset, tmp_path):
+    cache = tmp_path / "cache"
+    pooled = HParams.from_dict(
+        {**FAST.to_dict(), "image_size": 64, "feature_layer": "tiny_conv1+tiny_conv2", "pooling": "symmetric"}
+    )
+    result = train_model(dataset.examples, dataset.labels, ["bad"], pooled, cache_dir=cache)
+    averaged = replace(pooled, pooling="average")
+    other = train_model(dataset.examples, dataset.labels, ["bad"], averaged, cache_dir=cache)
+    assert (result.embedded, other.embedded) == (40, 40)
+    assert sum("symmetric" in name for name in namespaces(cache)) == 2  # features and their mirror images
+    again = train_model(dataset.examples, dataset.labels, ["bad"], pooled, cache_dir=cache)
+    assert (again.embedded, again.cached) == (0, 40)
+
+    registry = Registry(tmp_path / "models")
+    loaded = registry.load(registry.save(result))
+    pixels = np.stack([decode_image(e.source(), 64) for e in dataset.examples[:5]]).astype(np.float32)
+    np.testing.assert_allclose(loaded.model(pixels), result.model(pixels), rtol=1e-5, atol=1e-6)
+    assert loaded.model.get_layer("head").input.shape[-1] == 4 * 16 + 4 * 32
 
 
 def test_no_standardisation_means_no_normalization_layer(dataset, tmp_path):
