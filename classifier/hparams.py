@@ -42,6 +42,11 @@ class HParams:
     # A share of all images, carved out of the non-test part.
     validation_share: float = 0.1
     class_weights: bool = True
+    # How examples' own weights (e.g. inverse-propensity weights of reviewed decisions) enter training: "loss"
+    # scales each example's loss by its weight; "bias" trains the head unweighted and then refits only its output
+    # biases with the weights (training.refit_output_bias): unbiased where the boundary sits, without the heavy
+    # weights' variance in the features it learns. Without example weights the refit barely moves the biases.
+    example_weighting: str = "loss"
     # Distortions, as in retrain.py: applied to training images only, each epoch, bypassing the feature cache.
     distort: bool = False
     crop_fraction: float = 0.1
@@ -68,6 +73,8 @@ class HParams:
             0 <= self.test_share < 1 and 0 <= self.validation_share < 1 and self.test_share + self.validation_share < 1
         ):
             raise ValueError("test_share and validation_share must be in [0, 1) and leave room for training")
+        if self.example_weighting not in ("loss", "bias"):
+            raise ValueError(f"example_weighting must be 'loss' or 'bias', got {self.example_weighting!r}")
         if self.pooling is not None:
             from classifier.backbones import POOLINGS
 
@@ -102,6 +109,8 @@ class HParams:
         A feature layer named explicitly without a pooling gets a global average, as before pooling was a choice,
         so saved hyper-parameters that name a layer keep meaning the same features.
         """
+        if self.example_weighting not in ("loss", "bias"):
+            raise ValueError(f"example_weighting must be 'loss' or 'bias', got {self.example_weighting!r}")
         if self.pooling is not None:
             return self.pooling
         if self.feature_layer:

@@ -214,6 +214,37 @@ def _sample_weights(y: np.ndarray, n_labels: int, hparams: HParams, example_weig
     return (own * np.array([by_class[int(label)] for label in y])).astype(np.float32)
 
 
+def refit_output_bias(head, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
+    """Shift the head's output biases to minimise the weighted cross-entropy on ``x``; the kernel stays.
+
+    The head's boundary direction is learned from the sample as it is; only where it sits along that direction
+    (one bias per label) is refit with the weights. A sample drawn mostly from flagged images, with a thin audit
+    sample of the rest weighted up, estimates the direction with low variance unweighted, but places the
+    boundary where the flagged images' mix of labels puts it; a handful of numbers refit with the weights moves
+    it back to where the weighted (population) loss wants it, without the heavy weights' variance reaching the
+    features. Adding a constant to every log-probability is the same as adding it to the logits, so the shift
+    is fit on the head's log-probabilities and then added to its last bias. Returns the shift.
+    """
+    probabilities = _batched(head, x)
+    log_p = np.log(np.clip(probabilities, 1e-12, 1.0)).astype(np.float64)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    weights = weights / weights.sum()
+    onehot = np.eye(log_p.shape[1])[y]
+    shift = np.zeros(log_p.shape[1])
+    for _ in range(steps):
+        logits = log_p + shift
+        logits -= logits.max(axis=1, keepdims=True)
+        shifted = np.exp(logits)
+        shifted /= shifted.sum(axis=1, keepdims=True)
+        # Gradient of the weighted mean cross-entropy; the problem is convex with curvature below 1/2.
+        shift -= 2.0 * (weights[:, None] * (shifted - onehot)).sum(axis=0)
+    shift -= shift.mean()
+    output = head.get_layer("head_softmax")
+    kernel, bias = output.get_weights()
+    output.set_weights([kernel, (bias + shift).astype(bias.dtype)])
+    return shift
+
+
 def _fit(
     model,
     x,
@@ -497,6 +528,7 @@ def train_model(
             pooled_train, pooled_val = x_train, x_val
         head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
         validation = (pooled_val, y_val) if pooled_val is not None else None
+        weights_in_loss = hparams.example_weighting == "loss"
         _merge(
             history,
             _fit_features(
@@ -507,10 +539,17 @@ def train_model(
                 hparams,
                 log_dir,
                 on_epoch,
-                example_weights=w_train,
-                validation_weights=w_val,
+                example_weights=w_train if weights_in_loss else None,
+                validation_weights=w_val if weights_in_loss else None,
             ),
         )
+        if hparams.example_weighting == "bias":
+            everything_x = pooled_train if pooled_val is None else np.concatenate([pooled_train, pooled_val])
+            everything_y = y_train if pooled_val is None else np.concatenate([y_train, y_val])
+            everything_w = w_train if pooled_val is None else np.concatenate([w_train, w_val])
+            refit_output_bias(
+                head, everything_x, everything_y, _sample_weights(everything_y, len(labels), hparams, everything_w)
+            )
         if cut:
             fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
             inputs = keras.Input(tuple(x_train.shape[1:]), name="bottleneck")

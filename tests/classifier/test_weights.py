@@ -80,8 +80,9 @@ def ambiguous_probe():
     return np.stack([decode_image(image_bytes("other", seed=90_000 + i), SIZE) for i in range(20)]).astype(np.float32)
 
 
+@pytest.mark.parametrize("weighting", ["loss", "bias"])
 @pytest.mark.parametrize("heavier", ["bad", "ok"])
-def test_a_weight_moves_the_decision_boundary(tmp_path, ambiguous_probe, heavier):
+def test_a_weight_moves_the_decision_boundary(tmp_path, ambiguous_probe, heavier, weighting):
     # Clear examples of both classes, plus in-between images labelled half "bad", half "ok": which way the model
     # decides on new in-between images depends only on which half weighs more.
     base = _examples("bad", "bad", range(0, 16)) + _examples("ok", "ok", range(100, 116))
@@ -89,7 +90,14 @@ def test_a_weight_moves_the_decision_boundary(tmp_path, ambiguous_probe, heavier
     ambiguous += _examples("ok", "other", range(300, 316), weight=8.0 if heavier == "ok" else 1.0)
     from classifier.training import train_model
 
-    hparams = HParams(backbone="tiny", image_size=SIZE, epochs=60, learning_rate=0.05, early_stopping_patience=60)
+    hparams = HParams(
+        backbone="tiny",
+        image_size=SIZE,
+        epochs=60,
+        learning_rate=0.05,
+        early_stopping_patience=60,
+        example_weighting=weighting,
+    )
     result = train_model(
         base + ambiguous, LABELS, ["bad"], hparams=hparams, cache_dir=tmp_path / "cache", split=lambda e: "train"
     )
@@ -98,3 +106,58 @@ def test_a_weight_moves_the_decision_boundary(tmp_path, ambiguous_probe, heavier
         assert bad_share >= 0.8
     else:
         assert bad_share <= 0.2
+
+
+def test_refit_output_bias_finds_the_weighted_label_shares_and_keeps_the_kernel():
+    import keras
+
+    from classifier.model import build_head
+    from classifier.training import refit_output_bias
+
+    head = build_head(3, 2, HParams(backbone="tiny", standardize=False))
+    kernel_before = head.get_layer("head_softmax").get_weights()[0].copy()
+    # With all-zero features the head outputs softmax(bias): the weighted cross-entropy is lowest when that
+    # equals the weighted share of each label, here 3 / 4 for label 1 though it is a third of the rows.
+    x = np.zeros((6, 3), dtype=np.float32)
+    y = np.array([0, 0, 0, 0, 1, 1])
+    weights = np.array([1.0, 1.0, 1.0, 1.0, 6.0, 6.0])
+    refit_output_bias(head, x, y, weights)
+    np.testing.assert_allclose(np.asarray(head(x[:1]))[0], [0.25, 0.75], atol=1e-3)
+    np.testing.assert_array_equal(head.get_layer("head_softmax").get_weights()[0], kernel_before)
+    assert isinstance(head.get_layer("head_softmax"), keras.layers.Dense)
+
+
+def test_bias_weighting_learns_the_unweighted_kernel_and_moves_only_the_bias(tmp_path):
+    from dataclasses import replace
+
+    from classifier.training import train_model
+
+    clear = _examples("bad", "bad", range(0, 12)) + _examples("ok", "ok", range(100, 112))
+    heavy = [replace(example, weight=9.0) for example in _examples("bad", "other", range(200, 206))]
+    light = _examples("ok", "other", range(300, 306))
+    hparams = HParams(backbone="tiny", image_size=SIZE, epochs=30, learning_rate=0.05, example_weighting="bias")
+
+    def train(examples, weighting):
+        return (
+            train_model(
+                examples,
+                LABELS,
+                ["bad"],
+                hparams=replace(hparams, example_weighting=weighting),
+                cache_dir=tmp_path / "cache",
+                split=lambda e: "train",
+            )
+            .model.get_layer("head")
+            .get_layer("head_softmax")
+        )
+
+    weighted = train(clear + heavy + light, "bias")
+    unweighted = train(clear + [replace(e, weight=1.0) for e in heavy] + light, "loss")
+    np.testing.assert_allclose(weighted.get_weights()[0], unweighted.get_weights()[0], rtol=1e-6, atol=1e-7)
+    shift = weighted.get_weights()[1] - unweighted.get_weights()[1]
+    assert shift[0] > 0.05 > -0.05 > shift[1]  # toward "bad", the label the heavy examples carry
+
+
+def test_unknown_example_weighting_is_refused():
+    with pytest.raises(ValueError, match="example_weighting"):
+        HParams(example_weighting="sometimes")
