@@ -377,6 +377,13 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
                     "retrain_seconds": round((run.finished_at - run.started_at).total_seconds(), 1),
                 }
             )
+            if run.model_version:
+                # The candidate on the frozen test set too, so a reader can check each of the gate's calls.
+                judged = evaluate(run.model_version)
+                entry["candidate_test"] = {
+                    "precision": round(float(judged["precision"] or 0.0), 4),
+                    "recall": round(float(judged["recall"]), 4),
+                }
             # What the gate saw on the weighted holdout, next to what the frozen test set says.
             for side in ("candidate", "active"):
                 figures = (run.gate or {}).get(side) or {}
@@ -385,13 +392,6 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
                         key: round(float(figures[key]), 4) if figures.get(key) is not None else None
                         for key in ("precision", "recall", "weighted_n")
                     }
-            if run.status == TrainingRunStatus.SUCCEEDED:
-                promoted = ModelVersion.objects.get(version=run.model_version)
-                first = Score.objects.filter(model_version=run.model_version).order_by("created_at").first()
-                if first is not None and promoted.activated_at:
-                    entry["first_score_after_promotion_s"] = round(
-                        (first.created_at - promoted.activated_at).total_seconds(), 2
-                    )
         rounds.append(entry)
         log(
             f"round {round_number}: {active} precision {entry['precision']:.3f} recall {entry['recall']:.3f} "
@@ -432,6 +432,12 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
             # Images re-scored by a promoted model may have joined the queue; the moderator works them too.
             work_queue()
 
+    rollout = rollout_report(ModelVersion, Score)
+    for item in rollout:
+        log(
+            f"rollout of {item['version']}: {item['old_model_scores_after_promotion']} scores by {item['replaced']} "
+            f"after promotion (last {item['last_old_model_score_s']} s after it)"
+        )
     config = {
         "machine": machine,
         "classes": [p_label, a_label],
@@ -445,7 +451,9 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
         "seed": args.seed,
         "seconds": round(time.monotonic() - started, 1),
     }
-    (args.out / "loop.json").write_text(json.dumps({"rounds": rounds, "config": config}, indent=2) + "\n")
+    (args.out / "loop.json").write_text(
+        json.dumps({"rounds": rounds, "rollout": rollout, "config": config}, indent=2) + "\n"
+    )
     plot(rounds, args.out / "loop.png", p_label, a_label, args)
     log(f"wrote {args.out / 'loop.json'} and loop.png in {time.monotonic() - started:.0f} s")
     last = rounds[-1]
@@ -458,6 +466,38 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
     )
     log("target met" if ok else "target NOT met")
     return 0
+
+
+def rollout_report(ModelVersion, Score) -> list[dict]:  # noqa: N803 - the model classes, imported after setup
+    """For each promotion: whether any worker kept scoring with the model it replaced, read off the scores.
+
+    Every score records the model version that produced it, so a score by the replaced model created after the
+    promotion is a worker still serving the old model; the last one's lag bounds how long the switch took in
+    every worker process that scored anything. The first score by the new model measures when it was first
+    needed, which includes the benchmark's own pauses, so it is reported but is not the switch time.
+    """
+    promoted = list(ModelVersion.objects.filter(activated_at__isnull=False).order_by("activated_at"))
+    report = []
+    for previous, current in zip(promoted, promoted[1:], strict=False):
+        after = Score.objects.filter(created_at__gte=current.activated_at)
+        stale = after.filter(model_version=previous.version).order_by("-created_at")
+        first_new = after.filter(model_version=current.version).order_by("created_at").first()
+        last_stale = stale.first()
+        report.append(
+            {
+                "version": current.version,
+                "replaced": previous.version,
+                "old_model_scores_after_promotion": stale.count(),
+                "last_old_model_score_s": (
+                    round((last_stale.created_at - current.activated_at).total_seconds(), 3) if last_stale else None
+                ),
+                "first_new_model_score_s": (
+                    round((first_new.created_at - current.activated_at).total_seconds(), 3) if first_new else None
+                ),
+                "new_model_scores": after.filter(model_version=current.version).count(),
+            }
+        )
+    return report
 
 
 def plot(rounds: list[dict], path: Path, p_label: str, a_label: str, args) -> None:

@@ -90,6 +90,22 @@ def _binary(
     }
 
 
+def prohibited_decisions(
+    probabilities: np.ndarray, labels: Sequence[str], prohibited: Sequence[str], threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(prohibited score, flagged)`` per row: the summed prohibited probability, and whether it flags.
+
+    Flagged means the score reaches ``threshold`` or, without one, that the argmax label is prohibited.
+    """
+    probs = np.asarray(probabilities, dtype=np.float64).reshape(-1, len(labels))
+    prohibited_mask = np.array([label in set(prohibited) for label in labels], dtype=bool)
+    scores = probs[:, prohibited_mask].sum(axis=1)
+    if threshold is not None:
+        return scores, scores >= threshold
+    pred_idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    return scores, prohibited_mask[pred_idx]
+
+
 def compute_metrics(
     y_true_labels: Sequence[str],
     probabilities: np.ndarray | Sequence[Sequence[float]],
@@ -119,9 +135,8 @@ def compute_metrics(
     true_idx = np.array([index[label] for label in y_true_labels], dtype=np.int64)
     pred_idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     prohibited_mask = np.array([label in set(prohibited) for label in labels], dtype=bool)
-    scores = probs[:, prohibited_mask].sum(axis=1)
     truth = prohibited_mask[true_idx] if len(true_idx) else np.zeros(0, dtype=bool)
-    flagged = scores >= threshold if threshold is not None else prohibited_mask[pred_idx]
+    scores, flagged = prohibited_decisions(probs, labels, prohibited, threshold)
     weights = None
     if sample_weight is not None:
         weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)

@@ -180,6 +180,15 @@ class ModerationSettings(models.Model):
     gate_metric = models.CharField(max_length=20, choices=GateMetric.choices, default=GateMetric.RECALL)
     gate_precision_margin = models.FloatField(default=0.02, validators=[MinValueValidator(0.0)])
     gate_min_holdout_per_label = models.PositiveIntegerField(default=10)
+    gate_tolerance = models.FloatField(
+        default=2.0,
+        validators=[MinValueValidator(0.0)],
+        help_text=(
+            "How many standard errors of the paired difference on the holdout (bootstrap) a candidate's recall "
+            "and ROC AUC may fall short of the active model's and still count as at least as good. 0: any "
+            "recall drop rejects."
+        ),
+    )
     retrain_on_schedule = models.BooleanField(
         default=True, help_text="When the schedule fires, retrain if any new example exists."
     )

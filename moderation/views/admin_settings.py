@@ -31,6 +31,7 @@ class SettingsForm(forms.ModelForm):
             "holdout_share",
             "gate_metric",
             "gate_precision_margin",
+            "gate_tolerance",
             "gate_min_holdout_per_label",
             "retrain_on_schedule",
         ]

@@ -1,5 +1,7 @@
 """The promotion gate: candidate against the active model on the frozen holdout, promote only if not worse."""
 
+import json
+
 import pytest
 
 from moderation.models import GateMetric, ModelVersion, TrainingRunStatus, TrainingTrigger
@@ -38,6 +40,66 @@ def test_compare_on_gate(candidate, active, metric, promote, words):
     assert words in reason
 
 
+@pytest.mark.parametrize(
+    ("allowance", "promote", "words"),
+    [(0.0, False, "fell from 0.800 to 0.780."), (0.03, True, "within the 0.030"), (0.01, False, "more than the 0.010")],
+)
+def test_a_recall_drop_within_the_holdouts_noise_counts_as_no_worse(allowance, promote, words):
+    decided, reason = training.compare_on_gate(
+        {"recall": 0.78, "precision": 0.9}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, 0.02, allowance
+    )
+    assert decided is promote
+    assert words in reason
+
+
+def outcomes(flagged, prohibited, weights, keys=None):
+    return {
+        "keys": keys or [str(i) for i in range(len(flagged))],
+        "flagged": flagged,
+        # Scores that rank exactly as the flags do.
+        "scores": [0.5 + 0.4 * flag - 0.01 * i for i, flag in enumerate(flagged)],
+        "prohibited": prohibited,
+        "weights": weights,
+    }
+
+
+def test_paired_changes_measure_both_figures_and_their_bootstrap_noise():
+    prohibited = [True, True, True, True, False, False]
+    active = outcomes([True, True, False, False, True, False], prohibited, [1, 1, 1, 2, 1, 1])
+    candidate = outcomes([True, False, True, True, False, True], prohibited, [1, 1, 1, 2, 1, 1])
+    changes = training.paired_changes(active, candidate)
+    # Weighted recall 2/5 -> 4/5; precision 2/3 -> 4/5 (the candidate flags weights 1 + 1 + 2 + 1).
+    assert changes["recall"][0] == pytest.approx(2 / 5)
+    assert changes["precision"][0] == pytest.approx(4 / 5 - 2 / 3)
+    # The bootstrap spread is close to the analytic standard error of a paired ratio estimate.
+    gains = [(1, 0.0), (1, -1.0), (1, 1.0), (2, 1.0)]
+    analytic = (sum(w**2 * (g - 0.4) ** 2 for w, g in gains)) ** 0.5 / 5
+    assert changes["recall"][1] == pytest.approx(analytic, rel=0.35)
+    assert training.paired_changes(active, candidate) == changes  # seeded: a verdict can be repeated
+    # Identical decisions: no change and no noise, so the strict rule applies.
+    assert training.paired_changes(active, active) == {
+        "recall": (0.0, 0.0),
+        "precision": (0.0, 0.0),
+        "auc": (0.0, 0.0),
+    }
+    assert changes["auc"][0] > 0  # the candidate ranks more prohibited images above allowed ones
+    # Outcomes of different images cannot be paired; undefined figures are None.
+    other = outcomes(candidate["flagged"], prohibited, [1] * 6, list("abcdef"))
+    assert training.paired_changes(active, other) is None
+    nothing = training.paired_changes(outcomes([True], [False], [1]), outcomes([False], [False], [1]))
+    assert nothing == {"recall": None, "precision": None, "auc": None}
+
+
+def test_with_noise_allowed_a_candidate_that_ranks_worse_is_rejected_even_with_recall_and_precision_fine():
+    flags_everything = {"recall": 1.0, "precision": 0.72, "auc": 0.55}
+    active = {"recall": 0.93, "precision": 0.78, "auc": 0.91}
+    decided, reason = training.compare_on_gate(
+        flags_everything, active, GateMetric.RECALL, 0.1, 0.1, auc_allowance=0.08
+    )
+    assert not decided and "ROC AUC on the holdout fell from 0.910 to 0.550" in reason
+    assert training.compare_on_gate(flags_everything, active, GateMetric.RECALL, 0.1, 0.1)[0]
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
 def test_a_candidate_trained_on_shuffled_labels_is_rejected_and_the_active_model_stays(tmp_path, rescores):
@@ -49,7 +111,7 @@ def test_a_candidate_trained_on_shuffled_labels_is_rejected_and_the_active_model
 
     shuffle_training_labels()
     run = run_now()
-    assert run.status == TrainingRunStatus.REJECTED, run.gate
+    assert run.status == TrainingRunStatus.REJECTED, json.dumps(run.gate)
     assert run.model_version == "v0002" and run.reason == run.gate["reason"]
     assert run.gate["active"]["n"] == run.gate["candidate"]["n"] == 60
     assert run.gate["holdout_counts"] == {"bad": 30, "ok": 30}
@@ -70,6 +132,13 @@ def test_a_candidate_as_good_as_the_active_one_is_promoted_with_the_comparison_r
     assert run.gate["active_version"] == "v0001" and run.gate["candidate_version"] == "v0002"
     assert run.gate["candidate"]["recall"] >= run.gate["active"]["recall"]
     assert run.gate["threshold"] == get_settings().threshold_for("bad")
+    # Platform retrains refit only the output biases with the decisions' weights (PLATFORM_TRAINING_HPARAMS).
+    saved = json.loads((get_registry().path("v0002") / "hparams.json").read_text())
+    assert saved["example_weighting"] == "bias"
+    # The paired recall change and its noise are recorded beside the verdict they informed.
+    assert run.gate["tolerance"] == get_settings().gate_tolerance == 2.0
+    assert run.gate["recall_change_se"] >= 0 and run.gate["precision_change_se"] >= 0
+    assert run.gate["recall_change"] == pytest.approx(run.gate["candidate"]["recall"] - run.gate["active"]["recall"])
     assert ModelVersion.objects.get(is_active=True).version == "v0002"
     assert get_registry().active_version() == "v0002"
     assert rescores == ["rescore", "rescore"]
@@ -90,9 +159,11 @@ def test_too_small_a_holdout_rejects_the_candidate_with_the_reason(tmp_path, res
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
-def test_a_small_holdout_is_extended_with_test_split_images_neither_model_trained_on(tmp_path, rescores):
+def test_a_small_holdout_is_extended_with_test_split_images_neither_model_trained_on(tmp_path, rescores, settings):
     import json
 
+    # The command line's 30% test split, so there are enough unseen test-split images to extend with.
+    settings.VIGIA_TRAINING_HPARAMS = {**settings.VIGIA_TRAINING_HPARAMS, "test_share": 0.3}
     import_initial_set(tmp_path, per_label=24)
     add_holdout(per_label=3)
     settings_row = get_settings()

@@ -228,12 +228,14 @@ def test_settings_page_saves_thresholds_and_knobs(objects):
         "gate_metric": "f1",
         "gate_precision_margin": "0.01",
         "gate_min_holdout_per_label": "5",
+        "gate_tolerance": "1.5",
         "retrain_on_schedule": "",
     }
     assert admin.post(reverse("moderation-settings"), form).status_code == 302
     saved = get_settings()
     assert saved.thresholds == {"bad": 0.65} and saved.threshold_for("bad") == 0.65
     assert (saved.retrain_batch_size, saved.audit_rate, saved.gate_metric) == (25, 0.05, "f1")
+    assert saved.gate_tolerance == 1.5
     assert saved.retrain_on_schedule is False
     bad = admin.post(reverse("moderation-settings"), {**form, "audit_rate": "2"})
     assert bad.status_code == 200 and get_settings().audit_rate == 0.05
