@@ -130,37 +130,29 @@ def main() -> int:
     TrainingExample.objects.bulk_create(
         [TrainingExample(sha256=s, path=p, label=label, source=ExampleSource.INITIAL) for s, p, label in old]
     )
-    TrainingExample.objects.bulk_create(
-        [
+
+    def decision_examples(photos_decided: list, is_holdout: bool) -> list:
+        """Decision examples; every tenth an audit item, weighted 1 / audit rate like the platform's own."""
+        return [
             TrainingExample(
                 sha256=s,
                 path=p,
                 label=label,
                 source=ExampleSource.DECISION,
-                is_holdout=True,
+                is_holdout=is_holdout,
                 weight=1 / args.audit_rate if i % 10 == 0 else 1.0,
             )
-            for i, (s, p, label) in enumerate(holdout)
+            for i, (s, p, label) in enumerate(photos_decided)
         ]
-    )
+
+    TrainingExample.objects.bulk_create(decision_examples(holdout, is_holdout=True))
     log(f"{len(old)} initial examples, {len(holdout)} holdout decisions; training the first model (not timed)")
     first = training.execute_training_run(training.request_training(TrainingTrigger.INITIAL, dispatch=False).pk)
     if first.status != TrainingRunStatus.SUCCEEDED:
         raise SystemExit(f"the first run ended {first.status}: {first.reason}")
     log(f"first model {first.model_version}: embedded {first.metrics.get('embedded')}, {first.metrics['seconds']} s")
 
-    TrainingExample.objects.bulk_create(
-        [
-            TrainingExample(
-                sha256=s,
-                path=p,
-                label=label,
-                source=ExampleSource.DECISION,
-                weight=1 / args.audit_rate if i % 10 == 0 else 1.0,
-            )
-            for i, (s, p, label) in enumerate(new)
-        ]
-    )
+    TrainingExample.objects.bulk_create(decision_examples(new, is_holdout=False))
     started = time.monotonic()
     run = training.execute_training_run(training.request_training(TrainingTrigger.MANUAL, dispatch=False).pk)
     seconds = time.monotonic() - started

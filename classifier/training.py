@@ -544,12 +544,9 @@ def train_model(
             ),
         )
         if hparams.example_weighting == "bias":
-            everything_x = pooled_train if pooled_val is None else np.concatenate([pooled_train, pooled_val])
-            everything_y = y_train if pooled_val is None else np.concatenate([y_train, y_val])
-            everything_w = w_train if pooled_val is None else np.concatenate([w_train, w_val])
-            refit_output_bias(
-                head, everything_x, everything_y, _sample_weights(everything_y, len(labels), hparams, everything_w)
-            )
+            parts = [(pooled_train, y_train, w_train)] + ([(pooled_val, y_val, w_val)] if validation else [])
+            x_all, y_all, w_all = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+            refit_output_bias(head, x_all, y_all, _sample_weights(y_all, len(labels), hparams, w_all))
         if cut:
             fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
             inputs = keras.Input(tuple(x_train.shape[1:]), name="bottleneck")

@@ -495,10 +495,10 @@ def paired_changes(active: dict, candidate: dict, resamples: int = 1000, seed: i
 
     Both models scored the same holdout images, so the comparison is paired: the holdout is resampled with
     replacement (a bootstrap, ``resamples`` times, seeded so a verdict can be repeated) and both models' figures
-    are recomputed on each resample. Returns ``{"recall": (change, standard error), "precision": ..., "auc":
-    ...}`` from
-    the whole holdout and the spread over resamples; a change is None when undefined (nothing prohibited, or
-    nothing flagged). None when the outcomes are not of the same images.
+    are recomputed on each resample. Returns ``{"recall": (change, standard error), "precision": ...,
+    "auc": ...}``, each change from the whole holdout and its error from the spread over resamples; a change is
+    None when undefined (nothing prohibited, or nothing flagged). None when the outcomes are not of the same
+    images.
     """
     import numpy as np
 
@@ -686,20 +686,19 @@ def evaluate_gate(
     scored = evaluate_model(active_model, evaluation_set, threshold=threshold, keep_outcomes=True)
     gate["active"] = _summary(scored)
     paired = paired_changes(scored["outcomes"], candidate_outcomes) or {}
-    tolerance = settings_row.gate_tolerance
-    allowances: dict[str, float | None] = {"recall": 0.0, "precision": None, "auc": None}
     for key, change in paired.items():
         if change is not None:
             gate[f"{key}_change"], gate[f"{key}_change_se"] = round(change[0], 4), round(change[1], 4)
-            allowances[key] = tolerance * change[1]
+    tolerance = settings_row.gate_tolerance
     gate["tolerance"] = tolerance
+    recall_change, auc_change = paired.get("recall"), paired.get("auc")
     gate["promote"], gate["reason"] = compare_on_gate(
         gate["candidate"],
         gate["active"],
         settings_row.gate_metric,
         settings_row.gate_precision_margin,
-        recall_allowance=allowances["recall"],
-        auc_allowance=allowances["auc"] if tolerance else None,
+        recall_allowance=tolerance * recall_change[1] if recall_change else 0.0,
+        auc_allowance=tolerance * auc_change[1] if auc_change and tolerance else None,
     )
     if gate["extended_with_test_split"]:
         gate["reason"] += f" (Holdout extended with {gate['extended_with_test_split']} unseen test-split images.)"
