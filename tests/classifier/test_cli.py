@@ -72,6 +72,21 @@ def test_errors_exit_2_with_one_line(argv, capsys):
     assert len(err) == 1 and "Traceback" not in err[0]
 
 
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [(["--feature-layer", "nope"], "no layer 'nope'"), (["--pooling", "max"], "invalid choice: 'max'")],
+)
+def test_bad_feature_options_exit_2_with_one_line(tmp_path, capsys, flags, words):
+    write_dataset(tmp_path / "data", per_label=2)
+    code, out, err = run(
+        capsys, "train", "--data", str(tmp_path / "data"), "--registry", str(tmp_path / "m"), "--backbone", "tiny",
+        *flags,
+    )  # fmt: skip
+    assert code == 2 and out == []
+    assert len(err) == 1 and words in err[0]
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("v*"))
+
+
 def test_label_errors_exit_2(tmp_path, capsys):
     write_dataset(tmp_path / "one", per_label=2, labels=("ok",))
     code, _, err = run(capsys, "train", "--data", str(tmp_path / "one"), "--registry", str(tmp_path / "m"))

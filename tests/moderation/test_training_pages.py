@@ -239,6 +239,8 @@ def test_settings_page_saves_thresholds_and_knobs(objects):
     assert saved.retrain_on_schedule is False
     bad = admin.post(reverse("moderation-settings"), {**form, "audit_rate": "2"})
     assert bad.status_code == 200 and get_settings().audit_rate == 0.05
+    negative = admin.post(reverse("moderation-settings"), {**form, "gate_tolerance": "-1"})
+    assert negative.status_code == 200 and get_settings().gate_tolerance == 1.5
 
 
 def test_threshold_preview_estimates_queue_share_precision_and_recall(objects):
