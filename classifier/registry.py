@@ -47,6 +47,8 @@ class LoadedModel:
     labels: list[str]
     prohibited: list[str]
     image_size: int
+    # Where this model's backbone features are cached (see TrainingResult.feature_cache); None when unknown.
+    feature_cache: dict | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -161,6 +163,7 @@ class Registry:
                     "seconds": round(result.seconds, 3),
                     "skipped": [list(item) for item in result.skipped],
                     "fine_tuned_layers": list(getattr(result, "fine_tuned_layers", [])),
+                    "feature_cache": getattr(result, "feature_cache", None),
                 },
             )
             plot_curves(result.history, staging / "curves.png")
@@ -286,10 +289,15 @@ class Registry:
             raise RegistryError(
                 f"{model_path} outputs {model.output_shape[-1]} classes for {len(labels['labels'])} labels"
             )
+        try:
+            feature_cache = json.loads((path / "metadata.json").read_text()).get("feature_cache")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            feature_cache = None
         return LoadedModel(
             version=version,
             model=model,
             labels=list(labels["labels"]),
             prohibited=list(labels["prohibited"]),
             image_size=int(shape[1]),
+            feature_cache=feature_cache if isinstance(feature_cache, dict) else None,
         )

@@ -45,6 +45,9 @@ class TrainingResult:
     image_size: int = 0
     log_dir: Path | None = None
     fine_tuned_layers: list[str] = field(default_factory=list)
+    # Where the model's own pooled features live in the bottleneck cache ({"backbone", "image_size", "variant"}),
+    # when its backbone is the frozen one the cache was filled with; None after fine-tuning or distortions.
+    feature_cache: dict | None = None
     # True when log_dir is a temporary directory made by train_model, which the registry may remove once copied.
     log_dir_is_temporary: bool = False
 
@@ -409,6 +412,102 @@ def _merge(history: dict[str, list[float]], more: dict[str, list[float]]) -> Non
         history.setdefault(key, []).extend(float(v) for v in values)
 
 
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    from classifier.backbones import default_cache_dir
+
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
+
+
+def feature_cache_variant(backbone, hparams: HParams, cut_layer: str | None = None) -> str:
+    """The cache namespace suffix of a backbone's features: its weights, feature layers, pooling, and any cut.
+
+    The weights fingerprint comes first, so a loaded model's backbone can be checked against a recorded variant:
+    features from other weights must never be mistaken for its own.
+    """
+    from classifier.backbones import FINAL_FEATURES
+    from classifier.model import weights_fingerprint
+
+    feature_layer = hparams.resolved_feature_layer()
+    pooling = hparams.resolved_pooling()
+    suffix = f"-{feature_layer}" if feature_layer != FINAL_FEATURES else ""
+    suffix += f"-{pooling}" if pooling != "average" else ""
+    return weights_fingerprint(backbone) + suffix + (f"-{cut_layer}" if cut_layer else "")
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    embedded: int
+    cached: int
+    skipped: list[tuple[str, str]]
+
+
+# The frozen backbone a process last embedded with, by what defines its features: building one and hashing its
+# weights costs seconds, and a process that embeds images as moderators decide them does so one image at a time.
+_EXTRACTORS: dict[tuple, tuple[Any, str]] = {}
+
+
+def _extractor(hparams: HParams) -> tuple[Any, str]:
+    from classifier.backbones import build_backbone
+
+    key = (
+        hparams.backbone,
+        hparams.resolved_image_size(),
+        str(hparams.backbone_weights or ""),
+        hparams.resolved_feature_layer(),
+        hparams.resolved_pooling(),
+    )
+    if key not in _EXTRACTORS:
+        _EXTRACTORS.clear()
+        backbone = build_backbone(
+            hparams.backbone,
+            image_size=key[1],
+            weights=hparams.backbone_weights,
+            feature_layer=key[3],
+            pooling=key[4],
+        )
+        _EXTRACTORS[key] = (backbone, feature_cache_variant(backbone, hparams))
+    return _EXTRACTORS[key]
+
+
+def embed_examples(
+    examples: Sequence[Example],
+    hparams: HParams,
+    cache_dir: str | Path | None = None,
+    for_training: bool = True,
+    progress: Progress | None = None,
+) -> EmbedResult:
+    """Fill the bottleneck cache for ``examples`` now, so that a later ``train_model`` finds them embedded.
+
+    Embedding new images is most of a retrain's time; done as images arrive (one at a time, when a moderator
+    decides one), it is off the path between the trigger and the promoted model. With ``for_training`` the mirror
+    image of every example that the stable split puts in training is embedded too, as ``train_model`` would;
+    holdout images (``for_training=False``) are only ever scored, so they get their own features only.
+    Hyper-parameters whose training never reads the cache (distortions, fine-tuning) have nothing to
+    precompute: the result then says nothing was embedded.
+    """
+    from classifier.runtime import configure_threads
+
+    if hparams.distort or hparams.fine_tune_layers > 0 or not examples:
+        return EmbedResult(embedded=0, cached=0, skipped=[])
+    configure_threads()
+    backbone, variant = _extractor(hparams)
+    size = hparams.resolved_image_size()
+    root = _cache_root(cache_dir)
+    mirror_cache = (
+        BottleneckCache(root, hparams.backbone, size, variant=variant + "-mirror")
+        if hparams.mirror and for_training
+        else None
+    )
+    embedder = _Embedder(backbone, size, BottleneckCache(root, hparams.backbone, size, variant=variant), mirror_cache)
+    to_mirror = frozenset(
+        e.sha256
+        for e in examples
+        if mirror_cache is not None and split_of(e.sha256, hparams.test_share, hparams.validation_share) == "train"
+    )
+    _, _, skipped = embedder.features(list(examples), progress or _noop, 0, len(examples), mirror=to_mirror)
+    return EmbedResult(embedded=embedder.embedded, cached=embedder.cached, skipped=skipped)
+
+
 def train_model(
     examples: Sequence[Example],
     labels: Sequence[str],
@@ -430,7 +529,7 @@ def train_model(
     """
     import keras
 
-    from classifier.backbones import FINAL_FEATURES, build_backbone, default_cache_dir
+    from classifier.backbones import build_backbone
     from classifier.model import (
         build_classifier,
         build_distortion,
@@ -438,7 +537,6 @@ def train_model(
         freeze,
         split_backbone,
         unfreeze_top,
-        weights_fingerprint,
     )
     from classifier.runtime import configure_threads
 
@@ -471,6 +569,7 @@ def train_model(
     history: dict[str, list[float]] = {}
     fine_layers: list[str] = []
     embedded = cached = 0
+    feature_cache = None
 
     def on_epoch(done: int) -> None:
         progress("training", min(done, total_epochs), total_epochs)
@@ -488,11 +587,11 @@ def train_model(
     features: dict[str, np.ndarray] = {}
 
     if not hparams.distort:
-        cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
-        layer_suffix = f"-{feature_layer}" if feature_layer != FINAL_FEATURES else ""
-        layer_suffix += f"-{pooling}" if pooling != "average" else ""
-        variant = weights_fingerprint(backbone) + layer_suffix + (f"-{cut[3]}" if cut else "")
+        cache_root = _cache_root(cache_dir)
+        variant = feature_cache_variant(backbone, hparams, cut[3] if cut else None)
         cache = BottleneckCache(cache_root, hparams.backbone, size, variant=variant)
+        if not cut:
+            feature_cache = {"backbone": hparams.backbone, "image_size": size, "variant": variant}
         extractor = cut[0] if cut else backbone
         # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
         # one more cached vector per training image. Validation and test images stay as photographed.
@@ -657,6 +756,7 @@ def train_model(
         image_size=size,
         log_dir=log_dir,
         fine_tuned_layers=fine_layers,
+        feature_cache=feature_cache,
         log_dir_is_temporary=temporary_logs,
     )
 

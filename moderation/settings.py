@@ -183,6 +183,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "moderation.score_images": {"queue": "scoring"},
     "moderation.run_training": {"queue": "training"},
+    "moderation.embed_examples": {"queue": "training"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The DatabaseScheduler copies these entries into its tables at start; the sweeper re-queues images that have
@@ -200,6 +201,9 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 VIGIA_TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("VIGIA_TRAINING_HEARTBEAT_SECONDS", "5"))
 VIGIA_TRAINING_STALE_SECONDS = float(os.environ.get("VIGIA_TRAINING_STALE_SECONDS", "120"))
 VIGIA_TRAINING_HPARAMS = json.loads(os.environ.get("VIGIA_TRAINING_HPARAMS") or "{}")
+# Decided images are embedded into the feature cache on the training queue as they are decided, so a retrain
+# finds them there instead of embedding them between the trigger and the promotion.
+VIGIA_EMBED_DECISIONS = env_bool("VIGIA_EMBED_DECISIONS", True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -16,3 +16,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests never run collectstatic: let whitenoise find files through the finders instead of warning at start-up.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+# Embedding decided images needs a backbone; the tests that exercise it turn it on, the rest record decisions
+# without queueing work no worker of theirs would consume.
+VIGIA_EMBED_DECISIONS = False

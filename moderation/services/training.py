@@ -27,6 +27,7 @@ from moderation.models import (
     GateMetric,
     ModelVersion,
     ModerationSettings,
+    TrainingExample,
     TrainingRun,
     TrainingRunStatus,
     TrainingState,
@@ -96,10 +97,13 @@ def record_decision(decision: Decision) -> TrainingRun | None:
     rather than refused: the moderator's verdict matters more than one training example.
     """
     try:
-        upsert_decision_example(decision)
+        example = upsert_decision_example(decision)
     except ExampleLabelUnknown:
         logger.warning("decision %s produced no training example: no label known", decision.pk)
         return None
+    if django_settings.VIGIA_EMBED_DECISIONS:
+        example_id = example.pk
+        transaction.on_commit(lambda: dispatch_embedding([example_id]))
     state = _locked_state()
     state.new_examples_since_last_run += 1
     if decision.outcome == DecisionOutcome.CONFIRM:
@@ -154,6 +158,41 @@ def dispatch_run(run_id: int) -> None:
     from moderation.tasks.training import run_training
 
     run_training.delay(run_id)
+
+
+def dispatch_embedding(example_ids: list[int]) -> None:
+    """Queue the embedding of decided images on the training queue (after the decision commits)."""
+    from moderation.tasks.training import embed_examples
+
+    try:
+        embed_examples.delay(example_ids)
+    except Exception:  # the decision stands; the retrain embeds what was not embedded ahead of it
+        logger.warning("could not queue the embedding of examples %s", example_ids, exc_info=True)
+
+
+def embed_decision_examples(example_ids: list[int]) -> dict:
+    """Put decided images' backbone features in the shared cache now, so the next retrain finds them there.
+
+    Embedding new images is most of a retrain's time. Done as each decision is recorded, on the training queue,
+    it is spent while moderators work instead of between the trigger and the promoted model. The features are
+    the ones the next retrain will ask for: the active version's hyper-parameters with the platform's
+    overrides. Training examples also get their mirror image's features when the stable split puts them in
+    training; holdout images only ever get scored, by the gate. Rows that are gone, inactive or whose file is
+    missing are skipped; an image the backbone cannot decode is left for the retrain to report.
+    """
+    from classifier.training import embed_examples
+
+    rows = list(TrainingExample.objects.filter(id__in=example_ids, active=True))
+    hparams = _hparams_for(ModelVersion.objects.filter(is_active=True).first())
+    cache_dir = django_settings.VIGIA_FEATURE_CACHE
+    report = {"embedded": 0, "cached": 0, "skipped": 0}
+    for holdout in (False, True):
+        examples = to_classifier_examples_from_rows(row for row in rows if row.is_holdout == holdout)
+        result = embed_examples(examples, hparams, cache_dir=cache_dir, for_training=not holdout)
+        report["embedded"] += result.embedded
+        report["cached"] += result.cached
+        report["skipped"] += len(result.skipped)
+    return report
 
 
 def request_training(trigger: str = TrainingTrigger.MANUAL, user=None, dispatch: bool = True) -> TrainingRun:
@@ -662,12 +701,18 @@ def evaluate_gate(
     evaluation_set = weighted_examples(rows) if not short or active_version is None else []
     gate["weighted_total"] = round(sum(example.weight for example in evaluation_set), 3)
 
+    # Both models are scored on the shared bottleneck cache when their backbones filled it (the usual retrain):
+    # each holdout image is then embedded at most once, often already when it was decided.
+    cache_dir = django_settings.VIGIA_FEATURE_CACHE
     candidate_model = registry.load(version)
     candidate_outcomes = None
     if evaluation_set:
-        scored = evaluate_model(candidate_model, evaluation_set, threshold=threshold, keep_outcomes=True)
+        scored = evaluate_model(
+            candidate_model, evaluation_set, threshold=threshold, keep_outcomes=True, cache_dir=cache_dir
+        )
         candidate_outcomes = scored["outcomes"]
         gate["candidate"] = _summary(scored)
+        gate["embedded"] = scored["embedded"]
     if active_version is None:
         gate["promote"] = True
         gate["reason"] = "No model was active: the first candidate is promoted."
@@ -683,8 +728,9 @@ def evaluate_gate(
         gate["promote"] = True
         gate["reason"] = f"The active model {active_version} could not be loaded ({exc}); the candidate replaces it."
         return gate
-    scored = evaluate_model(active_model, evaluation_set, threshold=threshold, keep_outcomes=True)
+    scored = evaluate_model(active_model, evaluation_set, threshold=threshold, keep_outcomes=True, cache_dir=cache_dir)
     gate["active"] = _summary(scored)
+    gate["embedded"] += scored["embedded"]
     paired = paired_changes(scored["outcomes"], candidate_outcomes) or {}
     for key, change in paired.items():
         if change is not None:

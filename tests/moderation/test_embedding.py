@@ -1,0 +1,83 @@
+"""Decided images are embedded on the training queue as they are decided, so a retrain embeds nothing new."""
+
+import pytest
+from django.db import transaction
+
+from moderation.models import DecisionOutcome, ModerationSettings, TrainingExample, TrainingRunStatus
+from moderation.services import training
+from tests.moderation.training_fixtures import (
+    ALLOWED,
+    PROHIBITED,
+    import_initial_set,
+    loop_settings_fixture,  # noqa: F401 (fixture)
+    make_decision,
+    make_image,
+    make_user,
+    rescores_fixture,  # noqa: F401 (fixture)
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loop_settings")]
+
+
+@pytest.fixture
+def dispatched(settings, monkeypatch):
+    """Example ids handed to the embedding task, recorded instead of queued."""
+    settings.VIGIA_EMBED_DECISIONS = True
+    calls: list[list[int]] = []
+    monkeypatch.setattr(training, "dispatch_embedding", calls.append)
+    return calls
+
+
+def decide(moderator, label: str) -> TrainingExample:
+    outcome = DecisionOutcome.CONFIRM if label == PROHIBITED else DecisionOutcome.REJECT
+    with transaction.atomic():
+        decision = make_decision(make_image(label), moderator, outcome, label)
+        training.record_decision(decision)
+    return TrainingExample.objects.get(decision=decision)
+
+
+def test_each_committed_decision_queues_the_embedding_of_its_example_and_a_rolled_back_one_nothing(dispatched):
+    moderator = make_user("mod")
+    example = decide(moderator, PROHIBITED)
+    assert dispatched == [[example.pk]]
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        training.record_decision(make_decision(make_image(PROHIBITED), moderator, DecisionOutcome.CONFIRM, PROHIBITED))
+        raise RuntimeError("the review transaction fails after the decision")
+    assert dispatched == [[example.pk]]
+
+
+def test_a_broker_outage_loses_no_decision(settings, monkeypatch):
+    from moderation.tasks import training as tasks
+
+    settings.VIGIA_EMBED_DECISIONS = True
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("Redis is restarting")
+
+    monkeypatch.setattr(tasks.embed_examples, "delay", broker_down)
+    example = decide(make_user("mod"), PROHIBITED)
+    assert example.active and TrainingExample.objects.count() == 1
+
+
+def test_decisions_embedded_ahead_leave_the_retrain_and_its_gate_nothing_to_embed(tmp_path, dispatched, rescores):
+    import_initial_set(tmp_path, per_label=12)
+    first = training.execute_training_run(training.request_training(dispatch=False).pk)
+    assert first.status == TrainingRunStatus.SUCCEEDED, first.reason
+    ModerationSettings.objects.update_or_create(pk=1, defaults={"holdout_share": 0.5, "gate_min_holdout_per_label": 3})
+    moderator = make_user("mod")
+    examples = [decide(moderator, label) for label in (PROHIBITED, ALLOWED) * 12]
+    assert dispatched == [[example.pk] for example in examples]
+    holdout = [example for example in examples if example.is_holdout]
+    assert 0 < len(holdout) < len(examples)
+
+    report = training.embed_decision_examples([pk for call in dispatched for pk in call])
+    again = training.embed_decision_examples([examples[0].pk])
+    run = training.execute_training_run(training.request_training(dispatch=False).pk)
+
+    assert report == {"embedded": len(examples), "cached": 0, "skipped": 0}
+    assert (again["embedded"], again["cached"]) == (0, 1)
+    assert run.status in (TrainingRunStatus.SUCCEEDED, TrainingRunStatus.REJECTED), run.reason
+    assert run.new_examples == len(examples) - len(holdout)
+    assert run.metrics["embedded"] == 0 and run.metrics["cached"] == run.total_examples
+    assert run.gate["active"] is not None and run.gate["embedded"] == 0
