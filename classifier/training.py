@@ -79,6 +79,17 @@ def _assign_splits(
     return groups, skipped
 
 
+def traced_forward(model, image_size: int):
+    """The model's inference pass, traced once for any batch of ``image_size`` images."""
+    import tensorflow as tf
+
+    return tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)],
+        reduce_retracing=True,
+    )
+
+
 class _Embedder:
     """Pooled features for examples: from the cache when present, else decoded and run through the backbone.
 
@@ -88,21 +99,22 @@ class _Embedder:
     """
 
     def __init__(
-        self, backbone, image_size: int, cache: BottleneckCache | None, mirror_cache: BottleneckCache | None = None
+        self,
+        backbone,
+        image_size: int,
+        cache: BottleneckCache | None,
+        mirror_cache: BottleneckCache | None = None,
+        forward=None,
     ):
-        import tensorflow as tf
-
         self.backbone = backbone
         self.image_size = image_size
         self.cache = cache
         self.mirror_cache = mirror_cache
         self.embedded = 0
         self.cached = 0
-        self._forward = tf.function(
-            lambda x: backbone(x, training=False),
-            input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)],
-            reduce_retracing=True,
-        )
+        # Tracing costs far more than embedding one image: callers that embed a few images at a time pass the
+        # traced pass they keep (see `_extractor`).
+        self._forward = forward or traced_forward(backbone, image_size)
 
     def features(
         self, examples: list[Example], progress: Progress, done: int, total: int, mirror: frozenset[str] = frozenset()
@@ -443,10 +455,11 @@ class EmbedResult:
 
 # The frozen backbone a process last embedded with, by what defines its features: building one and hashing its
 # weights costs seconds, and a process that embeds images as moderators decide them does so one image at a time.
-_EXTRACTORS: dict[tuple, tuple[Any, str]] = {}
+_EXTRACTORS: dict[tuple, tuple[Any, str, Any]] = {}
 
 
-def _extractor(hparams: HParams) -> tuple[Any, str]:
+def _extractor(hparams: HParams) -> tuple[Any, str, Any]:
+    """``(backbone, cache variant, traced forward pass)`` for these hyper-parameters, built once per process."""
     from classifier.backbones import build_backbone
 
     key = (
@@ -465,7 +478,7 @@ def _extractor(hparams: HParams) -> tuple[Any, str]:
             feature_layer=key[3],
             pooling=key[4],
         )
-        _EXTRACTORS[key] = (backbone, feature_cache_variant(backbone, hparams))
+        _EXTRACTORS[key] = (backbone, feature_cache_variant(backbone, hparams), traced_forward(backbone, key[1]))
     return _EXTRACTORS[key]
 
 
@@ -490,7 +503,7 @@ def embed_examples(
     if hparams.distort or hparams.fine_tune_layers > 0 or not examples:
         return EmbedResult(embedded=0, cached=0, skipped=[])
     configure_threads()
-    backbone, variant = _extractor(hparams)
+    backbone, variant, forward = _extractor(hparams)
     size = hparams.resolved_image_size()
     root = _cache_root(cache_dir)
     mirror_cache = (
@@ -498,7 +511,9 @@ def embed_examples(
         if hparams.mirror and for_training
         else None
     )
-    embedder = _Embedder(backbone, size, BottleneckCache(root, hparams.backbone, size, variant=variant), mirror_cache)
+    embedder = _Embedder(
+        backbone, size, BottleneckCache(root, hparams.backbone, size, variant=variant), mirror_cache, forward
+    )
     to_mirror = frozenset(
         e.sha256
         for e in examples
