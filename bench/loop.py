@@ -176,6 +176,8 @@ def main() -> int:
         "PYTHONPATH": str(REPO),
     }
     os.environ.update(env)
+    # A plain SIGTERM would end the run without the `finally` below and leave its workers consuming the queues.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     processes = Processes(work)
     started = time.monotonic()
     try:

@@ -47,6 +47,11 @@ class HParams:
     # biases with the weights (training.refit_output_bias): unbiased where the boundary sits, without the heavy
     # weights' variance in the features it learns. Without example weights the refit barely moves the biases.
     example_weighting: str = "loss"
+    # With "bias" weighting: 0 refits the biases on the head's own training and validation log-probabilities;
+    # K >= 2 refits them on out-of-fold ones instead, each training image scored by a head trained without its
+    # fold (K more head fits, seconds on cached features). A head fits its own training images better than new
+    # ones, so the few heavy audit items it has fitted stop pulling the boundary towards them.
+    bias_folds: int = 0
     # Distortions, as in retrain.py: applied to training images only, each epoch, bypassing the feature cache.
     distort: bool = False
     crop_fraction: float = 0.1
@@ -75,6 +80,8 @@ class HParams:
             raise ValueError("test_share and validation_share must be in [0, 1) and leave room for training")
         if self.example_weighting not in ("loss", "bias"):
             raise ValueError(f"example_weighting must be 'loss' or 'bias', got {self.example_weighting!r}")
+        if self.bias_folds < 0 or self.bias_folds == 1:
+            raise ValueError(f"bias_folds must be 0 or at least 2, got {self.bias_folds}")
         if self.pooling is not None:
             from classifier.backbones import POOLINGS
 

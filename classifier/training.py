@@ -229,19 +229,40 @@ def _sample_weights(y: np.ndarray, n_labels: int, hparams: HParams, example_weig
     return (own * np.array([by_class[int(label)] for label in y])).astype(np.float32)
 
 
-def refit_output_bias(head, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
-    """Shift the head's output biases to minimise the weighted cross-entropy on ``x``; the kernel stays.
+def _out_of_fold_log_probabilities(
+    x: np.ndarray,
+    y: np.ndarray,
+    image_of_row: np.ndarray,
+    n_labels: int,
+    hparams: HParams,
+    folds: int,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Log-probabilities of every training row from a head trained without that row's fold.
 
-    The head's boundary direction is learned from the sample as it is; only where it sits along that direction
-    (one bias per label) is refit with the weights. A sample drawn mostly from flagged images, with a thin audit
-    sample of the rest weighted up, estimates the direction with low variance unweighted, but places the
-    boundary where the flagged images' mix of labels puts it; a handful of numbers refit with the weights moves
-    it back to where the weighted (population) loss wants it, without the heavy weights' variance reaching the
-    features. Adding a constant to every log-probability is the same as adding it to the logits, so the shift
-    is fit on the head's log-probabilities and then added to its last bias. Returns the shift.
+    ``image_of_row`` maps each row to its image, so an image and its mirror copy always share a fold: a head
+    that saw one would score the other almost as if it had seen it. Folds come from a seeded permutation of
+    the images, so a retrain on the same examples refits the same biases. Each fold's head stops early on
+    ``validation`` as the final head does, so it is fitted as closely as the head whose biases are refit.
     """
-    probabilities = _batched(head, x)
-    log_p = np.log(np.clip(probabilities, 1e-12, 1.0)).astype(np.float64)
+    from classifier.model import build_head
+
+    permutation = np.random.default_rng(hparams.seed).permutation(int(image_of_row.max()) + 1)
+    fold_of_row = permutation[image_of_row] % folds
+    log_p = np.zeros((len(y), n_labels), dtype=np.float64)
+    for fold in range(folds):
+        held = fold_of_row == fold
+        if held.all():
+            continue
+        head = build_head(x.shape[1], n_labels, hparams, training_features=x[~held])
+        _fit_features(head, x[~held], y[~held], validation, hparams, None, lambda _done: None)
+        log_p[held] = np.log(np.clip(_batched(head, x[held]), 1e-12, 1.0))
+    return log_p
+
+
+def fit_bias_shift(log_p: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
+    """The per-label constants that, added to ``log_p``, minimise the weighted cross-entropy (mean zero)."""
+    log_p = np.asarray(log_p, dtype=np.float64)
     weights = np.asarray(sample_weight, dtype=np.float64)
     weights = weights / weights.sum()
     onehot = np.eye(log_p.shape[1])[y]
@@ -253,10 +274,30 @@ def refit_output_bias(head, x: np.ndarray, y: np.ndarray, sample_weight: np.ndar
         shifted /= shifted.sum(axis=1, keepdims=True)
         # Gradient of the weighted mean cross-entropy; the problem is convex with curvature below 1/2.
         shift -= 2.0 * (weights[:, None] * (shifted - onehot)).sum(axis=0)
-    shift -= shift.mean()
+    return shift - shift.mean()
+
+
+def add_output_bias(head, shift: np.ndarray) -> None:
+    """Add ``shift`` to the softmax layer's bias (the same as adding it to every log-probability)."""
     output = head.get_layer("head_softmax")
     kernel, bias = output.get_weights()
     output.set_weights([kernel, (bias + shift).astype(bias.dtype)])
+
+
+def refit_output_bias(head, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
+    """Shift the head's output biases to minimise the weighted cross-entropy on ``x``; the kernel stays.
+
+    The head's boundary direction is learned from the sample as it is; only where it sits along that direction
+    (one bias per label) is refit with the weights. A sample drawn mostly from flagged images, with a thin audit
+    sample of the rest weighted up, estimates the direction with low variance unweighted, but places the
+    boundary where the flagged images' mix of labels puts it; a handful of numbers refit with the weights moves
+    it back to where the weighted (population) loss wants it, without the heavy weights' variance reaching the
+    features. Adding a constant to every log-probability is the same as adding it to the logits, so the shift
+    is fit on the head's log-probabilities and then added to its last bias. Returns the shift.
+    """
+    log_p = np.log(np.clip(_batched(head, x), 1e-12, 1.0))
+    shift = fit_bias_shift(log_p, y, sample_weight, steps)
+    add_output_bias(head, shift)
     return shift
 
 
@@ -377,7 +418,12 @@ def _fit_features(
         count = tf.reduce_sum(ws)
         return total_loss / count, correct / count
 
-    writers = {name: tf.summary.create_file_writer(str(log_dir / name)) for name in ("train", "validation")}
+    writers = {
+        name: tf.summary.create_file_writer(str(log_dir / name))
+        if log_dir is not None
+        else tf.summary.create_noop_writer()
+        for name in ("train", "validation")
+    }
     rng = np.random.default_rng(hparams.seed)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
     x_v = y_v = w_v = None
@@ -660,7 +706,20 @@ def train_model(
         if hparams.example_weighting == "bias":
             parts = [(pooled_train, y_train, w_train)] + ([(pooled_val, y_val, w_val)] if validation else [])
             x_all, y_all, w_all = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-            refit_output_bias(head, x_all, y_all, _sample_weights(y_all, len(labels), hparams, w_all))
+            bias_weights = _sample_weights(y_all, len(labels), hparams, w_all)
+            if hparams.bias_folds >= 2:
+                n_train = len(groups["train"])
+                image_of_row = np.arange(len(y_train)) % n_train
+                log_p = [
+                    _out_of_fold_log_probabilities(
+                        pooled_train, y_train, image_of_row, len(labels), hparams, hparams.bias_folds, validation
+                    )
+                ]
+                if validation:
+                    log_p.append(np.log(np.clip(_batched(head, pooled_val), 1e-12, 1.0)))
+                add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))
+            else:
+                refit_output_bias(head, x_all, y_all, bias_weights)
         if cut:
             fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
             inputs = keras.Input(tuple(x_train.shape[1:]), name="bottleneck")

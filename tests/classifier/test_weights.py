@@ -161,3 +161,62 @@ def test_bias_weighting_learns_the_unweighted_kernel_and_moves_only_the_bias(tmp
 def test_unknown_example_weighting_is_refused():
     with pytest.raises(ValueError, match="example_weighting"):
         HParams(example_weighting="sometimes")
+
+
+def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_image_or_its_mirror():
+    from classifier.training import _out_of_fold_log_probabilities
+
+    # Labels that are pure noise over more features than images: a head memorises its training rows, so only a
+    # head that saw a row (or its near-identical mirror) scores it better than chance.
+    rng = np.random.default_rng(3)
+    n, dim = 60, 200
+    images = rng.normal(size=(n, dim)).astype(np.float32)
+    y = rng.integers(0, 2, size=n)
+    x = np.concatenate([images, images + rng.normal(scale=0.01, size=images.shape).astype(np.float32)])
+    y_rows = np.concatenate([y, y])
+    hparams = HParams(backbone="tiny", standardize=False, l2=0.0, learning_rate=0.1, epochs=60)
+
+    def accuracy(image_of_row):
+        log_p = _out_of_fold_log_probabilities(x, y_rows, image_of_row, 2, hparams, folds=3)
+        return float(np.mean(np.argmax(log_p, axis=1) == y_rows))
+
+    paired = accuracy(np.arange(2 * n) % n)
+    # Each mirror its own image: two thirds of the twins land in another fold, and those rows are then "known".
+    leaking = accuracy(np.arange(2 * n))
+    assert paired < 0.65 < 0.75 < leaking, (paired, leaking)
+
+
+def test_bias_folds_refit_the_biases_out_of_fold_deterministically_and_keep_the_kernel(tmp_path):
+    from dataclasses import replace
+
+    from classifier.training import train_model
+
+    examples = (
+        _examples("bad", "bad", range(0, 12))
+        + _examples("ok", "ok", range(100, 112))
+        + [replace(example, weight=9.0) for example in _examples("bad", "other", range(200, 206))]
+        + _examples("ok", "other", range(300, 306))
+    )
+    hparams = HParams(backbone="tiny", image_size=SIZE, epochs=30, learning_rate=0.05, example_weighting="bias")
+
+    def output_layer(folds):
+        result = train_model(
+            examples,
+            LABELS,
+            ["bad"],
+            hparams=replace(hparams, bias_folds=folds),
+            cache_dir=tmp_path / "cache",
+            split=lambda e: "train",
+        )
+        return result.model.get_layer("head").get_layer("head_softmax").get_weights()
+
+    in_sample, out_of_fold, again = output_layer(0), output_layer(3), output_layer(3)
+    np.testing.assert_allclose(out_of_fold[0], in_sample[0], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(out_of_fold[1], in_sample[1])
+    np.testing.assert_array_equal(out_of_fold[1], again[1])
+
+
+@pytest.mark.parametrize("folds", [-1, 1])
+def test_bias_folds_must_be_zero_or_at_least_two(folds):
+    with pytest.raises(ValueError, match="bias_folds"):
+        HParams(bias_folds=folds)
