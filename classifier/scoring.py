@@ -3,6 +3,11 @@
 A Celery child creates one Scorer and calls `predict` for each batch. Checking for a new version costs one
 `stat` of the pointer file, so it happens on every call; a new version only replaces the serving one after it
 loads (sha256, safe_mode) and passes a smoke prediction, otherwise the old model keeps serving.
+
+A process that gets no task would otherwise keep the old model until its next task and pay the load then, so
+`Scorer.watch` starts a background thread that refreshes every few seconds and reports what the process serves.
+Loading happens outside the lock that guards the serving model: `predict` keeps answering with the old model
+while a new one loads and is smoke-tested, and only the swap itself is serialised.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +59,19 @@ def smoke_test(loaded: LoadedModel, forward) -> None:
         raise ValueError("smoke prediction is not a probability distribution")
 
 
+StatusCallback = Callable[[dict], None]
+
+# Every Scorer of this process, so a fork can give the child's copies fresh locks (see `_after_fork_in_child`).
+_scorers: weakref.WeakSet[Scorer] = weakref.WeakSet()
+
+
 class Scorer:
-    """The active model of a registry, loaded lazily once per process."""
+    """The active model of a registry, loaded lazily once per process and optionally watched in the background.
+
+    Two locks: `_lock` guards the serving model and its status and is held only for reads and the swap;
+    `_load_lock` lets one thread at a time load a new version. A caller that already has a model to serve never
+    waits for someone else's load, so a slow load does not stall scoring.
+    """
 
     def __init__(self, registry_root: str | Path):
         self.registry = Registry(registry_root)
@@ -61,6 +80,14 @@ class Scorer:
         self._pointer_state: tuple | None = None
         self._failed: dict[str, str] = {}
         self._lock = threading.RLock()
+        self._load_lock = threading.Lock()
+        self._served: dict[str, Any] = {"version": None, "since": None, "load_seconds": None, "pointer_mtime": None}
+        self._identity: dict[str, Any] = {}
+        self._heartbeat: float | None = None
+        self._watcher: threading.Thread | None = None
+        self._watcher_pid: int | None = None
+        self._stop = threading.Event()
+        _scorers.add(self)
 
     def _stat_pointer(self) -> tuple | None:
         try:
@@ -69,51 +96,83 @@ class Scorer:
             return None
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
-    def refresh(self) -> bool:
+    def refresh(self, wait: bool = True) -> bool:
         """Reload if the active pointer names another version; True when a new model now serves.
 
         An unchanged pointer costs one stat. A version that fails to load or to predict is remembered and not
         retried until the pointer is written again, so a broken release does not cost a reload per request.
+        With `wait=False` a load already running in another thread (the watcher) is not waited for: the caller
+        goes on with the model that serves now. Callers that must act on the newest pointer (a scoring task
+        deciding which images the active model still has to score) keep the default and wait.
         """
-        state = self._stat_pointer()
-        if state == self._pointer_state:
+        if self._stat_pointer() == self._pointer_state:
             return False
-        with self._lock:
+        before = self._loaded
+        if not self._load_lock.acquire(blocking=wait):
+            return False
+        try:
+            state = self._stat_pointer()
             if state == self._pointer_state:
-                return False
-            self._pointer_state = state
-            self._failed.clear()
+                return self._loaded is not before
             version = self.registry.active_version() if state is not None else None
-            if version is None or (self._loaded is not None and self._loaded.version == version):
-                return False
-            return self._try_load(version)
+            with self._lock:
+                self._failed.clear()
+                serving = self._loaded.version if self._loaded is not None else None
+                if version is None or version == serving:
+                    self._pointer_state = state
+                    return self._loaded is not before
+            return self._try_load(version, state)
+        finally:
+            self._load_lock.release()
 
-    def _try_load(self, version: str) -> bool:
+    def _try_load(self, version: str, state: tuple) -> bool:
+        """Load and smoke-test `version` without holding `_lock`, then swap it in; the caller holds `_load_lock`."""
         from classifier.runtime import configure_threads
 
         configure_threads()
+        started = time.monotonic()
         try:
             candidate = self.registry.load(version)
             forward = compiled_forward(candidate.model, candidate.image_size)
             smoke_test(candidate, forward)
         except Exception as error:
-            self._failed[version] = str(error)
-            kept = self._loaded.version if self._loaded else "none"
+            with self._lock:
+                self._failed[version] = str(error)
+                self._pointer_state = state
+                kept = self._loaded.version if self._loaded else "none"
             logger.warning("model %s not activated in this process (%s); still serving %s", version, error, kept)
             return False
-        self._loaded, self._forward = candidate, forward
-        logger.info("serving model %s", version)
+        seconds = time.monotonic() - started
+        with self._lock:
+            self._loaded, self._forward = candidate, forward
+            self._pointer_state = state
+            self._served = {
+                "version": version,
+                "since": time.time(),
+                "load_seconds": round(seconds, 3),
+                "pointer_mtime": state[1] / 1e9,
+            }
+        logger.info("serving model %s (loaded and checked in %.2f s)", version, seconds)
         return True
 
-    def _current(self) -> LoadedModel:
-        self.refresh()
-        loaded = self._loaded
+    def _serving(self) -> tuple[LoadedModel, Any]:
+        """The model and forward pass to use now, after switching if the pointer moved.
+
+        Only a process with nothing to serve yet waits for a load in progress; otherwise the old model answers
+        until the new one has been swapped in.
+        """
+        self.refresh(wait=self._loaded is None)
+        with self._lock:
+            loaded, forward, failed = self._loaded, self._forward, dict(self._failed)
         if loaded is None:
-            reasons = "; ".join(f"{v}: {why}" for v, why in self._failed.items())
+            reasons = "; ".join(f"{v}: {why}" for v, why in failed.items())
             raise NoActiveModel(
                 f"no usable active model in {self.registry.root}" + (f" ({reasons})" if reasons else "")
             )
-        return loaded
+        return loaded, forward
+
+    def _current(self) -> LoadedModel:
+        return self._serving()[0]
 
     @property
     def version(self) -> str:
@@ -134,9 +193,7 @@ class Scorer:
         """
         from classifier.images import ImageDecodeError, decode_image
 
-        with self._lock:
-            loaded = self._current()
-            forward = self._forward
+        loaded, forward = self._serving()
         if not images:
             return Prediction(model_version=loaded.version, probabilities=[])
         batch = np.empty((len(images), loaded.image_size, loaded.image_size, 3), dtype=np.float32)
@@ -151,3 +208,107 @@ class Scorer:
             model_version=loaded.version,
             probabilities=[{label: float(p) for label, p in zip(labels, row, strict=True)} for row in output],
         )
+
+    # ------------------------------------------------------------------------------------------------ watcher
+
+    def status(self) -> dict:
+        """What this process serves, for a report that other processes read.
+
+        `version` (None before the first load), `since` (wall clock of the switch), `load_seconds` (load and
+        smoke test of that switch), `pointer_mtime` (the pointer file's mtime when the switch was noticed, i.e.
+        roughly when the version was activated), `failed` (versions that would not load, with the reason),
+        `heartbeat_seconds` (how often a watcher reports, so a reader can tell a dead process from a quiet
+        one) and whatever identity the caller passed to `watch` (host, pid).
+        """
+        with self._lock:
+            return {
+                **self._served,
+                "failed": dict(self._failed),
+                "heartbeat_seconds": self._heartbeat,
+                **self._identity,
+            }
+
+    def watch(
+        self,
+        interval: float,
+        on_status: StatusCallback | None = None,
+        *,
+        heartbeat: float = 10.0,
+        identity: Mapping[str, Any] | None = None,
+    ) -> threading.Thread:
+        """Refresh every `interval` seconds in a daemon thread, so a promotion serves without waiting for a task.
+
+        `on_status(status())` is called after every switch or failed load and at least every `heartbeat`
+        seconds, from the watcher thread; an exception it raises is logged, never propagated. One watcher per
+        Scorer and process: calling again returns the running thread and keeps the first call's arguments.
+        A forked child inherits no running watcher (threads do not survive a fork) and may start its own.
+        """
+        with self._lock:
+            if self._watcher is not None and self._watcher_pid == os.getpid() and self._watcher.is_alive():
+                return self._watcher
+            self._identity = dict(identity or {})
+            self._heartbeat = heartbeat
+            self._stop = threading.Event()
+            thread = threading.Thread(
+                target=self._watch_loop,
+                args=(max(0.01, interval), on_status, heartbeat, self._stop),
+                name="model-watcher",
+                daemon=True,
+            )
+            self._watcher, self._watcher_pid = thread, os.getpid()
+            thread.start()
+            return thread
+
+    def stop_watching(self, timeout: float | None = None) -> None:
+        """Stop the watcher thread (a running load finishes first); for tests and orderly shutdowns."""
+        with self._lock:
+            thread, self._watcher = self._watcher, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _watch_loop(self, interval: float, on_status: StatusCallback | None, heartbeat: float, stop) -> None:
+        reported: tuple | None = None
+        reported_at: float | None = None
+        failing = False
+        while not stop.is_set():
+            try:
+                self.refresh()
+            except Exception:
+                # The watcher must outlive a surprise (a registry on a flaky mount): the next tick tries again.
+                logger.exception("model watcher: refresh of %s failed", self.registry.root)
+            if on_status is not None:
+                status = self.status()
+                key = (status["version"], status["since"], tuple(sorted(status["failed"].items())))
+                now = time.monotonic()
+                if key != reported or reported_at is None or now - reported_at >= heartbeat:
+                    # A report that fails is retried at the next heartbeat, not every tick: an unreachable
+                    # store must not slow down noticing the next promotion.
+                    reported, reported_at = key, now
+                    try:
+                        on_status(status)
+                    except Exception as error:
+                        if not failing:
+                            logger.warning("model watcher: status report failed (%s); retrying", error)
+                        failing = True
+                    else:
+                        if failing:
+                            logger.info("model watcher: status reports work again")
+                        failing = False
+            stop.wait(interval)
+
+    def _after_fork(self) -> None:
+        """Give a forked child unheld locks and no watcher: a lock held by a parent thread is never released."""
+        self._lock = threading.RLock()
+        self._load_lock = threading.Lock()
+        self._watcher = None
+        self._watcher_pid = None
+        self._stop = threading.Event()
+
+
+def _after_fork_in_child() -> None:
+    for scorer in list(_scorers):
+        scorer._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

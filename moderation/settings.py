@@ -157,6 +157,9 @@ VIGIA_TRAINING_DATA = Path(os.environ.get("VIGIA_TRAINING_DATA", VAR_DIR / "trai
 # Scoring: how many pending images one task scores in a forward pass, and when to give up on one.
 VIGIA_SCORING_BATCH_SIZE = env_int("VIGIA_SCORING_BATCH_SIZE", 32)
 VIGIA_PENDING_SWEEP_SECONDS = env_int("VIGIA_PENDING_SWEEP_SECONDS", 120)
+# Every scoring worker process checks the active pointer this often in the background, so a promotion is
+# loaded, smoke-tested and serving within seconds even in a process that gets no task.
+VIGIA_MODEL_WATCH_SECONDS = float(os.environ.get("VIGIA_MODEL_WATCH_SECONDS", "1.0"))
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 

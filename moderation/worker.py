@@ -1,18 +1,47 @@
-"""Per-process model for scoring: created lazily in each worker child, never in the parent.
+"""Per-process model for scoring: created in each worker child, never in the parent, and watched in the background.
 
 TensorFlow run in a process that then forks leaves the children's predictions hanging, so nothing here touches
-TensorFlow at import time and the `Scorer` is built on first use in the process that will use it. Each child
-gets one intra-op and one inter-op thread: on a small machine two single-threaded children beat one child with two
+TensorFlow at import time and the `Scorer` is built in the process that will use it. Each child gets one
+intra-op and one inter-op thread: on a small machine two single-threaded children beat one child with two
 threads, and their throughput stops swinging with whatever else runs on the host.
+
+A worker that consumes the `scoring` queue starts the scorer's watcher as soon as the process that scores
+exists: each prefork child at `worker_process_init`, the single process of the solo and threads pools once the
+worker is ready (they never fork). The watcher loads a promoted model within seconds even when no task arrives,
+and reports what the process serves into the Redis hash `vigia:serving` (`selectors.serving` reads it). Other
+workers (training) and the web keep building a scorer on first use, without a watcher.
 """
 
+import json
+import logging
 import os
+import socket
+import time
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.conf import settings
+
+from moderation.selectors.serving import SERVING_HEARTBEAT_SECONDS, SERVING_KEY
+
+logger = logging.getLogger(__name__)
+
+SCORING_QUEUE = "scoring"
+# Readers ignore an entry after three heartbeats; an entry this old belongs to a process long gone, and whichever
+# worker reports next deletes it, so restarts (max_tasks_per_child, crashes) do not grow the hash for ever.
+SERVING_PRUNE_SECONDS = 3600
+# A status report must never hold up the watcher (which also notices the next promotion) for long.
+SERVING_REDIS_TIMEOUT = 1.0
 
 _scorer = None
 _owner_pid: int | None = None
+# Set by `worker_init` in a Celery worker's main process and inherited by its children.
+_watch_scoring = False
+_pool_forks = True
+_worker_pid: int | None = None
+_node_name = ""
+_redis = None
+_redis_pid: int | None = None
+_report_failing = False
 
 
 def configure_tensorflow_threads() -> None:
@@ -24,10 +53,17 @@ def configure_tensorflow_threads() -> None:
     configure_threads()
 
 
+def _may_watch_here() -> bool:
+    """A scoring worker's process that scores: never the parent of a prefork pool, which forks afterwards."""
+    return _watch_scoring and (not _pool_forks or os.getpid() != _worker_pid)
+
+
 def get_scorer():
     """This process's `classifier.scoring.Scorer`, created on first use.
 
     The owner pid guards against a scorer inherited through a fork: a child never reuses its parent's model.
+    In a scoring worker the watcher is started here as well (it is idempotent), which covers pools that send
+    no per-process signal.
     """
     global _scorer, _owner_pid
     if _scorer is None or _owner_pid != os.getpid():
@@ -36,15 +72,153 @@ def get_scorer():
 
         _scorer = Scorer(settings.VIGIA_MODEL_REGISTRY)
         _owner_pid = os.getpid()
+    if _may_watch_here():
+        _start_watching(_scorer)
     return _scorer
+
+
+def _start_watching(scorer) -> None:
+    scorer.watch(
+        settings.VIGIA_MODEL_WATCH_SECONDS,
+        publish_serving_status,
+        heartbeat=SERVING_HEARTBEAT_SECONDS,
+        identity={"hostname": socket.gethostname(), "pid": os.getpid(), "node": _node_name},
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def _redis_client():
+    """A connection of this process (a socket inherited through a fork would be shared with the parent)."""
+    global _redis, _redis_pid
+    if _redis is None or _redis_pid != os.getpid():
+        import redis
+
+        _redis = redis.Redis.from_url(
+            settings.CELERY_BROKER_URL,
+            socket_timeout=SERVING_REDIS_TIMEOUT,
+            socket_connect_timeout=SERVING_REDIS_TIMEOUT,
+        )
+        _redis_pid = os.getpid()
+    return _redis
+
+
+def serving_field(status: dict) -> str:
+    return f"{status.get('hostname', '')}:{status.get('pid', '')}"
+
+
+def publish_serving_status(status: dict) -> None:
+    """Store `status` (from `Scorer.status()`) as this process's field of the `vigia:serving` hash.
+
+    Redis hashes have no per-field expiry, so the entry carries `seen_at` and readers skip entries older than
+    three heartbeats. Called from the watcher thread; a Redis outage is logged once and never reaches scoring.
+    """
+    global _report_failing
+    import redis
+
+    now = time.time()
+    entry = {**status, "seen_at": now}
+    try:
+        client = _redis_client()
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(SERVING_KEY, serving_field(status), json.dumps(entry))
+        # Should every worker vanish, the whole report goes away by itself.
+        pipe.expire(SERVING_KEY, SERVING_PRUNE_SECONDS)
+        pipe.execute()
+        _prune_departed(client, now)
+    except (redis.RedisError, OSError) as error:
+        if not _report_failing:
+            logger.warning("cannot report the serving model to Redis (%s); scoring goes on", error)
+        _report_failing = True
+        return
+    if _report_failing:
+        logger.info("serving model reports reach Redis again")
+    _report_failing = False
+
+
+def _prune_departed(client, now: float) -> None:
+    stale = []
+    for field, raw in client.hgetall(SERVING_KEY).items():
+        try:
+            seen_at = float(json.loads(raw)["seen_at"])
+        except (ValueError, KeyError, TypeError):
+            seen_at = 0.0
+        if now - seen_at > SERVING_PRUNE_SECONDS:
+            stale.append(field)
+    if stale:
+        client.hdel(SERVING_KEY, *stale)
+
+
+def _withdraw_serving_status() -> None:
+    """Remove this process's entry when it stops, so the report drops it at once instead of after it expires."""
+    scorer = _scorer if _owner_pid == os.getpid() else None
+    if scorer is None or not _may_watch_here():
+        return
+    scorer.stop_watching(timeout=0)
+    try:
+        import redis
+
+        _redis_client().hdel(SERVING_KEY, serving_field(scorer.status()))
+    except (redis.RedisError, OSError) as error:
+        logger.info("could not withdraw the serving report (%s); it expires by itself", error)
+
+
+# ---------------------------------------------------------------------------------------------------- signals
+
+
+def _pool_is_prefork(pool_cls) -> bool:
+    from celery import concurrency
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    try:
+        implementation = concurrency.get_implementation(pool_cls)
+    except Exception:  # noqa: BLE001 - an unknown pool: assume it forks, the safe side for TensorFlow
+        return True
+    return isinstance(implementation, type) and issubclass(implementation, PreforkPool)
+
+
+@worker_init.connect
+def _note_scoring_worker(sender=None, **_kwargs) -> None:
+    """Remember, in the worker's main process, whether it scores and whether its pool forks children."""
+    global _watch_scoring, _pool_forks, _worker_pid, _node_name
+    if sender is None:
+        return
+    _watch_scoring = SCORING_QUEUE in set(sender.app.amqp.queues.consume_from)
+    _pool_forks = _pool_is_prefork(sender.pool_cls)
+    _worker_pid = os.getpid()
+    _node_name = str(getattr(sender, "hostname", "") or "")
 
 
 @worker_process_init.connect
 def _forget_inherited_scorer(**_kwargs) -> None:
-    """A new child starts without a model; it loads one lazily when its first task arrives."""
+    """A new child starts without its parent's model; a scoring child starts loading its own in the background.
+
+    The watcher thread loads the model, so this returns at once and the child reports ready well within
+    `worker_proc_alive_timeout`; a task that arrives before the first load finishes waits for it.
+    """
     global _scorer, _owner_pid
     _scorer = None
     _owner_pid = None
+    if _may_watch_here():
+        get_scorer()
+
+
+@worker_ready.connect
+def _watch_in_a_pool_without_children(**_kwargs) -> None:
+    """The threads pool sends no per-process signal; it never forks, so its main process may load the model."""
+    if _may_watch_here():
+        get_scorer()
+
+
+@worker_process_shutdown.connect
+def _child_stops(**_kwargs) -> None:
+    _withdraw_serving_status()
+
+
+@worker_shutdown.connect
+def _worker_stops(**_kwargs) -> None:
+    _withdraw_serving_status()
 
 
 @worker_init.connect

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 
 from moderation.models import ImageStatus, ListingImage, ModelVersion
+from moderation.selectors.serving import serving_report
 
 
 def active_model_version() -> str | None:
@@ -20,13 +21,19 @@ def active_model_version() -> str | None:
 @dataclass
 class Health:
     checks: dict[str, dict] = field(default_factory=dict)
+    # Which version each scoring process serves: information for operators, not a check. A rollout in progress
+    # or a lagging worker must not take the desk out of a load balancer.
+    serving: dict | None = None
 
     @property
     def ok(self) -> bool:
         return all(check["ok"] for check in self.checks.values())
 
     def as_dict(self) -> dict:
-        return {"status": "ok" if self.ok else "unavailable", **self.checks}
+        data = {"status": "ok" if self.ok else "unavailable", **self.checks}
+        if self.serving is not None:
+            data["serving"] = self.serving
+        return data
 
 
 def check_database() -> dict:
@@ -78,8 +85,16 @@ def check_model() -> dict:
     return {"ok": True, "version": version}
 
 
+def serving(timeout: float) -> dict:
+    """`selectors.serving.serving_report` as JSON; a failure is described, never raised."""
+    try:
+        return serving_report(timeout=timeout).as_dict()
+    except Exception as error:  # noqa: BLE001 - the database check reports a broken database; this stays informative
+        return {"workers": [], "error": f"{type(error).__name__}: {error}"}
+
+
 def check_health(timeout: float = 1.0) -> Health:
-    """Database, Redis, workers and the active model, each ok or not."""
+    """Database, Redis, workers and the active model, each ok or not; plus what each scoring process serves."""
     health = Health()
     health.checks["database"] = check_database()
     health.checks["redis"] = check_redis(timeout)
@@ -88,4 +103,8 @@ def check_health(timeout: float = 1.0) -> Health:
     else:
         health.checks["workers"] = {"ok": False, "count": 0, "detail": "Redis is unreachable."}
     health.checks["model"] = check_model()
+    if health.checks["redis"]["ok"]:
+        health.serving = serving(timeout)
+    else:
+        health.serving = {"workers": [], "error": "Redis is unreachable."}
     return health

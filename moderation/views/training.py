@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from moderation.models import ModelVersion, TrainingRun, TrainingRunStatus, TrainingTrigger
 from moderation.permissions import admin_required
 from moderation.selectors import training as selectors
+from moderation.selectors.serving import serving_report
 from moderation.services import model_versions, training
 
 # Only these registry files are served: the plots a version page shows.
@@ -70,7 +71,11 @@ def versions_view(request):
     return render(
         request,
         "moderation/training/versions.html",
-        {"versions": selectors.list_model_versions(), "previous": model_versions.previous_version()},
+        {
+            "versions": selectors.list_model_versions(),
+            "previous": model_versions.previous_version(),
+            "serving": serving_report(),
+        },
     )
 
 

@@ -162,3 +162,57 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     third.refresh_from_db()
     assert (third.model_version, third.status) == (active_before, ImageStatus.FLAGGED)
     assert registry.active_version() == active_before
+
+
+def received_tasks(worker) -> int:
+    """How many tasks the worker has taken off the queue so far (Celery logs one line each at INFO)."""
+    return worker["log"].read_text(errors="replace").count("] received")
+
+
+def serving_reported(worker, version: str) -> bool:
+    """Whether every scoring child of the worker reports `version` in Redis, and none is missing."""
+    import psutil
+
+    from moderation.selectors.serving import serving_workers
+
+    children = {child.pid for child in psutil.Process(worker["process"].pid).children()}
+    entries = {entry.pid: entry.version for entry in serving_workers(client=worker["broker"])}
+    return bool(children) and all(entries.get(pid) == version for pid in children)
+
+
+@pytest.mark.worker
+@pytest.mark.timeout(240)
+@pytest.mark.django_db(transaction=True)
+def test_promotion_and_rollback_reach_idle_worker_processes_and_each_reports_what_it_serves(
+    celery_worker_process, settings, tmp_path
+):
+    from moderation.selectors.serving import serving_workers
+
+    worker = celery_worker_process
+    settings.VIGIA_MODEL_REGISTRY = worker["work"] / "models"
+    registry = model_versions.get_registry()
+    if "v0002" not in {info.version for info in registry.versions()}:
+        add_inverted_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache")
+    model_versions.sync_models()
+    before = registry.active_version()
+    promoted = "v0002" if before != "v0002" else "v0001"
+    wait_until(lambda: serving_reported(worker, before), 60, f"the worker's children to report {before}", worker)
+    tasks = received_tasks(worker)
+
+    # No upload and no re-scoring: nothing but the watcher can make the idle children switch.
+    activated_at = time.time()
+    model_versions.activate_version(promoted, rescore=False)
+    wait_until(lambda: serving_reported(worker, promoted), 60, f"every child to report {promoted}", worker)
+    entries = serving_workers(client=worker["broker"])
+    switched = [entry for entry in entries if entry.version == promoted]
+    assert switched and all(entry.since.timestamp() >= activated_at - 1 for entry in switched)
+    assert all(entry.load_seconds is not None and entry.failed == {} for entry in switched)
+    # TensorFlow never runs in the parent that forks the children, so the parent never reports a model.
+    assert worker["process"].pid not in {entry.pid for entry in entries}
+
+    # Rollback: what the page's one-click button activates.
+    assert model_versions.previous_version().version == before
+    model_versions.activate_version(before, rescore=False)
+    wait_until(lambda: serving_reported(worker, before), 60, f"every child to report {before} again", worker)
+    assert received_tasks(worker) == tasks, "a task reached the worker; the switch must not have needed one"
+    assert registry.active_version() == before
