@@ -14,7 +14,7 @@ PYTEST_FLAGS ?= -p no:cacheprovider --timeout=600
 # Runs a command with a Redis that answers: REDIS_URL if it does, else an embedded one stopped afterwards.
 WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
-.PHONY: install dataset run test lint format bench bench-classifier bench-loop clean
+.PHONY: install dataset run test lint format bench bench-classifier bench-loop bench-retrain bench-rollout clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -69,6 +69,12 @@ bench-classifier: $(STAMP)
 bench-loop: $(STAMP)
 	@test -f bench/loop.py || { echo "bench/loop.py is not in this checkout." >&2; exit 2; }
 	$(PY) bench/loop.py --classes $(CLASSES) $(ARGS)
+
+bench-rollout: $(STAMP)
+	$(PY) bench/rollout.py $(ARGS)
+
+bench-retrain: $(STAMP) dataset
+	$(PY) bench/retrain.py --classes $(CLASSES) $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache
