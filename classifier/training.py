@@ -431,8 +431,10 @@ def _fit_features(
         x_v, y_v = tf.constant(validation[0]), tf.constant(validation[1], dtype=tf.int64)
         own = np.ones(len(validation[1])) if validation_weights is None else validation_weights
         w_v = tf.constant(np.asarray(own, dtype=np.float32))
-    # The starting weights compete too: a fine-tuning phase that only makes the model worse is undone entirely.
-    best_loss = float(measure(x_v, y_v, w_v)[0]) if x_v is not None else np.inf
+    # In a later phase (fine-tuning, step_offset > 0) the starting weights compete too, so a phase that only makes
+    # the model worse is undone entirely. A new head's starting weights are random: on a small validation split
+    # they can score a lower loss than the first epochs by chance, and must never be what training returns.
+    best_loss = float(measure(x_v, y_v, w_v)[0]) if x_v is not None and step_offset else np.inf
     best_weights, waited = head.get_weights(), 0
     for epoch in range(epochs):
         loss, accuracy = (float(v) for v in train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64)))

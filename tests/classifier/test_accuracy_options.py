@@ -201,3 +201,42 @@ def test_a_head_without_training_features_standardises_as_the_identity():
     head = build_head(4, 2, HParams(backbone="tiny", standardize=True))
     x = np.array([[1.0, -2.0, 3.0, 0.5]], dtype=np.float32)
     np.testing.assert_allclose(head.get_layer("head_standardize")(x), x, atol=1e-6)
+
+
+def test_standardisation_floors_the_variance_of_features_that_barely_vary_and_survives_saving(tmp_path):
+    from classifier.model import VARIANCE_FLOOR_SHARE, build_head, standardization_moments
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(loc=2.0, scale=1.0, size=(50, 4)).astype(np.float32)
+    features[:, 3] = 0.0  # a feature that never fired on the training images
+    mean, variance = standardization_moments(features)
+    np.testing.assert_allclose(mean[:3], features[:, :3].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(variance[:3], features[:, :3].var(axis=0), rtol=1e-5)
+    assert variance[3] == pytest.approx(VARIANCE_FLOOR_SHARE * features.var(axis=0).mean(), rel=1e-5)
+
+    head = build_head(4, 2, HParams(backbone="tiny", standardize=True), training_features=features)
+    firing = np.array([[2.0, 2.0, 2.0, 1.0]], dtype=np.float32)
+    standardised = np.asarray(head.get_layer("head_standardize")(firing))
+    # Divided by the floor, not by ~0: the new image's one active feature stays within a few units.
+    assert abs(standardised[0, 3]) < 5
+    head.save(tmp_path / "head.keras")
+    loaded = keras.saving.load_model(tmp_path / "head.keras", compile=False, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(firing)), np.asarray(head(firing)), atol=1e-6)
+
+
+@pytest.mark.parametrize(("step_offset", "returns_start"), [(0, False), (5, True)])
+def test_only_a_later_phase_can_end_on_its_starting_weights(step_offset, returns_start, tmp_path):
+    from classifier.model import build_head
+    from classifier.training import _fit_features
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    # Validation labels contradict the training labels: every epoch makes the validation loss worse than the
+    # start. A new head must still return trained weights; a later phase (fine-tuning) keeps its start.
+    hparams = HParams(backbone="tiny", standardize=False, epochs=5, early_stopping_patience=2, learning_rate=0.5)
+    head = build_head(6, 2, hparams)
+    start = [weight.copy() for weight in head.get_weights()]
+    _fit_features(head, x, y, (x, 1 - y), hparams, tmp_path, lambda done: None, step_offset=step_offset)
+    unchanged = all(np.array_equal(a, b) for a, b in zip(start, head.get_weights(), strict=True))
+    assert unchanged is returns_start
