@@ -2,8 +2,9 @@
 
 Run: `.venv/bin/python bench/rollout.py` (make bench-rollout). It needs PostgreSQL and Redis (the same ones the
 tests use). A real Celery scoring worker (prefork, `--children` single-threaded children) and gunicorn run
-against a throwaway database (`vigia_bench_rollout`) and Redis database 13, both emptied at the start. Two small
-models are trained on Fashion-MNIST (backbone `tiny` unless `--backbone` says otherwise), then the benchmark
+against a throwaway database (`vigia_bench_rollout`) and Redis database 13, both emptied at the start. Two
+models are trained on Fashion-MNIST (MobileNet V1, the product's default, unless `--backbone` says otherwise:
+`tiny` loads in a fraction of the time and only checks the mechanism), then the benchmark
 alternates `services.model_versions.activate_version` between them `--activations` times, `--pause` seconds
 apart, and measures for each activation, from the moment the call starts:
 
