@@ -105,9 +105,33 @@ class HealthCheckSerializer(serializers.Serializer):
     detail = serializers.CharField(required=False)
 
 
+class ServingWorkerSerializer(serializers.Serializer):
+    host = serializers.CharField()
+    pid = serializers.IntegerField()
+    node = serializers.CharField(help_text="The Celery worker's node name.")
+    version = serializers.CharField(allow_null=True, help_text="The model version this process serves.")
+    since = serializers.DateTimeField(allow_null=True, help_text="When it switched to that version.")
+    load_seconds = serializers.FloatField(allow_null=True, help_text="Load and smoke test of that switch.")
+    pointer_mtime = serializers.DateTimeField(allow_null=True, help_text="When the version it noticed was activated.")
+    failed = serializers.DictField(child=serializers.CharField(), help_text="Versions that would not load, and why.")
+    age_seconds = serializers.FloatField(help_text="Seconds since the process last reported.")
+
+
+class ServingSerializer(serializers.Serializer):
+    active_version = serializers.CharField(allow_null=True)
+    versions = serializers.DictField(child=serializers.IntegerField(), help_text="Processes serving each version.")
+    as_of_seconds = serializers.FloatField(allow_null=True, help_text="Age of the oldest report.")
+    workers = ServingWorkerSerializer(many=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField(required=False, help_text="Why the report is unavailable (Redis unreachable).")
+
+
 class HealthSerializer(serializers.Serializer):
     status = serializers.CharField(help_text='"ok" when every check is ok, else "unavailable".')
     database = HealthCheckSerializer()
     redis = HealthCheckSerializer()
     workers = HealthCheckSerializer()
     model = HealthCheckSerializer()
+    serving = ServingSerializer(
+        required=False, help_text="Which model version each scoring worker process serves; information only."
+    )

@@ -239,7 +239,10 @@ def test_create_api_token_for_a_missing_user_fails_clearly():
 def test_schema_is_valid_without_warnings(tmp_path):
     # `check --deploy` fails on drf-spectacular warnings, so the schema must generate cleanly.
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
-    assert "ImageStatusEnum" in (tmp_path / "schema.yaml").read_text()
+    schema = (tmp_path / "schema.yaml").read_text()
+    assert "ImageStatusEnum" in schema
+    # Health documents the serving report it returns, down to each worker process's fields.
+    assert "ServingWorker" in schema and "load_seconds" in schema
 
 
 def test_score_with_the_real_scorer_and_an_empty_registry_is_503(client, settings, tmp_path, monkeypatch):
