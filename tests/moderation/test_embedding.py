@@ -14,6 +14,7 @@ from tests.moderation.training_fixtures import (
     make_image,
     make_user,
     rescores_fixture,  # noqa: F401 (fixture)
+    training_worker_fixture,  # noqa: F401 (fixture)
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loop_settings")]
@@ -81,3 +82,27 @@ def test_decisions_embedded_ahead_leave_the_retrain_and_its_gate_nothing_to_embe
     assert run.new_examples == len(examples) - len(holdout)
     assert run.metrics["embedded"] == 0 and run.metrics["cached"] == run.total_examples
     assert run.gate["active"] is not None and run.gate["embedded"] == 0
+
+
+@pytest.mark.worker
+@pytest.mark.timeout(180)
+def test_a_real_training_worker_embeds_each_decided_image_after_the_commit(training_worker, settings):
+    import time
+
+    settings.VIGIA_EMBED_DECISIONS = True
+    settings.MEDIA_ROOT = training_worker["media"]
+    settings.VIGIA_MODEL_REGISTRY = training_worker["models"]
+    cache = training_worker["work"] / "feature-cache"
+    settings.VIGIA_FEATURE_CACHE = cache
+    moderator = make_user("mod")
+    examples = [decide(moderator, PROHIBITED), decide(moderator, ALLOWED)]
+
+    def embedded(example) -> bool:
+        return any(cache.rglob(f"{example.sha256}.npy"))
+
+    deadline = time.monotonic() + 90
+    while not all(embedded(example) for example in examples):
+        if time.monotonic() > deadline:
+            pytest.fail("decided images not embedded:\n" + training_worker["log"].read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
+    assert "moderation.embed_examples" in training_worker["log"].read_text(errors="replace")
