@@ -52,6 +52,10 @@ class HParams:
     # fold (K more head fits, seconds on cached features). A head fits its own training images better than new
     # ones, so the few heavy audit items it has fitted stop pulling the boundary towards them.
     bias_folds: int = 0
+    # With "bias" weighting and bias_folds >= 2, choose l2 from these values by the out-of-fold weighted
+    # cross-entropy (cross-validation on the training images; only up to training.L2_SEARCH_MAX_IMAGES). Empty:
+    # use l2 as given.
+    l2_grid: tuple[float, ...] = ()
     # Distortions, as in retrain.py: applied to training images only, each epoch, bypassing the feature cache.
     distort: bool = False
     crop_fraction: float = 0.1
@@ -80,6 +84,9 @@ class HParams:
             raise ValueError("test_share and validation_share must be in [0, 1) and leave room for training")
         if self.example_weighting not in ("loss", "bias"):
             raise ValueError(f"example_weighting must be 'loss' or 'bias', got {self.example_weighting!r}")
+        if any(not isinstance(value, int | float) or value < 0 for value in self.l2_grid):
+            raise ValueError(f"l2_grid must hold non-negative numbers, got {self.l2_grid!r}")
+        object.__setattr__(self, "l2_grid", tuple(float(value) for value in self.l2_grid))
         if self.bias_folds < 0 or self.bias_folds == 1:
             raise ValueError(f"bias_folds must be 0 or at least 2, got {self.bias_folds}")
         if self.pooling is not None:

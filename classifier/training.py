@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,7 @@ def _out_of_fold_log_probabilities(
     hparams: HParams,
     folds: int,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    on_fold: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Log-probabilities of every training row from a head trained without that row's fold.
 
@@ -257,7 +258,50 @@ def _out_of_fold_log_probabilities(
         head = build_head(x.shape[1], n_labels, hparams, training_features=x[~held])
         _fit_features(head, x[~held], y[~held], validation, hparams, None, lambda _done: None)
         log_p[held] = np.log(np.clip(_batched(head, x[held]), 1e-12, 1.0))
+        if on_fold is not None:
+            on_fold()
     return log_p
+
+
+#: Above this many training images a retrain keeps its L2 strength instead of searching `HParams.l2_grid`: the
+#: search costs one set of fold heads per value, and with thousands of images the choice matters less.
+L2_SEARCH_MAX_IMAGES = 2000
+
+
+def _choose_l2(
+    x: np.ndarray,
+    y: np.ndarray,
+    example_weights: np.ndarray,
+    image_of_row: np.ndarray,
+    n_labels: int,
+    hparams: HParams,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    on_fold: Callable[[], None] | None = None,
+) -> tuple[HParams, np.ndarray, dict[str, float]]:
+    """The L2 strength of ``hparams.l2_grid`` whose out-of-fold scores give the lowest weighted cross-entropy.
+
+    Judged the way the biases are refit: each value's out-of-fold log-probabilities, shifted by their own best
+    biases, scored with the same class-balanced example weights. Only training data is used, so the choice is
+    cross-validation, not a peek at any test set. Returns the hyper-parameters with that strength, its
+    out-of-fold log-probabilities (the bias refit reuses them) and every value's loss.
+    """
+    weights = _sample_weights(y, n_labels, hparams, example_weights).astype(np.float64)
+    weights = weights / weights.sum()
+    losses: dict[str, float] = {}
+    best: tuple[float, float, np.ndarray] | None = None
+    for l2 in hparams.l2_grid:
+        candidate = replace(hparams, l2=float(l2))
+        log_p = _out_of_fold_log_probabilities(
+            x, y, image_of_row, n_labels, candidate, hparams.bias_folds, validation, on_fold
+        )
+        logits = log_p + fit_bias_shift(log_p, y, weights)
+        logits -= logits.max(axis=1, keepdims=True)
+        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        loss = float(-(weights * log_probabilities[np.arange(len(y)), y]).sum())
+        losses[repr(float(l2))] = round(loss, 5)
+        if best is None or loss < best[0]:
+            best = (loss, float(l2), log_p)
+    return replace(hparams, l2=best[1]), best[2], losses
 
 
 def fit_bias_shift(log_p: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
@@ -633,6 +677,7 @@ def train_model(
     fine_layers: list[str] = []
     embedded = cached = 0
     feature_cache = None
+    l2_search: dict[str, float] = {}
 
     def on_epoch(done: int) -> None:
         progress("training", min(done, total_epochs), total_epochs)
@@ -688,8 +733,24 @@ def train_model(
             pooled_val = _batched(top, x_val) if x_val is not None else None
         else:
             pooled_train, pooled_val = x_train, x_val
-        head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
         validation = (pooled_val, y_val) if pooled_val is not None else None
+        image_of_row = np.arange(len(y_train)) % len(groups["train"])
+        out_of_fold = None
+        folds = hparams.bias_folds if hparams.example_weighting == "bias" and hparams.bias_folds >= 2 else 0
+        searching = bool(folds and hparams.l2_grid) and len(groups["train"]) <= L2_SEARCH_MAX_IMAGES
+        # Fold heads report as "cross-validating k/n": the L2 search's (one set per value), else the bias refit's.
+        fold_fits = {"done": 0, "total": folds * (len(hparams.l2_grid) if searching else 1)}
+
+        def on_fold() -> None:
+            fold_fits["done"] += 1
+            progress("cross-validating", fold_fits["done"], fold_fits["total"])
+
+        if searching:
+            progress("cross-validating", 0, fold_fits["total"])
+            hparams, out_of_fold, l2_search = _choose_l2(
+                pooled_train, y_train, w_train, image_of_row, len(labels), hparams, validation, on_fold
+            )
+        head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
         weights_in_loss = hparams.example_weighting == "loss"
         _merge(
             history,
@@ -710,13 +771,12 @@ def train_model(
             x_all, y_all, w_all = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
             bias_weights = _sample_weights(y_all, len(labels), hparams, w_all)
             if hparams.bias_folds >= 2:
-                n_train = len(groups["train"])
-                image_of_row = np.arange(len(y_train)) % n_train
-                log_p = [
-                    _out_of_fold_log_probabilities(
-                        pooled_train, y_train, image_of_row, len(labels), hparams, hparams.bias_folds, validation
+                if out_of_fold is None:
+                    progress("cross-validating", 0, fold_fits["total"])
+                    out_of_fold = _out_of_fold_log_probabilities(
+                        pooled_train, y_train, image_of_row, len(labels), hparams, folds, validation, on_fold
                     )
-                ]
+                log_p = [out_of_fold]
                 if validation:
                     log_p.append(np.log(np.clip(_batched(head, pooled_val), 1e-12, 1.0)))
                 add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))
@@ -816,6 +876,8 @@ def train_model(
     metrics = dict(metrics_by_split["test"])
     metrics["validation"] = metrics_by_split["validation"]
     metrics["split_sizes"] = {name: len(groups[name]) for name in SPLITS}
+    if l2_search:
+        metrics["l2_search"] = l2_search
     manifest = {name: sorted(e.sha256 for e in groups[name]) for name in SPLITS}
     return TrainingResult(
         model=model,

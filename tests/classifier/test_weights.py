@@ -220,3 +220,68 @@ def test_bias_folds_refit_the_biases_out_of_fold_deterministically_and_keep_the_
 def test_bias_folds_must_be_zero_or_at_least_two(folds):
     with pytest.raises(ValueError, match="bias_folds"):
         HParams(bias_folds=folds)
+
+
+@pytest.mark.parametrize(("signal", "expected"), [("noise", 10.0), ("clean", 0.001)])
+def test_l2_search_picks_the_strength_with_the_lowest_out_of_fold_loss(signal, expected):
+    from classifier.training import _choose_l2
+
+    # Noise labels over many features: only heavy shrinkage stops the heads from fitting noise. A clean,
+    # one-feature rule: light shrinkage lets the heads be confident where they are right.
+    rng = np.random.default_rng(5)
+    n, dim = 80, 60 if signal == "noise" else 3
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    y = rng.integers(0, 2, size=n) if signal == "noise" else (x[:, 0] > 0).astype(np.int64)
+    hparams = HParams(
+        backbone="tiny", standardize=False, learning_rate=0.1, epochs=60, bias_folds=4, l2_grid=(0.001, 0.1, 10.0)
+    )
+    chosen, log_p, losses = _choose_l2(x, y, np.ones(n), np.arange(n), 2, hparams, None)
+    assert set(losses) == {"0.001", "0.1", "10.0"}
+    assert chosen.l2 == expected and losses[repr(expected)] == min(losses.values())
+    assert log_p.shape == (n, 2) and np.all(log_p <= 0)
+
+
+def test_train_model_records_the_search_and_skips_it_above_the_size_limit(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import classifier.training as training
+
+    examples = _examples("bad", "bad", range(0, 10)) + _examples("ok", "ok", range(100, 110))
+    hparams = HParams(
+        backbone="tiny",
+        image_size=SIZE,
+        epochs=20,
+        learning_rate=0.05,
+        example_weighting="bias",
+        bias_folds=3,
+        l2_grid=(0.001, 0.3),
+    )
+    calls = []
+    searched = training.train_model(
+        examples,
+        LABELS,
+        ["bad"],
+        hparams,
+        cache_dir=tmp_path,
+        split=lambda e: "train",
+        progress=lambda *call: calls.append(call),
+    )
+    assert set(searched.metrics["l2_search"]) == {"0.001", "0.3"}
+    # Three folds per value, reported before the final head trains (the bias refit reuses the chosen folds).
+    folds = [call for call in calls if call[0] == "cross-validating"]
+    assert folds[0] == ("cross-validating", 0, 6) and folds[-1] == ("cross-validating", 6, 6)
+    assert calls.index(folds[-1]) < next(i for i, call in enumerate(calls) if call[0] == "training")
+    assert searched.hparams.l2 in (0.001, 0.3) and searched.hparams.l2_grid == (0.001, 0.3)
+
+    monkeypatch.setattr(training, "L2_SEARCH_MAX_IMAGES", len(examples) - 1)
+    kept = training.train_model(
+        examples, LABELS, ["bad"], replace(hparams, l2=0.02), cache_dir=tmp_path, split=lambda e: "train"
+    )
+    assert "l2_search" not in kept.metrics and kept.hparams.l2 == 0.02
+
+
+def test_l2_grid_is_a_tuple_of_non_negative_numbers_and_round_trips():
+    assert HParams(l2_grid=[0.01, 0.1]).l2_grid == (0.01, 0.1)
+    assert HParams.from_dict(HParams(l2_grid=(0.03,)).to_dict()).l2_grid == (0.03,)
+    with pytest.raises(ValueError, match="l2_grid"):
+        HParams(l2_grid=(0.1, -1.0))
