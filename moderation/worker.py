@@ -21,6 +21,7 @@ import time
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.conf import settings
 
+from moderation.broker import broker_client
 from moderation.selectors.serving import SERVING_HEARTBEAT_SECONDS, SERVING_KEY
 
 logger = logging.getLogger(__name__)
@@ -93,13 +94,7 @@ def _redis_client():
     """A connection of this process (a socket inherited through a fork would be shared with the parent)."""
     global _redis, _redis_pid
     if _redis is None or _redis_pid != os.getpid():
-        import redis
-
-        _redis = redis.Redis.from_url(
-            settings.CELERY_BROKER_URL,
-            socket_timeout=SERVING_REDIS_TIMEOUT,
-            socket_connect_timeout=SERVING_REDIS_TIMEOUT,
-        )
+        _redis = broker_client(SERVING_REDIS_TIMEOUT)
         _redis_pid = os.getpid()
     return _redis
 

@@ -6,9 +6,9 @@ A health check that hangs is worse than one that says "no", so every probe is bo
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db import connection
 
+from moderation.broker import broker_client
 from moderation.models import ImageStatus, ListingImage, ModelVersion
 from moderation.selectors.serving import serving_report
 
@@ -48,12 +48,8 @@ def check_database() -> dict:
 
 
 def check_redis(timeout: float) -> dict:
-    import redis
-
     try:
-        client = redis.Redis.from_url(
-            settings.CELERY_BROKER_URL, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        client = broker_client(timeout)
         try:
             client.ping()
         finally:

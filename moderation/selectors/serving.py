@@ -13,9 +13,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from django.conf import settings
-
 from moderation import clock
+from moderation.broker import broker_client
 from moderation.models import ModelVersion
 
 SERVING_KEY = "vigia:serving"
@@ -71,12 +70,6 @@ class ServingReport:
         }
 
 
-def _client(timeout: float):
-    import redis
-
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=timeout, socket_connect_timeout=timeout)
-
-
 def _timestamp(value) -> datetime | None:
     try:
         return datetime.fromtimestamp(float(value), tz=UTC) if value is not None else None
@@ -111,7 +104,7 @@ def _entry(name: str, raw: bytes | str, now: float) -> ServingWorker | None:
 
 def serving_workers(*, client=None, key: str = SERVING_KEY, now: float | None = None, timeout: float = 1.0):
     """The live entries of `vigia:serving`, by host and pid. Redis errors are raised: none is not unknown."""
-    client = client or _client(timeout)
+    client = client or broker_client(timeout)
     now = clock.now().timestamp() if now is None else now
     workers = []
     for name, raw in client.hgetall(key).items():
