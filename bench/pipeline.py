@@ -127,6 +127,45 @@ def configure_environment(args, work: Path) -> dict:
     return {**os.environ}
 
 
+def start_from_nothing(args, work: Path) -> dict:
+    """A fresh database and broker database, Django set up and migrated; returns the children's environment."""
+    env = configure_environment(args, work)
+    log(f"work dir {work}; database {args.database_url}; redis {args.redis_url}")
+    recreate_database(args.database_url)
+    import redis
+
+    redis.Redis.from_url(args.redis_url).flushdb()
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return env
+
+
+def marketplace_token() -> str:
+    """Turn off the audit sample (every photo's route is then its score alone) and return an API token."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from moderation.selectors.settings import get_settings
+
+    row = get_settings()
+    row.audit_rate = 0.0
+    row.save()
+    return Token.objects.create(user=get_user_model().objects.create_user("bench-marketplace")).key
+
+
+def write_results(output: Path, results: dict) -> None:
+    """Write the results file and print its headline figures (everything but details and machine)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {output}")
+    print(json.dumps({k: v for k, v in results.items() if k not in ("details", "machine")}, indent=2))
+
+
 def jpeg_photos(split: str, count: int, offset: int = 0) -> list[bytes]:
     """Distinct Fashion-MNIST photos as JPEG files, as a marketplace would send them."""
     from PIL import Image
@@ -494,34 +533,13 @@ def main() -> int:
     args = parse_args()
     machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="vigia-bench-"))
-    env = configure_environment(args, work)
-    log(f"work dir {work}; database {args.database_url}; redis {args.redis_url}")
-    recreate_database(args.database_url)
-    import redis
-
-    redis.Redis.from_url(args.redis_url).flushdb()
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    env = start_from_nothing(args, work)
     log(f"training the served model ({args.backbone}, {args.train_per_class} photos per class)")
     version = train_served_model(args, work)
     from moderation.services.model_versions import sync_models
 
     sync_models()
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    from moderation.selectors.settings import get_settings
-
-    row = get_settings()
-    row.audit_rate = 0.0
-    row.save()
-    api_user = get_user_model().objects.create_user("bench-marketplace")
-    token = Token.objects.create(user=api_user).key
+    token = marketplace_token()
 
     photos = jpeg_photos("test", args.images + 200 + 2000)
     warmup, measured, spare = photos[:64], photos[64 : 64 + args.images], photos[64 + args.images :]
@@ -592,10 +610,7 @@ def main() -> int:
             "worker_children_rss_mb_at_end": [round(x, 1) for x in children_rss],
         },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    log(f"wrote {args.output}")
-    print(json.dumps({k: v for k, v in results.items() if k not in ("details", "machine")}, indent=2))
+    write_results(args.output, results)
     return 0
 
 

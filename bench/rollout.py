@@ -18,7 +18,6 @@ serves in every worker process within 10 s.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,13 +32,14 @@ from machine import machine_info  # noqa: E402
 from pipeline import (  # noqa: E402
     REPO,
     Services,
-    configure_environment,
     jpeg_photos,
     log,
+    marketplace_token,
     post_listing,
-    recreate_database,
+    start_from_nothing,
     train_served_model,
     wait_ready,
+    write_results,
 )
 
 TARGET_S = 10.0
@@ -158,37 +158,21 @@ def main() -> int:
     args = parse_args()
     machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="vigia-bench-rollout-"))
-    env = configure_environment(args, work)
-    log(f"work dir {work}; database {args.database_url}; redis {args.redis_url}")
-    recreate_database(args.database_url)
+    env = start_from_nothing(args, work)
     import redis
-
-    redis_client = redis.Redis.from_url(args.redis_url)
-    redis_client.flushdb()
-
-    import django
-
-    django.setup()
     from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-    from rest_framework.authtoken.models import Token
 
     from classifier.registry import Registry
     from moderation.selectors.serving import SERVING_HEARTBEAT_SECONDS
-    from moderation.selectors.settings import get_settings
     from moderation.services.model_versions import sync_models
 
-    call_command("migrate", verbosity=0)
+    redis_client = redis.Redis.from_url(args.redis_url)
     log(f"training two models ({args.backbone}, {args.train_per_class} photos per class)")
     first = train_served_model(args, work)
     second = train_served_model(args, work)
     Registry(work / "models").activate(first)
     sync_models()
-    row = get_settings()
-    row.audit_rate = 0.0
-    row.save()
-    token = Token.objects.create(user=get_user_model().objects.create_user("bench-marketplace")).key
+    token = marketplace_token()
     photos = jpeg_photos("test", args.activations + 1)
 
     import requests
@@ -241,10 +225,7 @@ def main() -> int:
             "activations": activations,
         },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    log(f"wrote {args.output}")
-    print(json.dumps({k: v for k, v in results.items() if k not in ("details", "machine")}, indent=2))
+    write_results(args.output, results)
     return 0
 
 
