@@ -50,6 +50,21 @@ def scorers():
         scorer.stop_watching(timeout=TIMEOUT)
 
 
+def hold_loads_of(version: str, scorer: Scorer, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make `scorer` block while loading `version`: `loading` is set once it blocks, setting `release` lets it go."""
+    loading, release = threading.Event(), threading.Event()
+    real_load = scorer.registry.load
+
+    def slow_load(name=None):
+        if name == version:
+            loading.set()
+            release.wait(TIMEOUT)
+        return real_load(name)
+
+    monkeypatch.setattr(scorer.registry, "load", slow_load)
+    return loading, release
+
+
 def watcher_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == "model-watcher"]
 
@@ -131,16 +146,7 @@ def test_predict_during_a_slow_load_answers_with_the_old_model(registry, scorers
     scorer = scorers(registry.root)
     assert scorer.predict([image_bytes("ok", 1)]).model_version == "v0001"
 
-    loading, release = threading.Event(), threading.Event()
-    real_load = scorer.registry.load
-
-    def slow_load(version=None):
-        if version == "v0002":
-            loading.set()
-            release.wait(TIMEOUT)
-        return real_load(version)
-
-    monkeypatch.setattr(scorer.registry, "load", slow_load)
+    loading, release = hold_loads_of("v0002", scorer, monkeypatch)
     reports: list[dict] = []
     scorer.watch(0.05, reports.append, heartbeat=60)
     registry.activate("v0002")
@@ -166,16 +172,7 @@ def test_a_task_that_refreshes_waits_for_the_watchers_load(registry, scorers, mo
     # with the old version while the new one loads would drop the re-scoring a promotion queues.
     scorer = scorers(registry.root)
     assert scorer.version == "v0001"
-    loading, release = threading.Event(), threading.Event()
-    real_load = scorer.registry.load
-
-    def slow_load(version=None):
-        if version == "v0002":
-            loading.set()
-            release.wait(TIMEOUT)
-        return real_load(version)
-
-    monkeypatch.setattr(scorer.registry, "load", slow_load)
+    loading, release = hold_loads_of("v0002", scorer, monkeypatch)
     scorer.watch(0.05)
     registry.activate("v0002")
     assert loading.wait(TIMEOUT)

@@ -127,34 +127,35 @@ def test_refit_output_bias_finds_the_weighted_label_shares_and_keeps_the_kernel(
     assert isinstance(head.get_layer("head_softmax"), keras.layers.Dense)
 
 
+BIAS_HPARAMS = HParams(backbone="tiny", image_size=SIZE, epochs=30, learning_rate=0.05, example_weighting="bias")
+
+
+def _skewed_examples(heavy_weight: float = 9.0) -> list[Example]:
+    """Two clear groups, then "other"-coloured images of both labels, in which the "bad" ones weigh `heavy_weight`."""
+    from dataclasses import replace
+
+    clear = _examples("bad", "bad", range(0, 12)) + _examples("ok", "ok", range(100, 112))
+    heavy = [replace(example, weight=heavy_weight) for example in _examples("bad", "other", range(200, 206))]
+    return clear + heavy + _examples("ok", "other", range(300, 306))
+
+
+def _softmax_weights(examples: list[Example], hparams: HParams, cache_dir) -> list[np.ndarray]:
+    """The trained head's output layer [kernel, bias], every example in training."""
+    from classifier.training import train_model
+
+    result = train_model(examples, LABELS, ["bad"], hparams=hparams, cache_dir=cache_dir, split=lambda e: "train")
+    return result.model.get_layer("head").get_layer("head_softmax").get_weights()
+
+
 def test_bias_weighting_learns_the_unweighted_kernel_and_moves_only_the_bias(tmp_path):
     from dataclasses import replace
 
-    from classifier.training import train_model
-
-    clear = _examples("bad", "bad", range(0, 12)) + _examples("ok", "ok", range(100, 112))
-    heavy = [replace(example, weight=9.0) for example in _examples("bad", "other", range(200, 206))]
-    light = _examples("ok", "other", range(300, 306))
-    hparams = HParams(backbone="tiny", image_size=SIZE, epochs=30, learning_rate=0.05, example_weighting="bias")
-
-    def train(examples, weighting):
-        return (
-            train_model(
-                examples,
-                LABELS,
-                ["bad"],
-                hparams=replace(hparams, example_weighting=weighting),
-                cache_dir=tmp_path / "cache",
-                split=lambda e: "train",
-            )
-            .model.get_layer("head")
-            .get_layer("head_softmax")
-        )
-
-    weighted = train(clear + heavy + light, "bias")
-    unweighted = train(clear + [replace(e, weight=1.0) for e in heavy] + light, "loss")
-    np.testing.assert_allclose(weighted.get_weights()[0], unweighted.get_weights()[0], rtol=1e-6, atol=1e-7)
-    shift = weighted.get_weights()[1] - unweighted.get_weights()[1]
+    weighted = _softmax_weights(_skewed_examples(), BIAS_HPARAMS, tmp_path / "cache")
+    unweighted = _softmax_weights(
+        _skewed_examples(heavy_weight=1.0), replace(BIAS_HPARAMS, example_weighting="loss"), tmp_path / "cache"
+    )
+    np.testing.assert_allclose(weighted[0], unweighted[0], rtol=1e-6, atol=1e-7)
+    shift = weighted[1] - unweighted[1]
     assert shift[0] > 0.05 > -0.05 > shift[1]  # toward "bad", the label the heavy examples carry
 
 
@@ -189,26 +190,8 @@ def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_image_or_its_mir
 def test_bias_folds_refit_the_biases_out_of_fold_deterministically_and_keep_the_kernel(tmp_path):
     from dataclasses import replace
 
-    from classifier.training import train_model
-
-    examples = (
-        _examples("bad", "bad", range(0, 12))
-        + _examples("ok", "ok", range(100, 112))
-        + [replace(example, weight=9.0) for example in _examples("bad", "other", range(200, 206))]
-        + _examples("ok", "other", range(300, 306))
-    )
-    hparams = HParams(backbone="tiny", image_size=SIZE, epochs=30, learning_rate=0.05, example_weighting="bias")
-
     def output_layer(folds):
-        result = train_model(
-            examples,
-            LABELS,
-            ["bad"],
-            hparams=replace(hparams, bias_folds=folds),
-            cache_dir=tmp_path / "cache",
-            split=lambda e: "train",
-        )
-        return result.model.get_layer("head").get_layer("head_softmax").get_weights()
+        return _softmax_weights(_skewed_examples(), replace(BIAS_HPARAMS, bias_folds=folds), tmp_path / "cache")
 
     in_sample, out_of_fold, again = output_layer(0), output_layer(3), output_layer(3)
     np.testing.assert_allclose(out_of_fold[0], in_sample[0], rtol=1e-6, atol=1e-7)
