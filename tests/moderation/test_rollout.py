@@ -111,6 +111,15 @@ def wait_until(condition, timeout: float, what: str, worker) -> float:
     return time.monotonic() - started
 
 
+def worker_registry_with_two_versions(worker, settings, tmp_path):
+    """The worker's registry, with the inverted v0002 beside its model so that tests can switch between them."""
+    settings.VIGIA_MODEL_REGISTRY = worker["work"] / "models"
+    registry = model_versions.get_registry()
+    if "v0002" not in {info.version for info in registry.versions()}:
+        add_inverted_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache")
+    return registry
+
+
 def upload_red(external_id: str) -> ListingImage:
     from moderation.services.ingest import create_listing
     from tests.moderation import images
@@ -129,12 +138,9 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     worker = celery_worker_process
     clean_broker(worker["broker"])
     settings.MEDIA_ROOT = worker["media"]
-    settings.VIGIA_MODEL_REGISTRY = worker["work"] / "models"
     settings.VIGIA_FEATURE_CACHE = tmp_path / "cache"
     ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
-    registry = model_versions.get_registry()
-    if "v0002" not in {info.version for info in registry.versions()}:
-        add_inverted_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache")
+    registry = worker_registry_with_two_versions(worker, settings, tmp_path)
     active_before = registry.active_version()
     model_versions.sync_models()
 
@@ -189,10 +195,7 @@ def test_promotion_and_rollback_reach_idle_worker_processes_and_each_reports_wha
     from moderation.selectors.serving import serving_workers
 
     worker = celery_worker_process
-    settings.VIGIA_MODEL_REGISTRY = worker["work"] / "models"
-    registry = model_versions.get_registry()
-    if "v0002" not in {info.version for info in registry.versions()}:
-        add_inverted_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache")
+    registry = worker_registry_with_two_versions(worker, settings, tmp_path)
     model_versions.sync_models()
     before = registry.active_version()
     promoted = "v0002" if before != "v0002" else "v0001"
