@@ -61,6 +61,23 @@ def test_a_broker_outage_loses_no_decision(settings, monkeypatch):
     assert example.active and TrainingExample.objects.count() == 1
 
 
+def test_embedding_skips_gone_inactive_missing_and_broken_images_without_failing(dispatched, settings):
+    from pathlib import Path
+
+    moderator = make_user("mod")
+    gone, inactive, missing, broken, good = (decide(moderator, PROHIBITED) for _ in range(5))
+    gone_id = gone.pk
+    gone.delete()
+    TrainingExample.objects.filter(pk=inactive.pk).update(active=False)
+    Path(settings.MEDIA_ROOT, missing.path).unlink()
+    Path(settings.MEDIA_ROOT, broken.path).write_bytes(b"not an image at all")
+
+    report = training.embed_decision_examples([gone_id, inactive.pk, missing.pk, broken.pk, good.pk])
+
+    # Only the good image is embedded; the broken one is left for the retrain to report, nothing raises.
+    assert report == {"embedded": 1, "cached": 0, "skipped": 1}
+
+
 def test_decisions_embedded_ahead_leave_the_retrain_and_its_gate_nothing_to_embed(tmp_path, dispatched, rescores):
     import_initial_set(tmp_path, per_label=12)
     first = training.execute_training_run(training.request_training(dispatch=False).pk)
