@@ -346,6 +346,7 @@ def score_batch(
     if not claim.batch:
         return outcome
 
+    skipped: list[int] = []
     try:
         with transaction.atomic():
             # Held until the scores are written: other workers skip these rows instead of scoring them twice.
@@ -355,6 +356,8 @@ def score_batch(
                 .filter(_eligible(claim.batch, version))
                 .order_by("id")
             )
+            locked_ids = {image.pk for image in images}
+            skipped = [pk for pk in claim.batch if pk not in locked_ids]
             results, errors = _score(scorer, images)
             prohibited = list(scorer.prohibited)
             now = clock.now()
@@ -390,7 +393,33 @@ def score_batch(
         # The model went away between the claim and the forward pass: give the attempt back and wait.
         ListingImage.objects.filter(pk__in=claim.batch, attempts__gt=0).update(attempts=F("attempts") - 1)
         outcome.no_model = True
+        return outcome
+    outcome.requeued += requeue_skipped(skipped, version)
     return outcome
+
+
+def requeue_skipped(image_ids: Sequence[int], version: str) -> list[int]:
+    """Queue again the claimed images that the scoring transaction found locked, giving their attempt back.
+
+    Between a task's claim and its forward pass, another worker's claim scan can hold one of its rows for an
+    instant; skipping it is right (no row is ever waited for while a model runs), but the scan does not score
+    it, so left alone the image would wait for the sweeper, minutes away. The rows are locked here without
+    skipping: a worker that really is scoring one is waited for, after which the image is no longer eligible
+    and is not queued twice. The model never saw these images, so the attempt counted at the claim is undone.
+    """
+    if not image_ids:
+        return []
+    with transaction.atomic():
+        still_due = list(
+            ListingImage.objects.select_for_update(of=("self",))
+            .filter(pk__in=list(image_ids))
+            .filter(_eligible(image_ids, version))
+            .order_by("id")
+            .values_list("pk", flat=True)
+        )
+        ListingImage.objects.filter(pk__in=still_due, attempts__gt=0).update(attempts=F("attempts") - 1)
+        queue_scoring(still_due)
+    return still_due
 
 
 def _score(scorer, images: list[ListingImage]):
