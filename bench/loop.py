@@ -49,6 +49,12 @@ def parse_args():
     parser.add_argument("--min-holdout", type=int, default=10, help="gate_min_holdout_per_label")
     parser.add_argument("--audit-rate", type=float, default=0.1, help="share of below-threshold images reviewed")
     parser.add_argument(
+        "--audit-sampling",
+        choices=("by_score", "uniform"),
+        default="by_score",
+        help="how the audit sample is drawn (ModerationSettings.audit_sampling)",
+    )
+    parser.add_argument(
         "--retrain-hparams",
         default="{}",
         help="JSON hyper-parameters for retrains (VIGIA_TRAINING_HPARAMS), on top of the image size and the "
@@ -259,6 +265,7 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
     settings_row.retrain_batch_size = args.batch_size
     settings_row.gate_min_holdout_per_label = args.min_holdout
     settings_row.audit_rate = args.audit_rate
+    settings_row.audit_sampling = args.audit_sampling
     settings_row.retrain_on_schedule = False
     settings_row.save()
     moderators, _ = permissions.ensure_groups()
@@ -458,6 +465,7 @@ def run(args, prohibited, allowed, work, registry_root, env, processes, started)
         "threshold": args.threshold,
         "batch_size": args.batch_size,
         "audit_rate": args.audit_rate,
+        "audit_sampling": args.audit_sampling,
         "min_holdout": args.min_holdout,
         "retrain_hparams": json.loads(args.retrain_hparams),
         "seed": args.seed,

@@ -92,6 +92,7 @@ class ListingImageAdmin(admin.ModelAdmin):
         "prohibited_label",
         "model_version",
         "is_audit",
+        "audit_probability",
         "created_at",
         "enqueued_at",
         "scored_at",
@@ -153,6 +154,7 @@ class DecisionAdmin(admin.ModelAdmin):
         "model_version",
         "prohibited_probability",
         "was_audit",
+        "audit_probability",
         "created_at",
         "undone_at",
     )

@@ -69,6 +69,12 @@ class ListingImage(models.Model):
     prohibited_label = models.CharField(max_length=100, blank=True)
     model_version = models.CharField(max_length=50, blank=True)
     is_audit = models.BooleanField(default=False, help_text="Sent to review as a random sample below the threshold.")
+    audit_probability = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Probability it was sent to review when last routed: 1 at or above the threshold, its audit "
+        "sampling probability below. Its inverse is the image's weight as a training and holdout example.",
+    )
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claims"
     )
@@ -147,6 +153,7 @@ class Decision(models.Model):
     model_version = models.CharField(max_length=50, blank=True)
     prohibited_probability = models.FloatField(null=True, blank=True)
     was_audit = models.BooleanField(default=False)
+    audit_probability = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     undone_at = models.DateTimeField(null=True, blank=True)
 
@@ -167,6 +174,11 @@ class GateMetric(models.TextChoices):
     ACCURACY = "accuracy", "Accuracy"
 
 
+class AuditSampling(models.TextChoices):
+    UNIFORM = "uniform", "Uniform: every image below the threshold equally likely"
+    BY_SCORE = "by_score", "By score: half the audits uniform, half drawn in proportion to the score"
+
+
 class ModerationSettings(models.Model):
     """The admin's knobs, one row (pk=1). Read through `selectors.get_settings()`."""
 
@@ -176,6 +188,16 @@ class ModerationSettings(models.Model):
     claim_lease_seconds = models.PositiveIntegerField(default=120, validators=[MinValueValidator(10)])
     max_scoring_attempts = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)])
     audit_rate = models.FloatField(default=0.02, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    audit_sampling = models.CharField(
+        max_length=20,
+        choices=AuditSampling.choices,
+        default=AuditSampling.BY_SCORE,
+        help_text=(
+            "How the audit sample is drawn. Either way about the audit rate of below-threshold images is reviewed; "
+            "by score, images just below the threshold, where missed violations are, are reviewed more often and "
+            "confident ones less, each weighted by 1 / its own probability."
+        ),
+    )
     holdout_share = models.FloatField(default=0.2, validators=[MinValueValidator(0.0), MaxValueValidator(0.9)])
     gate_metric = models.CharField(max_length=20, choices=GateMetric.choices, default=GateMetric.RECALL)
     gate_precision_margin = models.FloatField(default=0.02, validators=[MinValueValidator(0.0)])

@@ -60,13 +60,18 @@ def inclusion_weight(decision: Decision, audit_rate: float) -> float:
     """The inverse-propensity weight of a decided image: 1 / the probability it reached a moderator at all.
 
     A flagged image (score at or above the threshold) is always reviewed: weight 1. An audit item was one of the
-    images below the threshold, picked with probability `audit_rate`, so it stands for 1 / audit_rate such images
-    that nobody looked at. Weighting by this makes sums over decisions unbiased estimates of sums over the whole
-    stream, which is what training and the gate need; unweighted, the decisions over-represent what the model
-    already flags. A rate of 0 cannot have produced an audit item (the setting changed since), so it weighs 1.
+    images below the threshold, picked with its recorded `audit_probability` (the audit rate itself when sampled
+    uniformly, or for decisions recorded before images kept their probability), so it stands for 1 / that many
+    such images that nobody looked at. Weighting by this makes sums over decisions unbiased estimates of sums
+    over the whole stream, which is what training and the gate need; unweighted, the decisions over-represent
+    what the model already flags. A probability of 0 cannot have produced an audit item (the setting changed
+    since), so it weighs 1.
     """
-    if decision.was_audit and 0 < audit_rate < 1:
-        return 1.0 / audit_rate
+    if not decision.was_audit:
+        return 1.0
+    probability = decision.audit_probability if decision.audit_probability is not None else audit_rate
+    if 0 < probability < 1:
+        return 1.0 / probability
     return 1.0
 
 
@@ -75,8 +80,8 @@ def upsert_decision_example(decision: Decision) -> TrainingExample:
 
     One row per image (`one_example_per_image_source`): an overturned decision moves the existing row to the new
     label and decision instead of adding a contradicting one. The holdout flag is kept from the first time. The
-    weight uses the audit rate in force when the decision is recorded (the closest reading of the rate the image
-    was sampled at).
+    weight uses the probability the image was sampled with, as the decision recorded it (older decisions: the
+    audit rate in force now).
     """
     image = decision.image
     label = label_for_decision(decision)

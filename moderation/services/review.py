@@ -170,6 +170,7 @@ def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note
                     model_version=image.model_version,
                     prohibited_probability=image.prohibited_probability,
                     was_audit=image.is_audit,
+                    audit_probability=image.audit_probability,
                 )
         except IntegrityError as exc:
             # The one_live_decision constraint: a concurrent submit got there first.

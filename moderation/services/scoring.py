@@ -20,6 +20,7 @@ from django.db.models import F, Q
 
 from moderation import clock
 from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
+from moderation.selectors.audit import AuditPlan, audit_plan, closeness
 from moderation.selectors.health import active_model_version
 from moderation.selectors.settings import get_settings
 from moderation.services.listings import refresh_listing_status
@@ -86,11 +87,13 @@ def route_image(
     prohibited: Sequence[str],
     settings_row: ModerationSettings,
     rng: Rng | None = None,
+    plan: AuditPlan | None = None,
 ) -> None:
     """Denormalise the score onto `image` and move it to flagged or cleared (the caller saves).
 
-    A share `audit_rate` of below-threshold images goes to review anyway, marked `is_audit`, so humans keep
-    measuring what the threshold lets through.
+    About a share `audit_rate` of below-threshold images goes to review anyway, marked `is_audit`, so humans keep
+    measuring what the threshold lets through; `plan` (read once per batch) says how likely each one is, and the
+    image keeps that probability so its decision can be weighted by its inverse.
     """
     now = clock.now()
     probability, label = prohibited_summary(probabilities, prohibited)
@@ -100,11 +103,14 @@ def route_image(
     image.scored_at = now
     image.last_error = ""
     if is_over_threshold(probabilities, prohibited, settings_row):
-        flagged, audit = True, False
+        flagged, audit, chance = True, False, 1.0
     else:
-        flagged = (rng or random.random)() < settings_row.audit_rate
+        plan = plan or audit_plan(settings_row)
+        chance = plan.probability(closeness(probability, label, settings_row))
+        flagged = (rng or random.random)() < chance
         audit = flagged
     image.is_audit = audit
+    image.audit_probability = chance
     if flagged:
         if image.status != ImageStatus.FLAGGED:
             image.flagged_at = now
@@ -126,6 +132,7 @@ ROUTED_FIELDS = [
     "flagged_at",
     "cleared_at",
     "is_audit",
+    "audit_probability",
     "last_error",
     "claimed_by",
     "claim_expires_at",
@@ -140,6 +147,7 @@ def record_score(
     prohibited: Sequence[str],
     settings_row: ModerationSettings,
     rng: Rng | None = None,
+    plan: AuditPlan | None = None,
 ) -> Score:
     """Write the (image, version) score once and route the image by it; call inside a transaction.
 
@@ -159,6 +167,7 @@ def record_score(
         prohibited=prohibited,
         settings_row=settings_row,
         rng=rng,
+        plan=plan,
     )
     image.save(update_fields=ROUTED_FIELDS)
     return score
@@ -360,6 +369,7 @@ def score_batch(
             skipped = [pk for pk in claim.batch if pk not in locked_ids]
             results, errors = _score(scorer, images)
             prohibited = list(scorer.prohibited)
+            plan = audit_plan(row)
             now = clock.now()
             retry = []
             for image in images:
@@ -372,6 +382,7 @@ def score_batch(
                         prohibited=prohibited,
                         settings_row=row,
                         rng=rng,
+                        plan=plan,
                     )
                     outcome.scored.append(image.pk)
                     continue

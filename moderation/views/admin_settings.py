@@ -28,6 +28,7 @@ class SettingsForm(forms.ModelForm):
             "claim_lease_seconds",
             "max_scoring_attempts",
             "audit_rate",
+            "audit_sampling",
             "holdout_share",
             "gate_metric",
             "gate_precision_margin",

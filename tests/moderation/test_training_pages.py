@@ -224,6 +224,7 @@ def test_settings_page_saves_thresholds_and_knobs(objects):
         "claim_lease_seconds": "90",
         "max_scoring_attempts": "3",
         "audit_rate": "0.05",
+        "audit_sampling": "uniform",
         "holdout_share": "0.2",
         "gate_metric": "f1",
         "gate_precision_margin": "0.01",
@@ -235,10 +236,12 @@ def test_settings_page_saves_thresholds_and_knobs(objects):
     saved = get_settings()
     assert saved.thresholds == {"bad": 0.65} and saved.threshold_for("bad") == 0.65
     assert (saved.retrain_batch_size, saved.audit_rate, saved.gate_metric) == (25, 0.05, "f1")
-    assert saved.gate_tolerance == 1.5
+    assert (saved.gate_tolerance, saved.audit_sampling) == (1.5, "uniform")
     assert saved.retrain_on_schedule is False
     bad = admin.post(reverse("moderation-settings"), {**form, "audit_rate": "2"})
     assert bad.status_code == 200 and get_settings().audit_rate == 0.05
+    unknown = admin.post(reverse("moderation-settings"), {**form, "audit_sampling": "by_mood"})
+    assert unknown.status_code == 200 and get_settings().audit_sampling == "uniform"
     negative = admin.post(reverse("moderation-settings"), {**form, "gate_tolerance": "-1"})
     assert negative.status_code == 200 and get_settings().gate_tolerance == 1.5
 
