@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings as django_settings
-from django.db.models import Count, Q
+from django.db.models import Case, Count, F, FloatField, Q, Sum, Value, When
 
 from moderation.models import (
     Decision,
@@ -154,12 +154,33 @@ def gate_threshold(settings_row: ModerationSettings, prohibited: list[str]) -> f
     return settings_row.default_threshold
 
 
+def decision_weight(audit_rate: float):
+    """A decision's inverse-propensity weight as a database expression (`services.examples.inclusion_weight`).
+
+    An audit decision counts 1 / the probability its image was drawn with (the current audit rate for decisions
+    recorded before images kept it); every other decision counts 1.
+    """
+    fallback = 1.0 / audit_rate if 0 < audit_rate < 1 else 1.0
+    return Case(
+        When(
+            was_audit=True,
+            audit_probability__gt=0,
+            audit_probability__lt=1,
+            then=Value(1.0) / F("audit_probability"),
+        ),
+        When(was_audit=True, audit_probability__isnull=True, then=Value(fallback)),
+        default=Value(1.0),
+        output_field=FloatField(),
+    )
+
+
 def threshold_preview(threshold: float, prohibited_label: str | None = None) -> dict:
     """What a threshold would do, estimated from past scores and decisions.
 
     Queue share: scored images at or above it. Precision: of decided images at or above it, the share confirmed.
-    Recall: of confirmed images, the share at or above it. Decisions come mostly from flagged images (plus the
-    audit sample below the threshold), so recall is an optimistic estimate until the audit sample grows.
+    Recall: of confirmed images, the share at or above it. Decisions come mostly from flagged images plus the
+    audit sample below the threshold, so every audit decision counts 1 / the probability it was drawn with: it
+    stands for that many unreviewed images like it. Recall is still optimistic while the audit sample is small.
     """
     scored = ListingImage.objects.filter(prohibited_probability__isnull=False)
     if prohibited_label:
@@ -167,16 +188,19 @@ def threshold_preview(threshold: float, prohibited_label: str | None = None) -> 
     total = scored.count()
     above = scored.filter(prohibited_probability__gte=threshold).count()
     decided = Decision.objects.filter(undone_at__isnull=True, prohibited_probability__isnull=False)
-    counts = decided.aggregate(
-        above=Count("id", filter=Q(prohibited_probability__gte=threshold)),
-        above_confirmed=Count("id", filter=Q(prohibited_probability__gte=threshold, outcome=DecisionOutcome.CONFIRM)),
-        confirmed=Count("id", filter=Q(outcome=DecisionOutcome.CONFIRM)),
+    weight = decision_weight(get_settings().audit_rate)
+    confirmed = Q(outcome=DecisionOutcome.CONFIRM)
+    is_above = Q(prohibited_probability__gte=threshold)
+    sums = decided.aggregate(
+        above=Sum(weight, filter=is_above, default=0.0),
+        above_confirmed=Sum(weight, filter=is_above & confirmed, default=0.0),
+        confirmed=Sum(weight, filter=confirmed, default=0.0),
     )
     return {
         "threshold": threshold,
         "scored": total,
         "queue_share": above / total if total else None,
         "decisions": decided.count(),
-        "precision": counts["above_confirmed"] / counts["above"] if counts["above"] else None,
-        "recall": counts["above_confirmed"] / counts["confirmed"] if counts["confirmed"] else None,
+        "precision": sums["above_confirmed"] / sums["above"] if sums["above"] else None,
+        "recall": sums["above_confirmed"] / sums["confirmed"] if sums["confirmed"] else None,
     }

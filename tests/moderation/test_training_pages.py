@@ -259,6 +259,30 @@ def test_threshold_preview_estimates_queue_share_precision_and_recall(objects):
     assert "0.667" in html  # 2 of the 3 confirmed images are above it
 
 
+def test_threshold_preview_counts_each_audit_decision_as_the_images_it_stands_for(objects):
+    from moderation.selectors.training import threshold_preview
+
+    moderator = make_user("mod")
+    for probability, outcome, audit_probability in [
+        (0.9, "confirm", None),
+        (0.6, "reject", None),
+        (0.3, "confirm", 0.25),  # an audit item drawn with probability 0.25: it stands for 4 such images
+        (0.1, "reject", 0.05),
+    ]:
+        image = make_image(PROHIBITED)
+        image.prohibited_probability = probability
+        image.save(update_fields=["prohibited_probability"])
+        decision = make_decision(image, moderator, outcome, None)
+        decision.was_audit = audit_probability is not None
+        decision.audit_probability = audit_probability
+        decision.save(update_fields=["was_audit", "audit_probability"])
+    preview = threshold_preview(0.5)
+    assert preview["precision"] == pytest.approx(1 / 2)
+    assert preview["recall"] == pytest.approx(1 / (1 + 4))
+    # Below the audited images' scores, the missed violation and the allowed image count 4 and 20 times.
+    assert threshold_preview(0.05)["precision"] == pytest.approx(5 / 26)
+
+
 def test_actions_need_the_csrf_token(objects):
     client = Client(enforce_csrf_checks=True)
     client.force_login(make_user("boss2", is_superuser=True))
