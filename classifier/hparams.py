@@ -56,6 +56,11 @@ class HParams:
     # cross-entropy (cross-validation on the training images; only up to training.L2_SEARCH_MAX_IMAGES). Empty:
     # use l2 as given.
     l2_grid: tuple[float, ...] = ()
+    # With "bias" weighting and bias_folds >= 2, average the fold heads (already trained for the bias refit) into
+    # the final head, each head's logits counting alike (bagging). A head trained on a few hundred decisions
+    # swings from one retrain to the next; the average of six swings less. Needs a plain softmax head
+    # (hidden_units 0), whose logits are linear in the features, so the average is again one such head.
+    average_fold_heads: bool = False
     # Distortions, as in retrain.py: applied to training images only, each epoch, bypassing the feature cache.
     distort: bool = False
     crop_fraction: float = 0.1
@@ -89,6 +94,8 @@ class HParams:
         object.__setattr__(self, "l2_grid", tuple(float(value) for value in self.l2_grid))
         if self.bias_folds < 0 or self.bias_folds == 1:
             raise ValueError(f"bias_folds must be 0 or at least 2, got {self.bias_folds}")
+        if self.average_fold_heads and self.hidden_units:
+            raise ValueError("average_fold_heads needs a plain softmax head (hidden_units 0)")
         if self.pooling is not None:
             from classifier.backbones import POOLINGS
 

@@ -238,8 +238,8 @@ def _out_of_fold_log_probabilities(
     folds: int,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     on_fold: Callable[[], None] | None = None,
-) -> np.ndarray:
-    """Log-probabilities of every training row from a head trained without that row's fold.
+) -> tuple[np.ndarray, list]:
+    """Log-probabilities of every training row from a head trained without that row's fold, and the fold heads.
 
     ``image_of_row`` maps each row to its image, so an image and its mirror copy always share a fold: a head
     that saw one would score the other almost as if it had seen it. Folds come from a seeded permutation of
@@ -251,6 +251,7 @@ def _out_of_fold_log_probabilities(
     permutation = np.random.default_rng(hparams.seed).permutation(int(image_of_row.max()) + 1)
     fold_of_row = permutation[image_of_row] % folds
     log_p = np.zeros((len(y), n_labels), dtype=np.float64)
+    heads = []
     for fold in range(folds):
         held = fold_of_row == fold
         if held.all():
@@ -258,9 +259,41 @@ def _out_of_fold_log_probabilities(
         head = build_head(x.shape[1], n_labels, hparams, training_features=x[~held])
         _fit_features(head, x[~held], y[~held], validation, hparams, None, lambda _done: None)
         log_p[held] = np.log(np.clip(_batched(head, x[held]), 1e-12, 1.0))
+        heads.append(head)
         if on_fold is not None:
             on_fold()
-    return log_p
+    return log_p, heads
+
+
+def _linear_logits(head) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A plain softmax head as logits = features @ kernel + bias on raw features, plus its standardisation."""
+    kernel, bias = (w.astype(np.float64) for w in head.get_layer("head_softmax").get_weights())
+    mean, scale = np.zeros(kernel.shape[0]), np.ones(kernel.shape[0])
+    if any(layer.name == "head_standardize" for layer in head.layers):
+        normalization = head.get_layer("head_standardize")
+        mean = np.asarray(normalization.mean, dtype=np.float64).reshape(-1)
+        # Keras' Normalization divides by max(sqrt(variance), epsilon).
+        scale = np.maximum(np.sqrt(np.asarray(normalization.variance, dtype=np.float64).reshape(-1)), 1e-7)
+    raw_kernel = kernel / scale[:, None]
+    return raw_kernel, bias - mean @ raw_kernel, mean, scale
+
+
+def average_heads(head, others: Sequence) -> None:
+    """Make ``head`` output the softmax of the mean of its own and ``others``' logits (all plain softmax heads).
+
+    Each head standardises with its own training features' moments, so the logits are first written on the raw
+    features, averaged there, and written back on ``head``'s standardisation: the result is exactly one head of
+    the same shape, saved and served like any other.
+    """
+    parts = [_linear_logits(h) for h in [head, *others]]
+    raw_kernel = np.mean([part[0] for part in parts], axis=0)
+    raw_bias = np.mean([part[1] for part in parts], axis=0)
+    _, _, mean, scale = parts[0]
+    output = head.get_layer("head_softmax")
+    kernel, bias = output.get_weights()
+    output.set_weights(
+        [(scale[:, None] * raw_kernel).astype(kernel.dtype), (raw_bias + mean @ raw_kernel).astype(bias.dtype)]
+    )
 
 
 #: Above this many training images a retrain keeps its L2 strength instead of searching `HParams.l2_grid`: the
@@ -277,21 +310,22 @@ def _choose_l2(
     hparams: HParams,
     validation: tuple[np.ndarray, np.ndarray] | None,
     on_fold: Callable[[], None] | None = None,
-) -> tuple[HParams, np.ndarray, dict[str, float]]:
+) -> tuple[HParams, np.ndarray, list, dict[str, float]]:
     """The L2 strength of ``hparams.l2_grid`` whose out-of-fold scores give the lowest weighted cross-entropy.
 
     Judged the way the biases are refit: each value's out-of-fold log-probabilities, shifted by their own best
     biases, scored with the same class-balanced example weights. Only training data is used, so the choice is
     cross-validation, not a peek at any test set. Returns the hyper-parameters with that strength, its
-    out-of-fold log-probabilities (the bias refit reuses them) and every value's loss.
+    out-of-fold log-probabilities and fold heads (the bias refit and head averaging reuse them) and every value's
+    loss.
     """
     weights = _sample_weights(y, n_labels, hparams, example_weights).astype(np.float64)
     weights = weights / weights.sum()
     losses: dict[str, float] = {}
-    best: tuple[float, float, np.ndarray] | None = None
+    best: tuple[float, float, np.ndarray, list] | None = None
     for l2 in hparams.l2_grid:
         candidate = replace(hparams, l2=float(l2))
-        log_p = _out_of_fold_log_probabilities(
+        log_p, heads = _out_of_fold_log_probabilities(
             x, y, image_of_row, n_labels, candidate, hparams.bias_folds, validation, on_fold
         )
         logits = log_p + fit_bias_shift(log_p, y, weights)
@@ -300,8 +334,8 @@ def _choose_l2(
         loss = float(-(weights * log_probabilities[np.arange(len(y)), y]).sum())
         losses[repr(float(l2))] = round(loss, 5)
         if best is None or loss < best[0]:
-            best = (loss, float(l2), log_p)
-    return replace(hparams, l2=best[1]), best[2], losses
+            best = (loss, float(l2), log_p, heads)
+    return replace(hparams, l2=best[1]), best[2], best[3], losses
 
 
 def fit_bias_shift(log_p: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
@@ -735,7 +769,7 @@ def train_model(
             pooled_train, pooled_val = x_train, x_val
         validation = (pooled_val, y_val) if pooled_val is not None else None
         image_of_row = np.arange(len(y_train)) % len(groups["train"])
-        out_of_fold = None
+        out_of_fold, fold_heads = None, []
         folds = hparams.bias_folds if hparams.example_weighting == "bias" and hparams.bias_folds >= 2 else 0
         searching = bool(folds and hparams.l2_grid) and len(groups["train"]) <= L2_SEARCH_MAX_IMAGES
         # Fold heads report as "cross-validating k/n": the L2 search's (one set per value), else the bias refit's.
@@ -747,7 +781,7 @@ def train_model(
 
         if searching:
             progress("cross-validating", 0, fold_fits["total"])
-            hparams, out_of_fold, l2_search = _choose_l2(
+            hparams, out_of_fold, fold_heads, l2_search = _choose_l2(
                 pooled_train, y_train, w_train, image_of_row, len(labels), hparams, validation, on_fold
             )
         head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
@@ -773,9 +807,11 @@ def train_model(
             if hparams.bias_folds >= 2:
                 if out_of_fold is None:
                     progress("cross-validating", 0, fold_fits["total"])
-                    out_of_fold = _out_of_fold_log_probabilities(
+                    out_of_fold, fold_heads = _out_of_fold_log_probabilities(
                         pooled_train, y_train, image_of_row, len(labels), hparams, folds, validation, on_fold
                     )
+                if hparams.average_fold_heads:
+                    average_heads(head, fold_heads)
                 log_p = [out_of_fold]
                 if validation:
                     log_p.append(np.log(np.clip(_batched(head, pooled_val), 1e-12, 1.0)))

@@ -61,11 +61,14 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 #: and missed prohibited images (measured in docs/learning-loop.md). The same folds choose the L2 strength from
 #: `l2_grid` while a retrain has under 2,000 training images: decisions over-represent the hard negatives, and
 #: cross-validation on them prefers more shrinkage than the classifier's default, which was chosen on random
-#: photos. `VIGIA_TRAINING_HPARAMS` overrides any of these.
+#: photos. The five fold heads are then averaged into the final head (bagging): trained on a few hundred
+#: decisions, one head's ranking and operating point swing between retrains, and the average swings less.
+#: `VIGIA_TRAINING_HPARAMS` overrides any of these.
 PLATFORM_TRAINING_HPARAMS = {
     "example_weighting": "bias",
     "bias_folds": 5,
     "l2_grid": (0.01, 0.03, 0.1),
+    "average_fold_heads": True,
     "test_share": 0.1,
 }
 GATE_METRIC_KEYS = (

@@ -178,7 +178,8 @@ def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_image_or_its_mir
     hparams = HParams(backbone="tiny", standardize=False, l2=0.0, learning_rate=0.1, epochs=60)
 
     def accuracy(image_of_row):
-        log_p = _out_of_fold_log_probabilities(x, y_rows, image_of_row, 2, hparams, folds=3)
+        log_p, heads = _out_of_fold_log_probabilities(x, y_rows, image_of_row, 2, hparams, folds=3)
+        assert len(heads) == 3
         return float(np.mean(np.argmax(log_p, axis=1) == y_rows))
 
     paired = accuracy(np.arange(2 * n) % n)
@@ -218,7 +219,8 @@ def test_l2_search_picks_the_strength_with_the_lowest_out_of_fold_loss(signal, e
     hparams = HParams(
         backbone="tiny", standardize=False, learning_rate=0.1, epochs=60, bias_folds=4, l2_grid=(0.001, 0.1, 10.0)
     )
-    chosen, log_p, losses = _choose_l2(x, y, np.ones(n), np.arange(n), 2, hparams, None)
+    chosen, log_p, heads, losses = _choose_l2(x, y, np.ones(n), np.arange(n), 2, hparams, None)
+    assert len(heads) == 4 and all(head.get_layer("head_softmax").kernel.shape == (dim, 2) for head in heads)
     assert set(losses) == {"0.001", "0.1", "10.0"}
     assert chosen.l2 == expected and losses[repr(expected)] == min(losses.values())
     assert log_p.shape == (n, 2) and np.all(log_p <= 0)
@@ -268,3 +270,38 @@ def test_l2_grid_is_a_tuple_of_non_negative_numbers_and_round_trips():
     assert HParams.from_dict(HParams(l2_grid=(0.03,)).to_dict()).l2_grid == (0.03,)
     with pytest.raises(ValueError, match="l2_grid"):
         HParams(l2_grid=(0.1, -1.0))
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_averaged_heads_output_the_softmax_of_the_mean_logits(standardize):
+    from classifier.model import build_head
+    from classifier.training import average_heads
+
+    rng = np.random.default_rng(11)
+    dim = 6
+    hparams = HParams(backbone="tiny", standardize=standardize)
+    heads = []
+    for index in range(4):
+        # Each head standardises on different features, as each fold head does on its own rows.
+        head = build_head(dim, 2, hparams, training_features=rng.normal(loc=index, scale=1 + index, size=(30, dim)))
+        kernel, bias = head.get_layer("head_softmax").get_weights()
+        head.get_layer("head_softmax").set_weights([rng.normal(size=kernel.shape), rng.normal(size=bias.shape)])
+        heads.append(head)
+    x = rng.normal(size=(50, dim)).astype(np.float32)
+    logits = np.mean([np.log(head.predict(x, verbose=0)) for head in heads], axis=0)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    average_heads(heads[0], heads[1:])
+    np.testing.assert_allclose(heads[0].predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_train_model_averages_the_fold_heads_into_the_final_head_only_when_asked(tmp_path):
+    from dataclasses import replace
+
+    hparams = replace(BIAS_HPARAMS, bias_folds=3)
+    single = _softmax_weights(_skewed_examples(), hparams, tmp_path / "cache")
+    averaged = _softmax_weights(_skewed_examples(), replace(hparams, average_fold_heads=True), tmp_path / "cache")
+    again = _softmax_weights(_skewed_examples(), replace(hparams, average_fold_heads=True), tmp_path / "cache")
+    assert not np.allclose(averaged[0], single[0])
+    np.testing.assert_array_equal(averaged[0], again[0])
+    with pytest.raises(ValueError, match="average_fold_heads"):
+        HParams(average_fold_heads=True, hidden_units=8)
