@@ -207,8 +207,8 @@ class ModerationSettings(models.Model):
         validators=[MinValueValidator(0.0)],
         help_text=(
             "How many standard errors of the paired difference on the holdout (bootstrap) a candidate's recall "
-            "and ROC AUC may fall short of the active model's, and its precision beyond the margin, and still "
-            "count as at least as good. 0: any recall drop, or precision drop beyond the margin, rejects."
+            "and ROC AUC may fall short of the active model's and still count as at least as good. 0: any "
+            "recall drop rejects."
         ),
     )
     retrain_on_schedule = models.BooleanField(

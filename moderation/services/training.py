@@ -603,17 +603,14 @@ def compare_on_gate(
     margin: float,
     recall_allowance: float = 0.0,
     auc_allowance: float | None = None,
-    precision_allowance: float = 0.0,
 ) -> tuple[bool, str]:
     """Whether the candidate is at least as good as the active model on the gate metric, and why (pure).
 
     ``recall_allowance`` is how far the candidate's recall may fall below the active model's and still count as
     no worse: the holdout's own noise in the paired recall difference (tolerance x standard error); 0 is the
-    strict rule. Precision may fall by the admin's ``margin`` plus ``precision_allowance``, the same noise
-    allowance for the paired precision difference: the margin is what the admin will give up, the allowance what
-    the holdout cannot tell apart from nothing. With ``auc_allowance`` the candidate's ROC AUC must not fall by
-    more than that either: a model that flags more while ranking worse is what rules with room for noise could
-    otherwise let through.
+    strict rule. Precision keeps the admin's fixed ``margin``. With ``auc_allowance`` the candidate's ROC AUC
+    must not fall by more than that either: a model that flags more while ranking worse is what a recall rule
+    with room for noise could otherwise let through.
     """
 
     def value(metrics: dict, key: str) -> float:
@@ -633,21 +630,15 @@ def compare_on_gate(
         if c_recall < a_recall - recall_allowance - 1e-12:
             allowed = f", more than the {recall_allowance:.3f} its noise allows" if recall_allowance else ""
             return False, f"Recall on the holdout fell from {a_recall:.3f} to {c_recall:.3f}{allowed}."
-        if c_precision < a_precision - margin - precision_allowance - 1e-12:
-            noise = f" plus the {precision_allowance:.3f} its noise allows" if precision_allowance else ""
+        if c_precision < a_precision - margin:
             return False, (
                 f"Precision on the holdout fell from {a_precision:.3f} to {c_precision:.3f}, "
-                f"more than the allowed margin of {margin:.3f}{noise}."
+                f"more than the allowed margin of {margin:.3f}."
             )
         within = f", within the {recall_allowance:.3f} its noise allows" if c_recall < a_recall else ""
-        precision_noise = (
-            f" plus {precision_allowance:.3f} noise"
-            if precision_allowance and c_precision < a_precision - margin
-            else ""
-        )
         return True, (
             f"Recall {a_recall:.3f} -> {c_recall:.3f}{within}, precision {a_precision:.3f} -> {c_precision:.3f} "
-            f"(margin {margin:.3f}{precision_noise}): promoted."
+            f"(margin {margin:.3f}): promoted."
         )
     key = "f1" if metric == GateMetric.F1 else "accuracy"
     c_value, a_value = value(candidate, key), value(active, key)
@@ -759,7 +750,7 @@ def evaluate_gate(
             gate[f"{key}_change"], gate[f"{key}_change_se"] = round(change[0], 4), round(change[1], 4)
     tolerance = settings_row.gate_tolerance
     gate["tolerance"] = tolerance
-    recall_change, precision_change, auc_change = (paired.get(key) for key in ("recall", "precision", "auc"))
+    recall_change, auc_change = paired.get("recall"), paired.get("auc")
     gate["promote"], gate["reason"] = compare_on_gate(
         gate["candidate"],
         gate["active"],
@@ -767,7 +758,6 @@ def evaluate_gate(
         settings_row.gate_precision_margin,
         recall_allowance=tolerance * recall_change[1] if recall_change else 0.0,
         auc_allowance=tolerance * auc_change[1] if auc_change and tolerance else None,
-        precision_allowance=tolerance * precision_change[1] if precision_change else 0.0,
     )
     if gate["extended_with_test_split"]:
         gate["reason"] += f" (Holdout extended with {gate['extended_with_test_split']} unseen test-split images.)"
