@@ -545,7 +545,7 @@ def plot(rounds: list[dict], path: Path, p_label: str, a_label: str, args) -> No
     axis.set_xlabel("retrain (grey: moderator decisions spent so far)")
     axis.set_ylabel(f"queue precision / recall at {args.threshold}")
     axis.set_title(f"Learning loop: {p_label} (prohibited) vs {a_label}, frozen test set")
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="center right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
