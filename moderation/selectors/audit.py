@@ -16,7 +16,7 @@ MIN_RECENT_BELOW = 50
 
 def closeness(probability: float | None, label: str, settings_row: ModerationSettings) -> float:
     """How close a score came to its label's threshold, from 0 (certainly allowed) up to 1 (at the threshold)."""
-    threshold = settings_row.threshold_for(label) if label else settings_row.default_threshold
+    threshold = settings_row.threshold_for(label)
     if probability is None or threshold <= 0:
         return 1.0
     return min(1.0, max(0.0, float(probability) / threshold))

@@ -355,6 +355,8 @@ def score_batch(
     if not claim.batch:
         return outcome
 
+    # Read before the row locks are taken: the plan is one query over recent scores, not worth holding them for.
+    plan = audit_plan(row)
     skipped: list[int] = []
     try:
         with transaction.atomic():
@@ -369,7 +371,6 @@ def score_batch(
             skipped = [pk for pk in claim.batch if pk not in locked_ids]
             results, errors = _score(scorer, images)
             prohibited = list(scorer.prohibited)
-            plan = audit_plan(row)
             now = clock.now()
             retry = []
             for image in images:
