@@ -18,6 +18,19 @@ def needs_postgres():
         pytest.skip("row-lock races need PostgreSQL: set DATABASE_URL=postgres://...")
 
 
+def start_right_after_the_claim(monkeypatch, other: threading.Thread, locked: threading.Event) -> None:
+    """Start `other` between the task's claim and its scoring transaction, once it holds its row lock."""
+    real_claim = scoring.claim_batch
+
+    def claim_then_collide(*args, **kwargs):
+        claim = real_claim(*args, **kwargs)
+        other.start()
+        assert locked.wait(10)
+        return claim
+
+    monkeypatch.setattr(scoring, "claim_batch", claim_then_collide)
+
+
 def test_a_claimed_image_another_worker_holds_is_queued_again_with_its_attempt_back(
     fake_scorer, media_root, queued, monkeypatch
 ):
@@ -35,15 +48,7 @@ def test_a_claimed_image_another_worker_holds_is_queued_again_with_its_attempt_b
             connection.close()
 
     scan = threading.Thread(target=other_worker_scan)
-    real_claim = scoring.claim_batch
-
-    def claim_then_collide(*args, **kwargs):
-        claim = real_claim(*args, **kwargs)
-        scan.start()
-        assert locked.wait(10)
-        return claim
-
-    monkeypatch.setattr(scoring, "claim_batch", claim_then_collide)
+    start_right_after_the_claim(monkeypatch, scan, locked)
     # By the forward pass the scoring transaction has taken its rows; the scan lets go of the held one then.
     fake_scorer.on_predict = lambda _images: release.set()
 
@@ -72,15 +77,7 @@ def test_an_image_the_other_worker_scored_meanwhile_is_not_queued_again(fake_sco
             connection.close()
 
     worker = threading.Thread(target=other_worker_scores_it)
-    real_claim = scoring.claim_batch
-
-    def claim_then_collide(*args, **kwargs):
-        claim = real_claim(*args, **kwargs)
-        worker.start()
-        assert locked.wait(10)
-        return claim
-
-    monkeypatch.setattr(scoring, "claim_batch", claim_then_collide)
+    start_right_after_the_claim(monkeypatch, worker, locked)
     published_before = len(queued)  # intake queued both images already
     outcome = scoring.score_batch([held.pk, free.pk], fake_scorer, rng=NEVER)
     worker.join(10)
