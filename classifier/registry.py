@@ -214,6 +214,28 @@ class Registry:
                 infos.append(self._info(name))
         return infos
 
+    def hparams(self, version: str):
+        """The `HParams` a version was trained with; the defaults when it recorded none (older versions)."""
+        from classifier.hparams import HParams
+
+        path = self.path(version) / "hparams.json"
+        try:
+            return HParams.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return HParams()
+        except (OSError, json.JSONDecodeError) as error:
+            raise RegistryError(f"version {version} has an unreadable hparams.json: {error}") from error
+
+    def manifest(self, version: str) -> dict[str, list[str]]:
+        """Which images (by sha256) a version used for train, validation and test; empty when not recorded."""
+        path = self.path(version) / "manifest.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as error:
+            raise RegistryError(f"version {version} has an unreadable manifest.json: {error}") from error
+
     def active_version(self) -> str | None:
         try:
             name = self.active_file.read_text().strip()

@@ -584,7 +584,7 @@ class EmbedResult:
 _EXTRACTORS: dict[tuple, tuple[Any, str, Any]] = {}
 
 
-def _extractor(hparams: HParams) -> tuple[Any, str, Any]:
+def _extractor(hparams: HParams, backbone_cache: str | Path | None = None) -> tuple[Any, str, Any]:
     """``(backbone, cache variant, traced forward pass)`` for these hyper-parameters, built once per process."""
     from classifier.backbones import build_backbone
 
@@ -601,6 +601,7 @@ def _extractor(hparams: HParams) -> tuple[Any, str, Any]:
             hparams.backbone,
             image_size=key[1],
             weights=hparams.backbone_weights,
+            cache_dir=backbone_cache,
             feature_layer=key[3],
             pooling=key[4],
         )
@@ -614,6 +615,8 @@ def embed_examples(
     cache_dir: str | Path | None = None,
     for_training: bool = True,
     progress: Progress | None = None,
+    *,
+    backbone_cache: str | Path | None = None,
 ) -> EmbedResult:
     """Fill the bottleneck cache for ``examples`` now, so that a later ``train_model`` finds them embedded.
 
@@ -629,7 +632,7 @@ def embed_examples(
     if hparams.distort or hparams.fine_tune_layers > 0 or not examples:
         return EmbedResult(embedded=0, cached=0, skipped=[])
     configure_threads()
-    backbone, variant, forward = _extractor(hparams)
+    backbone, variant, forward = _extractor(hparams, backbone_cache)
     size = hparams.resolved_image_size()
     root = _cache_root(cache_dir)
     mirror_cache = (
@@ -658,6 +661,8 @@ def train_model(
     progress: Progress | None = None,
     log_dir: str | Path | None = None,
     split: Callable[[Example], str] | None = None,
+    *,
+    backbone_cache: str | Path | None = None,
 ) -> TrainingResult:
     """Train an image -> softmax model over `labels` and evaluate it on the test split.
 
@@ -698,6 +703,7 @@ def train_model(
         hparams.backbone,
         image_size=size,
         weights=hparams.backbone_weights,
+        cache_dir=backbone_cache,
         feature_layer=feature_layer,
         pooling=pooling,
     )

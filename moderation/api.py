@@ -17,6 +17,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from classifier.scoring import NoActiveModel
 from moderation import serializers, worker
 from moderation.selectors.health import check_health
 from moderation.selectors.listings import get_listing_detail
@@ -141,14 +142,6 @@ class ListingDetailView(APIView):
         return Response(serializers.ListingDetailSerializer(get_listing_detail(listing_id)).data)
 
 
-def _no_active_model_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from classifier.scoring import NoActiveModel
-    except ImportError:
-        return (ImportError,)
-    return (NoActiveModel, ImportError)
-
-
 class ScoreView(APIView):
     """Score one photo now with the active model; nothing is stored (the original REST prototype's answer)."""
 
@@ -170,7 +163,7 @@ class ScoreView(APIView):
         image = validate_image(form.validated_data["image"])
         try:
             prediction = worker.get_scorer().predict([image.content])
-        except _no_active_model_errors() as error:
+        except NoActiveModel as error:
             raise ApiError("no_active_model", "No model is active yet; try again once one is.", 503) from error
         except ValueError as error:
             # The model's decoder refusing an image that passed validation (ImageDecodeError is a ValueError).

@@ -278,6 +278,10 @@ class TrainingRunStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected by the gate"
 
 
+#: A run that has not ended: at most one exists (the `one_open_training_run` constraint), and a new trigger joins it.
+OPEN_RUN_STATUSES = [TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING]
+
+
 class TrainingTrigger(models.TextChoices):
     BATCH = "batch", "Retrain batch size reached"
     SCHEDULE = "schedule", "Schedule"
@@ -311,7 +315,7 @@ class TrainingRun(models.Model):
             # At most one run is queued or running: the database refuses a second one.
             models.UniqueConstraint(
                 fields=["status"],
-                condition=Q(status__in=["queued", "running"]),
+                condition=Q(status__in=OPEN_RUN_STATUSES),
                 name="one_open_training_run",
             )
         ]

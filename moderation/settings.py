@@ -152,6 +152,8 @@ VIGIA_MODEL_REGISTRY = Path(os.environ.get("VIGIA_MODEL_REGISTRY", VAR_DIR / "mo
 VIGIA_FEATURE_CACHE = Path(os.environ.get("VIGIA_FEATURE_CACHE", VAR_DIR / "feature-cache"))
 VIGIA_BACKBONE = os.environ.get("VIGIA_BACKBONE", "mobilenet_v1")
 VIGIA_BACKBONE_WEIGHTS = os.environ.get("VIGIA_BACKBONE_WEIGHTS", "")
+# Where backbones converted or downloaded once are kept (the offline MobileNet V1 import); unset: ~/.cache/vigia.
+VIGIA_BACKBONE_CACHE = os.environ.get("VIGIA_BACKBONE_CACHE") or None
 VIGIA_TRAINING_DATA = Path(os.environ.get("VIGIA_TRAINING_DATA", VAR_DIR / "training-data"))
 
 # Scoring: how many pending images one task scores in a forward pass, and when to give up on one.
@@ -160,6 +162,12 @@ VIGIA_PENDING_SWEEP_SECONDS = env_int("VIGIA_PENDING_SWEEP_SECONDS", 120)
 # Every scoring worker process checks the active pointer this often in the background, so a promotion is
 # loaded, smoke-tested and serving within seconds even in a process that gets no task.
 VIGIA_MODEL_WATCH_SECONDS = float(os.environ.get("VIGIA_MODEL_WATCH_SECONDS", "1.0"))
+# TensorFlow threads per process: unset, each scoring child uses one (two single-thread children beat one
+# two-thread process on a small machine) and training uses TensorFlow's default (every core).
+VIGIA_TF_THREADS = env_int("VIGIA_TF_THREADS", 0) or None
+# A Celery worker's parent imports TensorFlow (never running it) so that replacement children start in well
+# under a second; 0 turns it off.
+VIGIA_PRELOAD_TENSORFLOW = env_bool("VIGIA_PRELOAD_TENSORFLOW", True)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -183,6 +191,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# By task name (`moderation.outbox` names them).
 CELERY_TASK_ROUTES = {
     "moderation.score_images": {"queue": "scoring"},
     "moderation.run_training": {"queue": "training"},

@@ -45,13 +45,17 @@ _redis_pid: int | None = None
 _report_failing = False
 
 
-def configure_tensorflow_threads() -> None:
-    """One TensorFlow thread per pool unless VIGIA_TF_THREADS says otherwise; before TensorFlow's first op."""
-    os.environ.setdefault("VIGIA_TF_THREADS", "1")
+def configure_tensorflow_threads(*, for_scoring: bool = True) -> None:
+    """Set this process's TensorFlow threads from `VIGIA_TF_THREADS`, before TensorFlow's first operation.
+
+    A scoring process defaults to one thread (one per pool child); training defaults to TensorFlow's own choice
+    (every core), since one retrain at a time runs on the training queue.
+    """
     from classifier.runtime import configure_threads, quiet_tensorflow_logs
 
     quiet_tensorflow_logs()
-    configure_threads()
+    threads = settings.VIGIA_TF_THREADS
+    configure_threads((threads or 1) if for_scoring else threads)
 
 
 def _may_watch_here() -> bool:
@@ -168,7 +172,7 @@ def _pool_is_prefork(pool_cls) -> bool:
 
     try:
         implementation = concurrency.get_implementation(pool_cls)
-    except Exception:  # noqa: BLE001 - an unknown pool: assume it forks, the safe side for TensorFlow
+    except Exception:  # an unknown pool: assume it forks, the safe side for TensorFlow
         return True
     return isinstance(implementation, type) and issubclass(implementation, PreforkPool)
 
@@ -224,7 +228,9 @@ def _import_tensorflow_in_parent(**_kwargs) -> None:
     `max_tasks_per_child`, then starts scoring in well under a second instead of paying the multi-second import
     again. VIGIA_PRELOAD_TENSORFLOW=0 turns this off.
     """
-    if os.environ.get("VIGIA_PRELOAD_TENSORFLOW", "1") == "0":
+    if not settings.VIGIA_PRELOAD_TENSORFLOW:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from classifier.runtime import quiet_tensorflow_logs
+
+    quiet_tensorflow_logs()
     import tensorflow  # noqa: F401

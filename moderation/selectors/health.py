@@ -9,13 +9,9 @@ from dataclasses import dataclass, field
 from django.db import connection
 
 from moderation.broker import broker_client
-from moderation.models import ImageStatus, ListingImage, ModelVersion
+from moderation.models import ImageStatus, ListingImage
+from moderation.selectors.models import active_model
 from moderation.selectors.serving import serving_report
-
-
-def active_model_version() -> str | None:
-    """The version the desk calls active, or None when no model has been activated yet."""
-    return ModelVersion.objects.filter(is_active=True).values_list("version", flat=True).first()
 
 
 @dataclass
@@ -42,7 +38,7 @@ def check_database() -> dict:
             cursor.execute("SELECT 1")
             cursor.fetchone()
         pending = ListingImage.objects.filter(status=ImageStatus.PENDING).count()
-    except Exception as error:  # noqa: BLE001 - any database failure is reported, not raised
+    except Exception as error:  # any database failure is reported, not raised
         return {"ok": False, "detail": f"{type(error).__name__}: {error}"}
     return {"ok": True, "pending_images": pending}
 
@@ -54,7 +50,7 @@ def check_redis(timeout: float) -> dict:
             client.ping()
         finally:
             client.close()
-    except Exception as error:  # noqa: BLE001 - any broker failure is reported, not raised
+    except Exception as error:  # any broker failure is reported, not raised
         return {"ok": False, "detail": f"{type(error).__name__}: {error}"}
     return {"ok": True}
 
@@ -64,7 +60,7 @@ def check_workers(timeout: float) -> dict:
 
     try:
         replies = app.control.inspect(timeout=timeout).ping() or {}
-    except Exception as error:  # noqa: BLE001 - an unreachable broker means no worker can be reached either
+    except Exception as error:  # an unreachable broker means no worker can be reached either
         return {"ok": False, "count": 0, "detail": f"{type(error).__name__}: {error}"}
     if not replies:
         return {"ok": False, "count": 0, "detail": f"No worker answered a ping within {timeout} s."}
@@ -73,19 +69,19 @@ def check_workers(timeout: float) -> dict:
 
 def check_model() -> dict:
     try:
-        version = active_model_version()
-    except Exception as error:  # noqa: BLE001 - reported by the database check as well
+        active = active_model()
+    except Exception as error:  # reported by the database check as well
         return {"ok": False, "version": None, "detail": f"{type(error).__name__}: {error}"}
-    if not version:
+    if active is None:
         return {"ok": False, "version": None, "detail": "No model is active; images wait in pending."}
-    return {"ok": True, "version": version}
+    return {"ok": True, "version": active.version}
 
 
 def serving(timeout: float) -> dict:
     """`selectors.serving.serving_report` as JSON; a failure is described, never raised."""
     try:
         return serving_report(timeout=timeout).as_dict()
-    except Exception as error:  # noqa: BLE001 - the database check reports a broken database; this stays informative
+    except Exception as error:  # the database check reports a broken database; this stays informative
         return {"workers": [], "error": f"{type(error).__name__}: {error}"}
 
 

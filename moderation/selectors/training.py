@@ -7,6 +7,7 @@ from django.conf import settings as django_settings
 from django.db.models import Case, Count, F, FloatField, Q, Sum, Value, When
 
 from moderation.models import (
+    OPEN_RUN_STATUSES,
     Decision,
     DecisionOutcome,
     ExampleSource,
@@ -19,21 +20,6 @@ from moderation.models import (
     TrainingState,
 )
 from moderation.selectors.settings import get_settings
-
-OPEN_STATUSES = (TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING)
-
-
-def active_model_version() -> ModelVersion | None:
-    return ModelVersion.objects.filter(is_active=True).first()
-
-
-def active_model_labels() -> tuple[list[str], list[str]]:
-    """Labels and prohibited labels of the active model, or of the thresholds when no model is active yet."""
-    active = active_model_version()
-    if active is not None:
-        return list(active.labels), list(active.prohibited_labels)
-    prohibited = sorted(get_settings().thresholds)
-    return prohibited, prohibited
 
 
 def example_path(example: TrainingExample) -> Path:
@@ -50,11 +36,6 @@ def trainable_examples():
 def holdout_examples():
     """The gate's frozen holdout: active human-labelled examples chosen by hash, never trained on."""
     return TrainingExample.objects.filter(active=True, is_holdout=True, source=ExampleSource.DECISION)
-
-
-def to_classifier_examples(queryset) -> list:
-    """Rows as `classifier.data.Example`s, skipping files that no longer exist (a cleaned-up upload)."""
-    return to_classifier_examples_from_rows(queryset.order_by("id"))
 
 
 def to_classifier_examples_from_rows(rows) -> list:
@@ -100,7 +81,7 @@ def trigger_status() -> TriggerStatus:
         confirmed_since_last_run=state.confirmed_since_last_run,
         remaining=max(0, settings_row.retrain_batch_size - state.confirmed_since_last_run),
         new_examples=new_example_count(),
-        open_run=TrainingRun.objects.filter(status__in=OPEN_STATUSES).order_by("created_at").first(),
+        open_run=TrainingRun.objects.filter(status__in=OPEN_RUN_STATUSES).order_by("created_at").first(),
     )
 
 

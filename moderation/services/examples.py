@@ -18,16 +18,16 @@ from pathlib import Path
 
 from django.conf import settings as django_settings
 
-from moderation.models import Decision, DecisionOutcome, ExampleSource, TrainingExample
+from moderation.models import Decision, ExampleSource, TrainingExample
 from moderation.selectors.settings import get_settings
-from moderation.selectors.training import active_model_labels
+from moderation.services.labels import label_for_outcome
 
 
 class ExampleLabelUnknown(ValueError):
     """A decision whose training label cannot be told (no label on it and no model to say which labels exist)."""
 
 
-def is_holdout(sha256: str, share: float) -> bool:
+def is_holdout(*, sha256: str, share: float) -> bool:
     """Whether an image belongs to the gate's frozen holdout.
 
     Decided by a salted hash of the image alone, so the answer never changes as data grows or settings are read
@@ -39,24 +39,7 @@ def is_holdout(sha256: str, share: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
-def label_for_decision(decision: Decision) -> str:
-    """The training label a decision implies: its own `label`, else one derived from the active model's labels."""
-    if decision.label:
-        return decision.label
-    labels, prohibited = active_model_labels()
-    if decision.outcome == DecisionOutcome.CONFIRM:
-        if decision.image.prohibited_label:
-            return decision.image.prohibited_label
-        if prohibited:
-            return prohibited[0]
-    else:
-        allowed = [label for label in labels if label not in prohibited]
-        if allowed:
-            return allowed[0]
-    raise ExampleLabelUnknown(f"decision {decision.pk} has no label and no active model names one")
-
-
-def inclusion_weight(decision: Decision, audit_rate: float) -> float:
+def inclusion_weight(*, decision: Decision, audit_rate: float) -> float:
     """The inverse-propensity weight of a decided image: 1 / the probability it reached a moderator at all.
 
     A flagged image (score at or above the threshold) is always reviewed: weight 1. An audit item was one of the
@@ -75,7 +58,7 @@ def inclusion_weight(decision: Decision, audit_rate: float) -> float:
     return 1.0
 
 
-def upsert_decision_example(decision: Decision) -> TrainingExample:
+def upsert_decision_example(*, decision: Decision) -> TrainingExample:
     """Create or relabel the example of the decided image; call inside the decision's transaction.
 
     One row per image (`one_example_per_image_source`): an overturned decision moves the existing row to the new
@@ -84,14 +67,16 @@ def upsert_decision_example(decision: Decision) -> TrainingExample:
     audit rate in force now).
     """
     image = decision.image
-    label = label_for_decision(decision)
+    label = decision.label or label_for_outcome(outcome=decision.outcome, flagged_label=image.prohibited_label)
+    if not label:
+        raise ExampleLabelUnknown(f"decision {decision.pk} has no label and no active model names one")
     settings_row = get_settings()
-    weight = inclusion_weight(decision, settings_row.audit_rate)
+    weight = inclusion_weight(decision=decision, audit_rate=settings_row.audit_rate)
     example = (
         TrainingExample.objects.select_for_update().filter(sha256=image.sha256, source=ExampleSource.DECISION).first()
     )
     if example is None:
-        holdout = is_holdout(image.sha256, settings_row.holdout_share)
+        holdout = is_holdout(sha256=image.sha256, share=settings_row.holdout_share)
         return TrainingExample.objects.create(
             sha256=image.sha256,
             path=image.file.name,
@@ -115,7 +100,7 @@ def upsert_decision_example(decision: Decision) -> TrainingExample:
     return example
 
 
-def deactivate_decision_example(decision: Decision) -> int:
+def deactivate_decision_example(*, decision: Decision) -> int:
     """Stop training on what an undone decision said. Returns how many examples were deactivated."""
     return TrainingExample.objects.filter(decision=decision, active=True).update(active=False)
 
@@ -128,7 +113,7 @@ class ImportReport:
     labels: list[str]
 
 
-def import_training_set(directory: Path, copy: bool = True) -> ImportReport:
+def import_training_set(*, directory: Path, copy: bool = True) -> ImportReport:
     """Import a folder-per-class training set as `initial` examples (idempotent: known images are skipped).
 
     Files are copied under MEDIA_ROOT/training/initial/<label>/ by default so the examples survive the source

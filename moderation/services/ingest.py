@@ -15,9 +15,10 @@ from django.db import IntegrityError, transaction
 
 from moderation import clock
 from moderation.models import ImageStatus, Listing, ListingImage
-from moderation.selectors.health import active_model_version
+from moderation.selectors.models import active_model
 from moderation.services.listings import refresh_listing_status
-from moderation.services.scoring import queue_scoring, reuse_existing_score
+from moderation.services.queueing import queue_scoring
+from moderation.services.routing import reuse_existing_score
 from moderation.validation import ImageValidationError, ValidatedImage, validate_image
 
 
@@ -45,7 +46,7 @@ def validate_images(files: Sequence) -> list[ValidatedImage]:
     return validated
 
 
-def create_listing(external_id: str, title: str, description: str, files: Sequence, submitted_by=None) -> Listing:
+def create_listing(*, external_id: str, title: str, description: str, files: Sequence, submitted_by=None) -> Listing:
     """Store a listing with its validated photos and queue them for scoring on commit.
 
     Raises `ImageValidationError` (nothing stored) or `DuplicateListing`.
@@ -64,7 +65,7 @@ def create_listing(external_id: str, title: str, description: str, files: Sequen
             except IntegrityError as error:
                 # Two requests with the same id raced past the check above; the unique constraint decides.
                 raise DuplicateListing(external_id) from error
-            active = active_model_version()
+            active = active_model()
             now = clock.now()
             to_score = []
             for item in validated:
@@ -82,10 +83,10 @@ def create_listing(external_id: str, title: str, description: str, files: Sequen
                 image.file.save(f"{uuid.uuid4().hex}.{item.extension}", ContentFile(item.content), save=False)
                 written.append(image.file.name)
                 image.save()
-                if not (active and reuse_existing_score(image, active)):
+                if not (active and reuse_existing_score(image=image, model_version=active.version)):
                     to_score.append(image.pk)
             refresh_listing_status(listing.pk)
-            queue_scoring(to_score)
+            queue_scoring(image_ids=to_score)
     except BaseException:
         for name in written:
             default_storage.delete(name)

@@ -17,23 +17,24 @@ logger = logging.getLogger(__name__)
 
 
 class UnknownModelVersion(LookupError):
-    pass
+    """No version of that name in the registry."""
 
 
 def get_registry():
+    """The classifier's registry at `VIGIA_MODEL_REGISTRY`, shared by the desk, its workers and the CLI."""
     from classifier.registry import Registry
 
     return Registry(django_settings.VIGIA_MODEL_REGISTRY)
 
 
 def _rescore_open_images() -> None:
-    from moderation.services.scoring import rescore_open_images
+    from moderation.services.queueing import rescore_open_images
 
     queued = rescore_open_images()
     logger.info("queued %s open images for re-scoring with the new model", queued)
 
 
-def mirror_version(info, training_run: TrainingRun | None = None) -> ModelVersion:
+def mirror_version(*, info, training_run: TrainingRun | None = None) -> ModelVersion:
     """Create or update the row of one registry version (`classifier.registry.VersionInfo`)."""
     defaults = {"labels": list(info.labels), "prohibited_labels": list(info.prohibited), "metrics": info.metrics or {}}
     if training_run is not None:
@@ -51,7 +52,7 @@ def sync_models() -> dict:
     registry = get_registry()
     infos = registry.versions()
     for info in infos:
-        mirror_version(info)
+        mirror_version(info=info)
     active = registry.active_version()
     with transaction.atomic():
         ModelVersion.objects.filter(is_active=True).exclude(version=active or "").update(is_active=False)
@@ -62,7 +63,7 @@ def sync_models() -> dict:
     return {"versions": len(infos), "active": active}
 
 
-def activate_version(version: str, rescore: bool = True) -> ModelVersion:
+def activate_version(*, version: str, rescore: bool = True) -> ModelVersion:
     """Make `version` the one every worker serves (promotion and rollback alike).
 
     Call inside or outside a transaction; re-scoring of open images is queued only after the commit, so it
@@ -75,7 +76,7 @@ def activate_version(version: str, rescore: bool = True) -> ModelVersion:
             info = next((item for item in registry.versions() if item.version == version), None)
             if info is None:
                 raise UnknownModelVersion(f"no model version {version!r} in the registry")
-            target = mirror_version(info)
+            target = mirror_version(info=info)
             target = ModelVersion.objects.select_for_update().get(pk=target.pk)
         ModelVersion.objects.filter(is_active=True).exclude(pk=target.pk).update(is_active=False)
         target.is_active = True

@@ -4,19 +4,19 @@ Every function runs in one transaction and locks the image row it changes, so tw
 double click can never both win. Time comes from `moderation.clock` so tests can expire leases and undo windows.
 """
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from moderation import clock
-from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage, ModelVersion, PolicyCategory
+from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage, PolicyCategory
 from moderation.selectors.queue import QUEUE_ORDER, UNDO_WINDOW
 from moderation.selectors.settings import get_settings
-from moderation.services import training
+from moderation.services.labels import label_for_outcome
 from moderation.services.listings import refresh_listing_status
-
-FALLBACK_ALLOWED_LABEL = "allowed"
+from moderation.services.training.trigger import record_decision, withdraw_decision
 
 
 class ReviewError(Exception):
@@ -47,7 +47,7 @@ def _lease() -> timedelta:
     return timedelta(seconds=get_settings().claim_lease_seconds)
 
 
-def claim_next(user, exclude_ids=()) -> ListingImage | None:
+def claim_next(*, user, exclude_ids: Sequence[int] = ()) -> ListingImage | None:
     """Give `user` the next flagged item, or the one they already hold, under a lease.
 
     `skip_locked` lets concurrent moderators walk past each other's rows instead of waiting on them, and the
@@ -85,7 +85,7 @@ def claim_next(user, exclude_ids=()) -> ListingImage | None:
         return image
 
 
-def claim_item(user, image_id: int) -> ListingImage:
+def claim_item(*, user, image_id: int) -> ListingImage:
     """Claim one specific item for a full lease: renew it if it is ours, take it (back) if it is free.
 
     Opening an item page calls this, and so does the page's keep-alive ping: a moderator whose lease lapsed
@@ -111,7 +111,7 @@ def claim_item(user, image_id: int) -> ListingImage:
         return image
 
 
-def release_claim(user, image_id: int) -> bool:
+def release_claim(*, user, image_id: int) -> bool:
     """Give an item back to the queue when its moderator leaves the page; a no-op if the claim is not theirs."""
     released = ListingImage.objects.filter(pk=image_id, claimed_by=user, status=ImageStatus.FLAGGED).update(
         claimed_by=None, claim_expires_at=None
@@ -124,22 +124,6 @@ def _check_claim(image: ListingImage, user) -> None:
         raise AlreadyDecided(f"Image {image.pk} is {image.status}, not waiting for review.")
     if image.claimed_by_id != user.pk or image.claim_expires_at is None or image.claim_expires_at <= clock.now():
         raise StaleClaim(f"Your claim on image {image.pk} has expired or belongs to someone else.")
-
-
-def implied_label(image: ListingImage, outcome: str) -> str:
-    """The training label a decision teaches, taken from the active model's label set.
-
-    Confirm teaches the prohibited label the model saw; reject teaches the first allowed label, which is the
-    hard negative the next retrain needs.
-    """
-    active = ModelVersion.objects.filter(is_active=True).only("labels", "prohibited_labels").first()
-    labels = list(active.labels) if active else []
-    prohibited = list(active.prohibited_labels) if active else []
-    if outcome == DecisionOutcome.CONFIRM:
-        # No invented label: an empty one lets the learning loop skip the example rather than learn a new class.
-        return image.prohibited_label or (prohibited[0] if prohibited else "")
-    allowed = [label for label in labels if label not in prohibited]
-    return allowed[0] if allowed else FALLBACK_ALLOWED_LABEL
 
 
 def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note: str = "") -> Decision:
@@ -165,7 +149,7 @@ def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note
                     outcome=outcome,
                     policy_category=policy_category
                     or (PolicyCategory.NONE if outcome == DecisionOutcome.REJECT else PolicyCategory.PROHIBITED_ITEM),
-                    label=implied_label(image, outcome),
+                    label=label_for_outcome(outcome=outcome, flagged_label=image.prohibited_label),
                     note=note,
                     model_version=image.model_version,
                     prohibited_probability=image.prohibited_probability,
@@ -185,7 +169,7 @@ def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note
         image.claimed_by, image.claim_expires_at = None, None
         image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
         refresh_listing_status(image.listing_id)
-        training.record_decision(decision)
+        record_decision(decision=decision)
         return decision
 
 
@@ -216,5 +200,5 @@ def undo_decision(*, user, decision_id: int) -> ListingImage:
         image.claimed_by, image.claim_expires_at = user, now + _lease()
         image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
         refresh_listing_status(image.listing_id)
-        training.withdraw_decision(decision)
+        withdraw_decision(decision=decision)
         return image

@@ -1,45 +1,31 @@
-"""Scoring: turn model output into scores and routing, in micro-batches, safely under crashes and redelivery.
+"""Claim and score: turn a scoring task into one forward pass over many pending images, safely under crashes.
 
 The database, not the broker, is the source of truth. A task only names some images; the service claims those
 plus other pending ones (one forward pass for many images is what makes a worker fast), counts the attempt in a
 committed transaction BEFORE the model runs (a poison image that kills the process still uses up its attempts),
-and writes scores with `get_or_create` on (image, model version) so a redelivered message never writes twice.
-Images found with nothing to score them (no active model) stay `pending` without spending an attempt; the
-periodic sweeper queues them again, which also repairs messages lost with a Redis restart.
+and writes scores through `routing.record_score`, one per image and model version, so a redelivered message never
+writes twice. Images found with nothing to score them (no active model) stay `pending` without spending an
+attempt; the periodic sweeper queues them again, which also repairs messages lost with a Redis restart.
 """
 
 import logging
-import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
+from classifier.scoring import NoActiveModel
 from moderation import clock
-from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
-from moderation.selectors.audit import AuditPlan, audit_plan, closeness
-from moderation.selectors.health import active_model_version
+from moderation.models import ImageStatus, ListingImage
+from moderation.selectors.audit import audit_plan
 from moderation.selectors.settings import get_settings
 from moderation.services.listings import refresh_listing_status
+from moderation.services.queueing import queue_scoring
+from moderation.services.routing import Rng, record_score
 
 logger = logging.getLogger(__name__)
-
-Rng = Callable[[], float]
-
-
-def _no_active_model_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from classifier.scoring import NoActiveModel
-    except ImportError:
-        return ()
-    return (NoActiveModel,)
-
-
-class NoModel(Exception):
-    """No model is active; callers leave images pending or answer 503."""
 
 
 @dataclass
@@ -56,208 +42,11 @@ class ScoringOutcome:
 
 @dataclass
 class Claim:
+    """The images one call scores now, those it found out of attempts, and those left for another task."""
+
     batch: list[int]
     failed: list[int]
     leftover: list[int]
-
-
-# ---------------------------------------------------------------------------------------------------- routing
-
-
-def prohibited_summary(probabilities: dict[str, float], prohibited: Iterable[str]) -> tuple[float, str]:
-    """The highest probability among prohibited labels and which label it is (0.0, "" when there are none)."""
-    best_label, best = "", 0.0
-    for label in prohibited:
-        value = float(probabilities.get(label, 0.0))
-        if not best_label or value > best:
-            best_label, best = label, value
-    return best, best_label
-
-
-def is_over_threshold(probabilities: dict[str, float], prohibited: Iterable[str], row: ModerationSettings) -> bool:
-    """Each prohibited label has its own threshold; reaching any one of them sends the image to review."""
-    return any(float(probabilities.get(label, 0.0)) >= row.threshold_for(label) for label in prohibited)
-
-
-def route_image(
-    image: ListingImage,
-    *,
-    model_version: str,
-    probabilities: dict[str, float],
-    prohibited: Sequence[str],
-    settings_row: ModerationSettings,
-    rng: Rng | None = None,
-    plan: AuditPlan | None = None,
-) -> None:
-    """Denormalise the score onto `image` and move it to flagged or cleared (the caller saves).
-
-    About a share `audit_rate` of below-threshold images goes to review anyway, marked `is_audit`, so humans keep
-    measuring what the threshold lets through; `plan` (read once per batch) says how likely each one is, and the
-    image keeps that probability so its decision can be weighted by its inverse.
-    """
-    now = clock.now()
-    probability, label = prohibited_summary(probabilities, prohibited)
-    image.prohibited_probability = probability
-    image.prohibited_label = label
-    image.model_version = model_version
-    image.scored_at = now
-    image.last_error = ""
-    if is_over_threshold(probabilities, prohibited, settings_row):
-        flagged, audit, chance = True, False, 1.0
-    else:
-        plan = plan or audit_plan(settings_row)
-        chance = plan.probability(closeness(probability, label, settings_row))
-        flagged = (rng or random.random)() < chance
-        audit = flagged
-    image.is_audit = audit
-    image.audit_probability = chance
-    if flagged:
-        if image.status != ImageStatus.FLAGGED:
-            image.flagged_at = now
-        image.status = ImageStatus.FLAGGED
-    else:
-        image.status = ImageStatus.CLEARED
-        image.cleared_at = now
-        # A re-scored image that leaves the queue must not stay reserved by a moderator.
-        image.claimed_by = None
-        image.claim_expires_at = None
-
-
-ROUTED_FIELDS = [
-    "status",
-    "prohibited_probability",
-    "prohibited_label",
-    "model_version",
-    "scored_at",
-    "flagged_at",
-    "cleared_at",
-    "is_audit",
-    "audit_probability",
-    "last_error",
-    "claimed_by",
-    "claim_expires_at",
-]
-
-
-def record_score(
-    image: ListingImage,
-    *,
-    model_version: str,
-    probabilities: dict[str, float],
-    prohibited: Sequence[str],
-    settings_row: ModerationSettings,
-    rng: Rng | None = None,
-    plan: AuditPlan | None = None,
-) -> Score:
-    """Write the (image, version) score once and route the image by it; call inside a transaction.
-
-    When the score already exists (a redelivered task, or two workers racing) the stored one wins, so the image
-    is routed by the same numbers whichever write came first.
-    """
-    probability, label = prohibited_summary(probabilities, prohibited)
-    score, _ = Score.objects.get_or_create(
-        image=image,
-        model_version=model_version,
-        defaults={"probabilities": probabilities, "prohibited_probability": probability, "prohibited_label": label},
-    )
-    route_image(
-        image,
-        model_version=model_version,
-        probabilities=score.probabilities,
-        prohibited=prohibited,
-        settings_row=settings_row,
-        rng=rng,
-        plan=plan,
-    )
-    image.save(update_fields=ROUTED_FIELDS)
-    return score
-
-
-def prohibited_labels_of(model_version: str, fallback: Iterable[str] = ()) -> list[str]:
-    """The prohibited labels a version was trained with, as mirrored from the registry."""
-    row = ModelVersion.objects.filter(version=model_version).values_list("prohibited_labels", flat=True).first()
-    return list(row) if row else [label for label in fallback if label]
-
-
-def reuse_existing_score(image: ListingImage, model_version: str, rng: Rng | None = None) -> Score | None:
-    """Copy a score the same model gave identical bytes (by sha256), route the image, and return it; or None."""
-    earlier = (
-        Score.objects.filter(image__sha256=image.sha256, model_version=model_version)
-        .exclude(image=image)
-        .order_by("created_at")
-        .first()
-    )
-    if earlier is None:
-        return None
-    prohibited = prohibited_labels_of(model_version, fallback=[earlier.prohibited_label])
-    return record_score(
-        image,
-        model_version=model_version,
-        probabilities=earlier.probabilities,
-        prohibited=prohibited,
-        settings_row=get_settings(),
-        rng=rng,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- queueing
-
-
-def queue_scoring(image_ids: Sequence[int]) -> None:
-    """Publish scoring tasks once the current transaction commits; a rollback publishes nothing."""
-    from moderation.tasks.scoring import score_images
-
-    ids = list(image_ids)
-    size = max(1, settings.VIGIA_SCORING_BATCH_SIZE)
-    for start in range(0, len(ids), size):
-        chunk = ids[start : start + size]
-        transaction.on_commit(lambda chunk=chunk: score_images.delay(chunk))
-
-
-def _mark_enqueued_and_queue(ids: list[int], **extra) -> int:
-    if not ids:
-        return 0
-    with transaction.atomic():
-        ListingImage.objects.filter(pk__in=ids).update(enqueued_at=clock.now(), **extra)
-        queue_scoring(ids)
-    return len(ids)
-
-
-def sweep_pending(limit: int = 10_000) -> int:
-    """Queue again the images pending longer than VIGIA_PENDING_SWEEP_SECONDS; returns how many.
-
-    This is what makes lost messages harmless (a Redis restart without persistence, a publish that failed after
-    the commit) and what scores the images that waited for a model to be activated.
-    """
-    cutoff = clock.now() - timedelta(seconds=settings.VIGIA_PENDING_SWEEP_SECONDS)
-    ids = list(
-        ListingImage.objects.filter(status=ImageStatus.PENDING)
-        .filter(Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True))
-        .order_by("enqueued_at", "id")
-        .values_list("pk", flat=True)[:limit]
-    )
-    return _mark_enqueued_and_queue(ids)
-
-
-def rescore_open_images() -> int:
-    """Queue flagged, undecided images for scoring by the active model (after a promotion or rollback).
-
-    Their attempt counters start again: the previous model's attempts say nothing about this one. Those the new
-    model puts below the threshold become `cleared`, recorded with the new version.
-    """
-    active = active_model_version()
-    if not active:
-        return 0
-    ids = list(
-        ListingImage.objects.filter(status=ImageStatus.FLAGGED)
-        .exclude(model_version=active)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-    return _mark_enqueued_and_queue(ids, attempts=0)
-
-
-# ---------------------------------------------------------------------------------------------------- scoring
 
 
 def _eligible(ids: Sequence[int], active_version: str) -> Q:
@@ -266,7 +55,7 @@ def _eligible(ids: Sequence[int], active_version: str) -> Q:
     return Q(status=ImageStatus.PENDING) | rescore
 
 
-def claim_batch(image_ids: Sequence[int], batch_size: int, max_attempts: int, active_version: str) -> Claim:
+def claim_batch(*, image_ids: Sequence[int], batch_size: int, max_attempts: int, active_version: str) -> Claim:
     """Pick the images to score now and count the attempt, committed before any model runs.
 
     Rows locked by another worker are skipped, not waited for. An image that was attempted before and did not
@@ -310,7 +99,7 @@ def _current_version(scorer) -> str | None:
     try:
         scorer.refresh()
         return scorer.version or None
-    except _no_active_model_errors():
+    except NoActiveModel:
         return None
 
 
@@ -326,15 +115,15 @@ def _predict_each(scorer, images: list[ListingImage]):
         try:
             prediction = scorer.predict([_read(image)])
             results[image.pk] = (prediction.model_version, prediction.probabilities[0])
-        except _no_active_model_errors():
+        except NoActiveModel:
             raise
-        except Exception as error:  # noqa: BLE001 - any failure of one image is recorded on that image
+        except Exception as error:  # any failure of one image is recorded on that image
             errors[image.pk] = f"{type(error).__name__}: {error}"
     return results, errors
 
 
 def score_batch(
-    image_ids: Sequence[int], scorer, batch_size: int | None = None, rng: Rng | None = None
+    *, image_ids: Sequence[int], scorer, batch_size: int | None = None, rng: Rng | None = None
 ) -> ScoringOutcome:
     """Score the named images plus other pending ones in one forward pass, and route them.
 
@@ -347,10 +136,15 @@ def score_batch(
         return outcome
     outcome.model_version = version
     row = get_settings()
-    claim = claim_batch(image_ids, batch_size or settings.VIGIA_SCORING_BATCH_SIZE, row.max_scoring_attempts, version)
+    claim = claim_batch(
+        image_ids=image_ids,
+        batch_size=batch_size or settings.VIGIA_SCORING_BATCH_SIZE,
+        max_attempts=row.max_scoring_attempts,
+        active_version=version,
+    )
     outcome.failed = claim.failed
     if claim.leftover:
-        queue_scoring(claim.leftover)
+        queue_scoring(image_ids=claim.leftover)
         outcome.requeued = claim.leftover
     if not claim.batch:
         return outcome
@@ -377,7 +171,7 @@ def score_batch(
                 if image.pk in results:
                     model_version, probabilities = results[image.pk]
                     record_score(
-                        image,
+                        image=image,
                         model_version=model_version,
                         probabilities=probabilities,
                         prohibited=prohibited,
@@ -399,18 +193,18 @@ def score_batch(
             for listing_id in sorted({image.listing_id for image in images}):
                 refresh_listing_status(listing_id)
             if retry:
-                queue_scoring(retry)
+                queue_scoring(image_ids=retry)
                 outcome.retry = retry
-    except _no_active_model_errors():
+    except NoActiveModel:
         # The model went away between the claim and the forward pass: give the attempt back and wait.
         ListingImage.objects.filter(pk__in=claim.batch, attempts__gt=0).update(attempts=F("attempts") - 1)
         outcome.no_model = True
         return outcome
-    outcome.requeued += requeue_skipped(skipped, version)
+    outcome.requeued += requeue_skipped(image_ids=skipped, version=version)
     return outcome
 
 
-def requeue_skipped(image_ids: Sequence[int], version: str) -> list[int]:
+def requeue_skipped(*, image_ids: Sequence[int], version: str) -> list[int]:
     """Queue again the claimed images that the scoring transaction found locked, giving their attempt back.
 
     Between a task's claim and its forward pass, another worker's claim scan can hold one of its rows for an
@@ -430,7 +224,7 @@ def requeue_skipped(image_ids: Sequence[int], version: str) -> list[int]:
             .values_list("pk", flat=True)
         )
         ListingImage.objects.filter(pk__in=still_due, attempts__gt=0).update(attempts=F("attempts") - 1)
-        queue_scoring(still_due)
+        queue_scoring(image_ids=still_due)
     return still_due
 
 
@@ -450,9 +244,9 @@ def _score(scorer, images: list[ListingImage]):
         return {}, unreadable
     try:
         prediction = scorer.predict(payloads)
-    except _no_active_model_errors():
+    except NoActiveModel:
         raise
-    except Exception as error:  # noqa: BLE001 - fall back to single images to find the one at fault
+    except Exception as error:  # fall back to single images to find the one at fault
         if len(readable) == 1:
             return {}, {readable[0].pk: f"{type(error).__name__}: {error}", **unreadable}
         logger.warning("batch of %s failed (%s); scoring one by one", len(readable), error)

@@ -1,4 +1,14 @@
-"""Celery tasks, thin: primary keys in, re-read state, call a service. Split by queue."""
+"""Celery tasks, thin: primary keys in, re-read state, call a service. Split by queue; published by name through
+`moderation.outbox`, so nothing else imports them."""
 
-from moderation.tasks.scoring import score_images, sweep_pending  # noqa: F401
-from moderation.tasks.training import check_training_trigger, run_training, sweep_training_runs  # noqa: F401
+from moderation.tasks.scoring import score_images, sweep_pending
+from moderation.tasks.training import check_training_trigger, embed_examples, run_training, sweep_training_runs
+
+__all__ = [
+    "check_training_trigger",
+    "embed_examples",
+    "run_training",
+    "score_images",
+    "sweep_pending",
+    "sweep_training_runs",
+]

@@ -4,18 +4,16 @@ import logging
 
 from celery import shared_task
 
-from moderation import worker
-from moderation.services import scoring
+from moderation import outbox, worker
+from moderation.services import queueing, scoring
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["score_images", "sweep_pending"]
 
-
-@shared_task(name="moderation.score_images", ignore_result=True)
+@shared_task(name=outbox.SCORE_IMAGES, ignore_result=True)
 def score_images(image_ids: list[int]) -> dict:
     """Score these images (and other pending ones, in the same forward pass) with this child's model."""
-    outcome = scoring.score_batch(image_ids, worker.get_scorer())
+    outcome = scoring.score_batch(image_ids=image_ids, scorer=worker.get_scorer())
     if outcome.no_model:
         logger.info("no active model: %s images stay pending until one is activated", len(image_ids))
     return {
@@ -26,10 +24,10 @@ def score_images(image_ids: list[int]) -> dict:
     }
 
 
-@shared_task(name="moderation.sweep_pending", ignore_result=True)
+@shared_task(name=outbox.SWEEP_PENDING, ignore_result=True)
 def sweep_pending() -> int:
     """Periodic (Celery beat): queue again images that have waited too long, whatever lost their message."""
-    queued = scoring.sweep_pending()
+    queued = queueing.sweep_pending()
     if queued:
         logger.info("sweeper queued %s pending images again", queued)
     return queued

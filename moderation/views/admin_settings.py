@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 from moderation.models import ModerationSettings
 from moderation.permissions import admin_required
 from moderation.selectors import training as selectors
+from moderation.selectors.models import active_model_labels
 from moderation.selectors.settings import get_settings
 
 THRESHOLD_PREFIX = "threshold__"
@@ -72,7 +73,7 @@ class SettingsForm(forms.ModelForm):
 
 
 def _prohibited_labels(settings_row: ModerationSettings) -> list[str]:
-    _, prohibited = selectors.active_model_labels()
+    _, prohibited = active_model_labels()
     return sorted(set(prohibited) | set(settings_row.thresholds))
 
 

@@ -57,11 +57,11 @@ def next_item(request):
     skip = request.POST.get("skip", "")
     if skip.isdigit():
         skipped = [*skipped, int(skip)][-MAX_SKIPPED:]
-    image = review.claim_next(request.user, exclude_ids=skipped)
+    image = review.claim_next(user=request.user, exclude_ids=skipped)
     if image is None and skipped:
         # Only skipped items are left: put them back in play rather than showing an empty queue.
         skipped = []
-        image = review.claim_next(request.user)
+        image = review.claim_next(user=request.user)
     request.session[SKIPPED_SESSION_KEY] = skipped
     if image is None:
         messages.info(request, "The queue is empty. Nice work.")
@@ -80,7 +80,7 @@ def item_view(request, pk: int):
     conflict = ""
     if item.image.status == ImageStatus.FLAGGED:
         try:
-            item.image = review.claim_item(request.user, pk)
+            item.image = review.claim_item(user=request.user, image_id=pk)
         except review.StaleClaim as exc:
             conflict = str(exc)
         except review.AlreadyDecided:
@@ -124,7 +124,7 @@ def decide_view(request, pk: int):
         return render(request, "moderation/conflict.html", context, status=409)
     request.session[LAST_DECISION_SESSION_KEY] = decision.pk
     messages.success(request, f"{decision.get_outcome_display()}: image {pk}.")
-    image = review.claim_next(request.user, exclude_ids=request.session.get(SKIPPED_SESSION_KEY, []))
+    image = review.claim_next(user=request.user, exclude_ids=request.session.get(SKIPPED_SESSION_KEY, []))
     if image is None:
         return redirect("queue")
     return redirect("review-item", pk=image.pk)
@@ -152,7 +152,7 @@ def undo_view(request, pk: int):
 def renew_view(request, pk: int):
     """Keep a claim alive while its page is open (called by the page's script every third of a lease)."""
     try:
-        image = review.claim_item(request.user, pk)
+        image = review.claim_item(user=request.user, image_id=pk)
     except ListingImage.DoesNotExist as exc:
         raise Http404("No such image.") from exc
     except review.ReviewError as exc:
@@ -164,7 +164,7 @@ def renew_view(request, pk: int):
 @moderator_required
 def release_view(request, pk: int):
     """Give an item back when its moderator leaves the page (a beacon) or clicks "Back to queue"."""
-    released = review.release_claim(request.user, pk)
+    released = review.release_claim(user=request.user, image_id=pk)
     if request.POST.get("beacon"):
         return JsonResponse({"released": released})
     return redirect("queue")

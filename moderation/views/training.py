@@ -11,11 +11,12 @@ from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from moderation.models import ModelVersion, TrainingRun, TrainingRunStatus, TrainingTrigger
+from moderation.models import OPEN_RUN_STATUSES, ModelVersion, TrainingRun, TrainingTrigger
 from moderation.permissions import admin_required
 from moderation.selectors import training as selectors
 from moderation.selectors.serving import serving_report
-from moderation.services import model_versions, training
+from moderation.services import model_versions
+from moderation.services.training.trigger import request_training
 
 # Only these registry files are served: the plots a version page shows.
 VERSION_FILES = {"curves.png", "confusion.png"}
@@ -28,14 +29,14 @@ def runs_view(request):
     return render(
         request,
         "moderation/training/runs.html",
-        {"runs": runs, "trigger": selectors.trigger_status(), "open_statuses": selectors.OPEN_STATUSES},
+        {"runs": runs, "trigger": selectors.trigger_status(), "open_statuses": OPEN_RUN_STATUSES},
     )
 
 
 @admin_required
 @require_POST
 def retrain_now_view(request):
-    run = training.request_training(TrainingTrigger.MANUAL, user=request.user)
+    run = request_training(trigger=TrainingTrigger.MANUAL, user=request.user)
     if run.requested_by_id == request.user.pk and run.trigger == TrainingTrigger.MANUAL:
         messages.success(request, f"Training run {run.pk} is queued.")
     else:
@@ -61,7 +62,7 @@ def run_status_view(request, pk: int):
     """What the runs page polls for live progress."""
     run = get_object_or_404(TrainingRun, pk=pk)
     data = selectors.run_progress(run)
-    data["open"] = run.status in (TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING)
+    data["open"] = run.status in OPEN_RUN_STATUSES
     return JsonResponse(data)
 
 
@@ -107,7 +108,7 @@ def activate_view(request, version: str):
 
     get_object_or_404(ModelVersion, version=version)
     try:
-        model_versions.activate_version(version)
+        model_versions.activate_version(version=version)
     except (RegistryError, model_versions.UnknownModelVersion) as exc:
         # The row exists but the registry refuses (files missing or damaged): nothing was switched.
         messages.error(request, f"{version} could not be activated: {exc}")

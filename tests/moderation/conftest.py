@@ -69,16 +69,6 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    """Record the scoring tasks published (after commit) instead of sending them to Redis."""
-    from moderation.tasks import scoring as scoring_tasks
-
-    published: list[list[int]] = []
-    monkeypatch.setattr(scoring_tasks.score_images, "delay", lambda ids: published.append(list(ids)))
-    return published
-
-
-@pytest.fixture
 def active_model(db):
     from moderation.models import ModelVersion
 

@@ -7,7 +7,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from moderation import api, worker
+from moderation import worker
 from moderation.models import Decision, DecisionOutcome, ImageStatus, Listing, ListingImage, Score
 from tests.moderation import images
 
@@ -182,11 +182,11 @@ def test_score_answers_synchronously_and_stores_nothing(client, media_root, monk
 
 
 def test_score_without_an_active_model_is_503_json(client, monkeypatch):
-    error = api._no_active_model_errors()[0]
+    from classifier.scoring import NoActiveModel
 
     class Scorer:
         def predict(self, payloads):
-            raise error("no active model")
+            raise NoActiveModel("no active model")
 
     monkeypatch.setattr(worker, "get_scorer", Scorer)
     response = client.post("/api/v1/score", {"image": images.upload(images.png_bytes())}, format="multipart")

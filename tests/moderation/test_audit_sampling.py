@@ -15,7 +15,8 @@ from moderation.models import (
 )
 from moderation.selectors.audit import MIN_RECENT_BELOW, UNIFORM_SHARE, AuditPlan, audit_plan, closeness
 from moderation.selectors.settings import get_settings
-from moderation.services import review, scoring, training
+from moderation.services import review, routing
+from moderation.services.training.trigger import record_decision, withdraw_decision
 from tests.moderation.training_fixtures import PROHIBITED, make_image, make_user
 
 pytestmark = pytest.mark.django_db
@@ -50,8 +51,8 @@ def _scored_history(probabilities):
 
 def _route(probability, row, draw=0.99, plan=None):
     image = ListingImage(status=ImageStatus.PENDING)
-    scoring.route_image(
-        image,
+    routing.route_image(
+        image=image,
         model_version="v0001",
         probabilities={"allowed": 1 - probability, PROHIBITED: probability},
         prohibited=[PROHIBITED],
@@ -141,7 +142,7 @@ def test_an_audit_decision_weighs_the_inverse_of_its_own_sampling_probability(me
     moderator = make_user("mod")
     image = make_image(PROHIBITED)
     ListingImage.objects.filter(pk=image.pk).update(is_audit=True, audit_probability=0.25, prohibited_probability=0.4)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     with transaction.atomic():
         decision = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
     assert (decision.was_audit, decision.audit_probability) == (True, 0.25)
@@ -150,6 +151,6 @@ def test_an_audit_decision_weighs_the_inverse_of_its_own_sampling_probability(me
     # A later change of the audit rate does not re-weigh the decision: its own probability stands.
     _settings(rate=0.5)
     with transaction.atomic():
-        training.withdraw_decision(decision)
-        training.record_decision(decision)
+        withdraw_decision(decision=decision)
+        record_decision(decision=decision)
     assert TrainingExample.objects.get(image=image).weight == pytest.approx(4.0)

@@ -13,9 +13,9 @@ import time
 import pytest
 from django.db import transaction
 
+from moderation import outbox
 from moderation.models import ImageStatus, Listing, ListingImage, ListingStatus, ModerationSettings, Score
 from moderation.services.ingest import create_listing
-from moderation.tasks import scoring as scoring_tasks
 from moderation.validation import validate_image
 from tests.moderation import images
 from tests.moderation.conftest import ALLOWED_COLOR, PROHIBITED_COLOR, clean_broker
@@ -45,7 +45,12 @@ def photo(color) -> bytes:
 
 
 def upload_listing(external_id: str, photos: list[bytes]) -> Listing:
-    return create_listing(external_id, "a listing", "", [images.upload(data, name="p.png") for data in photos])
+    return create_listing(
+        external_id=external_id,
+        title="a listing",
+        description="",
+        files=[images.upload(data, name="p.png") for data in photos],
+    )
 
 
 def wait_until(condition, timeout: float, what: str, delivery) -> None:
@@ -111,13 +116,13 @@ def test_poison_image_ends_failed_after_max_attempts(delivery):
 
 def test_rolled_back_upload_queues_nothing(delivery, monkeypatch):
     published = []
-    real_delay = scoring_tasks.score_images.delay
+    real_publish = outbox.publish
 
-    def recording_delay(ids):
-        published.append(list(ids))
-        return real_delay(ids)
+    def recording_publish(task_name, args):
+        published.append(list(args[0]))
+        return real_publish(task_name, args)
 
-    monkeypatch.setattr(scoring_tasks.score_images, "delay", recording_delay)
+    monkeypatch.setattr(outbox, "publish", recording_publish)
     with pytest.raises(RuntimeError), transaction.atomic():
         upload_listing("rollback-1", [photo(PROHIBITED_COLOR)])
         raise RuntimeError("something after the upload failed")
@@ -147,7 +152,7 @@ def test_sweeper_repairs_messages_lost_by_redis(delivery):
     time.sleep(1.5)
     assert ListingImage.objects.get(pk=image.pk).status == ImageStatus.PENDING
 
-    scoring_tasks.sweep_pending.delay()
+    outbox.publish(outbox.SWEEP_PENDING, [])
     wait_until(lambda: not_pending([image.pk]), 60, "the sweeper to get the image scored", delivery)
     image.refresh_from_db()
     assert image.status == ImageStatus.FLAGGED

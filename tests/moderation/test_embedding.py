@@ -3,8 +3,11 @@
 import pytest
 from django.db import transaction
 
+from moderation import outbox
 from moderation.models import DecisionOutcome, ModerationSettings, TrainingExample, TrainingRunStatus
-from moderation.services import training
+from moderation.services.training.embedding import embed_decision_examples
+from moderation.services.training.runs import execute_training_run
+from moderation.services.training.trigger import record_decision, request_training
 from tests.moderation.training_fixtures import (
     ALLOWED,
     PROHIBITED,
@@ -21,19 +24,17 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 @pytest.fixture
-def dispatched(settings, monkeypatch):
+def dispatched(settings, published):
     """Example ids handed to the embedding task, recorded instead of queued."""
     settings.VIGIA_EMBED_DECISIONS = True
-    calls: list[list[int]] = []
-    monkeypatch.setattr(training, "dispatch_embedding", calls.append)
-    return calls
+    return published[outbox.EMBED_EXAMPLES]
 
 
 def decide(moderator, label: str) -> TrainingExample:
     outcome = DecisionOutcome.CONFIRM if label == PROHIBITED else DecisionOutcome.REJECT
     with transaction.atomic():
         decision = make_decision(make_image(label), moderator, outcome, label)
-        training.record_decision(decision)
+        record_decision(decision=decision)
     return TrainingExample.objects.get(decision=decision)
 
 
@@ -43,7 +44,7 @@ def test_each_committed_decision_queues_the_embedding_of_its_example_and_a_rolle
     assert dispatched == [[example.pk]]
 
     with pytest.raises(RuntimeError), transaction.atomic():
-        training.record_decision(make_decision(make_image(PROHIBITED), moderator, DecisionOutcome.CONFIRM, PROHIBITED))
+        record_decision(decision=make_decision(make_image(PROHIBITED), moderator, DecisionOutcome.CONFIRM, PROHIBITED))
         raise RuntimeError("the review transaction fails after the decision")
     assert dispatched == [[example.pk]]
 
@@ -72,7 +73,7 @@ def test_embedding_skips_gone_inactive_missing_and_broken_images_without_failing
     Path(settings.MEDIA_ROOT, missing.path).unlink()
     Path(settings.MEDIA_ROOT, broken.path).write_bytes(b"not an image at all")
 
-    report = training.embed_decision_examples([gone_id, inactive.pk, missing.pk, broken.pk, good.pk])
+    report = embed_decision_examples(example_ids=[gone_id, inactive.pk, missing.pk, broken.pk, good.pk])
 
     # Only the good image is embedded; the broken one is left for the retrain to report, nothing raises.
     assert report == {"embedded": 1, "cached": 0, "skipped": 1}
@@ -80,7 +81,7 @@ def test_embedding_skips_gone_inactive_missing_and_broken_images_without_failing
 
 def test_decisions_embedded_ahead_leave_the_retrain_and_its_gate_nothing_to_embed(tmp_path, dispatched, rescores):
     import_initial_set(tmp_path, per_label=12)
-    first = training.execute_training_run(training.request_training(dispatch=False).pk)
+    first = execute_training_run(run_id=request_training(dispatch=False).pk)
     assert first.status == TrainingRunStatus.SUCCEEDED, first.reason
     ModerationSettings.objects.update_or_create(pk=1, defaults={"holdout_share": 0.5, "gate_min_holdout_per_label": 3})
     moderator = make_user("mod")
@@ -89,9 +90,9 @@ def test_decisions_embedded_ahead_leave_the_retrain_and_its_gate_nothing_to_embe
     holdout = [example for example in examples if example.is_holdout]
     assert 0 < len(holdout) < len(examples)
 
-    report = training.embed_decision_examples([pk for call in dispatched for pk in call])
-    again = training.embed_decision_examples([examples[0].pk])
-    run = training.execute_training_run(training.request_training(dispatch=False).pk)
+    report = embed_decision_examples(example_ids=[pk for call in dispatched for pk in call])
+    again = embed_decision_examples(example_ids=[examples[0].pk])
+    run = execute_training_run(run_id=request_training(dispatch=False).pk)
 
     assert report == {"embedded": len(examples), "cached": 0, "skipped": 0}
     assert (again["embedded"], again["cached"]) == (0, 1)

@@ -7,8 +7,8 @@ from django.db import transaction
 from moderation.models import DecisionOutcome, ExampleSource, TrainingExample
 from moderation.selectors.settings import get_settings
 from moderation.selectors.training import example_path, holdout_examples, trainable_examples
-from moderation.services import training
 from moderation.services.examples import is_holdout
+from moderation.services.training.trigger import record_decision, withdraw_decision
 from tests.moderation.training_fixtures import (
     ALLOWED,
     PROHIBITED,
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loop_settings")]
 def decide(image, moderator, outcome, label=None):
     with transaction.atomic():
         decision = make_decision(image, moderator, outcome, label)
-        training.record_decision(decision)
+        record_decision(decision=decision)
     return decision
 
 
@@ -68,7 +68,7 @@ def test_undo_deactivates_and_an_overturn_relabels_the_same_example():
 
         first.undone_at = clock.now()
         first.save(update_fields=["undone_at"])
-        training.withdraw_decision(first)
+        withdraw_decision(decision=first)
     example = TrainingExample.objects.get()
     assert example.active is False
     assert not trainable_examples().exists() and not holdout_examples().exists()
@@ -80,12 +80,12 @@ def test_undo_deactivates_and_an_overturn_relabels_the_same_example():
 
 def test_holdout_is_decided_by_the_image_hash_alone():
     hashes = [f"{i:064x}" for i in range(2000)]
-    chosen = [h for h in hashes if is_holdout(h, 0.2)]
+    chosen = [h for h in hashes if is_holdout(sha256=h, share=0.2)]
     assert 0.15 < len(chosen) / len(hashes) < 0.25
-    assert chosen == [h for h in hashes if is_holdout(h, 0.2)]
-    assert not any(is_holdout(h, 0.0) for h in hashes)
+    assert chosen == [h for h in hashes if is_holdout(sha256=h, share=0.2)]
+    assert not any(is_holdout(sha256=h, share=0.0) for h in hashes)
     # A larger share keeps every image already in the holdout: growing it never moves one into training.
-    assert set(chosen) <= {h for h in hashes if is_holdout(h, 0.4)}
+    assert set(chosen) <= {h for h in hashes if is_holdout(sha256=h, share=0.4)}
 
 
 def test_decision_examples_follow_the_holdout_share_and_holdout_is_never_trainable():
@@ -96,7 +96,7 @@ def test_decision_examples_follow_the_holdout_share_and_holdout_is_never_trainab
     for _ in range(30):
         decide(make_image(PROHIBITED), moderator, DecisionOutcome.CONFIRM)
     rows = list(TrainingExample.objects.all())
-    assert [row.is_holdout for row in rows] == [is_holdout(row.sha256, 0.5) for row in rows]
+    assert [row.is_holdout for row in rows] == [is_holdout(sha256=row.sha256, share=0.5) for row in rows]
     assert 0 < sum(row.is_holdout for row in rows) < 30
     assert set(trainable_examples()).isdisjoint(set(holdout_examples()))
 
@@ -132,7 +132,7 @@ def test_an_audit_decision_weighs_the_inverse_of_the_audit_rate_and_a_flagged_on
         decision = make_decision(audited, moderator, DecisionOutcome.CONFIRM, None)
         decision.was_audit = True
         decision.save(update_fields=["was_audit"])
-        training.record_decision(decision)
+        record_decision(decision=decision)
     assert TrainingExample.objects.get(image=flagged).weight == 1.0
     assert TrainingExample.objects.get(image=audited).weight == pytest.approx(20.0)
 
@@ -144,16 +144,16 @@ def test_an_audit_decision_weighs_the_inverse_of_the_audit_rate_and_a_flagged_on
 
         decision.undone_at = clock.now()
         decision.save(update_fields=["undone_at"])
-        training.withdraw_decision(decision)
+        withdraw_decision(decision=decision)
         again = make_decision(audited, moderator, DecisionOutcome.REJECT, None)
         again.was_audit = True
         again.save(update_fields=["was_audit"])
-        training.record_decision(again)
+        record_decision(decision=again)
     assert TrainingExample.objects.get(image=audited).weight == 1.0
 
 
 def test_initial_examples_weigh_one(tmp_path):
     from moderation.services.examples import import_training_set
 
-    import_training_set(write_training_folder(tmp_path / "set", per_label=2))
+    import_training_set(directory=write_training_folder(tmp_path / "set", per_label=2))
     assert set(TrainingExample.objects.values_list("weight", flat=True)) == {1.0}

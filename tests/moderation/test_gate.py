@@ -4,10 +4,14 @@ import json
 
 import pytest
 
+from classifier.comparison import paired_changes
 from moderation.models import GateMetric, ModelVersion, TrainingRunStatus, TrainingTrigger
 from moderation.selectors.settings import get_settings
-from moderation.services import training
 from moderation.services.model_versions import get_registry
+from moderation.services.training.dataset import mean_one
+from moderation.services.training.gate import compare_on_gate
+from moderation.services.training.runs import execute_training_run
+from moderation.services.training.trigger import request_training
 from tests.moderation.training_fixtures import (
     add_holdout,
     import_initial_set,
@@ -18,7 +22,7 @@ from tests.moderation.training_fixtures import (
 
 
 def run_now(trigger=TrainingTrigger.MANUAL):
-    return training.execute_training_run(training.request_training(trigger, dispatch=False).pk)
+    return execute_training_run(run_id=request_training(trigger=trigger, dispatch=False).pk)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +39,7 @@ def run_now(trigger=TrainingTrigger.MANUAL):
     ],
 )
 def test_compare_on_gate(candidate, active, metric, promote, words):
-    decided, reason = training.compare_on_gate(candidate, active, metric, margin=0.02)
+    decided, reason = compare_on_gate(candidate, active, metric, margin=0.02)
     assert decided is promote
     assert words in reason
 
@@ -45,7 +49,7 @@ def test_compare_on_gate(candidate, active, metric, promote, words):
     [(0.0, False, "fell from 0.800 to 0.780."), (0.03, True, "within the 0.030"), (0.01, False, "more than the 0.010")],
 )
 def test_a_recall_drop_within_the_holdouts_noise_counts_as_no_worse(allowance, promote, words):
-    decided, reason = training.compare_on_gate(
+    decided, reason = compare_on_gate(
         {"recall": 0.78, "precision": 0.9}, {"recall": 0.8, "precision": 0.9}, GateMetric.RECALL, 0.02, allowance
     )
     assert decided is promote
@@ -67,7 +71,7 @@ def test_paired_changes_measure_both_figures_and_their_bootstrap_noise():
     prohibited = [True, True, True, True, False, False]
     active = outcomes([True, True, False, False, True, False], prohibited, [1, 1, 1, 2, 1, 1])
     candidate = outcomes([True, False, True, True, False, True], prohibited, [1, 1, 1, 2, 1, 1])
-    changes = training.paired_changes(active, candidate)
+    changes = paired_changes(active, candidate)
     # Weighted recall 2/5 -> 4/5; precision 2/3 -> 4/5 (the candidate flags weights 1 + 1 + 2 + 1).
     assert changes["recall"][0] == pytest.approx(2 / 5)
     assert changes["precision"][0] == pytest.approx(4 / 5 - 2 / 3)
@@ -75,9 +79,9 @@ def test_paired_changes_measure_both_figures_and_their_bootstrap_noise():
     gains = [(1, 0.0), (1, -1.0), (1, 1.0), (2, 1.0)]
     analytic = (sum(w**2 * (g - 0.4) ** 2 for w, g in gains)) ** 0.5 / 5
     assert changes["recall"][1] == pytest.approx(analytic, rel=0.35)
-    assert training.paired_changes(active, candidate) == changes  # seeded: a verdict can be repeated
+    assert paired_changes(active, candidate) == changes  # seeded: a verdict can be repeated
     # Identical decisions: no change and no noise, so the strict rule applies.
-    assert training.paired_changes(active, active) == {
+    assert paired_changes(active, active) == {
         "recall": (0.0, 0.0),
         "precision": (0.0, 0.0),
         "auc": (0.0, 0.0),
@@ -85,19 +89,17 @@ def test_paired_changes_measure_both_figures_and_their_bootstrap_noise():
     assert changes["auc"][0] > 0  # the candidate ranks more prohibited images above allowed ones
     # Outcomes of different images cannot be paired; undefined figures are None.
     other = outcomes(candidate["flagged"], prohibited, [1] * 6, list("abcdef"))
-    assert training.paired_changes(active, other) is None
-    nothing = training.paired_changes(outcomes([True], [False], [1]), outcomes([False], [False], [1]))
+    assert paired_changes(active, other) is None
+    nothing = paired_changes(outcomes([True], [False], [1]), outcomes([False], [False], [1]))
     assert nothing == {"recall": None, "precision": None, "auc": None}
 
 
 def test_with_noise_allowed_a_candidate_that_ranks_worse_is_rejected_even_with_recall_and_precision_fine():
     flags_everything = {"recall": 1.0, "precision": 0.72, "auc": 0.55}
     active = {"recall": 0.93, "precision": 0.78, "auc": 0.91}
-    decided, reason = training.compare_on_gate(
-        flags_everything, active, GateMetric.RECALL, 0.1, 0.1, auc_allowance=0.08
-    )
+    decided, reason = compare_on_gate(flags_everything, active, GateMetric.RECALL, 0.1, 0.1, auc_allowance=0.08)
     assert not decided and "ROC AUC on the holdout fell from 0.910 to 0.550" in reason
-    assert training.compare_on_gate(flags_everything, active, GateMetric.RECALL, 0.1, 0.1)[0]
+    assert compare_on_gate(flags_everything, active, GateMetric.RECALL, 0.1, 0.1)[0]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -205,7 +207,7 @@ def test_training_weights_are_scaled_to_average_one_keeping_their_ratios():
     from classifier.data import Example
 
     examples = [Example(sha256=str(i), label="ok", weight=w) for i, w in enumerate([1.0, 1.0, 10.0, 0.0])]
-    scaled = training._mean_one(examples)
+    scaled = mean_one(examples)
     assert [e.weight for e in scaled] == pytest.approx([1 / 3, 1 / 3, 10 / 3, 0.0])
     assert [e.sha256 for e in scaled] == ["0", "1", "2", "3"]
-    assert training._mean_one([]) == []
+    assert mean_one([]) == []

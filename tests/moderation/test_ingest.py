@@ -17,10 +17,10 @@ def stored_files(media_root):
 def test_listing_and_images_are_stored_and_queued_on_commit(media_root, queued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         listing = create_listing(
-            "ext-1",
-            "Old lamp",
-            "Works",
-            [images.upload(images.jpeg_bytes()), images.upload(images.png_bytes(), name="../../etc/x.png")],
+            external_id="ext-1",
+            title="Old lamp",
+            description="Works",
+            files=[images.upload(images.jpeg_bytes()), images.upload(images.png_bytes(), name="../../etc/x.png")],
         )
     assert listing.status == ListingStatus.PENDING
     stored = list(listing.images.order_by("id"))
@@ -35,7 +35,7 @@ def test_listing_and_images_are_stored_and_queued_on_commit(media_root, queued, 
 def test_one_bad_image_stores_nothing(media_root, queued, django_capture_on_commit_callbacks):
     files = [images.upload(images.jpeg_bytes()), images.upload(images.truncated_jpeg())]
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(ImageValidationError) as info:
-        create_listing("ext-2", "", "", files)
+        create_listing(external_id="ext-2", title="", description="", files=files)
     assert info.value.code == "corrupt"
     assert "images[1]" in info.value.detail
     assert not Listing.objects.exists()
@@ -44,9 +44,9 @@ def test_one_bad_image_stores_nothing(media_root, queued, django_capture_on_comm
 
 
 def test_duplicate_external_id_is_refused(media_root, queued):
-    create_listing("ext-3", "", "", [images.upload(images.jpeg_bytes())])
+    create_listing(external_id="ext-3", title="", description="", files=[images.upload(images.jpeg_bytes())])
     with pytest.raises(DuplicateListing):
-        create_listing("ext-3", "", "", [images.upload(images.jpeg_bytes())])
+        create_listing(external_id="ext-3", title="", description="", files=[images.upload(images.jpeg_bytes())])
     assert ListingImage.objects.count() == 1
     assert len(stored_files(media_root)) == 1
 
@@ -57,7 +57,7 @@ def test_rolled_back_upload_queues_nothing(media_root, queued, django_capture_on
         pytest.raises(RuntimeError),
         transaction.atomic(),
     ):
-        create_listing("ext-4", "", "", [images.upload(images.jpeg_bytes())])
+        create_listing(external_id="ext-4", title="", description="", files=[images.upload(images.jpeg_bytes())])
         raise RuntimeError("the caller's transaction fails after the upload")
     assert callbacks == []
     assert queued == []
@@ -69,7 +69,7 @@ def test_identical_bytes_reuse_the_active_models_score(media_root, queued, activ
     row.audit_rate = 0
     row.save()
     data = images.jpeg_bytes(color=(250, 5, 5))
-    first = create_listing("ext-5", "", "", [images.upload(data)]).images.get()
+    first = create_listing(external_id="ext-5", title="", description="", files=[images.upload(data)]).images.get()
     Score.objects.create(
         image=first,
         model_version="v0001",
@@ -78,7 +78,7 @@ def test_identical_bytes_reuse_the_active_models_score(media_root, queued, activ
         prohibited_label="weapon",
     )
     queued.clear()
-    listing = create_listing("ext-6", "", "", [images.upload(data)])
+    listing = create_listing(external_id="ext-6", title="", description="", files=[images.upload(data)])
     again = listing.images.get()
     assert again.status == ImageStatus.FLAGGED
     assert (again.prohibited_probability, again.prohibited_label, again.model_version) == (0.9, "weapon", "v0001")
@@ -89,9 +89,9 @@ def test_identical_bytes_reuse_the_active_models_score(media_root, queued, activ
 
 def test_a_score_from_another_model_is_not_reused(media_root, queued, active_model, django_capture_on_commit_callbacks):
     data = images.jpeg_bytes()
-    first = create_listing("ext-7", "", "", [images.upload(data)]).images.get()
+    first = create_listing(external_id="ext-7", title="", description="", files=[images.upload(data)]).images.get()
     Score.objects.create(image=first, model_version="v0000", probabilities={"weapon": 0.9}, prohibited_probability=0.9)
     with django_capture_on_commit_callbacks(execute=True):
-        again = create_listing("ext-8", "", "", [images.upload(data)]).images.get()
+        again = create_listing(external_id="ext-8", title="", description="", files=[images.upload(data)]).images.get()
     assert again.status == ImageStatus.PENDING
     assert queued[-1] == [again.pk]

@@ -207,7 +207,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     boss.groups.add(moderators, admins)
     get_settings()
     decided = make_flagged(0.9, with_file=True)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     decision = review.decide(user=moderator, image_id=decided.pk, outcome="confirm")
     image = make_flagged(0.8, with_file=True)
     Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)

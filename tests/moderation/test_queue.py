@@ -54,7 +54,7 @@ def test_queue_stats_counts_open_audit_claimed_and_backlog_age(frozen_clock):
     make_flagged(0.8, is_audit=True)
     make_flagged(0.7)
     make_flagged(0.99, status=ImageStatus.CONFIRMED)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     stats = queue.queue_stats()
     assert (stats.open, stats.audit, stats.claimed) == (3, 1, 1)
     assert stats.backlog_seconds == pytest.approx(7200)

@@ -19,10 +19,12 @@ from moderation.models import (
     ListingStatus,
     ModelVersion,
     PolicyCategory,
+    TrainingExample,
 )
 from moderation.permissions import MODERATORS, ensure_groups
 from moderation.selectors.settings import get_settings
 from moderation.services import review
+from moderation.services.labels import label_for_outcome
 
 _counter = itertools.count(1)
 
@@ -84,7 +86,7 @@ def test_claim_next_takes_highest_probability_then_oldest(moderator, frozen_cloc
     low = make_flagged(0.6)
     high_old = make_flagged(0.95)
     make_flagged(0.95)
-    claimed = review.claim_next(moderator)
+    claimed = review.claim_next(user=moderator)
     assert claimed.pk == high_old.pk
     assert claimed.claimed_by == moderator
     assert claimed.claim_expires_at == frozen_clock.current + timedelta(seconds=get_settings().claim_lease_seconds)
@@ -94,9 +96,9 @@ def test_claim_next_takes_highest_probability_then_oldest(moderator, frozen_cloc
 @pytest.mark.django_db
 def test_claim_next_returns_the_live_claim_instead_of_a_second_item(moderator, frozen_clock):
     make_flagged(0.7)
-    first = review.claim_next(moderator)
+    first = review.claim_next(user=moderator)
     make_flagged(0.99)
-    assert review.claim_next(moderator).pk == first.pk
+    assert review.claim_next(user=moderator).pk == first.pk
     assert ListingImage.objects.filter(claimed_by=moderator).count() == 1
 
 
@@ -104,18 +106,18 @@ def test_claim_next_returns_the_live_claim_instead_of_a_second_item(moderator, f
 def test_two_moderators_get_different_items_and_expired_leases_are_reclaimed(frozen_clock):
     first, second = make_moderator(), make_moderator()
     only = make_flagged(0.9)
-    assert review.claim_next(first).pk == only.pk
-    assert review.claim_next(second) is None
+    assert review.claim_next(user=first).pk == only.pk
+    assert review.claim_next(user=second) is None
     frozen_clock.advance(seconds=get_settings().claim_lease_seconds + 1)
-    assert review.claim_next(second).pk == only.pk
+    assert review.claim_next(user=second).pk == only.pk
 
 
 @pytest.mark.django_db
 def test_claim_next_skips_excluded_and_gives_the_skipped_item_back(moderator, frozen_clock):
     top = make_flagged(0.99)
     second = make_flagged(0.8)
-    assert review.claim_next(moderator).pk == top.pk
-    assert review.claim_next(moderator, exclude_ids=[top.pk]).pk == second.pk
+    assert review.claim_next(user=moderator).pk == top.pk
+    assert review.claim_next(user=moderator, exclude_ids=[top.pk]).pk == second.pk
     top.refresh_from_db()
     assert top.claimed_by is None
 
@@ -124,53 +126,53 @@ def test_claim_next_skips_excluded_and_gives_the_skipped_item_back(moderator, fr
 def test_claim_next_ignores_items_that_are_not_flagged(moderator):
     make_flagged(0.99, status=ImageStatus.CLEARED)
     make_flagged(0.99, status=ImageStatus.PENDING)
-    assert review.claim_next(moderator) is None
+    assert review.claim_next(user=moderator) is None
 
 
 @pytest.mark.django_db
 def test_claim_item_renews_own_claim_takes_free_items_and_refuses_others(moderator, frozen_clock):
     other = make_moderator()
     image = make_flagged()
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     frozen_clock.advance(seconds=30)
-    renewed = review.claim_item(moderator, image.pk)
+    renewed = review.claim_item(user=moderator, image_id=image.pk)
     assert renewed.claim_expires_at == frozen_clock.current + timedelta(seconds=get_settings().claim_lease_seconds)
     with pytest.raises(review.StaleClaim):
-        review.claim_item(other, image.pk)
+        review.claim_item(user=other, image_id=image.pk)
     frozen_clock.advance(seconds=get_settings().claim_lease_seconds + 1)
-    assert review.claim_item(other, image.pk).claimed_by == other
+    assert review.claim_item(user=other, image_id=image.pk).claimed_by == other
     with pytest.raises(review.StaleClaim):
-        review.claim_item(moderator, image.pk)
+        review.claim_item(user=moderator, image_id=image.pk)
 
 
 @pytest.mark.django_db
 def test_claim_item_gives_back_the_previous_claim_and_refuses_decided_items(moderator):
     first, second = make_flagged(0.9), make_flagged(0.8)
-    review.claim_next(moderator)
-    review.claim_item(moderator, second.pk)
+    review.claim_next(user=moderator)
+    review.claim_item(user=moderator, image_id=second.pk)
     first.refresh_from_db()
     assert first.claimed_by is None
     review.decide(user=moderator, image_id=second.pk, outcome=DecisionOutcome.REJECT)
     with pytest.raises(review.AlreadyDecided):
-        review.claim_item(moderator, second.pk)
+        review.claim_item(user=moderator, image_id=second.pk)
 
 
 @pytest.mark.django_db
 def test_release_returns_the_item_to_the_queue(moderator):
     other = make_moderator()
     image = make_flagged()
-    review.claim_next(moderator)
-    assert review.release_claim(other, image.pk) is False
-    assert review.release_claim(moderator, image.pk) is True
-    assert review.claim_next(other).pk == image.pk
+    review.claim_next(user=moderator)
+    assert review.release_claim(user=other, image_id=image.pk) is False
+    assert review.release_claim(user=moderator, image_id=image.pk) is True
+    assert review.claim_next(user=other).pk == image.pk
 
 
 @pytest.mark.django_db
 def test_confirm_takes_the_listing_down_and_records_everything(moderator, frozen_clock, monkeypatch):
     recorded = []
-    monkeypatch.setattr("moderation.services.training.record_decision", recorded.append)
+    monkeypatch.setattr("moderation.services.review.record_decision", lambda *, decision: recorded.append(decision))
     image = make_flagged(0.91, label="knife", is_audit=True)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     decision = review.decide(
         user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM, policy_category="weapons", note="blade"
     )
@@ -191,7 +193,7 @@ def test_reject_teaches_the_first_allowed_label_of_the_active_model(moderator):
         version="v0001", labels=["bag", "knife", "shirt"], prohibited_labels=["knife"], is_active=True
     )
     image = make_flagged(label="knife")
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     decision = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT)
     image.refresh_from_db()
     assert image.status == ImageStatus.REJECTED
@@ -202,17 +204,19 @@ def test_reject_teaches_the_first_allowed_label_of_the_active_model(moderator):
 
 
 @pytest.mark.django_db
-def test_reject_without_a_model_falls_back_to_allowed(moderator):
+def test_reject_without_a_model_teaches_no_invented_label(moderator):
     image = make_flagged()
-    review.claim_next(moderator)
-    assert review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT).label == "allowed"
+    review.claim_next(user=moderator)
+    decision = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT)
+    assert decision.label == ""
+    assert not TrainingExample.objects.exists()  # the verdict stands; no model says which label it teaches
 
 
 @pytest.mark.django_db
 def test_listing_stays_in_review_while_another_image_is_flagged(moderator):
     image = make_flagged(0.9)
     make_flagged(0.5, listing=image.listing)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT)
     image.listing.refresh_from_db()
     assert image.listing.status == ListingStatus.IN_REVIEW
@@ -221,7 +225,7 @@ def test_listing_stays_in_review_while_another_image_is_flagged(moderator):
 @pytest.mark.django_db
 def test_second_submission_is_refused_and_stores_nothing(moderator):
     image = make_flagged()
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
     with pytest.raises(review.AlreadyDecided):
         review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
@@ -234,7 +238,7 @@ def test_decision_without_a_live_own_claim_is_stale(moderator, frozen_clock):
     image = make_flagged()
     with pytest.raises(review.StaleClaim):
         review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
-    review.claim_next(other)
+    review.claim_next(user=other)
     with pytest.raises(review.StaleClaim):
         review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
     frozen_clock.advance(seconds=get_settings().claim_lease_seconds + 1)
@@ -250,9 +254,9 @@ def test_training_failure_rolls_the_decision_back(moderator, monkeypatch):
     def explode(decision):
         raise RuntimeError("training store down")
 
-    monkeypatch.setattr("moderation.services.training.record_decision", explode)
+    monkeypatch.setattr("moderation.services.review.record_decision", explode)
     image = make_flagged()
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     with pytest.raises(RuntimeError):
         review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
     image.refresh_from_db()
@@ -263,9 +267,9 @@ def test_training_failure_rolls_the_decision_back(moderator, monkeypatch):
 @pytest.mark.django_db
 def test_undo_within_the_window_reflags_and_withdraws(moderator, frozen_clock, monkeypatch):
     withdrawn = []
-    monkeypatch.setattr("moderation.services.training.withdraw_decision", withdrawn.append)
+    monkeypatch.setattr("moderation.services.review.withdraw_decision", lambda *, decision: withdrawn.append(decision))
     image = make_flagged()
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     decision = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
     frozen_clock.advance(seconds=10)
     review.undo_decision(user=moderator, decision_id=decision.pk)
@@ -286,9 +290,9 @@ def test_undo_within_the_window_reflags_and_withdraws(moderator, frozen_clock, m
 def test_undo_is_refused_after_the_window_twice_or_by_someone_else(moderator, frozen_clock):
     other = make_moderator()
     first, second = make_flagged(0.9), make_flagged(0.8)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     late = review.decide(user=moderator, image_id=first.pk, outcome=DecisionOutcome.CONFIRM)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     soon = review.decide(user=moderator, image_id=second.pk, outcome=DecisionOutcome.CONFIRM)
     with pytest.raises(review.UndoNotAllowed):
         review.undo_decision(user=other, decision_id=soon.pk)
@@ -304,7 +308,7 @@ def test_undo_is_refused_after_the_window_twice_or_by_someone_else(moderator, fr
 @pytest.mark.django_db
 def test_unknown_outcome_or_category_is_a_value_error(moderator):
     image = make_flagged()
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     with pytest.raises(ValueError):
         review.decide(user=moderator, image_id=image.pk, outcome="maybe")
     with pytest.raises(ValueError):
@@ -314,9 +318,9 @@ def test_unknown_outcome_or_category_is_a_value_error(moderator):
 @pytest.mark.django_db
 def test_confirm_label_comes_from_the_image_then_the_active_model_and_is_never_invented(moderator):
     image = make_flagged(label="")
-    review.claim_next(moderator)
-    assert review.implied_label(image, DecisionOutcome.CONFIRM) == ""
+    review.claim_next(user=moderator)
+    assert label_for_outcome(outcome=DecisionOutcome.CONFIRM, flagged_label=image.prohibited_label) == ""
     ModelVersion.objects.create(version="v0002", labels=["bag", "knife"], prohibited_labels=["knife"], is_active=True)
-    assert review.implied_label(image, DecisionOutcome.CONFIRM) == "knife"
+    assert label_for_outcome(outcome=DecisionOutcome.CONFIRM, flagged_label=image.prohibited_label) == "knife"
     image.prohibited_label = "gun"
-    assert review.implied_label(image, DecisionOutcome.CONFIRM) == "gun"
+    assert label_for_outcome(outcome=DecisionOutcome.CONFIRM, flagged_label=image.prohibited_label) == "gun"

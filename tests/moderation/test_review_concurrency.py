@@ -55,7 +55,7 @@ def test_eight_moderators_claiming_at_once_never_get_the_same_item():
         ListingImage.objects.all().delete()
         for i in range(10):
             make_flagged(0.5 + i / 100)
-        results = run_together([lambda m=m: review.claim_next(m) for m in moderators])
+        results = run_together([lambda m=m: review.claim_next(user=m) for m in moderators])
         errors = [r for r in results if isinstance(r, Exception)]
         assert not errors, errors
         claimed = [image.pk for image in results]
@@ -68,7 +68,7 @@ def test_more_moderators_than_items_leaves_the_rest_empty_handed():
     moderators = [make_moderator() for _ in range(8)]
     for _ in range(3):
         make_flagged()
-    results = run_together([lambda m=m: review.claim_next(m) for m in moderators])
+    results = run_together([lambda m=m: review.claim_next(user=m) for m in moderators])
     got = [r.pk for r in results if isinstance(r, ListingImage)]
     assert len(got) == len(set(got)) == 3
     assert results.count(None) == 5
@@ -77,7 +77,7 @@ def test_more_moderators_than_items_leaves_the_rest_empty_handed():
 def test_double_submitted_decisions_store_one():
     moderator = make_moderator()
     image = make_flagged()
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     submit = lambda: review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)  # noqa: E731
     results = run_together([submit] * 4)
     decisions = [r for r in results if isinstance(r, Decision)]
@@ -90,7 +90,7 @@ def test_double_submitted_decisions_store_one():
 def test_confirm_and_reject_from_two_tabs_store_one():
     moderator = make_moderator()
     image = make_flagged()
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     results = run_together(
         [
             lambda: review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM),

@@ -68,13 +68,13 @@ def test_sync_models_mirrors_the_registry_and_the_pointer_wins(registry_copy):
 @pytest.mark.usefixtures("loop_settings")
 def test_activation_and_rollback_flip_rows_and_pointer_together_and_rescore_after_commit(registry_copy, rescores):
     model_versions.sync_models()
-    model_versions.activate_version("v0002")
+    model_versions.activate_version(version="v0002")
     assert list(ModelVersion.objects.filter(is_active=True).values_list("version", flat=True)) == ["v0002"]
     assert registry_copy.active_version() == "v0002"
     assert rescores == ["rescore"]
     assert model_versions.previous_version().version == "v0001"
 
-    model_versions.activate_version(model_versions.previous_version().version)
+    model_versions.activate_version(version=model_versions.previous_version().version)
     assert ModelVersion.objects.get(is_active=True).version == "v0001"
     assert registry_copy.active_version() == "v0001"
     assert rescores == ["rescore", "rescore"]
@@ -90,7 +90,7 @@ def test_a_failed_pointer_write_rolls_the_rows_back(registry_copy, rescores, mon
 
     monkeypatch.setattr(type(registry_copy), "activate", lambda self, version: refuse(version))
     with pytest.raises(OSError):
-        model_versions.activate_version("v0002")
+        model_versions.activate_version(version="v0002")
     assert ModelVersion.objects.get(is_active=True).version == "v0001"
     assert rescores == []
 
@@ -125,7 +125,9 @@ def upload_red(external_id: str) -> ListingImage:
     from tests.moderation import images
 
     data = images.noisy_png(PROHIBITED_COLOR, seed=next(_seed))
-    listing = create_listing(external_id, "a listing", "", [images.upload(data, name="p.png")])
+    listing = create_listing(
+        external_id=external_id, title="a listing", description="", files=[images.upload(data, name="p.png")]
+    )
     return listing.images.get()
 
 
@@ -150,7 +152,7 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     assert (first.model_version, first.status) == (active_before, ImageStatus.FLAGGED)
 
     # Promotion: the worker switches by itself, and the flagged image is re-scored by the new model.
-    model_versions.activate_version("v0002")
+    model_versions.activate_version(version="v0002")
     seconds = wait_until(
         lambda: Score.objects.filter(image=first, model_version="v0002").exists(), 60, "re-scoring", worker
     )
@@ -162,7 +164,7 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     assert Score.objects.get(image=second).model_version == "v0002"
 
     # Rollback: one call, and new images are scored by the earlier version again.
-    model_versions.activate_version(active_before)
+    model_versions.activate_version(version=active_before)
     third = upload_red("rollout-3")
     wait_until(lambda: Score.objects.filter(image=third).exists(), 60, "a score after the rollback", worker)
     third.refresh_from_db()
@@ -204,7 +206,7 @@ def test_promotion_and_rollback_reach_idle_worker_processes_and_each_reports_wha
 
     # No upload and no re-scoring: nothing but the watcher can make the idle children switch.
     activated_at = time.time()
-    model_versions.activate_version(promoted, rescore=False)
+    model_versions.activate_version(version=promoted, rescore=False)
     wait_until(lambda: serving_reported(worker, promoted), 60, f"every child to report {promoted}", worker)
     entries = serving_workers(client=worker["broker"])
     switched = [entry for entry in entries if entry.version == promoted]
@@ -215,7 +217,7 @@ def test_promotion_and_rollback_reach_idle_worker_processes_and_each_reports_wha
 
     # Rollback: what the page's one-click button activates.
     assert model_versions.previous_version().version == before
-    model_versions.activate_version(before, rescore=False)
+    model_versions.activate_version(version=before, rescore=False)
     wait_until(lambda: serving_reported(worker, before), 60, f"every child to report {before} again", worker)
     assert received_tasks(worker) == tasks, "a task reached the worker; the switch must not have needed one"
     assert registry.active_version() == before

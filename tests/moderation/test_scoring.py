@@ -2,7 +2,7 @@ import pytest
 
 from moderation.models import ImageStatus, ListingImage, ListingStatus, ModelVersion, ModerationSettings, Score
 from moderation.selectors.settings import get_settings
-from moderation.services import scoring
+from moderation.services import queueing, scoring
 from moderation.services.ingest import create_listing
 from tests.moderation import images
 
@@ -23,13 +23,13 @@ def _setup(media_root, queued):
 
 def listing_with(*colors, external_id="ext"):
     files = [images.upload(images.jpeg_bytes(color=color)) for color in colors]
-    return create_listing(external_id, "", "", files)
+    return create_listing(external_id=external_id, title="", description="", files=files)
 
 
 def test_routes_by_threshold_and_writes_one_score(fake_scorer):
     listing = listing_with(RED, BLUE)
     red, blue = listing.images.order_by("id")
-    outcome = scoring.score_batch([red.pk, blue.pk], fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=[red.pk, blue.pk], scorer=fake_scorer, rng=NEVER)
     assert sorted(outcome.scored) == [red.pk, blue.pk]
     red.refresh_from_db()
     blue.refresh_from_db()
@@ -46,7 +46,7 @@ def test_routes_by_threshold_and_writes_one_score(fake_scorer):
 def test_one_forward_pass_takes_other_pending_images(fake_scorer, settings):
     first = listing_with(BLUE, external_id="a").images.get()
     others = [listing_with(BLUE, external_id=f"b{i}").images.get() for i in range(4)]
-    scoring.score_batch([first.pk], fake_scorer, batch_size=4, rng=NEVER)
+    scoring.score_batch(image_ids=[first.pk], scorer=fake_scorer, batch_size=4, rng=NEVER)
     assert fake_scorer.calls == [4]
     assert ListingImage.objects.filter(status=ImageStatus.CLEARED).count() == 4
     assert ListingImage.objects.get(pk=first.pk).status == ImageStatus.CLEARED
@@ -57,7 +57,7 @@ def test_attempt_is_counted_before_the_model_runs(fake_scorer):
     image = listing_with(BLUE).images.get()
     seen = []
     fake_scorer.on_predict = lambda _images: seen.append(ListingImage.objects.get(pk=image.pk).attempts)
-    scoring.score_batch([image.pk], fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
     assert seen == [1]
 
 
@@ -66,7 +66,7 @@ def test_per_label_threshold_decides(fake_scorer):
     row.thresholds = {"weapon": 0.95}
     row.save()
     image = listing_with(RED).images.get()
-    scoring.score_batch([image.pk], fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
     image.refresh_from_db()
     assert 0.5 < image.prohibited_probability < 0.95
     assert image.status == ImageStatus.CLEARED
@@ -74,15 +74,15 @@ def test_per_label_threshold_decides(fake_scorer):
 
 def test_audit_sample_sends_a_below_threshold_image_to_review(fake_scorer):
     image = listing_with(BLUE).images.get()
-    scoring.score_batch([image.pk], fake_scorer, rng=ALWAYS)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=ALWAYS)
     image.refresh_from_db()
     assert (image.status, image.is_audit) == (ImageStatus.FLAGGED, True)
 
 
 def test_redelivered_task_writes_no_second_score(fake_scorer):
     image = listing_with(RED).images.get()
-    scoring.score_batch([image.pk], fake_scorer, rng=NEVER)
-    again = scoring.score_batch([image.pk], fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
+    again = scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
     assert again.scored == []
     assert Score.objects.filter(image=image).count() == 1
     assert fake_scorer.calls == [1]
@@ -93,7 +93,7 @@ def test_existing_score_of_the_same_version_wins(fake_scorer):
     Score.objects.create(
         image=image, model_version="v0001", probabilities={"allowed": 0.99, "weapon": 0.01}, prohibited_probability=0.01
     )
-    scoring.score_batch([image.pk], fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
     image.refresh_from_db()
     assert image.status == ImageStatus.CLEARED
     assert Score.objects.filter(image=image).count() == 1
@@ -102,7 +102,7 @@ def test_existing_score_of_the_same_version_wins(fake_scorer):
 def test_no_active_model_leaves_images_pending_without_an_attempt(fake_scorer):
     fake_scorer._version = None
     image = listing_with(RED).images.get()
-    outcome = scoring.score_batch([image.pk], fake_scorer)
+    outcome = scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer)
     image.refresh_from_db()
     assert outcome.no_model
     assert (image.status, image.attempts) == (ImageStatus.PENDING, 0)
@@ -114,13 +114,13 @@ def test_a_failing_image_is_isolated_and_retried_then_failed(fake_scorer, queued
     bad, good = listing.images.order_by("id")
     fake_scorer.fail_on = {bad.file.open("rb").read()}
     max_attempts = get_settings().max_scoring_attempts
-    outcome = scoring.score_batch([bad.pk, good.pk], fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=[bad.pk, good.pk], scorer=fake_scorer, rng=NEVER)
     assert outcome.scored == [good.pk]
     assert outcome.retry == [bad.pk]
     bad.refresh_from_db()
     assert bad.status == ImageStatus.PENDING and "cannot decode" in bad.last_error
     for _ in range(max_attempts - 1):
-        scoring.score_batch([bad.pk], fake_scorer, rng=NEVER)
+        scoring.score_batch(image_ids=[bad.pk], scorer=fake_scorer, rng=NEVER)
     bad.refresh_from_db()
     assert (bad.status, bad.attempts) == (ImageStatus.FAILED, max_attempts)
     assert bad.failed_at and "cannot decode" in bad.last_error
@@ -131,7 +131,7 @@ def test_a_failing_image_is_isolated_and_retried_then_failed(fake_scorer, queued
 def test_exhausted_attempts_fail_without_running_the_model(fake_scorer):
     image = listing_with(BLUE).images.get()
     ListingImage.objects.filter(pk=image.pk).update(attempts=get_settings().max_scoring_attempts)
-    outcome = scoring.score_batch([image.pk], fake_scorer)
+    outcome = scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer)
     image.refresh_from_db()
     assert outcome.failed == [image.pk]
     assert image.status == ImageStatus.FAILED and "did not finish" in image.last_error
@@ -142,7 +142,7 @@ def test_an_image_attempted_before_is_scored_alone(fake_scorer, queued):
     listing = listing_with(BLUE, BLUE, BLUE)
     ids = list(listing.images.order_by("id").values_list("pk", flat=True))
     ListingImage.objects.filter(pk=ids[1]).update(attempts=1)
-    outcome = scoring.score_batch(ids, fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=ids, scorer=fake_scorer, rng=NEVER)
     assert fake_scorer.calls == [1]
     assert outcome.scored == [ids[1]]
     assert outcome.requeued == [ids[0], ids[2]]
@@ -151,23 +151,23 @@ def test_an_image_attempted_before_is_scored_alone(fake_scorer, queued):
 
 def test_rescore_after_promotion_clears_with_the_new_version(fake_scorer, queued, django_capture_on_commit_callbacks):
     image = listing_with(RED).images.get()
-    scoring.score_batch([image.pk], fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
     ModelVersion.objects.create(
         version="v0002", labels=["allowed", "weapon"], prohibited_labels=["weapon"], is_active=True
     )
     queued.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        assert scoring.rescore_open_images() == 1
+        assert queueing.rescore_open_images() == 1
     assert queued == [[image.pk]]
     promoted = type(fake_scorer)(version="v0002")
     promoted.probability = lambda data: 0.1
-    scoring.score_batch([image.pk], promoted, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=promoted, rng=NEVER)
     image.refresh_from_db()
     assert (image.status, image.model_version) == (ImageStatus.CLEARED, "v0002")
     assert sorted(image.scores.values_list("model_version", flat=True)) == ["v0001", "v0002"]
     # Rescoring with the same version again is a no-op.
     with django_capture_on_commit_callbacks(execute=True):
-        assert scoring.rescore_open_images() == 0
+        assert queueing.rescore_open_images() == 0
 
 
 def test_sweeper_requeues_only_images_waiting_too_long(
@@ -179,12 +179,12 @@ def test_sweeper_requeues_only_images_waiting_too_long(
     listing_with(BLUE, external_id="new")
     queued.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        assert scoring.sweep_pending() == 1
+        assert queueing.sweep_pending() == 1
     assert queued == [[old.pk]]
     old.refresh_from_db()
     assert old.enqueued_at == frozen_clock.current
     with django_capture_on_commit_callbacks(execute=True):
-        assert scoring.sweep_pending() == 0
+        assert queueing.sweep_pending() == 0
 
 
 def test_task_scores_with_this_processs_scorer(fake_scorer, monkeypatch):

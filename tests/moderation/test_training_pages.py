@@ -17,7 +17,8 @@ from moderation.models import (
     TrainingTrigger,
 )
 from moderation.selectors.settings import get_settings
-from moderation.services import model_versions, training
+from moderation.services import model_versions
+from moderation.services.training.trigger import record_decision
 from tests.moderation.training_fixtures import (
     ALLOWED,
     PROHIBITED,
@@ -121,8 +122,7 @@ def url_for(name, kwargs, objects):
 
 
 @pytest.mark.parametrize(("name", "kwargs"), PAGES + ACTIONS)
-def test_every_training_page_is_for_admins_only(name, kwargs, objects, monkeypatch):
-    monkeypatch.setattr(training, "dispatch_run", lambda run_id: None)
+def test_every_training_page_is_for_admins_only(name, kwargs, objects, published):
     url = url_for(name, kwargs, objects)
     method = "post" if (name, kwargs) in ACTIONS else "get"
     by_role = clients()
@@ -171,9 +171,7 @@ def test_status_endpoint_reports_live_progress_as_json(objects):
     assert data["fraction"] == 0.25 and data["open"] is True
 
 
-def test_retrain_now_queues_a_manual_run_requested_by_the_admin(objects, monkeypatch):
-    sent = []
-    monkeypatch.setattr(training, "dispatch_run", sent.append)
+def test_retrain_now_queues_a_manual_run_requested_by_the_admin(objects, published):
     admin = clients()["admin"]
     response = admin.post(reverse("retrain-now"))
     assert response.status_code == 302
@@ -194,7 +192,7 @@ def test_version_page_shows_metrics_gate_plots_and_the_decisions_that_trained_it
     moderator = make_user("mod")
     image = make_image(PROHIBITED)
     decision = make_decision(image, moderator, DecisionOutcome.CONFIRM, None)
-    training.record_decision(decision)
+    record_decision(decision=decision)
     from moderation.models import TrainingExample
 
     TrainingExample.objects.update(used_in_run=objects["run"], is_holdout=False)

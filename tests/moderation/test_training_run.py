@@ -3,9 +3,12 @@
 import pytest
 from django.db import transaction
 
+from moderation import outbox
 from moderation.models import ModelVersion, TrainingExample, TrainingRun, TrainingRunStatus, TrainingTrigger
-from moderation.services import training
 from moderation.services.model_versions import get_registry
+from moderation.services.training import runs
+from moderation.services.training.runs import execute_training_run, sweep_training_runs
+from moderation.services.training.trigger import request_training
 from tests.moderation.training_fixtures import (
     import_initial_set,
     loop_settings_fixture,  # noqa: F401 (fixture)
@@ -17,12 +20,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 def queued_run(trigger=TrainingTrigger.MANUAL) -> TrainingRun:
-    return training.request_training(trigger, dispatch=False)
+    return request_training(trigger=trigger, dispatch=False)
 
 
 def test_first_run_trains_registers_and_promotes_the_first_model(tmp_path, rescores):
     import_initial_set(tmp_path, per_label=12)
-    run = training.execute_training_run(queued_run(TrainingTrigger.INITIAL).pk)
+    run = execute_training_run(run_id=queued_run(TrainingTrigger.INITIAL).pk)
 
     assert run.status == TrainingRunStatus.SUCCEEDED, run.reason
     assert run.model_version == "v0001"
@@ -39,7 +42,7 @@ def test_first_run_trains_registers_and_promotes_the_first_model(tmp_path, resco
     # Label lineage: every example records the run that first used it.
     assert set(TrainingExample.objects.values_list("used_in_run", flat=True)) == {run.pk}
 
-    second = training.execute_training_run(queued_run().pk)
+    second = execute_training_run(run_id=queued_run().pk)
     assert second.new_examples == 0 and second.total_examples == 24
     # The bottleneck cache means the second run embeds nothing it has seen.
     assert second.metrics["embedded"] == 0 and second.metrics["cached"] > 0
@@ -49,15 +52,15 @@ def test_first_run_trains_registers_and_promotes_the_first_model(tmp_path, resco
 def test_progress_is_written_to_the_run_while_it_trains(tmp_path, monkeypatch, rescores):
     import_initial_set(tmp_path, per_label=6)
     seen: list[tuple[str, int, int]] = []
-    writer_call = training._ProgressWriter.__call__
+    writer_call = runs._ProgressWriter.__call__
 
     def spy(self, phase, current, total):
         writer_call(self, phase, current, total)
         row = TrainingRun.objects.get(pk=self.run_id)
         seen.append((row.phase, row.progress_current, row.progress_total))
 
-    monkeypatch.setattr(training._ProgressWriter, "__call__", spy)
-    training.execute_training_run(queued_run(TrainingTrigger.INITIAL).pk)
+    monkeypatch.setattr(runs._ProgressWriter, "__call__", spy)
+    execute_training_run(run_id=queued_run(TrainingTrigger.INITIAL).pk)
     phases = [phase for phase, _, _ in seen]
     assert {"embedding", "training", "saving", "gate"} <= set(phases)
     assert any(phase == "training" and total > 0 and current <= total for phase, current, total in seen)
@@ -65,14 +68,14 @@ def test_progress_is_written_to_the_run_while_it_trains(tmp_path, monkeypatch, r
 
 def test_an_exception_ends_the_run_failed_and_leaves_the_active_model(tmp_path, monkeypatch, rescores):
     import_initial_set(tmp_path, per_label=6)
-    training.execute_training_run(queued_run(TrainingTrigger.INITIAL).pk)
+    execute_training_run(run_id=queued_run(TrainingTrigger.INITIAL).pk)
     import classifier.training
 
     def explode(*args, **kwargs):
         raise MemoryError("out of memory while embedding")
 
     monkeypatch.setattr(classifier.training, "train_model", explode)
-    run = training.execute_training_run(queued_run().pk)
+    run = execute_training_run(run_id=queued_run().pk)
     assert run.status == TrainingRunStatus.FAILED
     assert "MemoryError: out of memory while embedding" in run.reason and run.finished_at is not None
     assert ModelVersion.objects.get(is_active=True).version == "v0001"
@@ -83,30 +86,29 @@ def test_an_exception_ends_the_run_failed_and_leaves_the_active_model(tmp_path, 
 def test_a_run_redelivered_after_its_worker_died_ends_failed_and_changes_nothing(tmp_path, rescores):
     import_initial_set(tmp_path, per_label=6)
     run = queued_run(TrainingTrigger.INITIAL)
-    assert training._start_run(run.pk, "task-1") is not None  # the worker started it, then was killed
+    assert runs._start_run(run.pk, "task-1") is not None  # the worker started it, then was killed
     # A duplicate message with another id does not touch a run another worker is running.
-    assert training.execute_training_run(run.pk, task_id="task-2").status == TrainingRunStatus.RUNNING
+    assert execute_training_run(run_id=run.pk, task_id="task-2").status == TrainingRunStatus.RUNNING
     # The same message handed back (reject on worker lost) means the worker died.
-    after = training.execute_training_run(run.pk, task_id="task-1")
+    after = execute_training_run(run_id=run.pk, task_id="task-1")
     assert after.status == TrainingRunStatus.FAILED and "lost" in after.reason
     assert not ModelVersion.objects.exists() and get_registry().active_version() is None
     assert rescores == []
 
 
 def test_sweeper_fails_a_run_without_heartbeat_and_a_late_finish_cannot_promote(
-    tmp_path, frozen_clock, monkeypatch, rescores
+    tmp_path, frozen_clock, monkeypatch, rescores, settings, published
 ):
     import_initial_set(tmp_path, per_label=6)
     run = queued_run(TrainingTrigger.INITIAL)
-    training._start_run(run.pk, "task-1")
-    assert training.sweep_training_runs()["failed"] == 0
-    frozen_clock.advance(seconds=training.stale_after_seconds() + 1)
-    dispatched: list[int] = []
-    monkeypatch.setattr(training, "dispatch_run", dispatched.append)
-    waiting = training.request_training(TrainingTrigger.MANUAL)
+    runs._start_run(run.pk, "task-1")
+    assert sweep_training_runs()["failed"] == 0
+    frozen_clock.advance(seconds=settings.VIGIA_TRAINING_STALE_SECONDS + 1)
+    dispatched = published[outbox.RUN_TRAINING]
+    waiting = request_training(trigger=TrainingTrigger.MANUAL)
     assert dispatched == [waiting.pk]
     dispatched.clear()
-    assert training.sweep_training_runs() == {"failed": 1, "redispatched": 1}
+    assert sweep_training_runs() == {"failed": 1, "redispatched": 1}
     assert dispatched == [waiting.pk, waiting.pk]  # once when the dead run ended, once by the sweep itself
     failed = TrainingRun.objects.get(pk=run.pk)
     assert failed.status == TrainingRunStatus.FAILED and "heartbeat" in failed.reason
@@ -114,8 +116,8 @@ def test_sweeper_fails_a_run_without_heartbeat_and_a_late_finish_cannot_promote(
     # The original worker was only slow: its finishing transaction sees the verdict and promotes nothing.
     with transaction.atomic():
         TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRunStatus.FAILED)
-    monkeypatch.setattr(training, "_start_run", lambda run_id, task_id: TrainingRun.objects.get(pk=run_id))
-    training.execute_training_run(run.pk)
+    monkeypatch.setattr(runs, "_start_run", lambda run_id, task_id: TrainingRun.objects.get(pk=run_id))
+    execute_training_run(run_id=run.pk)
     assert TrainingRun.objects.get(pk=run.pk).status == TrainingRunStatus.FAILED
     assert get_registry().active_version() is None
     assert not ModelVersion.objects.filter(is_active=True).exists()
@@ -134,7 +136,7 @@ def test_a_run_whose_worker_child_is_killed_mid_training_ends_failed_and_changes
     settings.MEDIA_ROOT = training_worker["media"]
     settings.VIGIA_MODEL_REGISTRY = training_worker["models"]
     import_initial_set(tmp_path, per_label=6)
-    run = training.request_training(TrainingTrigger.INITIAL)  # queued on commit to the real worker
+    run = request_training(trigger=TrainingTrigger.INITIAL)  # queued on commit to the real worker
 
     def poll(condition, what, timeout=90):
         deadline = time.monotonic() + timeout

@@ -5,10 +5,12 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from moderation import outbox
 from moderation.models import DecisionOutcome, TrainingRun, TrainingRunStatus, TrainingState, TrainingTrigger
 from moderation.selectors.settings import get_settings
 from moderation.selectors.training import trigger_status
-from moderation.services import training
+from moderation.services.training.runs import execute_training_run
+from moderation.services.training.trigger import check_trigger, record_decision, request_training, withdraw_decision
 from tests.moderation.training_fixtures import (
     ALLOWED,
     loop_settings_fixture,  # noqa: F401 (fixture)
@@ -19,17 +21,9 @@ from tests.moderation.training_fixtures import (
 
 
 @pytest.fixture
-def dispatched(monkeypatch):
+def dispatched(published):
     """Run ids handed to Celery (recorded instead of sent)."""
-    sent: list[int] = []
-    lock = threading.Lock()
-
-    def record(run_id):
-        with lock:
-            sent.append(run_id)
-
-    monkeypatch.setattr(training, "dispatch_run", record)
-    return sent
+    return published[outbox.RUN_TRAINING]
 
 
 def set_batch_size(size: int, **extra) -> None:
@@ -43,7 +37,7 @@ def set_batch_size(size: int, **extra) -> None:
 def decide(image, moderator, outcome):
     with transaction.atomic():
         decision = make_decision(image, moderator, outcome, None)
-        return training.record_decision(decision)
+        return record_decision(decision=decision)
 
 
 @pytest.mark.django_db
@@ -72,7 +66,7 @@ def test_batch_size_confirmations_create_one_queued_run_on_commit(dispatched, dj
 def test_rolled_back_decision_queues_nothing(dispatched, django_capture_on_commit_callbacks):
     set_batch_size(1)
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError), transaction.atomic():
-        training.record_decision(make_decision(make_image(), make_user("mod"), DecisionOutcome.CONFIRM, None))
+        record_decision(decision=make_decision(make_image(), make_user("mod"), DecisionOutcome.CONFIRM, None))
         raise RuntimeError("the review transaction failed")
     assert dispatched == []
     assert not TrainingRun.objects.exists()
@@ -92,7 +86,7 @@ def test_a_trigger_while_a_run_is_queued_reuses_it_and_one_while_running_queues_
     waiting = decide(make_image(), moderator, DecisionOutcome.CONFIRM)
     assert waiting != first and waiting.status == TrainingRunStatus.QUEUED
     # The queued run does not start while the other runs: its task returns and leaves it queued.
-    assert training.execute_training_run(waiting.pk).status == TrainingRunStatus.QUEUED
+    assert execute_training_run(run_id=waiting.pk).status == TrainingRunStatus.QUEUED
     assert TrainingRun.objects.filter(status=TrainingRunStatus.QUEUED).count() == 1
 
 
@@ -104,10 +98,10 @@ def test_undone_confirmation_gives_its_count_back(dispatched):
     image = make_image()
     with transaction.atomic():
         decision = make_decision(image, moderator, DecisionOutcome.CONFIRM, None)
-        training.record_decision(decision)
+        record_decision(decision=decision)
     assert TrainingState.objects.get().confirmed_since_last_run == 1
     with transaction.atomic():
-        training.withdraw_decision(decision)
+        withdraw_decision(decision=decision)
     assert TrainingState.objects.get().confirmed_since_last_run == 0
 
 
@@ -115,15 +109,15 @@ def test_undone_confirmation_gives_its_count_back(dispatched):
 @pytest.mark.usefixtures("loop_settings")
 def test_scheduled_check_retrains_only_when_something_is_new(dispatched, django_capture_on_commit_callbacks):
     set_batch_size(100)
-    assert training.check_trigger() is None
+    assert check_trigger() is None
     decide(make_image(ALLOWED), make_user("mod"), DecisionOutcome.REJECT)
 
     set_batch_size(100, retrain_on_schedule=False)
-    assert training.check_trigger() is None
+    assert check_trigger() is None
 
     set_batch_size(100, retrain_on_schedule=True)
     with django_capture_on_commit_callbacks(execute=True):
-        run = training.check_trigger()
+        run = check_trigger()
     assert run is not None and run.trigger == TrainingTrigger.SCHEDULE
     assert dispatched == [run.pk]
     # Nothing new since that run was created: the next tick does nothing.
@@ -133,7 +127,7 @@ def test_scheduled_check_retrains_only_when_something_is_new(dispatched, django_
     from moderation.models import TrainingExample
 
     TrainingExample.objects.update(used_in_run=run)
-    assert training.check_trigger() is None
+    assert check_trigger() is None
 
 
 @pytest.mark.django_db
@@ -144,7 +138,7 @@ def test_scheduled_check_fires_the_batch_trigger_after_the_batch_size_was_lowere
     for _ in range(3):
         decide(make_image(), moderator, DecisionOutcome.CONFIRM)
     set_batch_size(3, retrain_on_schedule=False)
-    run = training.check_trigger()
+    run = check_trigger()
     assert run is not None and run.trigger == TrainingTrigger.BATCH
 
 
@@ -152,9 +146,9 @@ def test_scheduled_check_fires_the_batch_trigger_after_the_batch_size_was_lowere
 @pytest.mark.usefixtures("loop_settings")
 def test_retrain_now_creates_a_manual_run_for_the_admin(dispatched):
     admin = make_user("boss", is_superuser=True)
-    run = training.request_training(TrainingTrigger.MANUAL, user=admin)
+    run = request_training(trigger=TrainingTrigger.MANUAL, user=admin)
     assert (run.trigger, run.requested_by, run.status) == (TrainingTrigger.MANUAL, admin, TrainingRunStatus.QUEUED)
-    assert training.request_training(TrainingTrigger.MANUAL, user=admin) == run
+    assert request_training(trigger=TrainingTrigger.MANUAL, user=admin) == run
 
 
 def test_training_task_is_named_and_routed_to_the_training_queue(settings):

@@ -113,7 +113,7 @@ def test_item_page_shows_image_text_bars_model_and_audit_badge(mod_client, moder
 @pytest.mark.django_db
 def test_item_claimed_by_someone_else_is_read_only(mod_client):
     image = make_flagged()
-    review.claim_next(make_moderator())
+    review.claim_next(user=make_moderator())
     html = mod_client.get(reverse("review-item", args=[image.pk])).content.decode()
     assert "being reviewed by someone else" in html
     assert 'id="confirm-button"' not in html
@@ -213,7 +213,7 @@ def test_renew_and_release_endpoints(mod_client, moderator, frozen_clock):
     assert response.json() == {"released": True}
     image.refresh_from_db()
     assert image.claimed_by is None
-    review.claim_next(make_moderator())
+    review.claim_next(user=make_moderator())
     renewed = mod_client.post(reverse("review-renew", args=[image.pk]))
     assert renewed.status_code == 409
     assert renewed.json()["error"] == "stale_claim"
@@ -236,7 +236,7 @@ def test_image_file_is_served_with_its_content_type_and_nosniff(mod_client, clie
 def test_listing_pages_show_images_scores_and_decisions(mod_client, moderator):
     image = make_flagged(0.9, title="Sword")
     Score.objects.create(image=image, model_version="v0001", probabilities={"weapon": 0.9}, prohibited_probability=0.9)
-    review.claim_next(moderator)
+    review.claim_next(user=moderator)
     review.decide(user=moderator, image_id=image.pk, outcome="confirm", note="clear case")
     listing_html = mod_client.get(reverse("listings")).content.decode()
     assert "Sword" in listing_html

@@ -29,7 +29,7 @@ class Command(BaseCommand):
         if not directory.is_dir():
             raise CommandError(f"{directory} is not a directory")
         try:
-            report = import_training_set(directory, copy=not reference)
+            report = import_training_set(directory=directory, copy=not reference)
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
         unknown = [label for label in prohibited if label not in report.labels]

@@ -4,19 +4,19 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from moderation.models import ModelVersion, TrainingRunStatus, TrainingTrigger
-from moderation.services.training import execute_training_run, request_training
+from moderation.models import TrainingRunStatus, TrainingTrigger
+from moderation.selectors.models import active_model
+from moderation.services.training.runs import execute_training_run
+from moderation.services.training.trigger import request_training
 
 
 class Command(BaseCommand):
     help = "Queue-or-reuse a training run and execute it synchronously; prints the run as JSON on the last line."
 
     def handle(self, *args, **options):
-        trigger = (
-            TrainingTrigger.MANUAL if ModelVersion.objects.filter(is_active=True).exists() else TrainingTrigger.INITIAL
-        )
-        run = request_training(trigger, dispatch=False)
-        run = execute_training_run(run.pk)
+        trigger = TrainingTrigger.MANUAL if active_model() is not None else TrainingTrigger.INITIAL
+        run = request_training(trigger=trigger, dispatch=False)
+        run = execute_training_run(run_id=run.pk)
         if run.status == TrainingRunStatus.QUEUED:
             raise CommandError(f"Run {run.pk} is waiting for another run that is still running.")
         self.stdout.write(

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand
 
 from moderation.services.model_versions import sync_models
-from moderation.services.training import ensure_training_schedules
+from moderation.services.training.schedules import ensure_training_schedules
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('moderation', '0005_gate_precision_noise'),
+        ('moderation', '0004_gate_tolerance'),
     ]
 
     operations = [

@@ -1,0 +1,152 @@
+"""Routing: what a score means for an image. Above its label's threshold it waits for review; below, it is cleared,
+except for the audit sample that humans review anyway so the threshold's misses stay measured.
+
+`record_score` is the only writer of scores: one row per image and model version, so a redelivered task or two
+racing workers never write twice, and the stored score is what routes the image whichever write came first.
+"""
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+
+from moderation import clock
+from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
+from moderation.selectors.audit import AuditPlan, audit_plan, closeness
+from moderation.selectors.settings import get_settings
+
+Rng = Callable[[], float]
+
+
+def prohibited_summary(probabilities: dict[str, float], prohibited: Iterable[str]) -> tuple[float, str]:
+    """The highest probability among prohibited labels and which label it is (0.0, "" when there are none)."""
+    best_label, best = "", 0.0
+    for label in prohibited:
+        value = float(probabilities.get(label, 0.0))
+        if not best_label or value > best:
+            best_label, best = label, value
+    return best, best_label
+
+
+def is_over_threshold(probabilities: dict[str, float], prohibited: Iterable[str], row: ModerationSettings) -> bool:
+    """Each prohibited label has its own threshold; reaching any one of them sends the image to review."""
+    return any(float(probabilities.get(label, 0.0)) >= row.threshold_for(label) for label in prohibited)
+
+
+def route_image(
+    *,
+    image: ListingImage,
+    model_version: str,
+    probabilities: dict[str, float],
+    prohibited: Sequence[str],
+    settings_row: ModerationSettings,
+    rng: Rng | None = None,
+    plan: AuditPlan | None = None,
+) -> None:
+    """Denormalise the score onto `image` and move it to flagged or cleared (the caller saves).
+
+    About a share `audit_rate` of below-threshold images goes to review anyway, marked `is_audit`, so humans keep
+    measuring what the threshold lets through; `plan` (read once per batch) says how likely each one is, and the
+    image keeps that probability so its decision can be weighted by its inverse.
+    """
+    now = clock.now()
+    probability, label = prohibited_summary(probabilities, prohibited)
+    image.prohibited_probability = probability
+    image.prohibited_label = label
+    image.model_version = model_version
+    image.scored_at = now
+    image.last_error = ""
+    if is_over_threshold(probabilities, prohibited, settings_row):
+        flagged, audit, chance = True, False, 1.0
+    else:
+        plan = plan or audit_plan(settings_row)
+        chance = plan.probability(closeness(probability, label, settings_row))
+        flagged = (rng or random.random)() < chance
+        audit = flagged
+    image.is_audit = audit
+    image.audit_probability = chance
+    if flagged:
+        if image.status != ImageStatus.FLAGGED:
+            image.flagged_at = now
+        image.status = ImageStatus.FLAGGED
+    else:
+        image.status = ImageStatus.CLEARED
+        image.cleared_at = now
+        # A re-scored image that leaves the queue must not stay reserved by a moderator.
+        image.claimed_by = None
+        image.claim_expires_at = None
+
+
+ROUTED_FIELDS = [
+    "status",
+    "prohibited_probability",
+    "prohibited_label",
+    "model_version",
+    "scored_at",
+    "flagged_at",
+    "cleared_at",
+    "is_audit",
+    "audit_probability",
+    "last_error",
+    "claimed_by",
+    "claim_expires_at",
+]
+
+
+def record_score(
+    *,
+    image: ListingImage,
+    model_version: str,
+    probabilities: dict[str, float],
+    prohibited: Sequence[str],
+    settings_row: ModerationSettings,
+    rng: Rng | None = None,
+    plan: AuditPlan | None = None,
+) -> Score:
+    """Write the (image, version) score once and route the image by it; call inside a transaction.
+
+    When the score already exists (a redelivered task, or two workers racing) the stored one wins, so the image
+    is routed by the same numbers whichever write came first.
+    """
+    probability, label = prohibited_summary(probabilities, prohibited)
+    score, _ = Score.objects.get_or_create(
+        image=image,
+        model_version=model_version,
+        defaults={"probabilities": probabilities, "prohibited_probability": probability, "prohibited_label": label},
+    )
+    route_image(
+        image=image,
+        model_version=model_version,
+        probabilities=score.probabilities,
+        prohibited=prohibited,
+        settings_row=settings_row,
+        rng=rng,
+        plan=plan,
+    )
+    image.save(update_fields=ROUTED_FIELDS)
+    return score
+
+
+def prohibited_labels_of(model_version: str, fallback: Iterable[str] = ()) -> list[str]:
+    """The prohibited labels a version was trained with, as mirrored from the registry."""
+    row = ModelVersion.objects.filter(version=model_version).values_list("prohibited_labels", flat=True).first()
+    return list(row) if row else [label for label in fallback if label]
+
+
+def reuse_existing_score(*, image: ListingImage, model_version: str, rng: Rng | None = None) -> Score | None:
+    """Copy a score the same model gave identical bytes (by sha256), route the image, and return it; or None."""
+    earlier = (
+        Score.objects.filter(image__sha256=image.sha256, model_version=model_version)
+        .exclude(image=image)
+        .order_by("created_at")
+        .first()
+    )
+    if earlier is None:
+        return None
+    prohibited = prohibited_labels_of(model_version, fallback=[earlier.prohibited_label])
+    return record_score(
+        image=image,
+        model_version=model_version,
+        probabilities=earlier.probabilities,
+        prohibited=prohibited,
+        settings_row=get_settings(),
+        rng=rng,
+    )
