@@ -26,7 +26,9 @@ from django.conf import settings
 from django.core.management import get_commands
 from django.core.management.base import BaseCommand, CommandError
 
-from moderation import devstack
+from moderation.devstack.processes import ProcessSpec
+from moderation.devstack.redis import redis_for_run
+from moderation.devstack.supervisor import Supervisor
 
 DEMO_CLASSES = ("Pullover", "Coat")
 DEMO_PROHIBITED = "Pullover"
@@ -246,7 +248,7 @@ class Command(BaseCommand):
             )
         return photos
 
-    def load_demo_listings(self, supervisor: devstack.Supervisor, base_url: str, token: str, photos: Path) -> None:
+    def load_demo_listings(self, supervisor: Supervisor, base_url: str, token: str, photos: Path) -> None:
         """Post the demo listings through the real API once the server answers, then report their routing.
 
         Runs in a thread next to the supervisor, so every failure is logged and ends the thread, never the desk.
@@ -266,7 +268,7 @@ class Command(BaseCommand):
             if not supervisor.stopping:
                 log(f"demo listings stopped: {error}")
 
-    def wait_for_server(self, supervisor: devstack.Supervisor, base_url: str, timeout: float = 120) -> bool:
+    def wait_for_server(self, supervisor: Supervisor, base_url: str, timeout: float = 120) -> bool:
         deadline = time.monotonic() + timeout
         while not supervisor.stopping and time.monotonic() < deadline:
             try:
@@ -329,7 +331,7 @@ class Command(BaseCommand):
         if not settings.DEBUG:
             self.run_step(self.manage("collectstatic", "--noinput", "-v", "0"), "Collecting static files", child_env)
         try:
-            with devstack.redis_for_run(settings.REDIS_URL, var_dir, log=self.say) as (redis_url, _embedded):
+            with redis_for_run(settings.REDIS_URL, var_dir, log=self.say) as (redis_url, _embedded):
                 child_env["REDIS_URL"] = redis_url
                 self.ensure_model(child_env, options["per_class"])
                 demo = settings.DEBUG and not options["no_demo"]
@@ -342,7 +344,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.say("interrupted; everything started has been stopped")
 
-    def process_specs(self, host: str, port: int, env: dict[str, str], web_workers: int) -> list[devstack.ProcessSpec]:
+    def process_specs(self, host: str, port: int, env: dict[str, str], web_workers: int) -> list[ProcessSpec]:
         celery = [sys.executable, "-m", "celery", "-A", "moderation"]
         if settings.DEBUG:
             web = self.manage("runserver", f"{host}:{port}", "--noreload")
@@ -360,20 +362,20 @@ class Command(BaseCommand):
                 "-",
             ]
         return [
-            devstack.ProcessSpec(
+            ProcessSpec(
                 "worker", [*celery, "worker", "-Q", "scoring,default", "-c", "2", "-n", "scoring@%h", "-l", "INFO"], env
             ),
-            devstack.ProcessSpec(
+            ProcessSpec(
                 "training", [*celery, "worker", "-Q", "training", "-c", "1", "-n", "training@%h", "-l", "INFO"], env
             ),
-            devstack.ProcessSpec(
+            ProcessSpec(
                 "beat", [*celery, "beat", "-l", "INFO", "-S", "django_celery_beat.schedulers:DatabaseScheduler"], env
             ),
-            devstack.ProcessSpec("web", web, env),
+            ProcessSpec("web", web, env),
         ]
 
     def serve(self, host: str, port: int, env: dict[str, str], photos: Path | None, web_workers: int) -> None:
-        supervisor = devstack.Supervisor(output=sys.stdout)
+        supervisor = Supervisor(output=sys.stdout)
         ended = None
         supervisor.install_signal_handlers()
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
