@@ -1,8 +1,9 @@
-"""`Supervisor`: start the processes of a run, show their output, and stop them all together.
+"""`Supervisor`: start the processes of a run, show their output or log it to files, and stop them all together.
 
 `make run` must leave nothing behind when it stops: Ctrl-C must stop every process the desk started, Celery's
 pool children included. Each child therefore runs in its own process group (see `processes`) and the supervisor
-stops whole groups, politely first and forcibly after a grace period.
+stops whole groups, politely first and forcibly after a grace period. Benchmarks and test fixtures use the same
+supervisor with `start_logged`, which sends a child's output to a log file they can wait on.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TextIO
 
-from moderation.devstack.processes import ProcessSpec, kill_group, spawn
+from moderation.devstack.processes import LoggedProcess, ProcessExited, ProcessSpec, kill_group, spawn, start_logged
 
 # TensorFlow's start-up notices: printed by every scoring child and never actionable here.
 NOISE = (
@@ -39,6 +41,7 @@ class Supervisor:
         self.output = output or sys.stdout
         self.grace = grace
         self.processes: dict[str, subprocess.Popen] = {}
+        self.logged: dict[str, LoggedProcess] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -60,6 +63,15 @@ class Supervisor:
         self._threads.append(thread)
         self.log(spec.name, f"started (pid {process.pid}): {' '.join(spec.argv)}")
         return process
+
+    def start_logged(self, spec: ProcessSpec, log_path: Path) -> LoggedProcess:
+        """Start `spec` with its output in `log_path` instead of the output; it is stopped with the others."""
+        self._width = max(self._width, len(spec.name))
+        logged = start_logged(spec, log_path)
+        self.processes[spec.name] = logged.process
+        self.logged[spec.name] = logged
+        self.log(spec.name, f"started (pid {logged.pid}), output in {log_path}: {' '.join(spec.argv)}")
+        return logged
 
     def _pump(self, name: str, process: subprocess.Popen) -> None:
         assert process.stdout is not None
@@ -91,6 +103,13 @@ class Supervisor:
         """The children that have exited, with their exit codes."""
         return [(name, p.returncode) for name, p in self.processes.items() if p.poll() is not None]
 
+    def check(self) -> None:
+        """Raise ProcessExited if any child has exited (with the end of its log when it has one)."""
+        for name, code in self.exited():
+            if name in self.logged:
+                self.logged[name].check()
+            raise ProcessExited(f"{name} exited with code {code}")
+
     def wait(self, poll: float = 0.2) -> tuple[str, int] | None:
         """Block until a stop is requested (returns None) or a child exits (returns its name and code)."""
         while not self._stop.wait(poll):
@@ -119,3 +138,9 @@ class Supervisor:
             self.log(name, f"stopped (exit {process.returncode})")
         for thread in self._threads:
             thread.join(timeout=1)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop_all()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from moderation.devstack.processes import ProcessSpec, pid_alive, stop_pid
+from moderation.devstack.processes import ProcessExited, ProcessSpec, pid_alive, start_logged, stop_pid
 from moderation.devstack.redis import EmbeddedRedis, free_tcp_port, redis_answers, redis_for_run
 from moderation.devstack.supervisor import Supervisor
 
@@ -244,6 +244,83 @@ def test_a_child_that_exits_on_its_own_stops_the_desk(tmp_path):
     finally:
         supervisor.stop_all()
     assert supervisor.processes["sleeper"].returncode is not None
+
+
+# A stand-in for a Celery worker: start-up chatter, the ready line a little later, a grandchild (its pool).
+SLOW_STARTER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(f"booting, pool {grandchild.pid}", flush=True)
+    time.sleep(0.5)
+    print("celery@bench ready.", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_logged_process_is_waited_for_until_its_ready_line_and_stopped_with_its_group(tmp_path):
+    log_path = tmp_path / "logs" / "worker.log"
+    worker = start_logged(ProcessSpec("worker", [sys.executable, "-c", SLOW_STARTER]), log_path)
+    try:
+        assert worker.find_line(" ready.") is None
+
+        line = worker.wait_for_line(" ready.", timeout=20)
+
+        assert line == "celery@bench ready."
+        worker.check()
+        grandchild = int(log_path.read_text().split("pool ")[1].split()[0])
+        assert pid_alive(worker.pid) and pid_alive(grandchild)
+    finally:
+        code = worker.stop(grace=5)
+    assert code is not None
+    assert not pid_alive(worker.pid)
+    assert wait_until(lambda: not pid_alive(grandchild)), "the logged process's group outlived its stop"
+
+
+def test_waiting_for_a_line_fails_at_once_with_the_log_when_the_process_exits_first(tmp_path):
+    script = "import sys; print('bad settings: no DATABASE_URL', flush=True); sys.exit(3)"
+    worker = start_logged(ProcessSpec("worker", [sys.executable, "-c", script]), tmp_path / "worker.log")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProcessExited, match=r"(?s)worker exited with code 3.*bad settings: no DATABASE_URL"):
+            worker.wait_for_line(" ready.", timeout=60)
+    finally:
+        worker.stop(grace=1)
+    assert time.monotonic() - started < 30
+
+
+def test_waiting_for_a_line_that_never_comes_times_out_with_the_log(tmp_path):
+    script = "import time; print('still loading the model', flush=True); time.sleep(600)"
+    # An earlier run's log is started afresh: its ready line must not count for this one.
+    (tmp_path / "web.log").write_text("celery@bench ready.\n")
+    worker = start_logged(ProcessSpec("web", [sys.executable, "-c", script]), tmp_path / "web.log")
+    try:
+        with pytest.raises(TimeoutError, match=r"(?s)web to write ' ready\.'.*still loading the model"):
+            worker.wait_for_line(" ready.", timeout=1)
+        assert worker.poll() is None
+    finally:
+        worker.stop(grace=1)
+    assert not pid_alive(worker.pid)
+
+
+def test_the_supervisor_checks_and_stops_logged_processes_with_the_others(tmp_path):
+    supervisor = Supervisor(output=io.StringIO(), grace=5)
+    with supervisor:
+        worker = supervisor.start_logged(
+            ProcessSpec("worker", [sys.executable, "-c", SLOW_STARTER]), tmp_path / "worker.log"
+        )
+        crasher = supervisor.start_logged(
+            ProcessSpec("crasher", [sys.executable, "-c", "print('no model', flush=True); raise SystemExit(4)"]),
+            tmp_path / "crasher.log",
+        )
+        worker.wait_for_line(" ready.", timeout=20)
+        assert wait_until(lambda: crasher.poll() is not None)
+        with pytest.raises(ProcessExited, match=r"(?s)crasher exited with code 4.*no model"):
+            supervisor.check()
+    assert supervisor.processes["worker"].returncode is not None
+    assert "output in" in supervisor.output.getvalue()
+    assert "worker   | stopped" in supervisor.output.getvalue()
 
 
 def test_sqlite_default_uses_immediate_transactions_and_wal_so_desk_processes_wait_for_the_lock(tmp_path):
