@@ -122,7 +122,7 @@ def test_with_redis_wrapper_hands_the_embedded_url_to_the_command_and_cleans_up(
     assert not (tmp_path / "redis" / "redis.pid").exists()
 
 
-# A stand-in for rundesk's process list: each child starts a grandchild (as Celery's pool does) and records both.
+# A stand-in for the desk's process list: each child starts a grandchild (as Celery's pool does) and records both.
 CHILD = textwrap.dedent(
     """
     import os, signal, subprocess, sys, time
@@ -145,19 +145,12 @@ DRIVER = textwrap.dedent(
     import sys
     import django
     django.setup()
+    from moderation.devstack.desk import Desk
     from moderation.devstack.processes import ProcessSpec
-    from moderation.management.commands.rundesk import Command
 
     pids_file, child_script = sys.argv[1], sys.argv[2]
-
-    class FakeDesk(Command):
-        def process_specs(self, host, port, env, web_workers):
-            return [
-                ProcessSpec(name, [sys.executable, "-c", child_script, pids_file], env)
-                for name in ("worker", "beat", "web")
-            ]
-
-    FakeDesk().serve("127.0.0.1", 1, {}, None, 1)
+    specs = [ProcessSpec(name, [sys.executable, "-c", child_script, pids_file]) for name in ("worker", "beat", "web")]
+    Desk(sys.stdout, "127.0.0.1", 1).serve(specs)
     """
 )
 
