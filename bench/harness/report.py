@@ -1,4 +1,5 @@
-"""How benchmarks report: timestamped progress lines, percentiles and summaries, the machine, results JSON.
+"""How benchmarks report: timestamped progress lines, percentiles and summaries, the machine, results JSON,
+and the learning loop's plot.
 
 Every result records the machine it ran on, so that figures are never quoted without it, and is written
 atomically: a run that is interrupted while writing leaves the previous results file whole.
@@ -82,3 +83,35 @@ def write_results(output: Path, results: dict) -> None:
     write_json(output, results)
     log(f"wrote {output}")
     print(json.dumps({k: v for k, v in results.items() if k not in ("details", "machine")}, indent=2))
+
+
+def plot_loop_rounds(rounds: list[dict], path: Path, p_label: str, a_label: str, threshold: float) -> None:
+    """The learning loop's rounds: precision and recall, retrained against never retrained, decisions spent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["round"] for r in rounds]
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    axis.plot(x, [r["precision"] for r in rounds], "o-", color="tab:blue", label="precision, retrained loop")
+    axis.plot(x, [r["recall"] for r in rounds], "s-", color="tab:orange", label="recall, retrained loop")
+    faded = {"alpha": 0.45, "linestyle": "--"}
+    axis.plot(
+        x, [r["static_precision"] for r in rounds], "o", color="tab:blue", label="precision, never retrained", **faded
+    )
+    axis.plot(
+        x, [r["static_recall"] for r in rounds], "s", color="tab:orange", label="recall, never retrained", **faded
+    )
+    axis.axhline(0.9, color="grey", linewidth=0.8, linestyle=":")
+    for r in rounds:
+        axis.annotate(str(r["decisions"]), (r["round"], 0.02), ha="center", fontsize=7, color="grey")
+    axis.set_ylim(0, 1.02)
+    axis.set_xticks(x)
+    axis.set_xlabel("retrain (grey: moderator decisions spent so far)")
+    axis.set_ylabel(f"queue precision / recall at {threshold}")
+    axis.set_title(f"Learning loop: {p_label} (prohibited) vs {a_label}, frozen test set")
+    axis.legend(loc="center right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -90,7 +90,7 @@ def start_from_nothing(
     With `flush_broker` off the broker is only checked, never emptied: it may be a Redis that holds other data.
     """
     env = bench_environment(work, database_url, redis_url, **extra)
-    log(f"work dir {work}; database {database_url}; redis {redis_url}")
+    log(f"work dir {work}; database {database_url}" + (f"; redis {redis_url}" if redis_url else ""))
     fresh_database(database_url)
     if redis_url:
         import redis

@@ -83,6 +83,20 @@ class ClassPair:
         return [int(i) for i in (dataset_labels == FOLDER_NAMES.index(label)).nonzero()[0]]
 
 
+def class_examples(pair: ClassPair, split: str, per_class: int) -> list:
+    """The first `per_class` photos of each class of `pair` in `split`, as labelled product-photo examples."""
+    from classifier.data import Example
+    from classifier.datasets import load_fashion_mnist
+
+    pixels, labels = load_fashion_mnist(split)
+    examples = []
+    for label in pair.labels:
+        for row in pair.rows(labels, label)[:per_class]:
+            data = product_photo(pixels[row])
+            examples.append(Example(sha256=hashlib.sha256(data).hexdigest(), label=label, data=data))
+    return examples
+
+
 def train_served_model(work: Path, backbone: str, per_class: int) -> str:
     """Train and activate a model on Fashion-MNIST with `backbone`; "Bag" plays the prohibited item."""
     from classifier.data import Example
