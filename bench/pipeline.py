@@ -76,6 +76,7 @@ class RssSampler(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self):
+        """Sample until `stopped` is set."""
         while not self.stopped.is_set():
             self.peak = max([self.peak, *children_rss_mb(self.services["worker"].pid)])
             self.stopped.wait(0.5)

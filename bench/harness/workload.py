@@ -126,7 +126,13 @@ def train_served_model(work: Path, backbone: str, per_class: int) -> str:
 
 
 def post_listing(
-    session, base: str, token: str, external_id: str, photos: list[bytes], title: str = "bench listing", timeout=120
+    session,
+    base: str,
+    token: str,
+    external_id: str,
+    photos: list[bytes],
+    title: str = "bench listing",
+    timeout: float = 120,
 ) -> tuple[float, dict]:
     """Post one listing with `photos` through the API; returns when the upload started and the API's answer."""
     started = time.time()

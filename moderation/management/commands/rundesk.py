@@ -16,12 +16,15 @@ from moderation.devstack.processes import DevstackError
 
 
 class Command(BaseCommand):
+    """`manage.py rundesk`: read the options, run the desk, report a failed start."""
+
     help = (
         "Run the whole desk: migrate, Redis (REDIS_URL or an embedded one), a trained model, demo accounts, "
         "Celery workers and beat, the web server and demo listings. Ctrl-C stops everything it started."
     )
 
     def add_arguments(self, parser):
+        """Where to serve, the first model's training size, demo data and web workers."""
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="Address to serve on.")
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")), help="Port to serve on.")
         parser.add_argument(
@@ -31,6 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers when DEBUG is off.")
 
     def handle(self, *args, **options):
+        """Run the desk until Ctrl-C, SIGTERM or a crashed process; a failure becomes a command error."""
         desk = Desk(
             self.stdout,
             options["host"],
