@@ -18,14 +18,8 @@ Everything runs against a throwaway database (`vigia_bench`) and Redis database 
 """
 
 import argparse
-import hashlib
-import io
-import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,12 +30,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-BIN = Path(sys.executable).parent
 
-from machine import machine_info  # noqa: E402
+from bench.harness.report import load_average, log, machine_info, percentile, write_results  # noqa: E402
+from bench.harness.stack import (  # noqa: E402
+    Services,
+    children_rss_mb,
+    marketplace_token,
+    scoring_services,
+    start_from_nothing,
+)
+from bench.harness.workload import jpeg_photos, post_listing, train_served_model, wait_scored  # noqa: E402
 
 
 def parse_args():
+    """The command line: workload sizes, services, backbone, database, broker and output."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000, help="photos posted in the throughput phase")
     parser.add_argument("--per-listing", type=int, default=4, help="photos per listing in the throughput phase")
@@ -61,217 +63,12 @@ def parse_args():
     return parser.parse_args()
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------------------------------- set-up
 
 
-def recreate_database(url: str) -> None:
-    import dj_database_url
-    import psycopg
-
-    config = dj_database_url.parse(url)
-    name = config["NAME"]
-    admin = psycopg.connect(
-        host=config["HOST"] or "127.0.0.1",
-        port=config["PORT"] or 5432,
-        user=config["USER"],
-        password=config["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    )
-    with admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-
-def configure_environment(args, work: Path) -> dict:
-    """Production settings (DEBUG off) pointed at throwaway state; shared by this process and its children."""
-    env = {
-        "DJANGO_SETTINGS_MODULE": "moderation.settings",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-" + hashlib.sha256(str(work).encode()).hexdigest(),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "0",
-        "DATABASE_URL": args.database_url,
-        "REDIS_URL": args.redis_url,
-        "VIGIA_VAR_DIR": str(work),
-        "MEDIA_ROOT": str(work / "media"),
-        "VIGIA_MODEL_REGISTRY": str(work / "models"),
-        "VIGIA_FEATURE_CACHE": str(work / "feature-cache"),
-        "VIGIA_TF_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(REPO),
-    }
-    os.environ.update(env)
-    return {**os.environ}
-
-
-def start_from_nothing(args, work: Path) -> dict:
-    """A fresh database and broker database, Django set up and migrated; returns the children's environment."""
-    env = configure_environment(args, work)
-    log(f"work dir {work}; database {args.database_url}; redis {args.redis_url}")
-    recreate_database(args.database_url)
-    import redis
-
-    redis.Redis.from_url(args.redis_url).flushdb()
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    return env
-
-
-def marketplace_token() -> str:
-    """Turn off the audit sample (every photo's route is then its score alone) and return an API token."""
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    from moderation.selectors.settings import get_settings
-
-    row = get_settings()
-    row.audit_rate = 0.0
-    row.save()
-    return Token.objects.create(user=get_user_model().objects.create_user("bench-marketplace")).key
-
-
-def write_results(output: Path, results: dict) -> None:
-    """Write the results file and print its headline figures (everything but details and machine)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    log(f"wrote {output}")
-    print(json.dumps({k: v for k, v in results.items() if k not in ("details", "machine")}, indent=2))
-
-
-def jpeg_photos(split: str, count: int, offset: int = 0) -> list[bytes]:
-    """Distinct Fashion-MNIST photos as JPEG files, as a marketplace would send them."""
-    from PIL import Image
-
-    from classifier.datasets import load_fashion_mnist
-
-    pixels, _ = load_fashion_mnist(split)
-    photos, seen = [], set()
-    index = offset
-    while len(photos) < count:
-        output = io.BytesIO()
-        Image.fromarray(pixels[index % len(pixels)], "L").save(output, format="JPEG", quality=90)
-        data = output.getvalue()
-        index += 1
-        digest = hashlib.sha256(data).hexdigest()
-        if digest not in seen:
-            seen.add(digest)
-            photos.append(data)
-    return photos
-
-
-def train_served_model(args, work: Path) -> str:
-    """Train and activate a model on Fashion-MNIST with the chosen backbone; "Bag" plays the prohibited item."""
-    from PIL import Image
-
-    from classifier.data import Example
-    from classifier.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
-    from classifier.hparams import HParams
-    from classifier.registry import Registry
-    from classifier.training import train_model
-
-    pixels, labels = load_fashion_mnist("train")
-    counts: dict[str, int] = {}
-    examples = []
-    for image, label_index in zip(pixels, labels, strict=True):
-        label = FASHION_MNIST_CLASSES[int(label_index)]
-        if counts.get(label, 0) >= args.train_per_class:
-            continue
-        counts[label] = counts.get(label, 0) + 1
-        output = io.BytesIO()
-        Image.fromarray(image, "L").save(output, format="PNG")
-        data = output.getvalue()
-        examples.append(Example(sha256=hashlib.sha256(data).hexdigest(), label=label, data=data))
-        if len(examples) >= args.train_per_class * len(FASHION_MNIST_CLASSES):
-            break
-    hparams = HParams(backbone=args.backbone, epochs=20, early_stopping_patience=5)
-    result = train_model(examples, list(FASHION_MNIST_CLASSES), ["Bag"], hparams, cache_dir=work / "backbone-cache")
-    registry = Registry(work / "models")
-    version = registry.save(result)
-    registry.activate(version)
-    return version
-
-
-class Services:
-    """gunicorn and the Celery worker, each in its own process group so they stop cleanly."""
-
-    def __init__(self, args, env: dict, work: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.processes: list[subprocess.Popen] = []
-        self.logs = work / "logs"
-        self.logs.mkdir(exist_ok=True)
-        self.worker = self._start(
-            "worker",
-            [str(BIN / "celery"), "-A", "moderation", "worker", "-Q", "scoring,default", "-c", str(args.children)]
-            + ["--pool", "prefork", "-n", "bench@%h", "-l", "warning"]
-            + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env,
-        )
-        self.web = self._start(
-            "web",
-            [str(BIN / "gunicorn"), "moderation.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(args.web_workers)]
-            + ["-k", "gthread", "--threads", "4", "--timeout", "120"],
-            env,
-        )
-
-    def _start(self, name: str, command: list[str], env: dict) -> subprocess.Popen:
-        handle = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - open for the process's lifetime
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.processes.append(process)
-        return process
-
-    def worker_children_rss_mb(self) -> list[float]:
-        import psutil
-
-        try:
-            children = psutil.Process(self.worker.pid).children(recursive=True)
-            return [child.memory_info().rss / 2**20 for child in children]
-        except psutil.Error:
-            return []
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 class RssSampler(threading.Thread):
+    """The largest resident memory of any worker child, sampled twice a second until stopped."""
+
     def __init__(self, services: Services):
         super().__init__(daemon=True)
         self.services = services
@@ -279,58 +76,17 @@ class RssSampler(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self):
+        """Sample until `stopped` is set."""
         while not self.stopped.is_set():
-            self.peak = max([self.peak, *self.services.worker_children_rss_mb()])
+            self.peak = max([self.peak, *children_rss_mb(self.services["worker"].pid)])
             self.stopped.wait(0.5)
 
 
 # ---------------------------------------------------------------------------------------------------- phases
 
 
-def post_listing(session, base: str, token: str, external_id: str, photos: list[bytes]) -> tuple[float, dict]:
-    started = time.time()
-    files = [("images", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(photos)]
-    response = session.post(
-        f"{base}/api/v1/listings",
-        data={"external_id": external_id, "title": "bench listing"},
-        files=files,
-        headers={"Authorization": f"Token {token}"},
-        timeout=120,
-    )
-    if response.status_code != 201:
-        raise RuntimeError(f"upload failed: {response.status_code} {response.text[:300]}")
-    return started, response.json()
-
-
-def wait_scored(image_ids: list[int], timeout: float) -> None:
-    from moderation.models import ImageStatus, ListingImage
-
-    deadline = time.monotonic() + timeout
-    while ListingImage.objects.filter(pk__in=image_ids, status=ImageStatus.PENDING).exists():
-        if time.monotonic() > deadline:
-            left = ListingImage.objects.filter(pk__in=image_ids, status=ImageStatus.PENDING).count()
-            raise RuntimeError(f"{left} images still pending after {timeout} s")
-        time.sleep(0.25)
-
-
-def wait_ready(services: Services, timeout: float = 180) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            response = requests.get(f"{services.base}/api/v1/health", timeout=5)
-            if response.status_code == 200:
-                return
-            detail = response.text[:300]
-        except requests.RequestException as error:
-            detail = str(error)
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"services not healthy: {detail}")
-        time.sleep(1)
-
-
 def throughput_phase(args, services: Services, token: str, photos: list[bytes], prefix: str) -> dict:
+    """Post `photos` in listings of `--per-listing`, `--concurrency` at once; images per second until all scored."""
     import requests
 
     from moderation.models import ImageStatus, ListingImage
@@ -530,12 +286,13 @@ def queue_phase(args) -> dict:
 
 
 def main() -> int:
+    """Run every phase against a fresh stack and write the results file."""
     args = parse_args()
     machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="vigia-bench-"))
-    env = start_from_nothing(args, work)
+    env = start_from_nothing(work, args.database_url, args.redis_url, VIGIA_TF_THREADS="1", LOG_LEVEL="WARNING")
     log(f"training the served model ({args.backbone}, {args.train_per_class} photos per class)")
-    version = train_served_model(args, work)
+    version = train_served_model(work, args.backbone, args.train_per_class)
     from moderation.services.model_versions import sync_models
 
     sync_models()
@@ -544,17 +301,16 @@ def main() -> int:
     photos = jpeg_photos("test", args.images + 200 + 2000)
     warmup, measured, spare = photos[:64], photos[64 : 64 + args.images], photos[64 + args.images :]
 
-    services = Services(args, env, work)
+    services = scoring_services(env, work / "logs", args.children, args.web_workers)
     sampler = RssSampler(services)
-    results: dict = {}
     try:
-        wait_ready(services)
+        services.wait_healthy(timeout=180)
         log("services up; warming both worker children")
         for round_index in range(3):
             throughput_phase(
                 args, services, token, warmup[round_index * 16 : round_index * 16 + 16], f"warm{round_index}"
             )
-            loaded = [rss for rss in services.worker_children_rss_mb() if rss > 300]
+            loaded = [rss for rss in children_rss_mb(services["worker"].pid) if rss > 300]
             if len(loaded) >= args.children:
                 break
         sampler.start()
@@ -572,7 +328,7 @@ def main() -> int:
         latency = latency_phase(args, services, token, spare[:count], rate, "lat")
         log(f"latency p50 {latency['p50_s']} s, p95 {latency['p95_s']} s")
         sampler.stopped.set()
-        children_rss = services.worker_children_rss_mb()
+        children_rss = children_rss_mb(services["worker"].pid)
     finally:
         sampler.stopped.set()
         services.stop()
@@ -583,7 +339,7 @@ def main() -> int:
 
     import tensorflow as tf
 
-    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["load_average_at_end"] = load_average()
     machine["tensorflow"] = tf.__version__
     results = {
         "pipeline_img_per_s": throughput["img_per_s"],

@@ -16,9 +16,9 @@ deleted first, so a rerun measures the same work. Writes bench/results/retrain.j
 
 import argparse
 import hashlib
-import io
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,10 +26,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from machine import machine_info  # noqa: E402
+from bench.harness.report import load_average, log, machine_info, write_json  # noqa: E402
+from bench.harness.stack import start_from_nothing  # noqa: E402
+from bench.harness.workload import ClassPair, png_bytes  # noqa: E402
 
 
 def parse_args():
+    """The command line: classes, sizes, audit rate, embedding ahead, state and output."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", default="Pullover,Coat")
     parser.add_argument("--total", type=int, default=10_000, help="training examples in the timed retrain")
@@ -52,18 +55,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def png(pixels) -> bytes:
-    from PIL import Image
-
-    output = io.BytesIO()
-    Image.fromarray(pixels).save(output, format="PNG")
-    return output.getvalue()
-
-
 def forget_cached(cache_root: Path, shas: set[str]) -> int:
     """Delete these images' vectors from every cache namespace, so they count as new again."""
     removed = 0
@@ -77,51 +68,26 @@ def forget_cached(cache_root: Path, shas: set[str]) -> int:
 
 
 def main() -> int:
+    """Set up the examples and the first model (not timed), then time one retrain and write the results file."""
     args = parse_args()
     machine = machine_info()
+    pair = ClassPair.parse(args.classes)
     work = args.work.resolve()
     (work / "images").mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "moderation.settings",
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-retrain-secret-key-used-only-for-this-benchmark-0123456789",
-            "SECURE_SSL_REDIRECT": "0",
-            "DATABASE_URL": args.database_url,
-            "VIGIA_VAR_DIR": str(work),
-            "MEDIA_ROOT": str(work / "media"),
-            "VIGIA_MODEL_REGISTRY": str(work / "models"),
-            "VIGIA_FEATURE_CACHE": str(work / "feature-cache"),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-    )
-    from bench.loop import fresh_database
-
-    fresh_database(args.database_url)
+    # The database starts from nothing, so the registry does too; the feature cache under --work survives reruns.
     if (work / "models").exists():
-        import shutil
-
         shutil.rmtree(work / "models")
+    start_from_nothing(work, args.database_url)
 
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from classifier.datasets import FASHION_MNIST_CLASSES, FOLDER_NAMES, load_fashion_mnist
+    from classifier.datasets import load_fashion_mnist
     from moderation.models import ExampleSource, TrainingExample, TrainingRunStatus, TrainingTrigger
     from moderation.selectors.settings import get_settings
     from moderation.services import training
     from moderation.services.model_versions import get_registry
 
-    call_command("migrate", verbosity=0)
-    prohibited, allowed = [name.strip() for name in args.classes.split(",")]
-    index_of = {name: i for i, name in enumerate(FASHION_MNIST_CLASSES)}
-    index_of.update({folder: i for i, folder in enumerate(FOLDER_NAMES)})
-    p_label, a_label = FOLDER_NAMES[index_of[prohibited]], FOLDER_NAMES[index_of[allowed]]
     settings_row = get_settings()
-    settings_row.thresholds = {p_label: 0.5}
+    settings_row.thresholds = {pair.prohibited: 0.5}
     settings_row.default_threshold = 0.5
     settings_row.audit_rate = args.audit_rate
     settings_row.gate_min_holdout_per_label = 10
@@ -130,14 +96,12 @@ def main() -> int:
     # Photos: both classes interleaved, so the old and the new examples each hold both.
     x_train, y_train = load_fashion_mnist("train")
     per_class = (args.total + 1) // 2 + args.holdout_per_class
-    rows = {}
-    for name, label in ((prohibited, p_label), (allowed, a_label)):
-        rows[label] = [int(i) for i in (y_train == index_of[name]).nonzero()[0][:per_class]]
+    rows = {label: pair.rows(y_train, label)[:per_class] for label in pair.labels}
     photos = []
     for i in range(per_class):
-        for label in (p_label, a_label):
+        for label in pair.labels:
             if i < len(rows[label]):
-                data = png(x_train[rows[label][i]])
+                data = png_bytes(x_train[rows[label][i]])
                 sha = hashlib.sha256(data).hexdigest()
                 path = work / "images" / f"{sha}.png"
                 if not path.exists():
@@ -209,10 +173,10 @@ def main() -> int:
         "target_seconds": 60,
         "met": seconds <= 60,
         "machine": machine,
-        "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        "load_average_after": load_average(),
         "hparams": json.loads((get_registry().path(run.model_version) / "hparams.json").read_text()),
     }
-    (args.out / args.result_name).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out / args.result_name, result)
     log(
         f"retrain of {run.total_examples} examples ({run.new_examples} new): {seconds:.1f} s "
         f"(train_model {train_seconds:.1f} s, embedded {result['embedded']}); {run.status}: {run.reason}"

@@ -19,33 +19,30 @@ serves in every worker process within 10 s.
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from machine import machine_info  # noqa: E402
-from pipeline import (  # noqa: E402
-    REPO,
+from bench.harness.report import load_average, log, machine_info, summary, write_results  # noqa: E402
+from bench.harness.stack import (  # noqa: E402
     Services,
-    jpeg_photos,
-    log,
+    child_pids,
     marketplace_token,
-    post_listing,
+    scoring_services,
     start_from_nothing,
-    train_served_model,
-    wait_ready,
-    write_results,
 )
+from bench.harness.workload import jpeg_photos, post_listing, train_served_model  # noqa: E402
 
 TARGET_S = 10.0
 
 
 def parse_args():
+    """The command line: activations and their pace, services, backbone, database, broker and output."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--activations", type=int, default=10, help="promotions and rollbacks, alternating")
     parser.add_argument("--pause", type=float, default=15.0, help="seconds between two activations")
@@ -67,20 +64,13 @@ def parse_args():
     return parser.parse_args()
 
 
-def summary(values: list[float]) -> dict:
-    present = [value for value in values if value is not None]
-    if not present:
-        return {"max": None, "median": None, "n": 0}
-    return {"max": round(max(present), 3), "median": round(statistics.median(present), 3), "n": len(present)}
-
-
 def worker_children(services: Services) -> list[int]:
-    import psutil
-
-    return sorted(child.pid for child in psutil.Process(services.worker.pid).children())
+    """The PIDs of the scoring worker's pool children."""
+    return child_pids(services["worker"].pid)
 
 
 def serving_by_pid(redis_client) -> dict:
+    """What each worker process reports serving (`vigia:serving`), by PID."""
     from moderation.selectors.serving import serving_workers
 
     return {entry.pid: entry for entry in serving_workers(client=redis_client)}
@@ -96,8 +86,7 @@ def wait_until_serving(services: Services, redis_client, version: str, timeout: 
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"worker children {children} did not all report {version}: {entries}")
-        if services.worker.poll() is not None:
-            raise RuntimeError("the scoring worker exited")
+        services["worker"].check()
         time.sleep(0.2)
 
 
@@ -155,10 +144,11 @@ def measure_activation(index: int, version: str, services: Services, redis_clien
 
 
 def main() -> int:
+    """Alternate the two models' activations against a fresh stack and write the results file."""
     args = parse_args()
     machine = machine_info()
     work = Path(tempfile.mkdtemp(prefix="vigia-bench-rollout-"))
-    env = start_from_nothing(args, work)
+    env = start_from_nothing(work, args.database_url, args.redis_url, VIGIA_TF_THREADS="1", LOG_LEVEL="WARNING")
     import redis
     from django.conf import settings
 
@@ -168,8 +158,8 @@ def main() -> int:
 
     redis_client = redis.Redis.from_url(args.redis_url)
     log(f"training two models ({args.backbone}, {args.train_per_class} photos per class)")
-    first = train_served_model(args, work)
-    second = train_served_model(args, work)
+    first = train_served_model(work, args.backbone, args.train_per_class)
+    second = train_served_model(work, args.backbone, args.train_per_class)
     Registry(work / "models").activate(first)
     sync_models()
     token = marketplace_token()
@@ -177,10 +167,10 @@ def main() -> int:
 
     import requests
 
-    services = Services(args, env, work)
+    services = scoring_services(env, work / "logs", args.children, args.web_workers)
     activations = []
     try:
-        wait_ready(services)
+        services.wait_healthy(timeout=180)
         wait_until_serving(services, redis_client, first, timeout=args.timeout)
         log(f"services up; {len(worker_children(services))} worker children serve {first}")
         session = requests.Session()
@@ -200,7 +190,7 @@ def main() -> int:
     finally:
         services.stop()
 
-    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["load_average_at_end"] = load_average()
     per_process = [p["serving_s"] for a in activations for p in a["processes"]]
     results = {
         "target_s": TARGET_S,

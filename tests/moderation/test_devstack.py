@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from moderation import devstack
+from moderation.devstack.processes import ProcessExited, ProcessSpec, pid_alive, start_logged, stop_pid
+from moderation.devstack.redis import EmbeddedRedis, free_tcp_port, redis_answers, redis_for_run
+from moderation.devstack.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,12 +31,12 @@ def wait_until(predicate, timeout=10.0, interval=0.05):
 
 
 def dead_port_url() -> str:
-    return f"redis://127.0.0.1:{devstack.free_tcp_port()}/0"
+    return f"redis://127.0.0.1:{free_tcp_port()}/0"
 
 
 @pytest.fixture
 def embedded(tmp_path):
-    server = devstack.EmbeddedRedis(tmp_path / "redis")
+    server = EmbeddedRedis(tmp_path / "redis")
     yield server
     server.stop()
 
@@ -42,27 +44,27 @@ def embedded(tmp_path):
 def test_embedded_redis_answers_ping_and_is_gone_after_stop(embedded):
     url = embedded.start()
 
-    assert devstack.redis_answers(url)
+    assert redis_answers(url)
     pid = embedded.pid
     assert embedded.pid_file.read_text().strip() == str(pid)
 
     embedded.stop()
 
-    assert not devstack.pid_alive(pid)
-    assert not devstack.redis_answers(url)
+    assert not pid_alive(pid)
+    assert not redis_answers(url)
     assert not embedded.pid_file.exists()
 
 
 def test_a_stale_server_from_a_crashed_run_is_stopped_before_a_new_one_starts(tmp_path):
-    crashed = devstack.EmbeddedRedis(tmp_path / "redis")
+    crashed = EmbeddedRedis(tmp_path / "redis")
     crashed.start()
     stale_pid = crashed.pid
 
-    fresh = devstack.EmbeddedRedis(tmp_path / "redis")
+    fresh = EmbeddedRedis(tmp_path / "redis")
     try:
         fresh.start()
-        assert wait_until(lambda: not devstack.pid_alive(stale_pid))
-        assert devstack.redis_answers(fresh.url)
+        assert wait_until(lambda: not pid_alive(stale_pid))
+        assert redis_answers(fresh.url)
         assert fresh.pid_file.read_text().strip() == str(fresh.pid)
     finally:
         fresh.stop()
@@ -72,30 +74,30 @@ def test_a_stale_server_from_a_crashed_run_is_stopped_before_a_new_one_starts(tm
 def test_configured_redis_is_used_when_it_answers(embedded, tmp_path):
     configured = embedded.start()
 
-    with devstack.redis_for_run(configured, tmp_path / "var", log=lambda _m: None) as (url, started):
+    with redis_for_run(configured, tmp_path / "var", log=lambda _m: None) as (url, started):
         assert url == configured
         assert started is None
     assert not (tmp_path / "var" / "redis" / "redis.pid").exists()
 
 
 def test_embedded_redis_starts_when_the_configured_one_is_down_and_stops_even_on_error(tmp_path):
-    redis_for_run = devstack.redis_for_run(dead_port_url(), tmp_path, log=lambda _m: None)
-    with pytest.raises(RuntimeError, match="boom"), redis_for_run as (url, started):
+    run = redis_for_run(dead_port_url(), tmp_path, log=lambda _m: None)
+    with pytest.raises(RuntimeError, match="boom"), run as (url, started):
         assert started is not None
         pid = started.pid
-        assert devstack.redis_answers(url)
+        assert redis_answers(url)
         raise RuntimeError("boom")
 
-    assert not devstack.pid_alive(pid)
-    assert not devstack.redis_answers(url)
+    assert not pid_alive(pid)
+    assert not redis_answers(url)
 
 
 def test_with_redis_wrapper_hands_the_embedded_url_to_the_command_and_cleans_up(tmp_path):
     probe = tmp_path / "seen.json"
     script = (
         "import json, os, sys; dsm = os.environ.get('DJANGO_SETTINGS_MODULE');"
-        "from moderation import devstack; url = os.environ['REDIS_URL'];"
-        f"json.dump({{'url': url, 'ok': devstack.redis_answers(url), 'dsm': dsm}}, open({str(probe)!r}, 'w'));"
+        "from moderation.devstack.redis import redis_answers; url = os.environ['REDIS_URL'];"
+        f"json.dump({{'url': url, 'ok': redis_answers(url), 'dsm': dsm}}, open({str(probe)!r}, 'w'));"
         "sys.exit(7)"
     )
     env = {**os.environ, "REDIS_URL": dead_port_url(), "VIGIA_VAR_DIR": str(tmp_path)}
@@ -116,11 +118,11 @@ def test_with_redis_wrapper_hands_the_embedded_url_to_the_command_and_cleans_up(
     assert seen["url"] != env["REDIS_URL"]
     # Importing the package sets DJANGO_SETTINGS_MODULE; the command (pytest) must not inherit it.
     assert seen["dsm"] is None
-    assert not devstack.redis_answers(seen["url"])
+    assert not redis_answers(seen["url"])
     assert not (tmp_path / "redis" / "redis.pid").exists()
 
 
-# A stand-in for rundesk's process list: each child starts a grandchild (as Celery's pool does) and records both.
+# A stand-in for the desk's process list: each child starts a grandchild (as Celery's pool does) and records both.
 CHILD = textwrap.dedent(
     """
     import os, signal, subprocess, sys, time
@@ -143,19 +145,12 @@ DRIVER = textwrap.dedent(
     import sys
     import django
     django.setup()
-    from moderation import devstack
-    from moderation.management.commands.rundesk import Command
+    from moderation.devstack.desk import Desk
+    from moderation.devstack.processes import ProcessSpec
 
     pids_file, child_script = sys.argv[1], sys.argv[2]
-
-    class FakeDesk(Command):
-        def process_specs(self, host, port, env, web_workers):
-            return [
-                devstack.ProcessSpec(name, [sys.executable, "-c", child_script, pids_file], env)
-                for name in ("worker", "beat", "web")
-            ]
-
-    FakeDesk().serve("127.0.0.1", 1, {}, None, 1)
+    specs = [ProcessSpec(name, [sys.executable, "-c", child_script, pids_file]) for name in ("worker", "beat", "web")]
+    Desk(sys.stdout, "127.0.0.1", 1).serve(specs)
     """
 )
 
@@ -183,13 +178,13 @@ def start_fake_desk(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_rundesk_stops_every_child_and_grandchild_on_a_signal(tmp_path, signum):
     desk, pids = start_fake_desk(tmp_path)
-    assert all(devstack.pid_alive(pid) for pid in pids)
+    assert all(pid_alive(pid) for pid in pids)
 
     desk.send_signal(signum)
     output, _ = desk.communicate(timeout=30)
 
     assert desk.returncode == 0, output
-    assert wait_until(lambda: not any(devstack.pid_alive(pid) for pid in pids)), output
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids)), output
     for name in ("worker", "beat", "web"):
         assert f"{name:<8} | ready" in output
         # The leader is asked first and may shut down its own way (Celery's warm shutdown).
@@ -204,10 +199,10 @@ def test_children_do_not_outlive_a_killed_supervisor(tmp_path):
     desk.kill()
     desk.wait(timeout=10)
 
-    assert wait_until(lambda: not any(devstack.pid_alive(pid) for pid in children)), "orphaned children"
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in children)), "orphaned children"
     for grandchild in pids[1::2]:
         # Grandchildren are not ours to track once their parent died; clean them up so nothing leaks.
-        devstack.stop_pid(grandchild, grace=1)
+        stop_pid(grandchild, grace=1)
 
 
 def test_the_embedded_redis_dies_with_a_killed_holder(tmp_path):
@@ -215,8 +210,8 @@ def test_the_embedded_redis_dies_with_a_killed_holder(tmp_path):
         f"""
         import time
         from pathlib import Path
-        from moderation import devstack
-        server = devstack.EmbeddedRedis(Path({str(tmp_path)!r}))
+        from moderation.devstack.redis import EmbeddedRedis
+        server = EmbeddedRedis(Path({str(tmp_path)!r}))
         server.start()
         print(server.pid, server.url, flush=True)
         time.sleep(600)
@@ -225,23 +220,100 @@ def test_the_embedded_redis_dies_with_a_killed_holder(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     pid_text, url = holder.stdout.readline().split()
     pid = int(pid_text)
-    assert devstack.redis_answers(url)
+    assert redis_answers(url)
 
     holder.kill()
     holder.wait(timeout=10)
 
-    assert wait_until(lambda: not devstack.pid_alive(pid)), "the embedded Redis outlived its holder"
+    assert wait_until(lambda: not pid_alive(pid)), "the embedded Redis outlived its holder"
 
 
 def test_a_child_that_exits_on_its_own_stops_the_desk(tmp_path):
-    supervisor = devstack.Supervisor(output=io.StringIO(), grace=5)
-    supervisor.start(devstack.ProcessSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"]))
-    supervisor.start(devstack.ProcessSpec("crasher", [sys.executable, "-c", "raise SystemExit(3)"]))
+    supervisor = Supervisor(output=io.StringIO(), grace=5)
+    supervisor.start(ProcessSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"]))
+    supervisor.start(ProcessSpec("crasher", [sys.executable, "-c", "raise SystemExit(3)"]))
     try:
         assert supervisor.wait() == ("crasher", 3)
     finally:
         supervisor.stop_all()
     assert supervisor.processes["sleeper"].returncode is not None
+
+
+# A stand-in for a Celery worker: start-up chatter, the ready line a little later, a grandchild (its pool).
+SLOW_STARTER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(f"booting, pool {grandchild.pid}", flush=True)
+    time.sleep(0.5)
+    print("celery@bench ready.", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_logged_process_is_waited_for_until_its_ready_line_and_stopped_with_its_group(tmp_path):
+    log_path = tmp_path / "logs" / "worker.log"
+    worker = start_logged(ProcessSpec("worker", [sys.executable, "-c", SLOW_STARTER]), log_path)
+    try:
+        assert worker.find_line(" ready.") is None
+
+        line = worker.wait_for_line(" ready.", timeout=20)
+
+        assert line == "celery@bench ready."
+        worker.check()
+        grandchild = int(log_path.read_text().split("pool ")[1].split()[0])
+        assert pid_alive(worker.pid) and pid_alive(grandchild)
+    finally:
+        code = worker.stop(grace=5)
+    assert code is not None
+    assert not pid_alive(worker.pid)
+    assert wait_until(lambda: not pid_alive(grandchild)), "the logged process's group outlived its stop"
+
+
+def test_waiting_for_a_line_fails_at_once_with_the_log_when_the_process_exits_first(tmp_path):
+    script = "import sys; print('bad settings: no DATABASE_URL', flush=True); sys.exit(3)"
+    worker = start_logged(ProcessSpec("worker", [sys.executable, "-c", script]), tmp_path / "worker.log")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProcessExited, match=r"(?s)worker exited with code 3.*bad settings: no DATABASE_URL"):
+            worker.wait_for_line(" ready.", timeout=60)
+    finally:
+        worker.stop(grace=1)
+    assert time.monotonic() - started < 30
+
+
+def test_waiting_for_a_line_that_never_comes_times_out_with_the_log(tmp_path):
+    script = "import time; print('still loading the model', flush=True); time.sleep(600)"
+    # An earlier run's log is started afresh: its ready line must not count for this one.
+    (tmp_path / "web.log").write_text("celery@bench ready.\n")
+    worker = start_logged(ProcessSpec("web", [sys.executable, "-c", script]), tmp_path / "web.log")
+    try:
+        with pytest.raises(TimeoutError, match=r"(?s)web to write ' ready\.'.*still loading the model"):
+            worker.wait_for_line(" ready.", timeout=1)
+        assert worker.poll() is None
+    finally:
+        worker.stop(grace=1)
+    assert not pid_alive(worker.pid)
+
+
+def test_the_supervisor_checks_and_stops_logged_processes_with_the_others(tmp_path):
+    supervisor = Supervisor(output=io.StringIO(), grace=5)
+    with supervisor:
+        worker = supervisor.start_logged(
+            ProcessSpec("worker", [sys.executable, "-c", SLOW_STARTER]), tmp_path / "worker.log"
+        )
+        crasher = supervisor.start_logged(
+            ProcessSpec("crasher", [sys.executable, "-c", "print('no model', flush=True); raise SystemExit(4)"]),
+            tmp_path / "crasher.log",
+        )
+        worker.wait_for_line(" ready.", timeout=20)
+        assert wait_until(lambda: crasher.poll() is not None)
+        with pytest.raises(ProcessExited, match=r"(?s)crasher exited with code 4.*no model"):
+            supervisor.check()
+    assert supervisor.processes["worker"].returncode is not None
+    assert "output in" in supervisor.output.getvalue()
+    assert "worker   | stopped" in supervisor.output.getvalue()
 
 
 def test_sqlite_default_uses_immediate_transactions_and_wal_so_desk_processes_wait_for_the_lock(tmp_path):

@@ -1,0 +1,117 @@
+"""How benchmarks report: timestamped progress lines, percentiles and summaries, the machine, results JSON,
+and the learning loop's plot.
+
+Every result records the machine it ran on, so that figures are never quoted without it, and is written
+atomically: a run that is interrupted while writing leaves the previous results file whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+
+def log(message: str) -> None:
+    """One progress line, prefixed with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summary(values: list[float | None]) -> dict:
+    """Max, median and count of the values that are not None (None for both when there are none)."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return {"max": None, "median": None, "n": 0}
+    return {"max": round(max(present), 3), "median": round(statistics.median(present), 3), "n": len(present)}
+
+
+def machine_info() -> dict:
+    """CPU model, cores, memory, OS, Python, and the load average when the run started (shared hosts skew speed)."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_gb, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": load_average(),
+    }
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded for the results file."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` as indented JSON to `path` through a temporary file renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # In the same directory, so the rename is atomic; `*.tmp` under bench/results is ignored by git.
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_results(output: Path, results: dict) -> None:
+    """Write the results file and print its headline figures (everything but details and machine)."""
+    write_json(output, results)
+    log(f"wrote {output}")
+    print(json.dumps({k: v for k, v in results.items() if k not in ("details", "machine")}, indent=2))
+
+
+def plot_loop_rounds(rounds: list[dict], path: Path, p_label: str, a_label: str, threshold: float) -> None:
+    """The learning loop's rounds: precision and recall, retrained against never retrained, decisions spent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["round"] for r in rounds]
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    axis.plot(x, [r["precision"] for r in rounds], "o-", color="tab:blue", label="precision, retrained loop")
+    axis.plot(x, [r["recall"] for r in rounds], "s-", color="tab:orange", label="recall, retrained loop")
+    faded = {"alpha": 0.45, "linestyle": "--"}
+    axis.plot(
+        x, [r["static_precision"] for r in rounds], "o", color="tab:blue", label="precision, never retrained", **faded
+    )
+    axis.plot(
+        x, [r["static_recall"] for r in rounds], "s", color="tab:orange", label="recall, never retrained", **faded
+    )
+    axis.axhline(0.9, color="grey", linewidth=0.8, linestyle=":")
+    for r in rounds:
+        axis.annotate(str(r["decisions"]), (r["round"], 0.02), ha="center", fontsize=7, color="grey")
+    axis.set_ylim(0, 1.02)
+    axis.set_xticks(x)
+    axis.set_xlabel("retrain (grey: moderator decisions spent so far)")
+    axis.set_ylabel(f"queue precision / recall at {threshold}")
+    axis.set_title(f"Learning loop: {p_label} (prohibited) vs {a_label}, frozen test set")
+    axis.legend(loc="center right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
