@@ -197,7 +197,7 @@ class Simulation:
 
         decided = 0
         while True:
-            image = review.claim_next(self.moderator)
+            image = review.claim_next(user=self.moderator)
             if image is None:
                 return decided
             outcome = "confirm" if self.truth[image.listing.external_id] == self.pair.prohibited else "reject"

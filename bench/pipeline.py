@@ -224,22 +224,11 @@ def queue_phase(args) -> dict:
     insert_seconds = time.perf_counter() - started
     open_items = ListingImage.objects.filter(status=ImageStatus.FLAGGED).count()
 
-    notes = []
-    try:
-        from moderation.selectors.queue import queue_page
+    from moderation.selectors.queue import queue_page
+    from moderation.services.review import claim_next, release_claim
 
-        def page(cursor=None):
-            return queue_page(cursor)
-
-    except ImportError:
-        notes.append("queue_page not available: timed the equivalent ORM query")
-
-        def page(cursor=None):
-            return list(
-                ListingImage.objects.filter(status=ImageStatus.FLAGGED)
-                .select_related("listing")
-                .order_by("-prohibited_probability", "created_at", "id")[:50]
-            )
+    def page():
+        return queue_page()
 
     for _ in range(5):
         page()
@@ -255,30 +244,24 @@ def queue_phase(args) -> dict:
         user, _ = get_user_model().objects.get_or_create(username=f"bench-moderator-{index}")
         user.groups.add(moderators)
         users.append(user)
-    try:
-        from moderation.services.review import claim_next, release_claim
-    except ImportError:
-        claim_next = release_claim = None
-        notes.append("claim_next not available")
     claim_times = []
-    if claim_next is not None:
-        for index in range(args.repeats + 5):
-            user = users[index % len(users)]
-            tick = time.perf_counter()
-            item = claim_next(user)
-            elapsed = (time.perf_counter() - tick) * 1000
-            if item is not None:
-                release_claim(user, item.pk)
-            if index >= 5:
-                claim_times.append(elapsed)
+    for index in range(args.repeats + 5):
+        user = users[index % len(users)]
+        tick = time.perf_counter()
+        item = claim_next(user=user)
+        elapsed = (time.perf_counter() - tick) * 1000
+        if item is not None:
+            release_claim(user=user, image_id=item.pk)
+        if index >= 5:
+            claim_times.append(elapsed)
     return {
         "open_items": open_items,
         "insert_seconds": round(insert_seconds, 1),
         "queue_page_p50_ms": round(percentile(page_times, 50), 2),
         "queue_page_p95_ms": round(percentile(page_times, 95), 2),
-        "claim_next_p50_ms": round(percentile(claim_times, 50), 2) if claim_times else None,
-        "claim_next_p95_ms": round(percentile(claim_times, 95), 2) if claim_times else None,
-        "notes": notes,
+        "claim_next_p50_ms": round(percentile(claim_times, 50), 2),
+        "claim_next_p95_ms": round(percentile(claim_times, 95), 2),
+        "notes": [],
     }
 
 

@@ -83,8 +83,10 @@ def main() -> int:
     from classifier.datasets import load_fashion_mnist
     from moderation.models import ExampleSource, TrainingExample, TrainingRunStatus, TrainingTrigger
     from moderation.selectors.settings import get_settings
-    from moderation.services import training
     from moderation.services.model_versions import get_registry
+    from moderation.services.training.embedding import embed_decision_examples
+    from moderation.services.training.runs import execute_training_run
+    from moderation.services.training.trigger import request_training
 
     settings_row = get_settings()
     settings_row.thresholds = {pair.prohibited: 0.5}
@@ -133,7 +135,7 @@ def main() -> int:
 
     TrainingExample.objects.bulk_create(decision_examples(holdout, is_holdout=True))
     log(f"{len(old)} initial examples, {len(holdout)} holdout decisions; training the first model (not timed)")
-    first = training.execute_training_run(training.request_training(TrainingTrigger.INITIAL, dispatch=False).pk)
+    first = execute_training_run(run_id=request_training(trigger=TrainingTrigger.INITIAL, dispatch=False).pk)
     if first.status != TrainingRunStatus.SUCCEEDED:
         raise SystemExit(f"the first run ended {first.status}: {first.reason}")
     log(f"first model {first.model_version}: embedded {first.metrics.get('embedded')}, {first.metrics['seconds']} s")
@@ -147,11 +149,11 @@ def main() -> int:
         ids = list(TrainingExample.objects.filter(sha256__in=new_shas).order_by("id").values_list("id", flat=True))
         embed_started = time.monotonic()
         for example_id in ids:
-            training.embed_decision_examples([example_id])
+            embed_decision_examples(example_ids=[example_id])
         embed_seconds = time.monotonic() - embed_started
         log(f"embedded as decided: {embed_seconds:.1f} s for {len(ids)} decisions (not part of the retrain)")
     started = time.monotonic()
-    run = training.execute_training_run(training.request_training(TrainingTrigger.MANUAL, dispatch=False).pk)
+    run = execute_training_run(run_id=request_training(trigger=TrainingTrigger.MANUAL, dispatch=False).pk)
     seconds = time.monotonic() - started
     train_seconds = float(run.metrics.get("seconds", 0.0))
     result = {

@@ -97,7 +97,7 @@ def measure_activation(index: int, version: str, services: Services, redis_clien
 
     children = worker_children(services)
     started_wall, started = time.time(), time.monotonic()
-    activate_version(version)
+    activate_version(version=version)
     activation_call_s = time.monotonic() - started
     _, body = post_listing(session, services.base, token, f"rollout-{index}-{version}", [photo])
     image_id = body["images"][0]["id"]
