@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from moderation import worker
 from moderation.models import Decision, DecisionOutcome, ImageStatus, Listing, ListingImage, Score
-from tests.moderation import images
+from tests.support import images
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,8 @@ from moderation.selectors.audit import MIN_RECENT_BELOW, UNIFORM_SHARE, AuditPla
 from moderation.selectors.settings import get_settings
 from moderation.services import review, routing
 from moderation.services.training.trigger import record_decision, withdraw_decision
-from tests.moderation.training_fixtures import PROHIBITED, make_image, make_user
+from tests.support.factories import make_image, make_user
+from tests.support.images import PROHIBITED
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.db import connections
 
 from moderation.models import Decision, ImageStatus, ListingImage, ListingStatus
 from moderation.selectors.settings import get_settings
-from tests.moderation.test_review import make_flagged, make_moderator
+from tests.support.factories import make_flagged, make_moderator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

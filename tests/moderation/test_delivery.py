@@ -17,8 +17,10 @@ from moderation import outbox
 from moderation.models import ImageStatus, Listing, ListingImage, ListingStatus, ModerationSettings, Score
 from moderation.services.ingest import create_listing
 from moderation.validation import validate_image
-from tests.moderation import images
-from tests.moderation.conftest import ALLOWED_COLOR, PROHIBITED_COLOR, clean_broker
+from tests.support import images
+from tests.support.images import ALLOWED_COLOR, PROHIBITED_COLOR
+from tests.support.waiting import wait_until
+from tests.support.workers import clean_broker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -28,16 +30,16 @@ _seed = iter(range(50_000, 10**9))
 @pytest.fixture
 def delivery(celery_worker_process, settings):
     """The shared worker, with empty queues, no faults and this test's media folder."""
-    clean_broker(celery_worker_process["broker"])
-    celery_worker_process["faults"].write_text("{}")
-    settings.MEDIA_ROOT = celery_worker_process["media"]
+    clean_broker(celery_worker_process.broker)
+    celery_worker_process.extra["faults"].write_text("{}")
+    settings.MEDIA_ROOT = celery_worker_process.media
     ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "max_scoring_attempts": 3})
     yield celery_worker_process
-    celery_worker_process["faults"].write_text("{}")
+    celery_worker_process.extra["faults"].write_text("{}")
 
 
 def set_faults(delivery, **faults) -> None:
-    delivery["faults"].write_text(json.dumps(faults))
+    delivery.extra["faults"].write_text(json.dumps(faults))
 
 
 def photo(color) -> bytes:
@@ -53,33 +55,24 @@ def upload_listing(external_id: str, photos: list[bytes]) -> Listing:
     )
 
 
-def wait_until(condition, timeout: float, what: str, delivery) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            tail = delivery["log"].read_text(errors="replace")[-4000:]
-            pytest.fail(f"timed out waiting for {what}; worker log tail:\n{tail}")
-        time.sleep(0.2)
-
-
 def not_pending(ids) -> bool:
     return not ListingImage.objects.filter(pk__in=ids, status=ImageStatus.PENDING).exists()
 
 
 def test_child_killed_mid_batch_loses_no_image_and_scores_each_once(delivery):
-    marker = delivery["work"] / "held"
+    marker = delivery.work / "held"
     marker.unlink(missing_ok=True)
-    log = delivery["work"] / "batches-kill.log"
+    log = delivery.work / "batches-kill.log"
     set_faults(delivery, hold_once=str(marker), log=str(log))
     colors = [PROHIBITED_COLOR, ALLOWED_COLOR] * 3
     listing = upload_listing("kill-1", [photo(color) for color in colors])
     ids = list(listing.images.order_by("id").values_list("pk", flat=True))
 
-    wait_until(marker.exists, 60, "the batch to reach the model", delivery)
+    wait_until(marker.exists, timeout=60, what="the batch to reach the model", worker=delivery)
     os.kill(int(marker.read_text()), signal.SIGKILL)
 
-    wait_until(lambda: not_pending(ids), 60, "every image to be scored after the crash", delivery)
-    version = delivery["version"]
+    wait_until(lambda: not_pending(ids), timeout=60, what="every image to be scored after the crash", worker=delivery)
+    version = delivery.extra["version"]
     for image_id, color in zip(ids, colors, strict=True):
         assert list(Score.objects.filter(image_id=image_id).values_list("model_version", flat=True)) == [version]
         image = ListingImage.objects.get(pk=image_id)
@@ -103,7 +96,9 @@ def test_poison_image_ends_failed_after_max_attempts(delivery):
     listing = upload_listing("poison-1", [poison, good])
     bad_id, good_id = listing.images.order_by("id").values_list("pk", flat=True)
 
-    wait_until(lambda: not_pending([bad_id, good_id]), 90, "the poison image to be given up", delivery)
+    wait_until(
+        lambda: not_pending([bad_id, good_id]), timeout=90, what="the poison image to be given up", worker=delivery
+    )
     bad, fine = ListingImage.objects.get(pk=bad_id), ListingImage.objects.get(pk=good_id)
     assert bad.status == ImageStatus.FAILED
     assert bad.attempts == 2 and bad.failed_at and "2 attempts" in bad.last_error
@@ -127,25 +122,25 @@ def test_rolled_back_upload_queues_nothing(delivery, monkeypatch):
         upload_listing("rollback-1", [photo(PROHIBITED_COLOR)])
         raise RuntimeError("something after the upload failed")
     assert published == []
-    assert delivery["broker"].llen("scoring") == 0
+    assert delivery.broker.llen("scoring") == 0
     assert not Listing.objects.filter(external_id="rollback-1").exists()
 
     # The same upload committed does reach the worker.
     image = upload_listing("rollback-2", [photo(PROHIBITED_COLOR)]).images.get()
     assert published == [[image.pk]]
-    wait_until(lambda: not_pending([image.pk]), 60, "the committed upload to be scored", delivery)
+    wait_until(lambda: not_pending([image.pk]), timeout=60, what="the committed upload to be scored", worker=delivery)
     assert ListingImage.objects.get(pk=image.pk).status == ImageStatus.FLAGGED
 
 
 def test_sweeper_repairs_messages_lost_by_redis(delivery):
     from moderation.celery import app
 
-    broker = delivery["broker"]
-    worker = [delivery["name"]]
+    broker = delivery.broker
+    worker = [delivery.node]
     app.control.cancel_consumer("scoring", destination=worker, reply=True, timeout=5)
     try:
         image = upload_listing("lost-1", [photo(PROHIBITED_COLOR)]).images.get()
-        wait_until(lambda: broker.llen("scoring") == 1, 10, "the message to be queued", delivery)
+        wait_until(lambda: broker.llen("scoring") == 1, timeout=10, what="the message to be queued", worker=delivery)
         broker.delete("scoring")  # what a Redis restart without persistence does to queued tasks
     finally:
         app.control.add_consumer("scoring", destination=worker, reply=True, timeout=5)
@@ -153,7 +148,7 @@ def test_sweeper_repairs_messages_lost_by_redis(delivery):
     assert ListingImage.objects.get(pk=image.pk).status == ImageStatus.PENDING
 
     outbox.publish(outbox.SWEEP_PENDING, [])
-    wait_until(lambda: not_pending([image.pk]), 60, "the sweeper to get the image scored", delivery)
+    wait_until(lambda: not_pending([image.pk]), timeout=60, what="the sweeper to get the image scored", worker=delivery)
     image.refresh_from_db()
     assert image.status == ImageStatus.FLAGGED
     assert Score.objects.filter(image=image).count() == 1
@@ -164,4 +159,4 @@ def test_health_pings_the_running_worker(delivery):
 
     result = check_workers(timeout=2.0)
     assert result["ok"] is True
-    assert delivery["name"] in result["names"]
+    assert delivery.node in result["names"]

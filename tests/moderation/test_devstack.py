@@ -17,17 +17,9 @@ import pytest
 from moderation.devstack.processes import ProcessExited, ProcessSpec, pid_alive, start_logged, stop_pid
 from moderation.devstack.redis import EmbeddedRedis, free_tcp_port, redis_answers, redis_for_run
 from moderation.devstack.supervisor import Supervisor
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def dead_port_url() -> str:
@@ -63,7 +55,7 @@ def test_a_stale_server_from_a_crashed_run_is_stopped_before_a_new_one_starts(tm
     fresh = EmbeddedRedis(tmp_path / "redis")
     try:
         fresh.start()
-        assert wait_until(lambda: not pid_alive(stale_pid))
+        wait_until(lambda: not pid_alive(stale_pid), timeout=10, what="the stale Redis to stop", interval=0.05)
         assert redis_answers(fresh.url)
         assert fresh.pid_file.read_text().strip() == str(fresh.pid)
     finally:
@@ -170,7 +162,7 @@ def start_fake_desk(tmp_path):
     def all_ready():
         return pids_file.exists() and len(pids_file.read_text().splitlines()) == 3
 
-    assert wait_until(all_ready, timeout=30), "the fake desk's children did not start"
+    wait_until(all_ready, timeout=30, what="the fake desk's children to start", interval=0.05)
     pids = [int(pid) for line in pids_file.read_text().splitlines() for pid in line.split()]
     return desk, pids
 
@@ -184,7 +176,12 @@ def test_rundesk_stops_every_child_and_grandchild_on_a_signal(tmp_path, signum):
     output, _ = desk.communicate(timeout=30)
 
     assert desk.returncode == 0, output
-    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids)), output
+    wait_until(
+        lambda: not any(pid_alive(pid) for pid in pids),
+        timeout=10,
+        what=f"every process to stop: {output}",
+        interval=0.05,
+    )
     for name in ("worker", "beat", "web"):
         assert f"{name:<8} | ready" in output
         # The leader is asked first and may shut down its own way (Celery's warm shutdown).
@@ -199,7 +196,9 @@ def test_children_do_not_outlive_a_killed_supervisor(tmp_path):
     desk.kill()
     desk.wait(timeout=10)
 
-    assert wait_until(lambda: not any(pid_alive(pid) for pid in children)), "orphaned children"
+    wait_until(
+        lambda: not any(pid_alive(pid) for pid in children), timeout=10, what="no orphaned children", interval=0.05
+    )
     for grandchild in pids[1::2]:
         # Grandchildren are not ours to track once their parent died; clean them up so nothing leaks.
         stop_pid(grandchild, grace=1)
@@ -225,7 +224,7 @@ def test_the_embedded_redis_dies_with_a_killed_holder(tmp_path):
     holder.kill()
     holder.wait(timeout=10)
 
-    assert wait_until(lambda: not pid_alive(pid)), "the embedded Redis outlived its holder"
+    wait_until(lambda: not pid_alive(pid), timeout=10, what="the embedded Redis to die with its holder", interval=0.05)
 
 
 def test_a_child_that_exits_on_its_own_stops_the_desk(tmp_path):
@@ -268,7 +267,7 @@ def test_a_logged_process_is_waited_for_until_its_ready_line_and_stopped_with_it
         code = worker.stop(grace=5)
     assert code is not None
     assert not pid_alive(worker.pid)
-    assert wait_until(lambda: not pid_alive(grandchild)), "the logged process's group outlived its stop"
+    wait_until(lambda: not pid_alive(grandchild), timeout=10, what="the logged process's group to stop", interval=0.05)
 
 
 def test_waiting_for_a_line_fails_at_once_with_the_log_when_the_process_exits_first(tmp_path):
@@ -308,7 +307,7 @@ def test_the_supervisor_checks_and_stops_logged_processes_with_the_others(tmp_pa
             tmp_path / "crasher.log",
         )
         worker.wait_for_line(" ready.", timeout=20)
-        assert wait_until(lambda: crasher.poll() is not None)
+        wait_until(lambda: crasher.poll() is not None, timeout=10, what="the crasher to exit", interval=0.05)
         with pytest.raises(ProcessExited, match=r"(?s)crasher exited with code 4.*no model"):
             supervisor.check()
     assert supervisor.processes["worker"].returncode is not None

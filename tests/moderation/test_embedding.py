@@ -8,17 +8,9 @@ from moderation.models import DecisionOutcome, ModerationSettings, TrainingExamp
 from moderation.services.training.embedding import embed_decision_examples
 from moderation.services.training.runs import execute_training_run
 from moderation.services.training.trigger import record_decision, request_training
-from tests.moderation.training_fixtures import (
-    ALLOWED,
-    PROHIBITED,
-    import_initial_set,
-    loop_settings_fixture,  # noqa: F401 (fixture)
-    make_decision,
-    make_image,
-    make_user,
-    rescores_fixture,  # noqa: F401 (fixture)
-    training_worker_fixture,  # noqa: F401 (fixture)
-)
+from tests.support.factories import import_initial_set, make_decision, make_image, make_user
+from tests.support.images import ALLOWED, PROHIBITED
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loop_settings")]
 
@@ -105,12 +97,10 @@ def test_decisions_embedded_ahead_leave_the_retrain_and_its_gate_nothing_to_embe
 @pytest.mark.worker
 @pytest.mark.timeout(180)
 def test_a_real_training_worker_embeds_each_decided_image_after_the_commit(training_worker, settings):
-    import time
-
     settings.VIGIA_EMBED_DECISIONS = True
-    settings.MEDIA_ROOT = training_worker["media"]
-    settings.VIGIA_MODEL_REGISTRY = training_worker["models"]
-    cache = training_worker["work"] / "feature-cache"
+    settings.MEDIA_ROOT = training_worker.media
+    settings.VIGIA_MODEL_REGISTRY = training_worker.models
+    cache = training_worker.work / "feature-cache"
     settings.VIGIA_FEATURE_CACHE = cache
     moderator = make_user("mod")
     examples = [decide(moderator, PROHIBITED), decide(moderator, ALLOWED)]
@@ -118,9 +108,10 @@ def test_a_real_training_worker_embeds_each_decided_image_after_the_commit(train
     def embedded(example) -> bool:
         return any(cache.rglob(f"{example.sha256}.npy"))
 
-    deadline = time.monotonic() + 90
-    while not all(embedded(example) for example in examples):
-        if time.monotonic() > deadline:
-            pytest.fail("decided images not embedded:\n" + training_worker["log"].read_text(errors="replace")[-3000:])
-        time.sleep(0.2)
-    assert "moderation.embed_examples" in training_worker["log"].read_text(errors="replace")
+    wait_until(
+        lambda: all(embedded(example) for example in examples),
+        timeout=90,
+        what="the decided images to be embedded",
+        worker=training_worker,
+    )
+    assert "moderation.embed_examples" in training_worker.log.read_text(errors="replace")

@@ -9,16 +9,8 @@ from moderation.selectors.settings import get_settings
 from moderation.selectors.training import example_path, holdout_examples, trainable_examples
 from moderation.services.examples import is_holdout
 from moderation.services.training.trigger import record_decision, withdraw_decision
-from tests.moderation.training_fixtures import (
-    ALLOWED,
-    PROHIBITED,
-    loop_settings_fixture,  # noqa: F401 (fixture)
-    make_decision,
-    make_image,
-    make_user,
-    mirror_active_labels,
-    write_training_folder,
-)
+from tests.support.factories import make_decision, make_image, make_user, mirror_active_labels
+from tests.support.images import ALLOWED, PROHIBITED, write_training_folder
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loop_settings")]
 

@@ -12,13 +12,7 @@ from moderation.services.training.dataset import mean_one
 from moderation.services.training.gate import compare_on_gate
 from moderation.services.training.runs import execute_training_run
 from moderation.services.training.trigger import request_training
-from tests.moderation.training_fixtures import (
-    add_holdout,
-    import_initial_set,
-    loop_settings_fixture,  # noqa: F401 (fixture)
-    rescores_fixture,  # noqa: F401 (fixture)
-    shuffle_training_labels,
-)
+from tests.support.factories import add_holdout, import_initial_set, shuffle_training_labels
 
 
 def run_now(trigger=TrainingTrigger.MANUAL):

@@ -49,14 +49,14 @@ def test_unreachable_redis_is_503_quickly(settings, active_model):
 
 def test_no_worker_answering_the_ping_is_not_ok(settings):
     # A Redis database no worker listens on: the ping must give up after its timeout.
-    from tests.moderation.conftest import _point_celery_at
+    from tests.support.workers import SILENT_DB, point_celery_at, redis_url
 
-    original = _point_celery_at("redis://127.0.0.1:6379/14")
+    original = point_celery_at(redis_url(SILENT_DB))
     try:
         started = time.monotonic()
         result = health.check_workers(timeout=0.3)
     finally:
-        _point_celery_at(original)
+        point_celery_at(original)
     assert result["ok"] is False and result["count"] == 0
     assert time.monotonic() - started < 5
 

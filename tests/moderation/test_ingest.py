@@ -5,7 +5,7 @@ from moderation.models import ImageStatus, Listing, ListingImage, ListingStatus,
 from moderation.selectors.settings import get_settings
 from moderation.services.ingest import DuplicateListing, create_listing
 from moderation.validation import ImageValidationError
-from tests.moderation import images
+from tests.support import images
 
 pytestmark = pytest.mark.django_db
 

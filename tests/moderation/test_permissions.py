@@ -30,7 +30,7 @@ from moderation.models import (
 )
 from moderation.selectors.settings import get_settings
 from moderation.services import review
-from tests.moderation.test_review import make_flagged
+from tests.support.factories import make_flagged
 
 ROLES = ("anonymous", "user", "moderator", "admin")
 

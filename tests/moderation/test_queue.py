@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from moderation.models import ImageStatus, Score
 from moderation.selectors import queue
 from moderation.services import review
-from tests.moderation.test_review import make_flagged, make_moderator
+from tests.support.factories import make_flagged, make_moderator
 
 
 @pytest.mark.django_db

@@ -1,20 +1,13 @@
 """Claiming, deciding and undoing on the review desk (services/review.py)."""
 
-import io
-import itertools
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
-from PIL import Image
 
-from moderation import clock
 from moderation.models import (
     Decision,
     DecisionOutcome,
     ImageStatus,
-    Listing,
     ListingImage,
     ListingStatus,
     ModelVersion,
@@ -25,46 +18,7 @@ from moderation.permissions import MODERATORS, ensure_groups
 from moderation.selectors.settings import get_settings
 from moderation.services import review
 from moderation.services.labels import label_for_outcome
-
-_counter = itertools.count(1)
-
-
-def png_bytes(color=(200, 30, 30), size=8) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def make_moderator(username=None, password="pw-for-tests-only"):
-    """A user in the moderators group, as `create_moderator` makes them."""
-    moderators, _ = ensure_groups()
-    user = get_user_model().objects.create_user(username or f"mod{next(_counter)}", password=password)
-    user.groups.add(moderators)
-    return user
-
-
-def make_flagged(probability=0.9, listing=None, title="Listing", label="weapon", with_file=False, **fields):
-    """A flagged image straight in the database, as a scoring worker would leave it (no model needed)."""
-    n = next(_counter)
-    listing = listing or Listing.objects.create(
-        external_id=f"ext-{n}", title=title, description="desc", status=ListingStatus.IN_REVIEW
-    )
-    values = {
-        "sha256": f"{n:064x}",
-        "status": ImageStatus.FLAGGED,
-        "prohibited_probability": probability,
-        "prohibited_label": label,
-        "model_version": "v0001",
-        "image_format": "PNG",
-        "flagged_at": clock.now(),
-    }
-    image = ListingImage(listing=listing, **{**values, **fields})
-    if with_file:
-        image.file.save(f"test-{n}.png", ContentFile(png_bytes()), save=False)
-    else:
-        image.file.name = f"images/test-{n}.png"
-    image.save()
-    return image
+from tests.support.factories import make_flagged, make_moderator
 
 
 @pytest.fixture

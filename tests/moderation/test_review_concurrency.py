@@ -11,7 +11,7 @@ from django.db import connection
 from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage
 from moderation.selectors.settings import get_settings
 from moderation.services import review
-from tests.moderation.test_review import make_flagged, make_moderator
+from tests.support.factories import make_flagged, make_moderator
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

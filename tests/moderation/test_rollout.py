@@ -1,6 +1,5 @@
 """Rollout: activation flips the database and the registry pointer together; workers follow; rollback is one call."""
 
-import hashlib
 import shutil
 import time
 
@@ -9,30 +8,9 @@ from django.core.management import call_command
 
 from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
 from moderation.services import model_versions
-from tests.moderation.conftest import ALLOWED_COLOR, PROHIBITED_COLOR, clean_broker, train_tiny_registry
-from tests.moderation.training_fixtures import (
-    loop_settings_fixture,  # noqa: F401 (fixture)
-    rescores_fixture,  # noqa: F401 (fixture)
-)
-
-
-def add_inverted_version(root, cache) -> str:
-    """Save (not activate) a version that learned the colours the other way round, so its scores are telling."""
-    from classifier.data import Example
-    from classifier.hparams import HParams
-    from classifier.registry import Registry
-    from classifier.training import train_model
-    from tests.moderation.images import noisy_png
-
-    examples = []
-    for label, color, offset in (("ok", PROHIBITED_COLOR, 20_000), ("bad", ALLOWED_COLOR, 30_000)):
-        for index in range(16):
-            data = noisy_png(color, seed=offset + index)
-            examples.append(Example(sha256=hashlib.sha256(data).hexdigest(), label=label, data=data))
-    hparams = HParams(
-        backbone="tiny", image_size=32, epochs=15, early_stopping_patience=15, batch_size=16, learning_rate=0.1
-    )
-    return Registry(root).save(train_model(examples, ["ok", "bad"], ["bad"], hparams, cache_dir=cache))
+from tests.support.images import PROHIBITED_COLOR
+from tests.support.waiting import wait_until
+from tests.support.workers import clean_broker, train_tiny_version
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +18,8 @@ def two_versions(tmp_path_factory):
     """A registry with v0001 (red is "bad", active) and v0002 (red is "ok", saved only)."""
     root = tmp_path_factory.mktemp("rollout") / "models"
     cache = root.parent / "cache"
-    train_tiny_registry(root, cache)
-    add_inverted_version(root, cache)
+    train_tiny_version(root, cache)
+    train_tiny_version(root, cache, inverted=True, activate=False)
     return root
 
 
@@ -100,29 +78,18 @@ def test_a_failed_pointer_write_rolls_the_rows_back(registry_copy, rescores, mon
 _seed = iter(range(70_000, 10**9))
 
 
-def wait_until(condition, timeout: float, what: str, worker) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            pytest.fail(
-                f"timed out waiting for {what}; worker log:\n{worker['log'].read_text(errors='replace')[-3000:]}"
-            )
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
 def worker_registry_with_two_versions(worker, settings, tmp_path):
     """The worker's registry, with the inverted v0002 beside its model so that tests can switch between them."""
-    settings.VIGIA_MODEL_REGISTRY = worker["work"] / "models"
+    settings.VIGIA_MODEL_REGISTRY = worker.work / "models"
     registry = model_versions.get_registry()
     if "v0002" not in {info.version for info in registry.versions()}:
-        add_inverted_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache")
+        train_tiny_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache", inverted=True, activate=False)
     return registry
 
 
 def upload_red(external_id: str) -> ListingImage:
     from moderation.services.ingest import create_listing
-    from tests.moderation import images
+    from tests.support import images
 
     data = images.noisy_png(PROHIBITED_COLOR, seed=next(_seed))
     listing = create_listing(
@@ -138,8 +105,8 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     celery_worker_process, settings, tmp_path
 ):
     worker = celery_worker_process
-    clean_broker(worker["broker"])
-    settings.MEDIA_ROOT = worker["media"]
+    clean_broker(worker.broker)
+    settings.MEDIA_ROOT = worker.media
     settings.VIGIA_FEATURE_CACHE = tmp_path / "cache"
     ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
     registry = worker_registry_with_two_versions(worker, settings, tmp_path)
@@ -147,26 +114,36 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     model_versions.sync_models()
 
     first = upload_red("rollout-1")
-    wait_until(lambda: Score.objects.filter(image=first).exists(), 60, "the first score", worker)
+    wait_until(lambda: Score.objects.filter(image=first).exists(), timeout=60, what="the first score", worker=worker)
     first.refresh_from_db()
     assert (first.model_version, first.status) == (active_before, ImageStatus.FLAGGED)
 
     # Promotion: the worker switches by itself, and the flagged image is re-scored by the new model.
     model_versions.activate_version(version="v0002")
     seconds = wait_until(
-        lambda: Score.objects.filter(image=first, model_version="v0002").exists(), 60, "re-scoring", worker
+        lambda: Score.objects.filter(image=first, model_version="v0002").exists(),
+        timeout=60,
+        what="re-scoring",
+        worker=worker,
     )
     first.refresh_from_db()
     assert (first.model_version, first.status) == ("v0002", ImageStatus.CLEARED)
     assert seconds < 60
     second = upload_red("rollout-2")
-    wait_until(lambda: Score.objects.filter(image=second).exists(), 60, "a score by the promoted model", worker)
+    wait_until(
+        lambda: Score.objects.filter(image=second).exists(),
+        timeout=60,
+        what="a score by the promoted model",
+        worker=worker,
+    )
     assert Score.objects.get(image=second).model_version == "v0002"
 
     # Rollback: one call, and new images are scored by the earlier version again.
     model_versions.activate_version(version=active_before)
     third = upload_red("rollout-3")
-    wait_until(lambda: Score.objects.filter(image=third).exists(), 60, "a score after the rollback", worker)
+    wait_until(
+        lambda: Score.objects.filter(image=third).exists(), timeout=60, what="a score after the rollback", worker=worker
+    )
     third.refresh_from_db()
     assert (third.model_version, third.status) == (active_before, ImageStatus.FLAGGED)
     assert registry.active_version() == active_before
@@ -174,7 +151,7 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
 
 def received_tasks(worker) -> int:
     """How many tasks the worker has taken off the queue so far (Celery logs one line each at INFO)."""
-    return worker["log"].read_text(errors="replace").count("] received")
+    return worker.log.read_text(errors="replace").count("] received")
 
 
 def serving_reported(worker, version: str) -> bool:
@@ -183,8 +160,8 @@ def serving_reported(worker, version: str) -> bool:
 
     from moderation.selectors.serving import serving_workers
 
-    children = {child.pid for child in psutil.Process(worker["process"].pid).children()}
-    entries = {entry.pid: entry.version for entry in serving_workers(client=worker["broker"])}
+    children = {child.pid for child in psutil.Process(worker.pid).children()}
+    entries = {entry.pid: entry.version for entry in serving_workers(client=worker.broker)}
     return bool(children) and all(entries.get(pid) == version for pid in children)
 
 
@@ -201,23 +178,35 @@ def test_promotion_and_rollback_reach_idle_worker_processes_and_each_reports_wha
     model_versions.sync_models()
     before = registry.active_version()
     promoted = "v0002" if before != "v0002" else "v0001"
-    wait_until(lambda: serving_reported(worker, before), 60, f"the worker's children to report {before}", worker)
+    wait_until(
+        lambda: serving_reported(worker, before),
+        timeout=60,
+        what=f"the worker's children to report {before}",
+        worker=worker,
+    )
     tasks = received_tasks(worker)
 
     # No upload and no re-scoring: nothing but the watcher can make the idle children switch.
     activated_at = time.time()
     model_versions.activate_version(version=promoted, rescore=False)
-    wait_until(lambda: serving_reported(worker, promoted), 60, f"every child to report {promoted}", worker)
-    entries = serving_workers(client=worker["broker"])
+    wait_until(
+        lambda: serving_reported(worker, promoted), timeout=60, what=f"every child to report {promoted}", worker=worker
+    )
+    entries = serving_workers(client=worker.broker)
     switched = [entry for entry in entries if entry.version == promoted]
     assert switched and all(entry.since.timestamp() >= activated_at - 1 for entry in switched)
     assert all(entry.load_seconds is not None and entry.failed == {} for entry in switched)
     # TensorFlow never runs in the parent that forks the children, so the parent never reports a model.
-    assert worker["process"].pid not in {entry.pid for entry in entries}
+    assert worker.pid not in {entry.pid for entry in entries}
 
     # Rollback: what the page's one-click button activates.
     assert model_versions.previous_version().version == before
     model_versions.activate_version(version=before, rescore=False)
-    wait_until(lambda: serving_reported(worker, before), 60, f"every child to report {before} again", worker)
+    wait_until(
+        lambda: serving_reported(worker, before),
+        timeout=60,
+        what=f"every child to report {before} again",
+        worker=worker,
+    )
     assert received_tasks(worker) == tasks, "a task reached the worker; the switch must not have needed one"
     assert registry.active_version() == before

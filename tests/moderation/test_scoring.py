@@ -3,15 +3,11 @@ import pytest
 from moderation.models import ImageStatus, ListingImage, ListingStatus, ModelVersion, ModerationSettings, Score
 from moderation.selectors.settings import get_settings
 from moderation.services import queueing, scoring
-from moderation.services.ingest import create_listing
-from tests.moderation import images
+from tests.support.factories import listing_with
+from tests.support.images import BLUE, RED
+from tests.support.scoring import always_audit, never_audit
 
 pytestmark = pytest.mark.django_db
-
-RED = (250, 5, 5)
-BLUE = (5, 5, 250)
-NEVER = lambda: 0.99  # noqa: E731 - an audit draw that never samples
-ALWAYS = lambda: 0.0  # noqa: E731
 
 
 @pytest.fixture(autouse=True)
@@ -21,15 +17,10 @@ def _setup(media_root, queued):
     row.save()
 
 
-def listing_with(*colors, external_id="ext"):
-    files = [images.upload(images.jpeg_bytes(color=color)) for color in colors]
-    return create_listing(external_id=external_id, title="", description="", files=files)
-
-
 def test_routes_by_threshold_and_writes_one_score(fake_scorer):
     listing = listing_with(RED, BLUE)
     red, blue = listing.images.order_by("id")
-    outcome = scoring.score_batch(image_ids=[red.pk, blue.pk], scorer=fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=[red.pk, blue.pk], scorer=fake_scorer, rng=never_audit)
     assert sorted(outcome.scored) == [red.pk, blue.pk]
     red.refresh_from_db()
     blue.refresh_from_db()
@@ -46,7 +37,7 @@ def test_routes_by_threshold_and_writes_one_score(fake_scorer):
 def test_one_forward_pass_takes_other_pending_images(fake_scorer, settings):
     first = listing_with(BLUE, external_id="a").images.get()
     others = [listing_with(BLUE, external_id=f"b{i}").images.get() for i in range(4)]
-    scoring.score_batch(image_ids=[first.pk], scorer=fake_scorer, batch_size=4, rng=NEVER)
+    scoring.score_batch(image_ids=[first.pk], scorer=fake_scorer, batch_size=4, rng=never_audit)
     assert fake_scorer.calls == [4]
     assert ListingImage.objects.filter(status=ImageStatus.CLEARED).count() == 4
     assert ListingImage.objects.get(pk=first.pk).status == ImageStatus.CLEARED
@@ -57,7 +48,7 @@ def test_attempt_is_counted_before_the_model_runs(fake_scorer):
     image = listing_with(BLUE).images.get()
     seen = []
     fake_scorer.on_predict = lambda _images: seen.append(ListingImage.objects.get(pk=image.pk).attempts)
-    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=never_audit)
     assert seen == [1]
 
 
@@ -66,7 +57,7 @@ def test_per_label_threshold_decides(fake_scorer):
     row.thresholds = {"weapon": 0.95}
     row.save()
     image = listing_with(RED).images.get()
-    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=never_audit)
     image.refresh_from_db()
     assert 0.5 < image.prohibited_probability < 0.95
     assert image.status == ImageStatus.CLEARED
@@ -74,15 +65,15 @@ def test_per_label_threshold_decides(fake_scorer):
 
 def test_audit_sample_sends_a_below_threshold_image_to_review(fake_scorer):
     image = listing_with(BLUE).images.get()
-    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=ALWAYS)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=always_audit)
     image.refresh_from_db()
     assert (image.status, image.is_audit) == (ImageStatus.FLAGGED, True)
 
 
 def test_redelivered_task_writes_no_second_score(fake_scorer):
     image = listing_with(RED).images.get()
-    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
-    again = scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=never_audit)
+    again = scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=never_audit)
     assert again.scored == []
     assert Score.objects.filter(image=image).count() == 1
     assert fake_scorer.calls == [1]
@@ -93,7 +84,7 @@ def test_existing_score_of_the_same_version_wins(fake_scorer):
     Score.objects.create(
         image=image, model_version="v0001", probabilities={"allowed": 0.99, "weapon": 0.01}, prohibited_probability=0.01
     )
-    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=never_audit)
     image.refresh_from_db()
     assert image.status == ImageStatus.CLEARED
     assert Score.objects.filter(image=image).count() == 1
@@ -114,13 +105,13 @@ def test_a_failing_image_is_isolated_and_retried_then_failed(fake_scorer, queued
     bad, good = listing.images.order_by("id")
     fake_scorer.fail_on = {bad.file.open("rb").read()}
     max_attempts = get_settings().max_scoring_attempts
-    outcome = scoring.score_batch(image_ids=[bad.pk, good.pk], scorer=fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=[bad.pk, good.pk], scorer=fake_scorer, rng=never_audit)
     assert outcome.scored == [good.pk]
     assert outcome.retry == [bad.pk]
     bad.refresh_from_db()
     assert bad.status == ImageStatus.PENDING and "cannot decode" in bad.last_error
     for _ in range(max_attempts - 1):
-        scoring.score_batch(image_ids=[bad.pk], scorer=fake_scorer, rng=NEVER)
+        scoring.score_batch(image_ids=[bad.pk], scorer=fake_scorer, rng=never_audit)
     bad.refresh_from_db()
     assert (bad.status, bad.attempts) == (ImageStatus.FAILED, max_attempts)
     assert bad.failed_at and "cannot decode" in bad.last_error
@@ -142,7 +133,7 @@ def test_an_image_attempted_before_is_scored_alone(fake_scorer, queued):
     listing = listing_with(BLUE, BLUE, BLUE)
     ids = list(listing.images.order_by("id").values_list("pk", flat=True))
     ListingImage.objects.filter(pk=ids[1]).update(attempts=1)
-    outcome = scoring.score_batch(image_ids=ids, scorer=fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=ids, scorer=fake_scorer, rng=never_audit)
     assert fake_scorer.calls == [1]
     assert outcome.scored == [ids[1]]
     assert outcome.requeued == [ids[0], ids[2]]
@@ -151,7 +142,7 @@ def test_an_image_attempted_before_is_scored_alone(fake_scorer, queued):
 
 def test_rescore_after_promotion_clears_with_the_new_version(fake_scorer, queued, django_capture_on_commit_callbacks):
     image = listing_with(RED).images.get()
-    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=never_audit)
     ModelVersion.objects.create(
         version="v0002", labels=["allowed", "weapon"], prohibited_labels=["weapon"], is_active=True
     )
@@ -161,7 +152,7 @@ def test_rescore_after_promotion_clears_with_the_new_version(fake_scorer, queued
     assert queued == [[image.pk]]
     promoted = type(fake_scorer)(version="v0002")
     promoted.probability = lambda data: 0.1
-    scoring.score_batch(image_ids=[image.pk], scorer=promoted, rng=NEVER)
+    scoring.score_batch(image_ids=[image.pk], scorer=promoted, rng=never_audit)
     image.refresh_from_db()
     assert (image.status, image.model_version) == (ImageStatus.CLEARED, "v0002")
     assert sorted(image.scores.values_list("model_version", flat=True)) == ["v0001", "v0002"]

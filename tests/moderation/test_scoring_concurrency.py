@@ -7,7 +7,9 @@ from django.db import connection, transaction
 
 from moderation.models import ImageStatus, ListingImage
 from moderation.services import scoring
-from tests.moderation.test_scoring import BLUE, NEVER, listing_with
+from tests.support.factories import listing_with
+from tests.support.images import BLUE
+from tests.support.scoring import never_audit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -53,7 +55,7 @@ def test_a_claimed_image_another_worker_holds_is_queued_again_with_its_attempt_b
     fake_scorer.on_predict = lambda _images: release.set()
 
     published_before = len(queued)  # intake queued both images already
-    outcome = scoring.score_batch(image_ids=[held.pk, free.pk], scorer=fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=[held.pk, free.pk], scorer=fake_scorer, rng=never_audit)
     scan.join(10)
 
     assert (outcome.scored, outcome.requeued) == ([free.pk], [held.pk])
@@ -79,7 +81,7 @@ def test_an_image_the_other_worker_scored_meanwhile_is_not_queued_again(fake_sco
     worker = threading.Thread(target=other_worker_scores_it)
     start_right_after_the_claim(monkeypatch, worker, locked)
     published_before = len(queued)  # intake queued both images already
-    outcome = scoring.score_batch(image_ids=[held.pk, free.pk], scorer=fake_scorer, rng=NEVER)
+    outcome = scoring.score_batch(image_ids=[held.pk, free.pk], scorer=fake_scorer, rng=never_audit)
     worker.join(10)
 
     # The row lock is waited for; once the other worker has committed, the image is no longer due.

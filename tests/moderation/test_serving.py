@@ -17,9 +17,10 @@ from moderation import worker
 from moderation.models import ModelVersion
 from moderation.selectors import health
 from moderation.selectors.serving import SERVING_KEY, serving_report, serving_workers
+from tests.support.workers import SERVING_DB, redis_url
 
 # A Redis database of its own: the real-worker tests use 9 and 10, the health test 14, the benchmarks 8 and 12.
-SERVING_REDIS_URL = "redis://127.0.0.1:6379/11"
+SERVING_REDIS_URL = redis_url(SERVING_DB)
 
 
 @pytest.fixture

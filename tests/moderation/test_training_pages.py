@@ -19,14 +19,8 @@ from moderation.models import (
 from moderation.selectors.settings import get_settings
 from moderation.services import model_versions
 from moderation.services.training.trigger import record_decision
-from tests.moderation.training_fixtures import (
-    ALLOWED,
-    PROHIBITED,
-    loop_settings_fixture,  # noqa: F401 (fixture)
-    make_decision,
-    make_image,
-    make_user,
-)
+from tests.support.factories import make_decision, make_image, make_user
+from tests.support.images import ALLOWED, PROHIBITED
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loop_settings")]
 

@@ -9,12 +9,8 @@ from moderation.services.model_versions import get_registry
 from moderation.services.training import runs
 from moderation.services.training.runs import execute_training_run, sweep_training_runs
 from moderation.services.training.trigger import request_training
-from tests.moderation.training_fixtures import (
-    import_initial_set,
-    loop_settings_fixture,  # noqa: F401 (fixture)
-    rescores_fixture,  # noqa: F401 (fixture)
-    training_worker_fixture,  # noqa: F401 (fixture)
-)
+from tests.support.factories import import_initial_set
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("loop_settings")]
 
@@ -131,30 +127,28 @@ def test_a_run_whose_worker_child_is_killed_mid_training_ends_failed_and_changes
     """A real worker: SIGKILL its child while it trains; the message comes back and the run ends `failed`."""
     import os
     import signal
-    import time
 
-    settings.MEDIA_ROOT = training_worker["media"]
-    settings.VIGIA_MODEL_REGISTRY = training_worker["models"]
+    settings.MEDIA_ROOT = training_worker.media
+    settings.VIGIA_MODEL_REGISTRY = training_worker.models
     import_initial_set(tmp_path, per_label=6)
     run = request_training(trigger=TrainingTrigger.INITIAL)  # queued on commit to the real worker
 
-    def poll(condition, what, timeout=90):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                log = training_worker["log"].read_text(errors="replace")[-3000:]
-                pytest.fail(f"timed out waiting for {what}; worker log:\n{log}")
-            time.sleep(0.2)
-
-    poll(
+    wait_until(
         lambda: TrainingRun.objects.get(pk=run.pk).phase in ("cross-validating", "training"),
-        "the run to reach training",
+        timeout=90,
+        what="the run to reach training",
+        worker=training_worker,
     )
     pid = TrainingRun.objects.get(pk=run.pk).metrics["worker"]["pid"]
-    assert pid != training_worker["process"].pid  # the child, not the worker's parent process
+    assert pid != training_worker.pid  # the child, not the worker's parent process
     os.kill(pid, signal.SIGKILL)
 
-    poll(lambda: TrainingRun.objects.get(pk=run.pk).status == TrainingRunStatus.FAILED, "the run to fail")
+    wait_until(
+        lambda: TrainingRun.objects.get(pk=run.pk).status == TrainingRunStatus.FAILED,
+        timeout=90,
+        what="the run to fail",
+        worker=training_worker,
+    )
     failed = TrainingRun.objects.get(pk=run.pk)
     assert "lost" in failed.reason and failed.finished_at is not None
     assert get_registry().active_version() is None

@@ -11,13 +11,8 @@ from moderation.selectors.settings import get_settings
 from moderation.selectors.training import trigger_status
 from moderation.services.training.runs import execute_training_run
 from moderation.services.training.trigger import check_trigger, record_decision, request_training, withdraw_decision
-from tests.moderation.training_fixtures import (
-    ALLOWED,
-    loop_settings_fixture,  # noqa: F401 (fixture)
-    make_decision,
-    make_image,
-    make_user,
-)
+from tests.support.factories import make_decision, make_image, make_user
+from tests.support.images import ALLOWED
 
 
 @pytest.fixture

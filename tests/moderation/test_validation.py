@@ -7,7 +7,7 @@ from django.test import override_settings
 from PIL import Image
 
 from moderation.validation import ImageValidationError, validate_image
-from tests.moderation import images
+from tests.support import images
 
 
 def refused(data, **kwargs) -> ImageValidationError:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from moderation.models import Decision, ImageStatus, ListingImage, ListingStatus, Score
 from moderation.permissions import ADMINS, MODERATORS, is_admin, is_moderator
 from moderation.services import review
-from tests.moderation.test_review import make_flagged, make_moderator
+from tests.support.factories import make_flagged, make_moderator
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
 
@@ -330,7 +330,7 @@ def test_upload_form_stores_a_listing_with_its_images(mod_client, moderator):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from moderation.models import Listing
-    from tests.moderation.images import jpeg_bytes, png_bytes
+    from tests.support.images import jpeg_bytes, png_bytes
 
     files = [
         SimpleUploadedFile("a.jpg", jpeg_bytes(), content_type="image/jpeg"),

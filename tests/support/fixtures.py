@@ -41,3 +41,120 @@ def published(monkeypatch) -> Published:
 def queued(published) -> list:
     """The id lists of the scoring tasks published (after commit)."""
     return published[outbox.SCORE_IMAGES]
+
+
+@pytest.fixture
+def fake_scorer():
+    """A scorer that needs no model: red photos score high for "weapon"."""
+    from tests.support.scoring import FakeScorer
+
+    return FakeScorer()
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    """MEDIA_ROOT in this test's temporary directory."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def active_model(db):
+    """An active ModelVersion row ("allowed" and "weapon", the fake scorer's labels)."""
+    from moderation.models import ModelVersion
+
+    return ModelVersion.objects.create(
+        version="v0001", labels=["allowed", "weapon"], prohibited_labels=["weapon"], is_active=True
+    )
+
+
+@pytest.fixture
+def loop_settings(settings, tmp_path):
+    """Media, registry and feature cache in a temporary directory; the tiny backbone with a short training."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.VIGIA_MODEL_REGISTRY = tmp_path / "models"
+    settings.VIGIA_FEATURE_CACHE = tmp_path / "feature-cache"
+    settings.VIGIA_BACKBONE = "tiny"
+    settings.VIGIA_BACKBONE_WEIGHTS = ""
+    settings.VIGIA_TRAINING_HPARAMS = {
+        "image_size": 32,
+        "epochs": 40,
+        "early_stopping_patience": 40,
+        "batch_size": 16,
+        "learning_rate": 0.1,
+    }
+    settings.VIGIA_TRAINING_HEARTBEAT_SECONDS = 0.2
+    return settings
+
+
+@pytest.fixture
+def rescores(monkeypatch) -> list:
+    """Calls of the post-promotion re-scoring (recorded instead of queued)."""
+    from moderation.services import model_versions
+
+    calls: list[str] = []
+    monkeypatch.setattr(model_versions, "_rescore_open_images", lambda: calls.append("rescore"))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real scoring worker (`scoring,default`, prefork, one child) with a trained `tiny` model and fault hooks.
+
+    Faults (`tests/moderation/worker_faults.py`) are read from `worker.extra["faults"]` on every forward pass.
+    """
+    from tests.support import workers
+
+    work = tmp_path_factory.mktemp("worker")
+    faults = work / "faults.json"
+    faults.write_text("{}")
+    worker = workers.start_worker(
+        queues=("scoring", "default"),
+        db=workers.DELIVERY_DB,
+        work=work,
+        env={"VIGIA_TEST_FAULTS": str(faults), "VIGIA_PENDING_SWEEP_SECONDS": "1"},
+        include=("tests.moderation.worker_faults",),
+        name="delivery",
+    )
+    previous = workers.point_celery_at(worker.broker_url)
+    try:
+        # Trained while the worker boots; no task reaches it before the model is active.
+        worker.extra["version"] = workers.train_tiny_version(worker.models, work / "backbone-cache")
+        worker.extra["faults"] = faults
+        workers.wait_ready(worker, timeout=40)
+        yield worker
+    finally:
+        workers.point_celery_at(previous)
+        worker.stop()
+        worker.broker.flushdb()
+
+
+@pytest.fixture(scope="module")
+def training_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker on the `training` queue (prefork, one child) against the test database.
+
+    Training is made slow on purpose (many epochs of the tiny backbone) so a test can kill the child mid-run.
+    """
+    from tests.support import workers
+
+    work = tmp_path_factory.mktemp("training-worker")
+    worker = workers.start_worker(
+        queues=("training",),
+        db=workers.TRAINING_DB,
+        work=work,
+        env={
+            "VIGIA_FEATURE_CACHE": str(work / "feature-cache"),
+            "VIGIA_BACKBONE": "tiny",
+            "VIGIA_TRAINING_HPARAMS": '{"image_size": 32, "epochs": 100000, "early_stopping_patience": 100000}',
+            "VIGIA_TRAINING_HEARTBEAT_SECONDS": "0.5",
+        },
+        name="training",
+    )
+    previous = workers.point_celery_at(worker.broker_url)
+    try:
+        workers.wait_ready(worker, timeout=60)
+        yield worker
+    finally:
+        workers.point_celery_at(previous)
+        worker.stop()
+        worker.broker.flushdb()

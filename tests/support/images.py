@@ -1,11 +1,27 @@
-"""Test images made in memory: good ones in each accepted format and the bad inputs uploads must refuse."""
+"""Test images made in memory: good ones in each accepted format, distinct noisy photos a tiny model learns, real
+Fashion-MNIST photos, and the bad inputs uploads must refuse."""
 
+import gzip
 import io
+import itertools
 import struct
 import zlib
+from pathlib import Path
 
+import numpy as np
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
+
+#: The two classes a randomly initialised `tiny` backbone separates easily: mostly red is "bad", mostly blue "ok".
+PROHIBITED = "bad"
+ALLOWED = "ok"
+PROHIBITED_COLOR = (210, 40, 40)
+ALLOWED_COLOR = (40, 60, 210)
+COLORS = {PROHIBITED: PROHIBITED_COLOR, ALLOWED: ALLOWED_COLOR}
+#: Saturated colours for the fake scorer, which scores the share of red.
+RED = (250, 5, 5)
+BLUE = (5, 5, 250)
 
 
 def make_image(fmt: str = "JPEG", size: tuple[int, int] = (32, 24), color=(200, 30, 30), mode: str = "RGB") -> bytes:
@@ -104,12 +120,53 @@ def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg
     return SimpleUploadedFile(name, data, content_type=content_type)
 
 
-def noisy_png(color: tuple[int, int, int], seed: int, size: int = 32) -> bytes:
-    """A distinct (by hash) photo of roughly one colour: what a tiny model learns to tell apart."""
-    import numpy as np
+_seeds = itertools.count()
 
-    rng = np.random.default_rng(seed)
+
+def noisy_png(color: tuple[int, int, int], seed: int | None = None, size: int = 32) -> bytes:
+    """A distinct (by hash) photo of roughly one colour: what a tiny model learns to tell apart.
+
+    Each pixel is the colour plus uniform noise in [-40, 40); without a `seed` every call gives a new image.
+    """
+    rng = np.random.default_rng(next(_seeds) if seed is None else seed)
     pixels = np.clip(np.array(color, dtype=np.int16) + rng.integers(-40, 40, size=(size, size, 3)), 0, 255)
     output = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8), "RGB").save(output, format="PNG")
     return output.getvalue()
+
+
+def labelled_png(label: str, seed: int | None = None, size: int = 32) -> bytes:
+    """A noisy photo of `label`'s colour ("bad" red, "ok" blue)."""
+    return noisy_png(COLORS[label], seed=seed, size=size)
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Trouser is "bad", Bag is "ok": real photos with many ways to vary, so a model trained on shuffled labels has no
+# single dominant axis to fall on by luck (solid-colour images would let it split on colour half the time).
+FASHION_CLASSES = {PROHIBITED: 1, ALLOWED: 8}
+_fashion: dict[str, np.ndarray] = {}
+
+
+def fashion_png(label: str, index: int) -> bytes:
+    """The index-th Fashion-MNIST test photo of the label's class, as PNG (the test is skipped without the data)."""
+    if not _fashion:
+        if not FASHION_MNIST.is_dir():
+            pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+        with gzip.open(FASHION_MNIST / "t10k-images-idx3-ubyte.gz") as handle:
+            _fashion["x"] = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        with gzip.open(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz") as handle:
+            _fashion["y"] = np.frombuffer(handle.read(), np.uint8, offset=8)
+    rows = np.where(_fashion["y"] == FASHION_CLASSES[label])[0]
+    output = io.BytesIO()
+    Image.fromarray(_fashion["x"][rows[index]]).save(output, format="PNG")
+    return output.getvalue()
+
+
+def write_training_folder(root: Path, per_label: int = 12, fashion: bool = False) -> Path:
+    """A folder-per-label training set of `per_label` photos each, as `import_training_set` reads it."""
+    for label in (PROHIBITED, ALLOWED):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(per_label):
+            data = fashion_png(label, index) if fashion else labelled_png(label)
+            (root / label / f"{index}.png").write_bytes(data)
+    return root
