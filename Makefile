@@ -14,7 +14,9 @@ PYTEST_FLAGS ?= -p no:cacheprovider --timeout=600
 # Runs a command with a Redis that answers: REDIS_URL if it does, else an embedded one stopped afterwards.
 WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
-.PHONY: install dataset run test lint format bench bench-classifier bench-loop bench-retrain bench-rollout clean
+FAST_MARKERS := not slow and not worker and not browser
+
+.PHONY: install dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -46,9 +48,15 @@ run: $(STAMP) dataset
 	DEBUG=$(DEBUG) PORT=$(PORT) $(PY) manage.py rundesk
 
 # pytest exits 5 when it collected nothing; for "the whole suite" that is a failure, reported as such.
+run_pytest = rc=0; $(WITH_REDIS) $(PY) -m pytest $(PYTEST_FLAGS) $(1) $(ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make $@: no tests were collected" >&2; exit 1; fi; exit $$rc
+
 test: $(STAMP)
-	@rc=0; $(WITH_REDIS) $(PY) -m pytest $(PYTEST_FLAGS) $(ARGS) || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+	@$(call run_pytest,)
+
+# The quick lane while working: no real training, no real worker, no browser (`make test` runs those too).
+test-fast: $(STAMP)
+	@$(call run_pytest,-m "$(FAST_MARKERS)")
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

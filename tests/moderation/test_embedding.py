@@ -71,6 +71,7 @@ def test_embedding_skips_gone_inactive_missing_and_broken_images_without_failing
     assert report == {"embedded": 1, "cached": 0, "skipped": 1}
 
 
+@pytest.mark.slow
 def test_decisions_embedded_ahead_leave_the_retrain_and_its_gate_nothing_to_embed(tmp_path, dispatched, rescores):
     import_initial_set(tmp_path, per_label=12)
     first = execute_training_run(run_id=request_training(dispatch=False).pk)

@@ -96,6 +96,7 @@ def test_with_noise_allowed_a_candidate_that_ranks_worse_is_rejected_even_with_r
     assert compare_on_gate(flags_everything, active, GateMetric.RECALL, 0.1, 0.1)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
 def test_a_candidate_trained_on_shuffled_labels_is_rejected_and_the_active_model_stays(tmp_path, rescores):
@@ -117,6 +118,7 @@ def test_a_candidate_trained_on_shuffled_labels_is_rejected_and_the_active_model
     assert rescores == ["rescore"]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
 def test_a_candidate_as_good_as_the_active_one_is_promoted_with_the_comparison_recorded(tmp_path, rescores):
@@ -140,6 +142,7 @@ def test_a_candidate_as_good_as_the_active_one_is_promoted_with_the_comparison_r
     assert rescores == ["rescore", "rescore"]
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
 def test_too_small_a_holdout_rejects_the_candidate_with_the_reason(tmp_path, rescores):
@@ -153,6 +156,7 @@ def test_too_small_a_holdout_rejects_the_candidate_with_the_reason(tmp_path, res
     assert get_registry().active_version() == "v0001"
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
 def test_a_small_holdout_is_extended_with_test_split_images_neither_model_trained_on(tmp_path, rescores, settings):
@@ -176,6 +180,7 @@ def test_a_small_holdout_is_extended_with_test_split_images_neither_model_traine
     assert run.status == TrainingRunStatus.SUCCEEDED and "unseen test-split images" in run.reason
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
 def test_the_gate_scores_both_models_on_the_weighted_holdout(tmp_path, rescores):

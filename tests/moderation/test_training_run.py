@@ -19,6 +19,7 @@ def queued_run(trigger=TrainingTrigger.MANUAL) -> TrainingRun:
     return request_training(trigger=trigger, dispatch=False)
 
 
+@pytest.mark.slow
 def test_first_run_trains_registers_and_promotes_the_first_model(tmp_path, rescores):
     import_initial_set(tmp_path, per_label=12)
     run = execute_training_run(run_id=queued_run(TrainingTrigger.INITIAL).pk)
@@ -45,6 +46,7 @@ def test_first_run_trains_registers_and_promotes_the_first_model(tmp_path, resco
     assert set(TrainingExample.objects.values_list("used_in_run", flat=True)) == {run.pk}
 
 
+@pytest.mark.slow
 def test_progress_is_written_to_the_run_while_it_trains(tmp_path, monkeypatch, rescores):
     import_initial_set(tmp_path, per_label=6)
     seen: list[tuple[str, int, int]] = []
@@ -62,6 +64,7 @@ def test_progress_is_written_to_the_run_while_it_trains(tmp_path, monkeypatch, r
     assert any(phase == "training" and total > 0 and current <= total for phase, current, total in seen)
 
 
+@pytest.mark.slow
 def test_an_exception_ends_the_run_failed_and_leaves_the_active_model(tmp_path, monkeypatch, rescores):
     import_initial_set(tmp_path, per_label=6)
     execute_training_run(run_id=queued_run(TrainingTrigger.INITIAL).pk)
@@ -92,6 +95,7 @@ def test_a_run_redelivered_after_its_worker_died_ends_failed_and_changes_nothing
     assert rescores == []
 
 
+@pytest.mark.slow
 def test_sweeper_fails_a_run_without_heartbeat_and_a_late_finish_cannot_promote(
     tmp_path, frozen_clock, monkeypatch, rescores, settings, published
 ):
@@ -155,6 +159,7 @@ def test_a_run_whose_worker_child_is_killed_mid_training_ends_failed_and_changes
     assert not ModelVersion.objects.exists()
 
 
+@pytest.mark.slow
 def test_retrain_command_runs_a_training_synchronously_and_prints_it(tmp_path, rescores, capsys):
     import json
 

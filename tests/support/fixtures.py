@@ -158,3 +158,15 @@ def training_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         workers.point_celery_at(previous)
         worker.stop()
         worker.broker.flushdb()
+
+
+#: Fixtures that start real processes: a test that uses one is marked `worker` (and needs PostgreSQL) whether or
+#: not it says so, so `make test-fast` can never pick it up by mistake.
+WORKER_FIXTURES = {"celery_worker_process", "training_worker"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark tests that use a real worker `worker`, so the quick lane (`-m "not slow and not worker"`) skips them."""
+    for item in items:
+        if WORKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.worker)
