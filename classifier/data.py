@@ -6,10 +6,11 @@ from test to train (which would leak it into training and inflate the test figur
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from classifier.hashing import bytes_sha256, file_sha256
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 SPLITS = ("train", "validation", "test")
@@ -48,7 +49,7 @@ class Example:
 
     @classmethod
     def from_bytes(cls, data: bytes, label: str) -> Example:
-        return cls(sha256=hashlib.sha256(data).hexdigest(), label=label, data=data)
+        return cls(sha256=bytes_sha256(data), label=label, data=data)
 
 
 @dataclass
@@ -56,14 +57,6 @@ class FolderScan:
     examples: list[Example]
     labels: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _looks_like_image(path: Path) -> str | None:
@@ -108,7 +101,7 @@ def scan_folder(directory: str | Path) -> FolderScan:
                 skipped.append((str(path), reason))
                 continue
             try:
-                sha = sha256_file(path)
+                sha = file_sha256(path)
             except OSError as error:
                 skipped.append((str(path), f"cannot read: {error}"))
                 continue

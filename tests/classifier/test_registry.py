@@ -75,7 +75,7 @@ def test_tampered_model_file_is_refused(tmp_path):
 def test_model_with_a_lambda_layer_is_refused(tmp_path):
     import keras
 
-    from classifier.registry import file_sha256
+    from classifier.hashing import file_sha256
 
     registry = Registry(tmp_path)
     version = registry.save(trained_result())
