@@ -20,13 +20,26 @@ from typing import Any
 
 import numpy as np
 
-from classifier.cache import BottleneckCache
 from classifier.data import SPLITS, DatasetError, Example, check_labels, split_of
+from classifier.embedding import (
+    EMBED_BATCH,
+    Embedder,
+    EmbedResult,
+    Progress,
+    batched_predict,
+    bottleneck_root,
+    decode_all,
+    embed_examples,
+    feature_cache_variant,
+    feature_caches,
+    no_progress,
+)
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
 
-Progress = Callable[[str, int, int], None]
-EMBED_BATCH = 32
+# `embed_examples` and `EmbedResult` live in classifier.embedding; callers of the package import them from here,
+# beside `train_model`, as the two things a training pipeline does.
+__all__ = ["EmbedResult", "TrainingResult", "embed_examples", "train_model"]
 
 
 @dataclass
@@ -52,10 +65,6 @@ class TrainingResult:
     log_dir_is_temporary: bool = False
 
 
-def _noop(phase: str, current: int, total: int) -> None:
-    return None
-
-
 def _assign_splits(
     examples: Sequence[Example], hparams: HParams, split: Callable[[Example], str] | None
 ) -> tuple[dict[str, list[Example]], list[tuple[str, str]]]:
@@ -77,114 +86,6 @@ def _assign_splits(
             raise ValueError(f"split function returned {name!r}; expected train, validation, test or exclude")
         groups[name].append(example)
     return groups, skipped
-
-
-def traced_forward(model, image_size: int):
-    """The model's inference pass, traced once for any batch of ``image_size`` images."""
-    import tensorflow as tf
-
-    return tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)],
-        reduce_retracing=True,
-    )
-
-
-class _Embedder:
-    """Pooled features for examples: from the cache when present, else decoded and run through the backbone.
-
-    With a ``mirror_cache``, examples named in ``features(mirror=...)`` also get the features of their mirror image
-    (flipped left-right), which training uses as an extra example. Both come from one decode, and an image counts
-    once in ``embedded`` / ``cached`` however many of its two vectors had to be computed.
-    """
-
-    def __init__(
-        self,
-        backbone,
-        image_size: int,
-        cache: BottleneckCache | None,
-        mirror_cache: BottleneckCache | None = None,
-        forward=None,
-    ):
-        self.backbone = backbone
-        self.image_size = image_size
-        self.cache = cache
-        self.mirror_cache = mirror_cache
-        self.embedded = 0
-        self.cached = 0
-        # Tracing costs far more than embedding one image: callers that embed a few images at a time pass the
-        # traced pass they keep (see `_extractor`).
-        self._forward = forward or traced_forward(backbone, image_size)
-
-    def features(
-        self, examples: list[Example], progress: Progress, done: int, total: int, mirror: frozenset[str] = frozenset()
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[tuple[str, str]]]:
-        """``(features by sha, mirror-image features by sha, skipped)`` for ``examples``."""
-        from classifier.images import ImageDecodeError, decode_image
-
-        found: dict[str, np.ndarray] = {}
-        mirrored: dict[str, np.ndarray] = {}
-        skipped: list[tuple[str, str]] = []
-        pending: list[tuple[str, np.ndarray, dict, BottleneckCache | None]] = []
-
-        def flush():
-            if not pending:
-                return
-            batch = np.stack([pixels for _, pixels, _, _ in pending]).astype(np.float32)
-            vectors = self._forward(batch).numpy()
-            for (sha, _, into, cache), vector in zip(pending, vectors, strict=True):
-                into[sha] = vector
-                if cache is not None:
-                    cache.put(sha, vector)
-            pending.clear()
-
-        def lookup(cache: BottleneckCache | None, sha: str) -> np.ndarray | None:
-            return cache.get(sha) if cache is not None else None
-
-        for example in examples:
-            sha = example.sha256
-            want_mirror = self.mirror_cache is not None and sha in mirror
-            vector = lookup(self.cache, sha)
-            flipped = lookup(self.mirror_cache, sha) if want_mirror else None
-            if vector is not None:
-                found[sha] = vector
-            if flipped is not None:
-                mirrored[sha] = flipped
-            if vector is not None and (flipped is not None or not want_mirror):
-                self.cached += 1
-            else:
-                try:
-                    pixels = decode_image(example.source(), self.image_size)
-                except ImageDecodeError as error:
-                    skipped.append((example.name, str(error)))
-                    found.pop(sha, None)
-                    mirrored.pop(sha, None)
-                else:
-                    self.embedded += 1
-                    if vector is None:
-                        pending.append((sha, pixels, found, self.cache))
-                    if want_mirror and flipped is None:
-                        pending.append((sha, pixels[:, ::-1], mirrored, self.mirror_cache))
-                if len(pending) >= EMBED_BATCH:
-                    flush()
-            done += 1
-            progress("embedding", done, total)
-        flush()
-        return found, mirrored, skipped
-
-
-def _decode_all(examples: list[Example], size: int) -> tuple[list[Example], np.ndarray, list[tuple[str, str]]]:
-    from classifier.images import ImageDecodeError, decode_image
-
-    kept, pixels, skipped = [], [], []
-    for example in examples:
-        try:
-            pixels.append(decode_image(example.source(), size))
-            kept.append(example)
-        except ImageDecodeError as error:
-            skipped.append((example.name, str(error)))
-    array = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), dtype=np.uint8)
-    return kept, array, skipped
 
 
 class _ProgressCallback:
@@ -258,7 +159,7 @@ def _out_of_fold_log_probabilities(
             continue
         head = build_head(x.shape[1], n_labels, hparams, training_features=x[~held])
         _fit_features(head, x[~held], y[~held], validation, hparams, None, lambda _done: None)
-        log_p[held] = np.log(np.clip(_batched(head, x[held]), 1e-12, 1.0))
+        log_p[held] = np.log(np.clip(batched_predict(head, x[held]), 1e-12, 1.0))
         heads.append(head)
         if on_fold is not None:
             on_fold()
@@ -373,7 +274,7 @@ def refit_output_bias(head, x: np.ndarray, y: np.ndarray, sample_weight: np.ndar
     features. Adding a constant to every log-probability is the same as adding it to the logits, so the shift
     is fit on the head's log-probabilities and then added to its last bias. Returns the shift.
     """
-    log_p = np.log(np.clip(_batched(head, x), 1e-12, 1.0))
+    log_p = np.log(np.clip(batched_predict(head, x), 1e-12, 1.0))
     shift = fit_bias_shift(log_p, y, sample_weight, steps)
     add_output_bias(head, shift)
     return shift
@@ -550,105 +451,6 @@ def _merge(history: dict[str, list[float]], more: dict[str, list[float]]) -> Non
         history.setdefault(key, []).extend(float(v) for v in values)
 
 
-def _cache_root(cache_dir: str | Path | None) -> Path:
-    from classifier.backbones import default_cache_dir
-
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
-
-
-def feature_cache_variant(backbone, hparams: HParams, cut_layer: str | None = None) -> str:
-    """The cache namespace suffix of a backbone's features: its weights, feature layers, pooling, and any cut.
-
-    The weights fingerprint comes first, so a loaded model's backbone can be checked against a recorded variant:
-    features from other weights must never be mistaken for its own.
-    """
-    from classifier.backbones import FINAL_FEATURES
-    from classifier.model import weights_fingerprint
-
-    feature_layer = hparams.resolved_feature_layer()
-    pooling = hparams.resolved_pooling()
-    suffix = f"-{feature_layer}" if feature_layer != FINAL_FEATURES else ""
-    suffix += f"-{pooling}" if pooling != "average" else ""
-    return weights_fingerprint(backbone) + suffix + (f"-{cut_layer}" if cut_layer else "")
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    embedded: int
-    cached: int
-    skipped: list[tuple[str, str]]
-
-
-# The frozen backbone a process last embedded with, by what defines its features: building one and hashing its
-# weights costs seconds, and a process that embeds images as moderators decide them does so one image at a time.
-_EXTRACTORS: dict[tuple, tuple[Any, str, Any]] = {}
-
-
-def _extractor(hparams: HParams) -> tuple[Any, str, Any]:
-    """``(backbone, cache variant, traced forward pass)`` for these hyper-parameters, built once per process."""
-    from classifier.backbones import build_backbone
-
-    key = (
-        hparams.backbone,
-        hparams.resolved_image_size(),
-        str(hparams.backbone_weights or ""),
-        hparams.resolved_feature_layer(),
-        hparams.resolved_pooling(),
-    )
-    if key not in _EXTRACTORS:
-        _EXTRACTORS.clear()
-        backbone = build_backbone(
-            hparams.backbone,
-            image_size=key[1],
-            weights=hparams.backbone_weights,
-            feature_layer=key[3],
-            pooling=key[4],
-        )
-        _EXTRACTORS[key] = (backbone, feature_cache_variant(backbone, hparams), traced_forward(backbone, key[1]))
-    return _EXTRACTORS[key]
-
-
-def embed_examples(
-    examples: Sequence[Example],
-    hparams: HParams,
-    cache_dir: str | Path | None = None,
-    for_training: bool = True,
-    progress: Progress | None = None,
-) -> EmbedResult:
-    """Fill the bottleneck cache for ``examples`` now, so that a later ``train_model`` finds them embedded.
-
-    Embedding new images is most of a retrain's time; done as images arrive (one at a time, when a moderator
-    decides one), it is off the path between the trigger and the promoted model. With ``for_training`` the mirror
-    image of every example that the stable split puts in training is embedded too, as ``train_model`` would;
-    holdout images (``for_training=False``) are only ever scored, so they get their own features only.
-    Hyper-parameters whose training never reads the cache (distortions, fine-tuning) have nothing to
-    precompute: the result then says nothing was embedded.
-    """
-    from classifier.runtime import configure_threads
-
-    if hparams.distort or hparams.fine_tune_layers > 0 or not examples:
-        return EmbedResult(embedded=0, cached=0, skipped=[])
-    configure_threads()
-    backbone, variant, forward = _extractor(hparams)
-    size = hparams.resolved_image_size()
-    root = _cache_root(cache_dir)
-    mirror_cache = (
-        BottleneckCache(root, hparams.backbone, size, variant=variant + "-mirror")
-        if hparams.mirror and for_training
-        else None
-    )
-    embedder = _Embedder(
-        backbone, size, BottleneckCache(root, hparams.backbone, size, variant=variant), mirror_cache, forward
-    )
-    to_mirror = frozenset(
-        e.sha256
-        for e in examples
-        if mirror_cache is not None and split_of(e.sha256, hparams.test_share, hparams.validation_share) == "train"
-    )
-    _, _, skipped = embedder.features(list(examples), progress or _noop, 0, len(examples), mirror=to_mirror)
-    return EmbedResult(embedded=embedder.embedded, cached=embedder.cached, skipped=skipped)
-
-
 def train_model(
     examples: Sequence[Example],
     labels: Sequence[str],
@@ -682,7 +484,7 @@ def train_model(
     from classifier.runtime import configure_threads
 
     started = time.monotonic()
-    progress = progress or _noop
+    progress = progress or no_progress
     labels = list(labels)
     prohibited = list(prohibited)
     check_labels(examples, labels, prohibited)
@@ -729,21 +531,17 @@ def train_model(
     features: dict[str, np.ndarray] = {}
 
     if not hparams.distort:
-        cache_root = _cache_root(cache_dir)
         variant = feature_cache_variant(backbone, hparams, cut[3] if cut else None)
-        cache = BottleneckCache(cache_root, hparams.backbone, size, variant=variant)
         if not cut:
             feature_cache = {"backbone": hparams.backbone, "image_size": size, "variant": variant}
         extractor = cut[0] if cut else backbone
         # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
         # one more cached vector per training image. Validation and test images stay as photographed.
-        mirror_cache = (
-            BottleneckCache(cache_root, hparams.backbone, size, variant=variant + "-mirror") if hparams.mirror else None
-        )
-        embedder = _Embedder(extractor, size, cache, mirror_cache)
+        cache, mirror_cache = feature_caches(bottleneck_root(cache_dir), hparams, variant, hparams.mirror)
+        embedder = Embedder(extractor, size, cache, mirror_cache)
         everything = [e for name in SPLITS for e in groups[name]]
         to_mirror = frozenset(e.sha256 for e in groups["train"]) if hparams.mirror else frozenset()
-        features, mirrored, bad = embedder.features(everything, progress, 0, len(everything), mirror=to_mirror)
+        features, mirrored, bad = embedder.features(everything, progress, mirror=to_mirror)
         skipped.extend(bad)
         embedded, cached = embedder.embedded, embedder.cached
         groups = {name: [e for e in group if e.sha256 in features] for name, group in groups.items()}
@@ -763,8 +561,8 @@ def train_model(
             y_train, w_train = np.concatenate([y_train, y_train]), np.concatenate([w_train, w_train])
         if cut:
             top = cut[1]
-            pooled_train = _batched(top, x_train)
-            pooled_val = _batched(top, x_val) if x_val is not None else None
+            pooled_train = batched_predict(top, x_train)
+            pooled_val = batched_predict(top, x_val) if x_val is not None else None
         else:
             pooled_train, pooled_val = x_train, x_val
         validation = (pooled_val, y_val) if pooled_val is not None else None
@@ -814,7 +612,7 @@ def train_model(
                     average_heads(head, fold_heads)
                 log_p = [out_of_fold]
                 if validation:
-                    log_p.append(np.log(np.clip(_batched(head, pooled_val), 1e-12, 1.0)))
+                    log_p.append(np.log(np.clip(batched_predict(head, pooled_val), 1e-12, 1.0)))
                 add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))
             else:
                 refit_output_bias(head, x_all, y_all, bias_weights)
@@ -845,7 +643,7 @@ def train_model(
     if use_pixels:
         tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, histogram_freq=0)
         for name in SPLITS:
-            kept, array, bad = _decode_all(groups[name], size)
+            kept, array, bad = decode_all(groups[name], size)
             groups[name] = kept
             pixels[name] = array
             skipped.extend(bad)
@@ -857,7 +655,9 @@ def train_model(
         phases = []
         if head is None:
             adapt_on = (
-                _batched(backbone, pixels["train"], batch=EMBED_BATCH) if hparams.resolved_standardize() else None
+                batched_predict(backbone, pixels["train"], batch=EMBED_BATCH)
+                if hparams.resolved_standardize()
+                else None
             )
             head = build_head(int(backbone.output_shape[-1]), len(labels), hparams, training_features=adapt_on)
             phases.append(("head", hparams.epochs, hparams.learning_rate, 0))
@@ -893,10 +693,10 @@ def train_model(
     for name in ("test", "validation"):
         group = groups[name]
         if use_pixels:
-            probabilities = _batched(model, pixels[name], batch=EMBED_BATCH)
+            probabilities = batched_predict(model, pixels[name], batch=EMBED_BATCH)
         else:
             stacked_features = np.stack([features[e.sha256] for e in group]) if group else None
-            probabilities = _batched(trainable if cut else head, stacked_features)
+            probabilities = batched_predict(trainable if cut else head, stacked_features)
         if probabilities is None:
             probabilities = np.zeros((0, len(labels)), dtype=np.float32)
         evaluated += len(group)
@@ -933,11 +733,3 @@ def train_model(
         feature_cache=feature_cache,
         log_dir_is_temporary=temporary_logs,
     )
-
-
-def _batched(model, x: np.ndarray | None, batch: int = 256) -> np.ndarray | None:
-    """Inference over an array in chunks (bounded memory), as float32 numpy."""
-    if x is None or not len(x):
-        return None
-    out = [np.asarray(model(x[i : i + batch].astype(np.float32), training=False)) for i in range(0, len(x), batch)]
-    return np.concatenate(out)
