@@ -226,8 +226,8 @@ def test_standardisation_floors_the_variance_of_features_that_barely_vary_and_su
 
 @pytest.mark.parametrize(("step_offset", "returns_start"), [(0, False), (5, True)])
 def test_only_a_later_phase_can_end_on_its_starting_weights(step_offset, returns_start, tmp_path):
+    from classifier.fitting import fit_features
     from classifier.model import build_head
-    from classifier.training import _fit_features
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 6)).astype(np.float32)
@@ -237,6 +237,6 @@ def test_only_a_later_phase_can_end_on_its_starting_weights(step_offset, returns
     hparams = HParams(backbone="tiny", standardize=False, epochs=5, early_stopping_patience=2, learning_rate=0.5)
     head = build_head(6, 2, hparams)
     start = [weight.copy() for weight in head.get_weights()]
-    _fit_features(head, x, y, (x, 1 - y), hparams, tmp_path, lambda done: None, step_offset=step_offset)
+    fit_features(head, x, y, (x, 1 - y), hparams, tmp_path, lambda done: None, step_offset=step_offset)
     unchanged = all(np.array_equal(a, b) for a, b in zip(start, head.get_weights(), strict=True))
     assert unchanged is returns_start

@@ -1,0 +1,226 @@
+"""Fitting a head: the Keras fit on pixels, the compiled loop on cached features, and the weights both use.
+
+Two loops, because the data comes two ways. Distortions and fine-tuning through the whole backbone need pixels
+every epoch, which Keras `fit` handles well. A head on cached features trains on a few thousand in-memory
+vectors, where `fit`'s per-epoch set-up would cost more than the training itself, so `fit_features` runs one
+compiled TensorFlow function per epoch instead. Both weight each example by its own weight times its class
+weight (`sample_weights`), stop early on the validation loss, and report epochs through ``on_epoch(done)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classifier.hparams import HParams
+
+
+def class_weights(y: np.ndarray, n_labels: int, example_weights: np.ndarray | None = None) -> dict[int, float]:
+    """Balanced class weights: each present class gets the same total weight.
+
+    With example weights the class totals are sums of example weights, i.e. the classes' sizes in the population
+    the weighted sample estimates, not in the biased sample itself. Balancing raw counts of a sample drawn mostly
+    from flagged images would undo what the inverse-propensity weights correct.
+    """
+    if example_weights is None:
+        example_weights = np.ones(len(y))
+    counts = np.bincount(y, weights=example_weights, minlength=n_labels)
+    present = counts > 0
+    weights = np.ones(n_labels)
+    weights[present] = float(np.sum(example_weights)) / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def sample_weights(y: np.ndarray, n_labels: int, hparams: HParams, example_weights: np.ndarray | None) -> np.ndarray:
+    """Per-example loss weights: the example's own weight times its class weight (when class weights are on)."""
+    own = np.ones(len(y)) if example_weights is None else np.asarray(example_weights, dtype=np.float64)
+    if not hparams.class_weights:
+        return own.astype(np.float32)
+    by_class = class_weights(y, n_labels, own)
+    return (own * np.array([by_class[int(label)] for label in y])).astype(np.float32)
+
+
+def merge_history(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:
+    """Append one phase's per-epoch figures to ``history``, so head and fine-tuning phases read as one run."""
+    for key, values in more.items():
+        history.setdefault(key, []).extend(float(v) for v in values)
+
+
+def _epoch_callback(on_epoch: Callable[[int], None]):
+    """A Keras callback calling ``on_epoch(epochs done)`` after each epoch; Keras counts from ``initial_epoch``."""
+    import keras
+
+    class EpochCallback(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            on_epoch(epoch + 1)
+
+    return EpochCallback()
+
+
+def fit_pixels(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    hparams: HParams,
+    epochs: int,
+    learning_rate: float,
+    on_epoch: Callable[[int], None],
+    callbacks: Sequence = (),
+    initial_epoch: int = 0,
+    example_weights: np.ndarray | None = None,
+) -> dict[str, list[float]]:
+    """Keras fit on pixels (distortions or fine-tuning), with early stopping that can also undo the phase."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=hparams.momentum),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    start_loss, start_weights = np.inf, None
+    if validation is not None and initial_epoch:
+        # A later phase (fine-tuning) starts from a trained model: if no epoch beats it, keep it as it was.
+        start_loss = float(model.evaluate(*validation, batch_size=hparams.batch_size, verbose=0)[0])
+        start_weights = model.get_weights()
+    monitor = "val_loss" if validation is not None else "loss"
+    stopper = keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=hparams.early_stopping_patience, restore_best_weights=True
+    )
+    history = model.fit(
+        x,
+        y,
+        validation_data=validation,
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        batch_size=hparams.batch_size,
+        shuffle=True,
+        sample_weight=sample_weights(y, model.output_shape[-1], hparams, example_weights),
+        callbacks=[stopper, *callbacks, _epoch_callback(on_epoch)],
+        verbose=0,
+    )
+    if start_weights is not None and min(history.history.get("val_loss", [np.inf])) >= start_loss:
+        model.set_weights(start_weights)
+    return history.history
+
+
+def fit_features(
+    head,
+    x,
+    y,
+    validation,
+    hparams: HParams,
+    log_dir: Path | None,
+    on_epoch: Callable[[int], None],
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    step_offset: int = 0,
+    example_weights: np.ndarray | None = None,
+    validation_weights: np.ndarray | None = None,
+) -> dict[str, list[float]]:
+    """Train the head on in-memory feature arrays with one compiled function per epoch.
+
+    Keras `fit` spends tens of milliseconds per epoch building iterators, which dominates when the data is a
+    few thousand cached vectors; this loop keeps a retrain on cached features at a few seconds. Early stopping
+    watches the validation loss (the training loss when there is no validation split) and restores the best
+    weights, like Keras' EarlyStopping(restore_best_weights=True). Example weights scale the training loss and
+    the validation loss and accuracy, so early stopping also judges on the weighted (population) estimate.
+    """
+    import keras
+    import tensorflow as tf
+
+    n_labels = head.output_shape[-1]
+    sample_weight = sample_weights(y, n_labels, hparams, example_weights)
+    epochs = hparams.epochs if epochs is None else epochs
+    learning_rate = hparams.learning_rate if learning_rate is None else learning_rate
+    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=hparams.momentum)
+    # Cached feature maps are kept as float16 to halve memory; each batch is widened on the fly.
+    x_t = tf.constant(x)
+    y_t = tf.constant(y, dtype=tf.int64)
+    w_t = tf.constant(sample_weight)
+    batch = int(hparams.batch_size)
+    variables = head.trainable_weights
+
+    @tf.function(reduce_retracing=True)
+    def train_epoch(order):
+        # Returns the epoch's mean cross-entropy and accuracy as seen during training (dropout on), like fit.
+        total_loss = tf.constant(0.0)
+        correct = tf.constant(0.0)
+        for start in tf.range(0, tf.shape(order)[0], batch):
+            idx = order[start : start + batch]
+            xb = tf.cast(tf.gather(x_t, idx), tf.float32)
+            yb, wb = tf.gather(y_t, idx), tf.gather(w_t, idx)
+            with tf.GradientTape() as tape:
+                probs = head(xb, training=True)
+                per_example = keras.losses.sparse_categorical_crossentropy(yb, probs)
+                loss = tf.reduce_mean(wb * per_example)
+                if head.losses:
+                    loss += tf.add_n(head.losses)
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            total_loss += tf.reduce_sum(per_example)
+            correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1), yb), tf.float32))
+        count = tf.cast(tf.shape(order)[0], tf.float32)
+        return total_loss / count, correct / count
+
+    @tf.function(reduce_retracing=True)
+    def measure(xs, ys, ws):
+        total_loss = tf.constant(0.0)
+        correct = tf.constant(0.0)
+        n = tf.shape(xs)[0]
+        for start in tf.range(0, n, 512):
+            probs = head(tf.cast(xs[start : start + 512], tf.float32), training=False)
+            yb, wb = ys[start : start + 512], ws[start : start + 512]
+            total_loss += tf.reduce_sum(wb * keras.losses.sparse_categorical_crossentropy(yb, probs))
+            correct += tf.reduce_sum(wb * tf.cast(tf.equal(tf.argmax(probs, axis=1), yb), tf.float32))
+        count = tf.reduce_sum(ws)
+        return total_loss / count, correct / count
+
+    writers = {
+        name: tf.summary.create_file_writer(str(log_dir / name))
+        if log_dir is not None
+        else tf.summary.create_noop_writer()
+        for name in ("train", "validation")
+    }
+    rng = np.random.default_rng(hparams.seed)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    x_v = y_v = w_v = None
+    if validation is not None:
+        x_v, y_v = tf.constant(validation[0]), tf.constant(validation[1], dtype=tf.int64)
+        own = np.ones(len(validation[1])) if validation_weights is None else validation_weights
+        w_v = tf.constant(np.asarray(own, dtype=np.float32))
+    # In a later phase (fine-tuning, step_offset > 0) the starting weights compete too, so a phase that only makes
+    # the model worse is undone entirely. A new head's starting weights are random: on a small validation split
+    # they can score a lower loss than the first epochs by chance, and must never be what training returns.
+    best_loss = float(measure(x_v, y_v, w_v)[0]) if x_v is not None and step_offset else np.inf
+    best_weights, waited = head.get_weights(), 0
+    for epoch in range(epochs):
+        loss, accuracy = (float(v) for v in train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64)))
+        history["loss"].append(loss)
+        history["accuracy"].append(accuracy)
+        with writers["train"].as_default():
+            tf.summary.scalar("epoch_loss", loss, step=step_offset + epoch)
+            tf.summary.scalar("epoch_accuracy", accuracy, step=step_offset + epoch)
+        watched = loss
+        if x_v is not None:
+            val_loss, val_accuracy = (float(v) for v in measure(x_v, y_v, w_v))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_accuracy)
+            with writers["validation"].as_default():
+                tf.summary.scalar("epoch_loss", val_loss, step=step_offset + epoch)
+                tf.summary.scalar("epoch_accuracy", val_accuracy, step=step_offset + epoch)
+            watched = val_loss
+        on_epoch(step_offset + epoch + 1)
+        if not np.isfinite(watched):
+            break
+        if watched < best_loss - 1e-6:
+            best_loss, best_weights, waited = watched, head.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= hparams.early_stopping_patience:
+                break
+    head.set_weights(best_weights)
+    for writer in writers.values():
+        writer.flush()
+    return {key: values for key, values in history.items() if values}
