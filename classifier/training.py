@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,17 @@ from classifier.embedding import (
     no_progress,
 )
 from classifier.fitting import fit_features, fit_pixels, merge_history, sample_weights
+from classifier.heads import (
+    add_output_bias,
+    average_heads,
+    choose_l2,
+    cross_validation_folds,
+    fit_bias_shift,
+    head_log_probabilities,
+    out_of_fold_log_probabilities,
+    refit_output_bias,
+    searches_l2,
+)
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
 
@@ -87,156 +98,6 @@ def _assign_splits(
             raise ValueError(f"split function returned {name!r}; expected train, validation, test or exclude")
         groups[name].append(example)
     return groups, skipped
-
-
-def _out_of_fold_log_probabilities(
-    x: np.ndarray,
-    y: np.ndarray,
-    image_of_row: np.ndarray,
-    n_labels: int,
-    hparams: HParams,
-    folds: int,
-    validation: tuple[np.ndarray, np.ndarray] | None = None,
-    on_fold: Callable[[], None] | None = None,
-) -> tuple[np.ndarray, list]:
-    """Log-probabilities of every training row from a head trained without that row's fold, and the fold heads.
-
-    ``image_of_row`` maps each row to its image, so an image and its mirror copy always share a fold: a head
-    that saw one would score the other almost as if it had seen it. Folds come from a seeded permutation of
-    the images, so a retrain on the same examples refits the same biases. Each fold's head stops early on
-    ``validation`` as the final head does, so it is fitted as closely as the head whose biases are refit.
-    """
-    from classifier.model import build_head
-
-    permutation = np.random.default_rng(hparams.seed).permutation(int(image_of_row.max()) + 1)
-    fold_of_row = permutation[image_of_row] % folds
-    log_p = np.zeros((len(y), n_labels), dtype=np.float64)
-    heads = []
-    for fold in range(folds):
-        held = fold_of_row == fold
-        if held.all():
-            continue
-        head = build_head(x.shape[1], n_labels, hparams, training_features=x[~held])
-        fit_features(head, x[~held], y[~held], validation, hparams, None, lambda _done: None)
-        log_p[held] = np.log(np.clip(batched_predict(head, x[held]), 1e-12, 1.0))
-        heads.append(head)
-        if on_fold is not None:
-            on_fold()
-    return log_p, heads
-
-
-def _linear_logits(head) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A plain softmax head as logits = features @ kernel + bias on raw features, plus its standardisation."""
-    kernel, bias = (w.astype(np.float64) for w in head.get_layer("head_softmax").get_weights())
-    mean, scale = np.zeros(kernel.shape[0]), np.ones(kernel.shape[0])
-    if any(layer.name == "head_standardize" for layer in head.layers):
-        normalization = head.get_layer("head_standardize")
-        mean = np.asarray(normalization.mean, dtype=np.float64).reshape(-1)
-        # Keras' Normalization divides by max(sqrt(variance), epsilon).
-        scale = np.maximum(np.sqrt(np.asarray(normalization.variance, dtype=np.float64).reshape(-1)), 1e-7)
-    raw_kernel = kernel / scale[:, None]
-    return raw_kernel, bias - mean @ raw_kernel, mean, scale
-
-
-def average_heads(head, others: Sequence) -> None:
-    """Make ``head`` output the softmax of the mean of its own and ``others``' logits (all plain softmax heads).
-
-    Each head standardises with its own training features' moments, so the logits are first written on the raw
-    features, averaged there, and written back on ``head``'s standardisation: the result is exactly one head of
-    the same shape, saved and served like any other.
-    """
-    parts = [_linear_logits(h) for h in [head, *others]]
-    raw_kernel = np.mean([part[0] for part in parts], axis=0)
-    raw_bias = np.mean([part[1] for part in parts], axis=0)
-    _, _, mean, scale = parts[0]
-    output = head.get_layer("head_softmax")
-    kernel, bias = output.get_weights()
-    output.set_weights(
-        [(scale[:, None] * raw_kernel).astype(kernel.dtype), (raw_bias + mean @ raw_kernel).astype(bias.dtype)]
-    )
-
-
-#: Above this many training images a retrain keeps its L2 strength instead of searching `HParams.l2_grid`: the
-#: search costs one set of fold heads per value, and with thousands of images the choice matters less.
-L2_SEARCH_MAX_IMAGES = 2000
-
-
-def _choose_l2(
-    x: np.ndarray,
-    y: np.ndarray,
-    example_weights: np.ndarray,
-    image_of_row: np.ndarray,
-    n_labels: int,
-    hparams: HParams,
-    validation: tuple[np.ndarray, np.ndarray] | None,
-    on_fold: Callable[[], None] | None = None,
-) -> tuple[HParams, np.ndarray, list, dict[str, float]]:
-    """The L2 strength of ``hparams.l2_grid`` whose out-of-fold scores give the lowest weighted cross-entropy.
-
-    Judged the way the biases are refit: each value's out-of-fold log-probabilities, shifted by their own best
-    biases, scored with the same class-balanced example weights. Only training data is used, so the choice is
-    cross-validation, not a peek at any test set. Returns the hyper-parameters with that strength, its
-    out-of-fold log-probabilities and fold heads (the bias refit and head averaging reuse them) and every value's
-    loss.
-    """
-    weights = sample_weights(y, n_labels, hparams, example_weights).astype(np.float64)
-    weights = weights / weights.sum()
-    losses: dict[str, float] = {}
-    best: tuple[float, float, np.ndarray, list] | None = None
-    for l2 in hparams.l2_grid:
-        candidate = replace(hparams, l2=float(l2))
-        log_p, heads = _out_of_fold_log_probabilities(
-            x, y, image_of_row, n_labels, candidate, hparams.bias_folds, validation, on_fold
-        )
-        logits = log_p + fit_bias_shift(log_p, y, weights)
-        logits -= logits.max(axis=1, keepdims=True)
-        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        loss = float(-(weights * log_probabilities[np.arange(len(y)), y]).sum())
-        losses[repr(float(l2))] = round(loss, 5)
-        if best is None or loss < best[0]:
-            best = (loss, float(l2), log_p, heads)
-    return replace(hparams, l2=best[1]), best[2], best[3], losses
-
-
-def fit_bias_shift(log_p: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
-    """The per-label constants that, added to ``log_p``, minimise the weighted cross-entropy (mean zero)."""
-    log_p = np.asarray(log_p, dtype=np.float64)
-    weights = np.asarray(sample_weight, dtype=np.float64)
-    weights = weights / weights.sum()
-    onehot = np.eye(log_p.shape[1])[y]
-    shift = np.zeros(log_p.shape[1])
-    for _ in range(steps):
-        logits = log_p + shift
-        logits -= logits.max(axis=1, keepdims=True)
-        shifted = np.exp(logits)
-        shifted /= shifted.sum(axis=1, keepdims=True)
-        # Gradient of the weighted mean cross-entropy; the problem is convex with curvature below 1/2.
-        shift -= 2.0 * (weights[:, None] * (shifted - onehot)).sum(axis=0)
-    return shift - shift.mean()
-
-
-def add_output_bias(head, shift: np.ndarray) -> None:
-    """Add ``shift`` to the softmax layer's bias (the same as adding it to every log-probability)."""
-    output = head.get_layer("head_softmax")
-    kernel, bias = output.get_weights()
-    output.set_weights([kernel, (bias + shift).astype(bias.dtype)])
-
-
-def refit_output_bias(head, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
-    """Shift the head's output biases to minimise the weighted cross-entropy on ``x``; the kernel stays.
-
-    The head's boundary direction is learned from the sample as it is; only where it sits along that direction
-    (one bias per label) is refit with the weights. A sample drawn mostly from flagged images, with a thin audit
-    sample of the rest weighted up, estimates the direction with low variance unweighted, but places the
-    boundary where the flagged images' mix of labels puts it; a handful of numbers refit with the weights moves
-    it back to where the weighted (population) loss wants it, without the heavy weights' variance reaching the
-    features. Adding a constant to every log-probability is the same as adding it to the logits, so the shift
-    is fit on the head's log-probabilities and then added to its last bias. Returns the shift.
-    """
-    log_p = np.log(np.clip(batched_predict(head, x), 1e-12, 1.0))
-    shift = fit_bias_shift(log_p, y, sample_weight, steps)
-    add_output_bias(head, shift)
-    return shift
 
 
 def train_model(
@@ -356,8 +217,8 @@ def train_model(
         validation = (pooled_val, y_val) if pooled_val is not None else None
         image_of_row = np.arange(len(y_train)) % len(groups["train"])
         out_of_fold, fold_heads = None, []
-        folds = hparams.bias_folds if hparams.example_weighting == "bias" and hparams.bias_folds >= 2 else 0
-        searching = bool(folds and hparams.l2_grid) and len(groups["train"]) <= L2_SEARCH_MAX_IMAGES
+        folds = cross_validation_folds(hparams)
+        searching = searches_l2(hparams, len(groups["train"]))
         # Fold heads report as "cross-validating k/n": the L2 search's (one set per value), else the bias refit's.
         fold_fits = {"done": 0, "total": folds * (len(hparams.l2_grid) if searching else 1)}
 
@@ -367,7 +228,7 @@ def train_model(
 
         if searching:
             progress("cross-validating", 0, fold_fits["total"])
-            hparams, out_of_fold, fold_heads, l2_search = _choose_l2(
+            hparams, out_of_fold, fold_heads, l2_search = choose_l2(
                 pooled_train, y_train, w_train, image_of_row, len(labels), hparams, validation, on_fold
             )
         head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
@@ -393,14 +254,14 @@ def train_model(
             if hparams.bias_folds >= 2:
                 if out_of_fold is None:
                     progress("cross-validating", 0, fold_fits["total"])
-                    out_of_fold, fold_heads = _out_of_fold_log_probabilities(
+                    out_of_fold, fold_heads = out_of_fold_log_probabilities(
                         pooled_train, y_train, image_of_row, len(labels), hparams, folds, validation, on_fold
                     )
                 if hparams.average_fold_heads:
                     average_heads(head, fold_heads)
                 log_p = [out_of_fold]
                 if validation:
-                    log_p.append(np.log(np.clip(batched_predict(head, pooled_val), 1e-12, 1.0)))
+                    log_p.append(head_log_probabilities(head, pooled_val))
                 add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))
             else:
                 refit_output_bias(head, x_all, y_all, bias_weights)
