@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.data import Example
 from classifier.hparams import HParams
 
 
@@ -40,6 +41,17 @@ def sample_weights(y: np.ndarray, n_labels: int, hparams: HParams, example_weigh
         return own.astype(np.float32)
     by_class = class_weights(y, n_labels, own)
     return (own * np.array([by_class[int(label)] for label in y])).astype(np.float32)
+
+
+def label_indices(labels: Sequence[str], examples: Sequence[Example]) -> np.ndarray:
+    """The examples' label indices, in the order of ``labels`` (the model's outputs): the targets of a fit."""
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index[e.label] for e in examples], dtype=np.int64)
+
+
+def example_weights(examples: Sequence[Example]) -> np.ndarray:
+    """The examples' own weights (`Example.weight`) as an array, in order."""
+    return np.array([float(e.weight) for e in examples], dtype=np.float64)
 
 
 def merge_history(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:

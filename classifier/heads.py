@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from classifier.embedding import batched_predict
+from classifier.embedding import Progress, batched_predict
 from classifier.fitting import fit_features, sample_weights
 from classifier.hparams import HParams
 
@@ -32,6 +32,20 @@ def searches_l2(hparams: HParams, training_images: int) -> bool:
     """Whether a retrain on ``training_images`` images chooses its L2 strength from `HParams.l2_grid`."""
     # Read at call time, so the limit can be lowered for one process (tests do).
     return bool(cross_validation_folds(hparams) and hparams.l2_grid) and training_images <= L2_SEARCH_MAX_IMAGES
+
+
+class FoldProgress:
+    """Reports fold heads as "cross-validating k/n": the L2 search's (one set per value), else the bias refit's."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress, self.done, self.total = progress, 0, total
+
+    def start(self) -> None:
+        self.progress("cross-validating", 0, self.total)
+
+    def __call__(self) -> None:
+        self.done += 1
+        self.progress("cross-validating", self.done, self.total)
 
 
 def head_log_probabilities(head, x: np.ndarray) -> np.ndarray:
@@ -182,3 +196,37 @@ def average_heads(head, others: Sequence) -> None:
     output.set_weights(
         [(scale[:, None] * raw_kernel).astype(kernel.dtype), (raw_bias + mean @ raw_kernel).astype(bias.dtype)]
     )
+
+
+#: A training or validation part for the bias refit: ``(features, label indices, example weights)``.
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def refit_biases(
+    head,
+    train: Rows,
+    validation: Rows | None,
+    hparams: HParams,
+    n_labels: int,
+    out_of_fold: np.ndarray | None = None,
+    fold_heads: Sequence = (),
+) -> None:
+    """Refit the head's output biases with the example weights, on out-of-fold scores when there are any.
+
+    Without ``out_of_fold`` the biases are refit on the head's own scores of the training and validation rows
+    (`refit_output_bias`). With it, training rows are scored by fold heads that never saw them and validation
+    rows by the final head, which never saw them either; with `HParams.average_fold_heads` the fold heads are
+    first averaged into the head.
+    """
+    parts = [train] + ([validation] if validation is not None else [])
+    x_all, y_all, w_all = (np.concatenate(column) for column in zip(*parts, strict=True))
+    bias_weights = sample_weights(y_all, n_labels, hparams, w_all)
+    if out_of_fold is None:
+        refit_output_bias(head, x_all, y_all, bias_weights)
+        return
+    if hparams.average_fold_heads:
+        average_heads(head, fold_heads)
+    log_p = [out_of_fold]
+    if validation is not None:
+        log_p.append(head_log_probabilities(head, validation[0]))
+    add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))

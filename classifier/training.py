@@ -1,9 +1,11 @@
-"""Train a classifier: embed images once through the frozen backbone (cached), fit a softmax head, evaluate.
+"""Train a classifier: the package's entry point, `train_model`, composed of named steps, and its result.
 
 The expensive part of transfer learning is the backbone's forward pass. Pooled features are cached on disk by
-image hash, so a retrain after moderators labelled 10% more images embeds only those 10%; the head then trains
-on in-memory arrays in seconds. Distortions and fine-tuning need the pixels each epoch, so they run images
-through the backbone instead, as retrain.py did.
+image hash (`classifier.embedding`), so a retrain after moderators labelled 10% more images embeds only those
+10%; the head then trains on in-memory arrays in seconds (`classifier.fitting`), with any cross-validated bias
+refit and head averaging (`classifier.heads`). Distortions and fine-tuning that cannot start from cached maps
+need the pixels each epoch, so they run images through the backbone instead (`classifier.pixel_training`), as
+retrain.py did. This module only decides which steps run, in what order, and assembles what they produce.
 
 Examples may carry weights (`Example.weight`, default 1): each example's loss is multiplied by its weight, and
 balanced class weights, when on, balance the classes' weighted totals rather than their raw counts.
@@ -28,26 +30,23 @@ from classifier.embedding import (
     Progress,
     batched_predict,
     bottleneck_root,
-    decode_all,
     embed_examples,
     feature_cache_variant,
     feature_caches,
     no_progress,
 )
-from classifier.fitting import fit_features, fit_pixels, merge_history, sample_weights
+from classifier.fitting import example_weights, fit_features, label_indices, merge_history
 from classifier.heads import (
-    add_output_bias,
-    average_heads,
+    FoldProgress,
     choose_l2,
     cross_validation_folds,
-    fit_bias_shift,
-    head_log_probabilities,
     out_of_fold_log_probabilities,
-    refit_output_bias,
+    refit_biases,
     searches_l2,
 )
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
+from classifier.pixel_training import decode_splits, train_on_pixels
 
 # `embed_examples` and `EmbedResult` live in classifier.embedding; callers of the package import them from here,
 # beside `train_model`, as the two things a training pipeline does.
@@ -56,6 +55,8 @@ __all__ = ["EmbedResult", "TrainingResult", "embed_examples", "train_model"]
 
 @dataclass
 class TrainingResult:
+    """One trained model with everything the registry saves beside it: labels, metrics, history, manifest."""
+
     model: Any
     labels: list[str]
     prohibited: list[str]
@@ -100,6 +101,58 @@ def _assign_splits(
     return groups, skipped
 
 
+@dataclass
+class _Run:
+    """What the steps of one `train_model` call share: its inputs, and what each step adds for the result."""
+
+    hparams: HParams
+    labels: list[str]
+    groups: dict[str, list[Example]]
+    skipped: list[tuple[str, str]]
+    progress: Progress
+    log_dir: Path
+    backbone: Any
+    history: dict[str, list[float]] = field(default_factory=dict)
+    fine_tuned_layers: list[str] = field(default_factory=list)
+    embedded: int = 0
+    cached: int = 0
+    feature_cache: dict | None = None
+    l2_search: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.hparams.resolved_image_size()
+
+    @property
+    def total_epochs(self) -> int:
+        fine_tune = self.hparams.fine_tune_epochs if self.hparams.fine_tune_layers > 0 else 0
+        return self.hparams.epochs + fine_tune
+
+    def on_epoch(self, done: int) -> None:
+        """Report ``done`` epochs of all phases together as "training"."""
+        self.progress("training", min(done, self.total_epochs), self.total_epochs)
+
+
+@dataclass
+class _FeatureArrays:
+    """Training and validation rows on cached features; with mirroring, training rows hold each image twice."""
+
+    x_train: np.ndarray
+    x_val: np.ndarray | None
+    y_train: np.ndarray
+    y_val: np.ndarray
+    w_train: np.ndarray
+    w_val: np.ndarray
+    # What the head sees: the features themselves, or with fine-tuning the frozen top's output on the maps.
+    pooled_train: np.ndarray
+    pooled_val: np.ndarray | None
+    image_of_row: np.ndarray
+
+    @property
+    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return (self.pooled_val, self.y_val) if self.pooled_val is not None else None
+
+
 def train_model(
     examples: Sequence[Example],
     labels: Sequence[str],
@@ -121,265 +174,246 @@ def train_model(
     """
     import keras
 
-    from classifier.backbones import build_backbone
-    from classifier.model import (
-        build_classifier,
-        build_distortion,
-        build_head,
-        freeze,
-        split_backbone,
-        unfreeze_top,
-    )
+    from classifier.model import build_classifier, split_backbone
     from classifier.runtime import configure_threads
 
     started = time.monotonic()
-    progress = progress or no_progress
-    labels = list(labels)
-    prohibited = list(prohibited)
+    labels, prohibited = list(labels), list(prohibited)
     check_labels(examples, labels, prohibited)
     configure_threads()
     groups, skipped = _assign_splits(examples, hparams, split)
     if not groups["train"]:
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)
-    size = hparams.resolved_image_size()
-    feature_layer = hparams.resolved_feature_layer()
-    pooling = hparams.resolved_pooling()
-    backbone = build_backbone(
-        hparams.backbone,
-        image_size=size,
-        weights=hparams.backbone_weights,
-        feature_layer=feature_layer,
-        pooling=pooling,
-    )
-    index = {label: i for i, label in enumerate(labels)}
+    backbone = _build_backbone(hparams)
     temporary_logs = log_dir is None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(hparams, labels, groups, skipped, progress or no_progress, log_dir, backbone)
+
     fine_tune = hparams.fine_tune_layers > 0
-    total_epochs = hparams.epochs + (hparams.fine_tune_epochs if fine_tune else 0)
-    history: dict[str, list[float]] = {}
-    fine_layers: list[str] = []
-    embedded = cached = 0
-    feature_cache = None
-    l2_search: dict[str, float] = {}
-
-    def on_epoch(done: int) -> None:
-        progress("training", min(done, total_epochs), total_epochs)
-
-    def targets(group: list[Example]) -> np.ndarray:
-        return np.array([index[e.label] for e in group], dtype=np.int64)
-
-    def weights_of(group: list[Example]) -> np.ndarray:
-        return np.array([float(e.weight) for e in group], dtype=np.float64)
-
+    # Fine-tuning on cached feature maps needs the backbone's top as a simple chain; otherwise it runs on pixels.
     cut = split_backbone(backbone, hparams.fine_tune_layers) if fine_tune and not hparams.distort else None
-    use_pixels = hparams.distort or (fine_tune and cut is None)
-    head = None
-    trainable = None
-    features: dict[str, np.ndarray] = {}
-
+    head = scorer = features = pixels = None
     if not hparams.distort:
-        variant = feature_cache_variant(backbone, hparams, cut[3] if cut else None)
-        if not cut:
-            feature_cache = {"backbone": hparams.backbone, "image_size": size, "variant": variant}
-        extractor = cut[0] if cut else backbone
-        # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
-        # one more cached vector per training image. Validation and test images stay as photographed.
-        cache, mirror_cache = feature_caches(bottleneck_root(cache_dir), hparams, variant, hparams.mirror)
-        embedder = Embedder(extractor, size, cache, mirror_cache)
-        everything = [e for name in SPLITS for e in groups[name]]
-        to_mirror = frozenset(e.sha256 for e in groups["train"]) if hparams.mirror else frozenset()
-        features, mirrored, bad = embedder.features(everything, progress, mirror=to_mirror)
-        skipped.extend(bad)
-        embedded, cached = embedder.embedded, embedder.cached
-        groups = {name: [e for e in group if e.sha256 in features] for name, group in groups.items()}
-        if not groups["train"]:
-            raise DatasetError("no decodable training images")
-        dtype = np.float16 if cut else np.float32
-
-        def stacked(name: str) -> np.ndarray | None:
-            group = groups[name]
-            return np.stack([features[e.sha256] for e in group]).astype(dtype) if group else None
-
-        x_train, x_val = stacked("train"), stacked("validation")
-        y_train, y_val = targets(groups["train"]), targets(groups["validation"])
-        w_train, w_val = weights_of(groups["train"]), weights_of(groups["validation"])
-        if hparams.mirror:
-            x_train = np.concatenate([x_train, np.stack([mirrored[e.sha256] for e in groups["train"]]).astype(dtype)])
-            y_train, w_train = np.concatenate([y_train, y_train]), np.concatenate([w_train, w_train])
+        features, mirrored = _embed(run, cache_dir, cut)
+        arrays = _feature_arrays(run, features, mirrored, cut)
+        head = scorer = _fit_head_on_features(run, arrays)
         if cut:
-            top = cut[1]
-            pooled_train = batched_predict(top, x_train)
-            pooled_val = batched_predict(top, x_val) if x_val is not None else None
-        else:
-            pooled_train, pooled_val = x_train, x_val
-        validation = (pooled_val, y_val) if pooled_val is not None else None
-        image_of_row = np.arange(len(y_train)) % len(groups["train"])
-        out_of_fold, fold_heads = None, []
-        folds = cross_validation_folds(hparams)
-        searching = searches_l2(hparams, len(groups["train"]))
-        # Fold heads report as "cross-validating k/n": the L2 search's (one set per value), else the bias refit's.
-        fold_fits = {"done": 0, "total": folds * (len(hparams.l2_grid) if searching else 1)}
+            scorer = _fine_tune_on_feature_maps(run, head, arrays, cut)
+    if hparams.distort or (fine_tune and cut is None):
+        head, pixels = _train_on_pixels(run, head)
+    run.progress("training", run.total_epochs, run.total_epochs)
+    model = build_classifier(backbone, head, run.size)
 
-        def on_fold() -> None:
-            fold_fits["done"] += 1
-            progress("cross-validating", fold_fits["done"], fold_fits["total"])
+    def probabilities_of(group_name: str) -> np.ndarray | None:
+        if pixels is not None:
+            return batched_predict(model, pixels[group_name], batch=EMBED_BATCH)
+        group = run.groups[group_name]
+        return batched_predict(scorer, np.stack([features[e.sha256] for e in group]) if group else None)
 
-        if searching:
-            progress("cross-validating", 0, fold_fits["total"])
-            hparams, out_of_fold, fold_heads, l2_search = choose_l2(
-                pooled_train, y_train, w_train, image_of_row, len(labels), hparams, validation, on_fold
-            )
-        head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
-        weights_in_loss = hparams.example_weighting == "loss"
-        merge_history(
-            history,
-            fit_features(
-                head,
-                pooled_train,
-                y_train,
-                validation,
-                hparams,
-                log_dir,
-                on_epoch,
-                example_weights=w_train if weights_in_loss else None,
-                validation_weights=w_val if weights_in_loss else None,
-            ),
-        )
-        if hparams.example_weighting == "bias":
-            parts = [(pooled_train, y_train, w_train)] + ([(pooled_val, y_val, w_val)] if validation else [])
-            x_all, y_all, w_all = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-            bias_weights = sample_weights(y_all, len(labels), hparams, w_all)
-            if hparams.bias_folds >= 2:
-                if out_of_fold is None:
-                    progress("cross-validating", 0, fold_fits["total"])
-                    out_of_fold, fold_heads = out_of_fold_log_probabilities(
-                        pooled_train, y_train, image_of_row, len(labels), hparams, folds, validation, on_fold
-                    )
-                if hparams.average_fold_heads:
-                    average_heads(head, fold_heads)
-                log_p = [out_of_fold]
-                if validation:
-                    log_p.append(head_log_probabilities(head, pooled_val))
-                add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))
-            else:
-                refit_output_bias(head, x_all, y_all, bias_weights)
-        if cut:
-            fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
-            inputs = keras.Input(tuple(x_train.shape[1:]), name="bottleneck")
-            trainable = keras.Model(inputs, head(cut[1](inputs)), name="fine_tune")
-            merge_history(
-                history,
-                fit_features(
-                    trainable,
-                    x_train,
-                    y_train,
-                    (x_val, y_val) if x_val is not None else None,
-                    hparams,
-                    log_dir,
-                    on_epoch,
-                    epochs=hparams.fine_tune_epochs,
-                    learning_rate=hparams.fine_tune_learning_rate,
-                    step_offset=hparams.epochs,
-                    example_weights=w_train,
-                    validation_weights=w_val,
-                ),
-            )
-            freeze(backbone)
-
-    pixels: dict[str, np.ndarray] = {}
-    if use_pixels:
-        tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, histogram_freq=0)
-        for name in SPLITS:
-            kept, array, bad = decode_all(groups[name], size)
-            groups[name] = kept
-            pixels[name] = array
-            skipped.extend(bad)
-        if not groups["train"]:
-            raise DatasetError("no decodable training images")
-        if hparams.distort:
-            embedded = sum(len(group) for group in groups.values())
-        y_of = {name: targets(groups[name]) for name in SPLITS}
-        phases = []
-        if head is None:
-            adapt_on = (
-                batched_predict(backbone, pixels["train"], batch=EMBED_BATCH)
-                if hparams.resolved_standardize()
-                else None
-            )
-            head = build_head(int(backbone.output_shape[-1]), len(labels), hparams, training_features=adapt_on)
-            phases.append(("head", hparams.epochs, hparams.learning_rate, 0))
-        if fine_tune:
-            phases.append(("fine_tune", hparams.fine_tune_epochs, hparams.fine_tune_learning_rate, hparams.epochs))
-        for phase, epochs, learning_rate, offset in phases:
-            if phase == "fine_tune":
-                fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
-            inputs = keras.Input((size, size, 3), name="image")
-            x = build_distortion(hparams)(inputs) if hparams.distort else inputs
-            trainer = keras.Model(inputs, head(backbone(x)), name="trainer")
-            validation = (pixels["validation"], y_of["validation"]) if groups["validation"] else None
-            more = fit_pixels(
-                trainer,
-                pixels["train"],
-                y_of["train"],
-                validation,
-                hparams,
-                epochs,
-                learning_rate,
-                on_epoch,
-                [tensorboard],
-                initial_epoch=offset,
-                example_weights=weights_of(groups["train"]),
-            )
-            merge_history(history, more)
-        freeze(backbone)
-
-    progress("training", total_epochs, total_epochs)
-    model = build_classifier(backbone, head, size)
-    metrics_by_split = {}
-    evaluated = 0
-    to_evaluate = len(groups["test"]) + len(groups["validation"])
-    for name in ("test", "validation"):
-        group = groups[name]
-        if use_pixels:
-            probabilities = batched_predict(model, pixels[name], batch=EMBED_BATCH)
-        else:
-            stacked_features = np.stack([features[e.sha256] for e in group]) if group else None
-            probabilities = batched_predict(trainable if cut else head, stacked_features)
-        if probabilities is None:
-            probabilities = np.zeros((0, len(labels)), dtype=np.float32)
-        evaluated += len(group)
-        progress("evaluating", evaluated, to_evaluate)
-        group_weights = weights_of(group)
-        metrics_by_split[name] = compute_metrics(
-            [e.label for e in group],
-            probabilities,
-            labels,
-            prohibited,
-            sample_weight=group_weights if np.any(group_weights != 1.0) else None,
-        )
-    metrics = dict(metrics_by_split["test"])
-    metrics["validation"] = metrics_by_split["validation"]
-    metrics["split_sizes"] = {name: len(groups[name]) for name in SPLITS}
-    if l2_search:
-        metrics["l2_search"] = l2_search
-    manifest = {name: sorted(e.sha256 for e in groups[name]) for name in SPLITS}
+    metrics = _evaluate(run, prohibited, probabilities_of)
     return TrainingResult(
         model=model,
         labels=labels,
         prohibited=prohibited,
-        hparams=hparams,
-        history=history,
+        hparams=run.hparams,
+        history=run.history,
         metrics=metrics,
-        manifest=manifest,
-        embedded=embedded,
-        cached=cached,
-        skipped=skipped,
+        manifest={name: sorted(e.sha256 for e in run.groups[name]) for name in SPLITS},
+        embedded=run.embedded,
+        cached=run.cached,
+        skipped=run.skipped,
         seconds=time.monotonic() - started,
-        image_size=size,
+        image_size=run.size,
         log_dir=log_dir,
-        fine_tuned_layers=fine_layers,
-        feature_cache=feature_cache,
+        fine_tuned_layers=run.fine_tuned_layers,
+        feature_cache=run.feature_cache,
         log_dir_is_temporary=temporary_logs,
     )
+
+
+def _build_backbone(hparams: HParams):
+    """The frozen backbone with the feature layers and pooling these hyper-parameters resolve to."""
+    from classifier.backbones import build_backbone
+
+    return build_backbone(
+        hparams.backbone,
+        image_size=hparams.resolved_image_size(),
+        weights=hparams.backbone_weights,
+        feature_layer=hparams.resolved_feature_layer(),
+        pooling=hparams.resolved_pooling(),
+    )
+
+
+def _embed(
+    run: _Run, cache_dir: str | Path | None, cut: tuple | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Features (and training images' mirror features) of every split, through the cache; drops what won't decode."""
+    hparams = run.hparams
+    variant = feature_cache_variant(run.backbone, hparams, cut[3] if cut else None)
+    if not cut:
+        run.feature_cache = {"backbone": hparams.backbone, "image_size": run.size, "variant": variant}
+    # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
+    # one more cached vector per training image. Validation and test images stay as photographed.
+    cache, mirror_cache = feature_caches(bottleneck_root(cache_dir), hparams, variant, hparams.mirror)
+    embedder = Embedder(cut[0] if cut else run.backbone, run.size, cache, mirror_cache)
+    everything = [e for name in SPLITS for e in run.groups[name]]
+    to_mirror = frozenset(e.sha256 for e in run.groups["train"]) if hparams.mirror else frozenset()
+    features, mirrored, bad = embedder.features(everything, run.progress, mirror=to_mirror)
+    run.skipped.extend(bad)
+    run.embedded, run.cached = embedder.embedded, embedder.cached
+    run.groups = {name: [e for e in group if e.sha256 in features] for name, group in run.groups.items()}
+    if not run.groups["train"]:
+        raise DatasetError("no decodable training images")
+    return features, mirrored
+
+
+def _feature_arrays(
+    run: _Run, features: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], cut: tuple | None
+) -> _FeatureArrays:
+    """Stack the cached features into training and validation arrays, mirror copies appended to training."""
+    train, validation = run.groups["train"], run.groups["validation"]
+    # Feature maps below fine-tuned layers stay float16 in memory, as in the cache; fit_features widens batches.
+    dtype = np.float16 if cut else np.float32
+
+    def stacked(group: list[Example], vectors: dict[str, np.ndarray]) -> np.ndarray | None:
+        return np.stack([vectors[e.sha256] for e in group]).astype(dtype) if group else None
+
+    x_train, x_val = stacked(train, features), stacked(validation, features)
+    y_train, w_train = label_indices(run.labels, train), example_weights(train)
+    if run.hparams.mirror:
+        x_train = np.concatenate([x_train, stacked(train, mirrored)])
+        y_train, w_train = np.concatenate([y_train, y_train]), np.concatenate([w_train, w_train])
+    if cut:
+        top = cut[1]
+        pooled_train = batched_predict(top, x_train)
+        pooled_val = batched_predict(top, x_val) if x_val is not None else None
+    else:
+        pooled_train, pooled_val = x_train, x_val
+    return _FeatureArrays(
+        x_train=x_train,
+        x_val=x_val,
+        y_train=y_train,
+        y_val=label_indices(run.labels, validation),
+        w_train=w_train,
+        w_val=example_weights(validation),
+        pooled_train=pooled_train,
+        pooled_val=pooled_val,
+        # Row i and its mirror copy (row i + n) are the same image, so they always share a cross-validation fold.
+        image_of_row=np.arange(len(y_train)) % len(train),
+    )
+
+
+def _fit_head_on_features(run: _Run, arrays: _FeatureArrays):
+    """The head trained on cached features, after any L2 search, with its output biases refit when weights ask."""
+    from classifier.model import build_head
+
+    hparams, n_labels = run.hparams, len(run.labels)
+    folds = cross_validation_folds(hparams)
+    searching = searches_l2(hparams, len(run.groups["train"]))
+    fold_progress = FoldProgress(run.progress, folds * (len(hparams.l2_grid) if searching else 1))
+    out_of_fold, fold_heads = None, []
+    x, y, rows_of = arrays.pooled_train, arrays.y_train, arrays.image_of_row
+    if searching:
+        fold_progress.start()
+        hparams, out_of_fold, fold_heads, run.l2_search = choose_l2(
+            x, y, arrays.w_train, rows_of, n_labels, hparams, arrays.validation, fold_progress
+        )
+        run.hparams = hparams
+    head = build_head(x.shape[1], n_labels, hparams, training_features=x)
+    # In the "bias" mode the weights move only the output biases, after the head has learned unweighted.
+    in_loss = hparams.example_weighting == "loss"
+    history = fit_features(
+        head,
+        x,
+        y,
+        arrays.validation,
+        hparams,
+        run.log_dir,
+        run.on_epoch,
+        example_weights=arrays.w_train if in_loss else None,
+        validation_weights=arrays.w_val if in_loss else None,
+    )
+    merge_history(run.history, history)
+    if hparams.example_weighting == "bias":
+        if hparams.bias_folds >= 2 and out_of_fold is None:
+            fold_progress.start()
+            out_of_fold, fold_heads = out_of_fold_log_probabilities(
+                x, y, rows_of, n_labels, hparams, folds, arrays.validation, fold_progress
+            )
+        validation = (arrays.pooled_val, arrays.y_val, arrays.w_val) if arrays.validation else None
+        refit_biases(head, (x, y, arrays.w_train), validation, hparams, n_labels, out_of_fold, fold_heads)
+    return head
+
+
+def _fine_tune_on_feature_maps(run: _Run, head, arrays: _FeatureArrays, cut: tuple):
+    """Train the backbone's top layers and the head together on cached maps; returns that maps -> labels model."""
+    import keras
+
+    from classifier.model import freeze, unfreeze_top
+
+    hparams = run.hparams
+    run.fine_tuned_layers = unfreeze_top(run.backbone, hparams.fine_tune_layers)
+    inputs = keras.Input(tuple(arrays.x_train.shape[1:]), name="bottleneck")
+    trainable = keras.Model(inputs, head(cut[1](inputs)), name="fine_tune")
+    history = fit_features(
+        trainable,
+        arrays.x_train,
+        arrays.y_train,
+        (arrays.x_val, arrays.y_val) if arrays.x_val is not None else None,
+        hparams,
+        run.log_dir,
+        run.on_epoch,
+        epochs=hparams.fine_tune_epochs,
+        learning_rate=hparams.fine_tune_learning_rate,
+        step_offset=hparams.epochs,
+        example_weights=arrays.w_train,
+        validation_weights=arrays.w_val,
+    )
+    merge_history(run.history, history)
+    freeze(run.backbone)
+    return trainable
+
+
+def _train_on_pixels(run: _Run, head) -> tuple[Any, dict[str, np.ndarray]]:
+    """Decode every split and train on its pixels (`classifier.pixel_training`); returns the head and the pixels."""
+    run.groups, pixels, bad = decode_splits(run.groups, run.size)
+    run.skipped.extend(bad)
+    if not run.groups["train"]:
+        raise DatasetError("no decodable training images")
+    if run.hparams.distort:
+        # Nothing came from the cache: every image went through the backbone.
+        run.embedded = sum(len(group) for group in run.groups.values())
+    head, history, run.fine_tuned_layers = train_on_pixels(
+        run.backbone, head, run.groups, pixels, run.labels, run.hparams, run.log_dir, run.on_epoch
+    )
+    merge_history(run.history, history)
+    return head, pixels
+
+
+def _evaluate(run: _Run, prohibited: list[str], probabilities_of: Callable[[str], np.ndarray | None]) -> dict:
+    """Test metrics, with the validation split's under "validation", the split sizes and any L2 search."""
+    metrics_by_split = {}
+    evaluated, to_evaluate = 0, len(run.groups["test"]) + len(run.groups["validation"])
+    for name in ("test", "validation"):
+        group = run.groups[name]
+        probabilities = probabilities_of(name)
+        if probabilities is None:
+            probabilities = np.zeros((0, len(run.labels)), dtype=np.float32)
+        evaluated += len(group)
+        run.progress("evaluating", evaluated, to_evaluate)
+        weights = example_weights(group)
+        metrics_by_split[name] = compute_metrics(
+            [e.label for e in group],
+            probabilities,
+            run.labels,
+            prohibited,
+            sample_weight=weights if np.any(weights != 1.0) else None,
+        )
+    metrics = dict(metrics_by_split["test"])
+    metrics["validation"] = metrics_by_split["validation"]
+    metrics["split_sizes"] = {name: len(run.groups[name]) for name in SPLITS}
+    if run.l2_search:
+        metrics["l2_search"] = run.l2_search
+    return metrics
