@@ -73,11 +73,11 @@ def decode_all(examples: list[Example], size: int) -> tuple[list[Example], np.nd
     return kept, array, skipped
 
 
-def bottleneck_root(cache_dir: str | Path | None) -> Path:
+def bottleneck_root(cache_dir: str | Path | None, backbone_cache: str | Path | None = None) -> Path:
     """Where the bottleneck cache lives: ``cache_dir``, else ``bottlenecks/`` in the backbone cache directory."""
-    from classifier.backbones import default_cache_dir
+    from classifier.backbones import backbone_cache_dir
 
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
+    return Path(cache_dir) if cache_dir is not None else backbone_cache_dir(backbone_cache) / "bottlenecks"
 
 
 def feature_cache_variant(backbone, hparams: HParams, cut_layer: str | None = None) -> str:
@@ -199,9 +199,9 @@ class EmbedResult:
 _EXTRACTORS: dict[tuple, tuple[Any, str, Any]] = {}
 
 
-def _extractor(hparams: HParams) -> tuple[Any, str, Any]:
+def _extractor(hparams: HParams, backbone_cache: str | Path | None) -> tuple[Any, str, Any]:
     """``(backbone, cache variant, traced forward pass)`` for these hyper-parameters, built once per process."""
-    from classifier.backbones import build_backbone
+    from classifier.backbones import backbone_cache_dir, build_backbone
 
     key = (
         hparams.backbone,
@@ -209,6 +209,7 @@ def _extractor(hparams: HParams) -> tuple[Any, str, Any]:
         str(hparams.backbone_weights or ""),
         hparams.resolved_feature_layer(),
         hparams.resolved_pooling(),
+        str(backbone_cache_dir(backbone_cache)),
     )
     if key not in _EXTRACTORS:
         _EXTRACTORS.clear()
@@ -216,6 +217,7 @@ def _extractor(hparams: HParams) -> tuple[Any, str, Any]:
             hparams.backbone,
             image_size=key[1],
             weights=hparams.backbone_weights,
+            cache_dir=backbone_cache,
             feature_layer=key[3],
             pooling=key[4],
         )
@@ -229,6 +231,8 @@ def embed_examples(
     cache_dir: str | Path | None = None,
     for_training: bool = True,
     progress: Progress | None = None,
+    *,
+    backbone_cache: str | Path | None = None,
 ) -> EmbedResult:
     """Fill the bottleneck cache for ``examples`` now, so that a later ``train_model`` finds them embedded.
 
@@ -237,16 +241,14 @@ def embed_examples(
     image of every example that the stable split puts in training is embedded too, as ``train_model`` would;
     holdout images (``for_training=False``) are only ever scored, so they get their own features only.
     Hyper-parameters whose training never reads the cache (distortions, fine-tuning) have nothing to
-    precompute: the result then says nothing was embedded.
+    precompute: the result then says nothing was embedded. ``cache_dir`` and ``backbone_cache`` mean what they
+    mean to ``train_model``, which must get the same ones to find these features.
     """
-    from classifier.runtime import configure_threads
-
     if hparams.distort or hparams.fine_tune_layers > 0 or not examples:
         return EmbedResult(embedded=0, cached=0, skipped=[])
-    configure_threads()
-    backbone, variant, forward = _extractor(hparams)
+    backbone, variant, forward = _extractor(hparams, backbone_cache)
     mirror = hparams.mirror and for_training
-    cache, mirror_cache = feature_caches(bottleneck_root(cache_dir), hparams, variant, mirror)
+    cache, mirror_cache = feature_caches(bottleneck_root(cache_dir, backbone_cache), hparams, variant, mirror)
     embedder = Embedder(backbone, hparams.resolved_image_size(), cache, mirror_cache, forward)
     to_mirror = frozenset(
         e.sha256

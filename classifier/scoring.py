@@ -123,9 +123,6 @@ class Scorer:
 
     def _try_load(self, version: str, state: tuple) -> bool:
         """Load and smoke-test `version` without holding `_lock`, then swap it in; the caller holds `_load_lock`."""
-        from classifier.runtime import configure_threads
-
-        configure_threads()
         started = time.monotonic()
         try:
             candidate = self.registry.load(version)

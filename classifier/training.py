@@ -162,6 +162,8 @@ def train_model(
     progress: Progress | None = None,
     log_dir: str | Path | None = None,
     split: Callable[[Example], str] | None = None,
+    *,
+    backbone_cache: str | Path | None = None,
 ) -> TrainingResult:
     """Train an image -> softmax model over `labels` and evaluate it on the test split.
 
@@ -169,23 +171,23 @@ def train_model(
     the stable content-hash split. Images that cannot be decoded are skipped and listed in the result. TensorBoard
     event files go to `log_dir` (a temporary directory when None, which the registry then keeps).
 
-    Without distortions, the cache holds the frozen part's output: pooled features, or with fine-tuning the
-    feature map below the fine-tuned layers, so warm retrains stay cheap in both cases.
+    Without distortions, the bottleneck cache (`cache_dir`, default ``bottlenecks/`` in the backbone cache) holds
+    the frozen part's output: pooled features, or with fine-tuning the feature map below the fine-tuned layers,
+    so warm retrains stay cheap in both cases. `backbone_cache` is where converted backbones are kept (default
+    ``~/.cache/vigia``). TensorFlow's threads are the process owner's to set (`classifier.runtime`).
     """
     import keras
 
     from classifier.model import build_classifier, split_backbone
-    from classifier.runtime import configure_threads
 
     started = time.monotonic()
     labels, prohibited = list(labels), list(prohibited)
     check_labels(examples, labels, prohibited)
-    configure_threads()
     groups, skipped = _assign_splits(examples, hparams, split)
     if not groups["train"]:
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)
-    backbone = _build_backbone(hparams)
+    backbone = _build_backbone(hparams, backbone_cache)
     temporary_logs = log_dir is None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +198,7 @@ def train_model(
     cut = split_backbone(backbone, hparams.fine_tune_layers) if fine_tune and not hparams.distort else None
     head = scorer = features = pixels = None
     if not hparams.distort:
-        features, mirrored = _embed(run, cache_dir, cut)
+        features, mirrored = _embed(run, bottleneck_root(cache_dir, backbone_cache), cut)
         arrays = _feature_arrays(run, features, mirrored, cut)
         head = scorer = _fit_head_on_features(run, arrays)
         if cut:
@@ -233,7 +235,7 @@ def train_model(
     )
 
 
-def _build_backbone(hparams: HParams):
+def _build_backbone(hparams: HParams, backbone_cache: str | Path | None):
     """The frozen backbone with the feature layers and pooling these hyper-parameters resolve to."""
     from classifier.backbones import build_backbone
 
@@ -241,14 +243,13 @@ def _build_backbone(hparams: HParams):
         hparams.backbone,
         image_size=hparams.resolved_image_size(),
         weights=hparams.backbone_weights,
+        cache_dir=backbone_cache,
         feature_layer=hparams.resolved_feature_layer(),
         pooling=hparams.resolved_pooling(),
     )
 
 
-def _embed(
-    run: _Run, cache_dir: str | Path | None, cut: tuple | None
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _embed(run: _Run, cache_root: Path, cut: tuple | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Features (and training images' mirror features) of every split, through the cache; drops what won't decode."""
     hparams = run.hparams
     variant = feature_cache_variant(run.backbone, hparams, cut[3] if cut else None)
@@ -256,7 +257,7 @@ def _embed(
         run.feature_cache = {"backbone": hparams.backbone, "image_size": run.size, "variant": variant}
     # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
     # one more cached vector per training image. Validation and test images stay as photographed.
-    cache, mirror_cache = feature_caches(bottleneck_root(cache_dir), hparams, variant, hparams.mirror)
+    cache, mirror_cache = feature_caches(cache_root, hparams, variant, hparams.mirror)
     embedder = Embedder(cut[0] if cut else run.backbone, run.size, cache, mirror_cache)
     everything = [e for name in SPLITS for e in run.groups[name]]
     to_mirror = frozenset(e.sha256 for e in run.groups["train"]) if hparams.mirror else frozenset()

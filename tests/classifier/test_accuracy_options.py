@@ -175,7 +175,7 @@ def test_no_standardisation_means_no_normalization_layer(dataset, tmp_path):
     assert not any(isinstance(layer, keras.layers.Normalization) for layer in head.layers)
 
 
-def test_export_writes_dark_on_white_unless_told_otherwise(tmp_path, monkeypatch):
+def test_export_writes_dark_on_white_unless_told_otherwise(tmp_path):
     directory = tmp_path / "fm"
     directory.mkdir()
     images = np.zeros((4, 28, 28), dtype=np.uint8)
@@ -186,9 +186,8 @@ def test_export_writes_dark_on_white_unless_told_otherwise(tmp_path, monkeypatch
             header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
             with gzip.open(directory / f"{prefix}-{suffix}.gz", "wb") as handle:
                 handle.write(header + array.astype(np.uint8).tobytes())
-    monkeypatch.setenv("FASHION_MNIST_DIR", str(directory))
-    export_fashion_mnist(tmp_path / "photo", ["Coat"], "train", per_class=1)
-    export_fashion_mnist(tmp_path / "raw", ["Coat"], "train", per_class=1, invert=False)
+    export_fashion_mnist(tmp_path / "photo", ["Coat"], "train", per_class=1, directory=directory)
+    export_fashion_mnist(tmp_path / "raw", ["Coat"], "train", per_class=1, invert=False, directory=directory)
     photo = np.asarray(Image.open(tmp_path / "photo" / "Coat" / "train-00000.png"))
     raw = np.asarray(Image.open(tmp_path / "raw" / "Coat" / "train-00000.png"))
     assert (photo[0, 0], photo[14, 14]) == (255, 55)
