@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from classifier.files import atomic_path
 
 if TYPE_CHECKING:
     import keras
@@ -228,15 +229,9 @@ def converted_mobilenet_v1(cache_dir: str | Path | None = None) -> Path:
     except mobilenet_v1_import.GraphUnavailable as exc:
         raise BackboneUnavailable(f"mobilenet_v1 cannot be built: {exc}") from exc
     directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".mobilenet_v1-", suffix=".keras", dir=directory)
-    os.close(handle)
-    try:
+    with atomic_path(path, prefix=".mobilenet_v1-", suffix=".keras") as temporary:
         model.save(temporary)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; workers may run as another user
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 

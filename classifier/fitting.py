@@ -207,21 +207,22 @@ def fit_features(
     # they can score a lower loss than the first epochs by chance, and must never be what training returns.
     best_loss = float(measure(x_v, y_v, w_v)[0]) if x_v is not None and step_offset else np.inf
     best_weights, waited = head.get_weights(), 0
+
+    def record(split: str, prefix: str, loss: float, accuracy: float, step: int) -> None:
+        # The same names Keras' TensorBoard callback writes, so both training paths read alike in TensorBoard.
+        history[prefix + "loss"].append(loss)
+        history[prefix + "accuracy"].append(accuracy)
+        with writers[split].as_default():
+            tf.summary.scalar("epoch_loss", loss, step=step)
+            tf.summary.scalar("epoch_accuracy", accuracy, step=step)
+
     for epoch in range(epochs):
         loss, accuracy = (float(v) for v in train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64)))
-        history["loss"].append(loss)
-        history["accuracy"].append(accuracy)
-        with writers["train"].as_default():
-            tf.summary.scalar("epoch_loss", loss, step=step_offset + epoch)
-            tf.summary.scalar("epoch_accuracy", accuracy, step=step_offset + epoch)
+        record("train", "", loss, accuracy, step_offset + epoch)
         watched = loss
         if x_v is not None:
             val_loss, val_accuracy = (float(v) for v in measure(x_v, y_v, w_v))
-            history["val_loss"].append(val_loss)
-            history["val_accuracy"].append(val_accuracy)
-            with writers["validation"].as_default():
-                tf.summary.scalar("epoch_loss", val_loss, step=step_offset + epoch)
-                tf.summary.scalar("epoch_accuracy", val_accuracy, step=step_offset + epoch)
+            record("validation", "val_", val_loss, val_accuracy, step_offset + epoch)
             watched = val_loss
         on_epoch(step_offset + epoch + 1)
         if not np.isfinite(watched):

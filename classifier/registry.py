@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from classifier.files import atomic_file
 from classifier.hashing import file_sha256
 from classifier.hparams import HParams
 
@@ -73,16 +74,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", durable=True) as handle:
+        handle.write(text)
 
 
 def _refuse_lambda(model_path: Path) -> None:
