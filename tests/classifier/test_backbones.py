@@ -7,6 +7,7 @@ import skimage.data
 
 from classifier import backbones, cli, mobilenet_v1_import
 from classifier.images import decode_image
+from tests.classifier.synthetic import random_pixels
 
 EGYPTIAN_CAT = 285
 ESPRESSO = 967
@@ -111,7 +112,7 @@ def test_local_weights_file_loads_offline_with_preprocessing_inside(offline, mob
     reference, path = mobilenet_v2_weights
     model = backbones.build_backbone("mobilenet_v2", image_size=96, weights=path)
     assert not model.trainable
-    images = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    images = random_pixels(2, 96, seed=2)
     expected = np.asarray(reference(images / 127.5 - 1, training=False))
     np.testing.assert_allclose(np.asarray(model(images, training=False)), expected, rtol=1e-4, atol=1e-4)
 
@@ -237,7 +238,7 @@ def test_efficientnet_from_a_weights_file_gets_the_imagenet_input_scaling(offlin
     # What Keras computes with weights="imagenet": an extra 1 / sqrt(stddev) scaling after the normalisation.
     normalization.set_weights([mean, variance * np.array([0.229, 0.224, 0.225]), np.int64(0)])
     normalization.finalize_state()
-    images = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    images = random_pixels(2, 64, seed=3)
     # Compared after the stem: the pooled features of a random EfficientNet are too close to zero to tell.
     expected = keras.Model(reference.input, reference.get_layer("stem_conv").output)(images)
     got = keras.Model(model.input, model.get_layer("stem_conv").output)(images)

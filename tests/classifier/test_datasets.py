@@ -9,12 +9,7 @@ from PIL import Image
 
 from classifier import datasets
 from classifier.datasets import DatasetUnavailable, export_fashion_mnist, load_fashion_mnist
-
-
-def write_idx(path, array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
+from tests.classifier.synthetic import write_idx
 
 
 @pytest.fixture

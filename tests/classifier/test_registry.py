@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from classifier.registry import Registry, RegistryError
+from tests.classifier.synthetic import random_pixels
 from tests.classifier.trained import trained_result
 
 
@@ -39,7 +40,7 @@ def test_load_gives_the_same_predictions(tmp_path):
     result = trained_result()
     loaded = registry.load(registry.save(result))
     assert loaded.image_size == 32 and loaded.labels == ["bad", "ok"]
-    x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    x = random_pixels(3, 32, seed=1)
     np.testing.assert_allclose(loaded.model(x, training=False), result.model(x, training=False), atol=1e-5)
 
 
