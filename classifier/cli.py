@@ -68,6 +68,7 @@ class Environment:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
+        """Raise instead of printing usage and exiting: every error leaves as one line, status 2."""
         raise CommandError(f"{self.prog}: {message}")
 
 

@@ -41,6 +41,7 @@ class Example:
         return str(self.path) if self.path is not None else self.sha256
 
     def source(self) -> bytes | Path:
+        """What `decode_image` reads: the bytes when held in memory, else the file path."""
         if self.data is not None:
             return self.data
         if self.path is None:
@@ -49,11 +50,14 @@ class Example:
 
     @classmethod
     def from_bytes(cls, data: bytes, label: str) -> Example:
+        """An example of an image held in memory, identified by the sha256 of its bytes."""
         return cls(sha256=bytes_sha256(data), label=label, data=data)
 
 
 @dataclass
 class FolderScan:
+    """What `scan_folder` found: the examples, the labels (one per folder) and the files it had to skip."""
+
     examples: list[Example]
     labels: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)

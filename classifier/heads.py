@@ -41,6 +41,7 @@ class FoldProgress:
         self.progress, self.done, self.total = progress, 0, total
 
     def start(self) -> None:
+        """Report that the fold heads are about to train (0 of the total)."""
         self.progress("cross-validating", 0, self.total)
 
     def __call__(self) -> None:

@@ -107,6 +107,7 @@ class HParams:
             raise ValueError("fine_tune_layers and hidden_units must be >= 0, dropout in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every hyper-parameter by name, as hparams.json records it (`from_dict` reads it back)."""
         return asdict(self)
 
     @classmethod

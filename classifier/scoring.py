@@ -36,6 +36,8 @@ class NoActiveModel(RuntimeError):
 
 @dataclass(frozen=True)
 class Prediction:
+    """Per image, in order, the probability of each label, and the version that computed them."""
+
     model_version: str
     probabilities: list[dict[str, float]]
 
@@ -169,14 +171,17 @@ class Scorer:
 
     @property
     def version(self) -> str:
+        """The version that serves now (loading the active one first if need be)."""
         return self._current().version
 
     @property
     def labels(self) -> list[str]:
+        """The serving model's labels, in the order of its outputs."""
         return list(self._current().labels)
 
     @property
     def prohibited(self) -> list[str]:
+        """The serving model's prohibited labels."""
         return list(self._current().prohibited)
 
     def predict(self, images: Sequence[bytes | str | Path | np.ndarray]) -> Prediction:

@@ -121,10 +121,12 @@ class _Run:
 
     @property
     def size(self) -> int:
+        """The side length of the images the backbone takes."""
         return self.hparams.resolved_image_size()
 
     @property
     def total_epochs(self) -> int:
+        """Epochs of all phases together (head, then any fine-tuning), as progress reports them."""
         fine_tune = self.hparams.fine_tune_epochs if self.hparams.fine_tune_layers > 0 else 0
         return self.hparams.epochs + fine_tune
 
@@ -150,6 +152,7 @@ class _FeatureArrays:
 
     @property
     def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the head validates on, ``(features, labels)``; None without a validation split."""
         return (self.pooled_val, self.y_val) if self.pooled_val is not None else None
 
 
