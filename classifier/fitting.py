@@ -5,16 +5,20 @@ every epoch, which Keras `fit` handles well. A head on cached features trains on
 vectors, where `fit`'s per-epoch set-up would cost more than the training itself, so `fit_features` runs one
 compiled TensorFlow function per epoch instead. Both weight each example by its own weight times its class
 weight (`sample_weights`), stop early on the validation loss, and report epochs through ``on_epoch(done)``.
+The rows they fit come from examples here too: label indices, example weights, and cached features stacked
+with their mirror copies (`feature_arrays`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from classifier.data import Example
+from classifier.embedding import batched_predict
 from classifier.hparams import HParams
 
 
@@ -58,6 +62,70 @@ def merge_history(history: dict[str, list[float]], more: dict[str, list[float]])
     """Append one phase's per-epoch figures to ``history``, so head and fine-tuning phases read as one run."""
     for key, values in more.items():
         history.setdefault(key, []).extend(float(v) for v in values)
+
+
+@dataclass
+class FeatureArrays:
+    """Training and validation rows on cached features; with mirroring, training rows hold each image twice."""
+
+    x_train: np.ndarray
+    x_val: np.ndarray | None
+    y_train: np.ndarray
+    y_val: np.ndarray
+    w_train: np.ndarray
+    w_val: np.ndarray
+    # What the head sees: the features themselves, or with fine-tuning the frozen top's output on the maps.
+    pooled_train: np.ndarray
+    pooled_val: np.ndarray | None
+    # Row i and its mirror copy (row i + n) are the same image, so they always share a cross-validation fold.
+    image_of_row: np.ndarray
+
+    @property
+    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the head validates on, ``(features, labels)``; None without a validation split."""
+        return (self.pooled_val, self.y_val) if self.pooled_val is not None else None
+
+
+def feature_arrays(
+    labels: Sequence[str],
+    train: list[Example],
+    validation: list[Example],
+    features: dict[str, np.ndarray],
+    mirrored: dict[str, np.ndarray] | None = None,
+    top=None,
+) -> FeatureArrays:
+    """Stack cached features into training and validation rows, with ``mirrored`` copies as more training rows.
+
+    ``features`` (and ``mirrored``) map an image's sha256 to its cached vector. With ``top``, the fine-tuned
+    layers above cached feature maps, the head's inputs are ``top``'s output on those maps.
+    """
+    # Feature maps below fine-tuned layers stay float16 in memory, as in the cache; fit_features widens batches.
+    dtype = np.float16 if top is not None else np.float32
+
+    def stacked(group: list[Example], vectors: dict[str, np.ndarray]) -> np.ndarray | None:
+        return np.stack([vectors[e.sha256] for e in group]).astype(dtype) if group else None
+
+    x_train, x_val = stacked(train, features), stacked(validation, features)
+    y_train, w_train = label_indices(labels, train), example_weights(train)
+    if mirrored is not None:
+        x_train = np.concatenate([x_train, stacked(train, mirrored)])
+        y_train, w_train = np.concatenate([y_train, y_train]), np.concatenate([w_train, w_train])
+    if top is not None:
+        pooled_train = batched_predict(top, x_train)
+        pooled_val = batched_predict(top, x_val) if x_val is not None else None
+    else:
+        pooled_train, pooled_val = x_train, x_val
+    return FeatureArrays(
+        x_train=x_train,
+        x_val=x_val,
+        y_train=y_train,
+        y_val=label_indices(labels, validation),
+        w_train=w_train,
+        w_val=example_weights(validation),
+        pooled_train=pooled_train,
+        pooled_val=pooled_val,
+        image_of_row=np.arange(len(y_train)) % len(train),
+    )
 
 
 def _epoch_callback(on_epoch: Callable[[int], None]):

@@ -35,7 +35,7 @@ from classifier.embedding import (
     feature_caches,
     no_progress,
 )
-from classifier.fitting import example_weights, fit_features, label_indices, merge_history
+from classifier.fitting import FeatureArrays, example_weights, feature_arrays, fit_features, merge_history
 from classifier.heads import (
     FoldProgress,
     choose_l2,
@@ -135,27 +135,6 @@ class _Run:
         self.progress("training", min(done, self.total_epochs), self.total_epochs)
 
 
-@dataclass
-class _FeatureArrays:
-    """Training and validation rows on cached features; with mirroring, training rows hold each image twice."""
-
-    x_train: np.ndarray
-    x_val: np.ndarray | None
-    y_train: np.ndarray
-    y_val: np.ndarray
-    w_train: np.ndarray
-    w_val: np.ndarray
-    # What the head sees: the features themselves, or with fine-tuning the frozen top's output on the maps.
-    pooled_train: np.ndarray
-    pooled_val: np.ndarray | None
-    image_of_row: np.ndarray
-
-    @property
-    def validation(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """What the head validates on, ``(features, labels)``; None without a validation split."""
-        return (self.pooled_val, self.y_val) if self.pooled_val is not None else None
-
-
 def train_model(
     examples: Sequence[Example],
     labels: Sequence[str],
@@ -199,13 +178,16 @@ def train_model(
     fine_tune = hparams.fine_tune_layers > 0
     # Fine-tuning on cached feature maps needs the backbone's top as a simple chain; otherwise it runs on pixels.
     cut = split_backbone(backbone, hparams.fine_tune_layers) if fine_tune and not hparams.distort else None
-    head = scorer = features = pixels = None
+    # on_features scores cached features for evaluation: the head, or after fine-tuning the top layers + head.
+    head = on_features = features = pixels = None
     if not hparams.distort:
         features, mirrored = _embed(run, bottleneck_root(cache_dir, backbone_cache), cut)
-        arrays = _feature_arrays(run, features, mirrored, cut)
-        head = scorer = _fit_head_on_features(run, arrays)
+        mirror = mirrored if hparams.mirror else None
+        top = cut[1] if cut else None
+        arrays = feature_arrays(run.labels, run.groups["train"], run.groups["validation"], features, mirror, top)
+        head = on_features = _fit_head_on_features(run, arrays)
         if cut:
-            scorer = _fine_tune_on_feature_maps(run, head, arrays, cut)
+            on_features = _fine_tune_on_feature_maps(run, head, arrays, cut)
     if hparams.distort or (fine_tune and cut is None):
         head, pixels = _train_on_pixels(run, head)
     run.progress("training", run.total_epochs, run.total_epochs)
@@ -215,7 +197,7 @@ def train_model(
         if pixels is not None:
             return batched_predict(model, pixels[group_name], batch=EMBED_BATCH)
         group = run.groups[group_name]
-        return batched_predict(scorer, np.stack([features[e.sha256] for e in group]) if group else None)
+        return batched_predict(on_features, np.stack([features[e.sha256] for e in group]) if group else None)
 
     metrics = _evaluate(run, prohibited, probabilities_of)
     return TrainingResult(
@@ -273,43 +255,7 @@ def _embed(run: _Run, cache_root: Path, cut: tuple | None) -> tuple[dict[str, np
     return features, mirrored
 
 
-def _feature_arrays(
-    run: _Run, features: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], cut: tuple | None
-) -> _FeatureArrays:
-    """Stack the cached features into training and validation arrays, mirror copies appended to training."""
-    train, validation = run.groups["train"], run.groups["validation"]
-    # Feature maps below fine-tuned layers stay float16 in memory, as in the cache; fit_features widens batches.
-    dtype = np.float16 if cut else np.float32
-
-    def stacked(group: list[Example], vectors: dict[str, np.ndarray]) -> np.ndarray | None:
-        return np.stack([vectors[e.sha256] for e in group]).astype(dtype) if group else None
-
-    x_train, x_val = stacked(train, features), stacked(validation, features)
-    y_train, w_train = label_indices(run.labels, train), example_weights(train)
-    if run.hparams.mirror:
-        x_train = np.concatenate([x_train, stacked(train, mirrored)])
-        y_train, w_train = np.concatenate([y_train, y_train]), np.concatenate([w_train, w_train])
-    if cut:
-        top = cut[1]
-        pooled_train = batched_predict(top, x_train)
-        pooled_val = batched_predict(top, x_val) if x_val is not None else None
-    else:
-        pooled_train, pooled_val = x_train, x_val
-    return _FeatureArrays(
-        x_train=x_train,
-        x_val=x_val,
-        y_train=y_train,
-        y_val=label_indices(run.labels, validation),
-        w_train=w_train,
-        w_val=example_weights(validation),
-        pooled_train=pooled_train,
-        pooled_val=pooled_val,
-        # Row i and its mirror copy (row i + n) are the same image, so they always share a cross-validation fold.
-        image_of_row=np.arange(len(y_train)) % len(train),
-    )
-
-
-def _fit_head_on_features(run: _Run, arrays: _FeatureArrays):
+def _fit_head_on_features(run: _Run, arrays: FeatureArrays):
     """The head trained on cached features, after any L2 search, with its output biases refit when weights ask."""
     from classifier.model import build_head
 
@@ -351,7 +297,7 @@ def _fit_head_on_features(run: _Run, arrays: _FeatureArrays):
     return head
 
 
-def _fine_tune_on_feature_maps(run: _Run, head, arrays: _FeatureArrays, cut: tuple):
+def _fine_tune_on_feature_maps(run: _Run, head, arrays: FeatureArrays, cut: tuple):
     """Train the backbone's top layers and the head together on cached maps; returns that maps -> labels model."""
     import keras
 
