@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from machine import machine_info  # noqa: E402
+
+from bench.harness.report import machine_info  # noqa: E402
+from bench.harness.workload import classifier_environment as environment  # noqa: E402
 
 
 def machine() -> dict:
@@ -42,7 +44,7 @@ def machine() -> dict:
 def sample_images(count: int, size: int = 28) -> list[np.ndarray]:
     from classifier.datasets import load_fashion_mnist
 
-    images, _ = load_fashion_mnist("test")
+    images, _ = load_fashion_mnist("test", environment().fashion_mnist_dir)
     return [np.asarray(images[i]) for i in range(count)]
 
 
@@ -75,17 +77,24 @@ def throughput(size: int, batches: list[int], seconds: float, rounds: int, backb
     is the eager `model(x, training=False)` call; "bare_traced" is the same call inside one tf.function, the
     fastest forward pass available, which the Scorer should match minus its decode and copy cost.
     """
-    from classifier.backbones import build_backbone
+    from classifier.backbones import accepts_weights_file, build_backbone
     from classifier.hparams import HParams
     from classifier.model import build_classifier, build_head
     from classifier.registry import Registry
     from classifier.scoring import Scorer, compiled_forward
     from classifier.training import TrainingResult
 
-    hparams = HParams(backbone=backbone, image_size=size)
+    settings = environment()
+    weights = settings.backbone_weights if accepts_weights_file(backbone) else None
+    hparams = HParams(backbone=backbone, image_size=size, backbone_weights=weights)
     # The product's default model: the default feature layers and pooling on this backbone, with the head.
     net = build_backbone(
-        backbone, size, feature_layer=hparams.resolved_feature_layer(), pooling=hparams.resolved_pooling()
+        backbone,
+        size,
+        weights=hparams.backbone_weights,
+        cache_dir=settings.backbone_cache,
+        feature_layer=hparams.resolved_feature_layer(),
+        pooling=hparams.resolved_pooling(),
     )
     model = build_classifier(net, build_head(int(net.output_shape[-1]), 2, hparams), size)
     root = Path(tempfile.mkdtemp(prefix="vigia-bench-registry-"))
@@ -142,13 +151,17 @@ def retrain_times(counts: list[int], hparams) -> tuple[dict, dict, dict]:
     from classifier.datasets import export_fashion_mnist
     from classifier.training import train_model
 
+    settings = environment()
     cold, warm, details = {}, {}, {}
     for count in counts:
         work = Path(tempfile.mkdtemp(prefix="vigia-bench-retrain-"))
-        export_fashion_mnist(work / "data", ["Pullover", "Coat"], "train", per_class=count // 2)
+        export_fashion_mnist(
+            work / "data", ["Pullover", "Coat"], "train", per_class=count // 2, directory=settings.fashion_mnist_dir
+        )
         scan = scan_folder(work / "data")
+        options = {"cache_dir": work / "cache", "backbone_cache": settings.backbone_cache}
         started = time.perf_counter()
-        first = train_model(scan.examples, scan.labels, ["Coat"], hparams, cache_dir=work / "cache")
+        first = train_model(scan.examples, scan.labels, ["Coat"], hparams, **options)
         cold[str(count)] = round(time.perf_counter() - started, 2)
         # Forget 10% of the images: every cached vector of theirs (features and mirror features), so those images
         # are "new" to the warm retrain and the others are fully cached.
@@ -158,7 +171,7 @@ def retrain_times(counts: list[int], hparams) -> tuple[dict, dict, dict]:
             if path.stem in forgotten:
                 path.unlink()
         started = time.perf_counter()
-        second = train_model(scan.examples, scan.labels, ["Coat"], hparams, cache_dir=work / "cache")
+        second = train_model(scan.examples, scan.labels, ["Coat"], hparams, **options)
         warm[str(count)] = round(time.perf_counter() - started, 2)
         details[str(count)] = {
             "images": len(scan.examples),
@@ -186,7 +199,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "classifier.json")
     args = parser.parse_args()
 
+    from classifier.backbones import accepts_weights_file
     from classifier.hparams import HParams
+    from classifier.runtime import configure_threads
+
+    # This process owns TensorFlow: it sets the threads once, as `python -m classifier` does.
+    configure_threads(environment().tf_threads)
 
     defaults = HParams()
     overrides = {}
@@ -194,6 +212,9 @@ def main() -> int:
         overrides["backbone"] = args.backbone
     if args.image_size:
         overrides["image_size"] = args.image_size
+    weights = environment().backbone_weights
+    if weights and accepts_weights_file(overrides.get("backbone", defaults.backbone)):
+        overrides["backbone_weights"] = weights
     hparams = HParams(**{**defaults.to_dict(), **overrides})
     size = hparams.resolved_image_size()
     counts = [int(x) for x in (args.retrain_sizes or ("200,1000" if args.quick else "2000,10000")).split(",")]

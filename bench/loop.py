@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness.report import log, machine_info, plot_loop_rounds, write_json  # noqa: E402
 from bench.harness.stack import Services, api_token, celery_worker, start_from_nothing  # noqa: E402
-from bench.harness.workload import ClassPair, class_examples, post_listing, product_photo  # noqa: E402
+from bench.harness.workload import ClassPair, class_examples, fashion_mnist, post_listing, product_photo  # noqa: E402
 
 PYTHON = Path(sys.executable)
 
@@ -156,11 +156,10 @@ class Simulation:
     def __init__(self, args, pair: ClassPair, services: Services, token: str, moderator, first_version: str, work):
         import requests
 
-        from classifier.datasets import load_fashion_mnist
         from classifier.registry import Registry
 
         self.args, self.pair, self.services, self.token, self.moderator = args, pair, services, token, moderator
-        self.x_train, y_train = load_fashion_mnist("train")
+        self.x_train, y_train = fashion_mnist("train")
         self.stream = photo_stream(args, pair, y_train)
         # The frozen test set: the test split, never streamed and never trained on.
         self.test_set = class_examples(pair, "test", args.test_per_class)

@@ -16,7 +16,6 @@ deleted first, so a rerun measures the same work. Writes bench/results/retrain.j
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness.report import load_average, log, machine_info, write_json  # noqa: E402
 from bench.harness.stack import start_from_nothing  # noqa: E402
-from bench.harness.workload import ClassPair, png_bytes  # noqa: E402
+from bench.harness.workload import ClassPair, fashion_mnist, png_bytes  # noqa: E402
 
 
 def parse_args():
@@ -80,7 +79,6 @@ def main() -> int:
         shutil.rmtree(work / "models")
     start_from_nothing(work, args.database_url)
 
-    from classifier.datasets import load_fashion_mnist
     from moderation.models import ExampleSource, TrainingExample, TrainingRunStatus, TrainingTrigger
     from moderation.selectors.settings import get_settings
     from moderation.services.model_versions import get_registry
@@ -96,7 +94,7 @@ def main() -> int:
     settings_row.save()
 
     # Photos: both classes interleaved, so the old and the new examples each hold both.
-    x_train, y_train = load_fashion_mnist("train")
+    x_train, y_train = fashion_mnist("train")
     per_class = (args.total + 1) // 2 + args.holdout_per_class
     rows = {label: pair.rows(y_train, label)[:per_class] for label in pair.labels}
     photos = []
@@ -176,7 +174,7 @@ def main() -> int:
         "met": seconds <= 60,
         "machine": machine,
         "load_average_after": load_average(),
-        "hparams": json.loads((get_registry().path(run.model_version) / "hparams.json").read_text()),
+        "hparams": get_registry().hparams(run.model_version).to_dict(),
     }
     write_json(args.out / args.result_name, result)
     log(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from classifier.files import atomic_path
 
 if TYPE_CHECKING:
     import keras
@@ -64,9 +65,18 @@ class BackboneUnavailable(RuntimeError):
 
 
 def default_cache_dir() -> Path:
-    """Directory for converted backbones (``VIGIA_BACKBONE_CACHE``, default ``~/.cache/vigia``)."""
-    configured = os.environ.get("VIGIA_BACKBONE_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "vigia"
+    """The directory for converted backbones when a caller names none: ``~/.cache/vigia``."""
+    return Path.home() / ".cache" / "vigia"
+
+
+def backbone_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """The directory for converted backbones: ``cache_dir`` (``~`` expanded), else :func:`default_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
+def accepts_weights_file(name: str) -> bool:
+    """Whether backbone ``name`` can load its ImageNet weights from a local file (``weights=``)."""
+    return name in _APPLICATIONS
 
 
 def native_size(name: str) -> int:
@@ -107,9 +117,9 @@ def build_backbone(
 ) -> keras.Model:
     """Build the frozen feature extractor ``name`` for ``image_size`` x ``image_size`` inputs.
 
-    ``weights`` is a local weights file for the Keras application backbones (falling back to the environment
-    variable ``VIGIA_BACKBONE_WEIGHTS``, then to Keras' ImageNet download). ``cache_dir`` holds the converted
-    ``mobilenet_v1`` (default :func:`default_cache_dir`). ``feature_layer`` cuts the network after that layer
+    ``weights`` is a local weights file for the Keras application backbones (:func:`accepts_weights_file`; None:
+    Keras' ImageNet download). ``cache_dir`` holds the converted ``mobilenet_v1`` (default
+    :func:`default_cache_dir`). ``feature_layer`` cuts the network after that layer
     (or after several, joined by ``+``) and pools each output with ``pooling`` (see :data:`POOLINGS`),
     concatenating the vectors; None or ``"output"`` keeps the backbone's own pooled output. Layers above the
     highest cut are never run.
@@ -123,7 +133,7 @@ def build_backbone(
     elif name == "mobilenet_v1":
         if weights is not None:
             raise ValueError("mobilenet_v1 takes its weights from the bundled ImageNet graph; weights= is not used")
-        model = _mobilenet_v1_features(size, _cache_dir(cache_dir))
+        model = _mobilenet_v1_features(size, backbone_cache_dir(cache_dir))
     else:
         model = _keras_application(name, size, weights)
     if pooling not in POOLINGS:
@@ -210,7 +220,7 @@ def converted_mobilenet_v1(cache_dir: str | Path | None = None) -> Path:
     """
     from classifier import mobilenet_v1_import
 
-    directory = _cache_dir(cache_dir)
+    directory = backbone_cache_dir(cache_dir)
     path = directory / MOBILENET_V1_FILE
     if path.is_file():
         return path
@@ -219,15 +229,9 @@ def converted_mobilenet_v1(cache_dir: str | Path | None = None) -> Path:
     except mobilenet_v1_import.GraphUnavailable as exc:
         raise BackboneUnavailable(f"mobilenet_v1 cannot be built: {exc}") from exc
     directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".mobilenet_v1-", suffix=".keras", dir=directory)
-    os.close(handle)
-    try:
+    with atomic_path(path, prefix=".mobilenet_v1-", suffix=".keras") as temporary:
         model.save(temporary)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; workers may run as another user
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 
@@ -245,10 +249,6 @@ def _from_cache(cache_dir: str | Path | None, load):
 def _check_name(name: str) -> None:
     if name not in _NATIVE_SIZES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-
-
-def _cache_dir(cache_dir: str | Path | None) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
 
 def _mobilenet_v1_features(size: int, cache_dir: Path) -> keras.Model:
@@ -289,7 +289,7 @@ def _keras_application(name: str, size: int, weights: str | Path | None) -> kera
     import keras
 
     constructor, scale = _APPLICATIONS[name]
-    source = weights or os.environ.get("VIGIA_BACKBONE_WEIGHTS") or None
+    source = weights or None
     if source is not None and not Path(source).expanduser().is_file():
         raise BackboneUnavailable(f"weights file for {name} not found: {source}")
     factory = getattr(keras.applications, constructor)
@@ -307,7 +307,7 @@ def _keras_application(name: str, size: int, weights: str | Path | None) -> kera
             raise BackboneUnavailable(f"cannot load {name} weights from {source}: {_one_line(exc)}") from exc
         raise BackboneUnavailable(
             f"{name} ImageNet weights could not be downloaded ({_one_line(exc)}); pass a local weights file "
-            f"(weights=..., HParams.backbone_weights) or set VIGIA_BACKBONE_WEIGHTS to one, "
+            f"(weights=..., HParams.backbone_weights, or VIGIA_BACKBONE_WEIGHTS for the desk and the command line), "
             f"or use the offline backbone mobilenet_v1"
         ) from exc
     inputs = keras.Input((size, size, 3), name="image")

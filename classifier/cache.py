@@ -7,11 +7,11 @@ vector that a later run would trust.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from classifier.files import atomic_file
 
 
 class BottleneckCache:
@@ -27,6 +27,7 @@ class BottleneckCache:
         self.directory = Path(root) / namespace
 
     def path(self, sha256: str) -> Path:
+        """Where the vector of the image with this content hash is (or would be) stored."""
         return self.directory / sha256[:2] / f"{sha256}.npy"
 
     def get(self, sha256: str) -> np.ndarray | None:
@@ -41,18 +42,12 @@ class BottleneckCache:
         return vector
 
     def put(self, sha256: str, vector: np.ndarray) -> None:
+        """Store the vector for ``sha256`` (pooled vectors as float32, feature maps as float16), atomically."""
         path = self.path(sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(
-                    handle, np.asarray(vector, dtype=np.float32 if vector.ndim == 1 else np.float16), allow_pickle=False
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        dtype = np.float32 if vector.ndim == 1 else np.float16
+        with atomic_file(path, "wb", prefix=".tmp-", suffix=".npy") as handle:
+            np.save(handle, np.asarray(vector, dtype=dtype), allow_pickle=False)
 
     def __contains__(self, sha256: str) -> bool:
         return self.path(sha256).is_file()

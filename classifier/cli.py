@@ -2,22 +2,73 @@
 
 The last line printed on stdout is one JSON object, so scripts can parse it; any error exits with status 2 and
 one line on stderr, never a traceback. Progress bars go to stderr.
+
+This is the one place in the package that reads the environment (`Environment`): the library takes every
+setting as an argument, and the command line maps flags and these variables onto them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+#: Commands that run TensorFlow, so the process sets its threads before starting.
+_TENSORFLOW_COMMANDS = frozenset({"train", "evaluate", "predict"})
 
 
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+@dataclass(frozen=True)
+class Environment:
+    """The settings the command line takes from environment variables, to pass on to the library as arguments.
+
+    ``VIGIA_TF_THREADS``: TensorFlow's threads (`classifier.runtime.configure_threads`; unset: its default).
+    ``VIGIA_BACKBONE_CACHE``: where converted backbones and the default bottleneck cache live (unset:
+    ``~/.cache/vigia``). ``VIGIA_BACKBONE_WEIGHTS``: a local weights file, the default of ``--backbone-weights``
+    for backbones that take one. ``FASHION_MNIST_DIR``: where the Fashion-MNIST IDX files are (unset: the Debian
+    package's directory). An empty variable counts as unset.
+    """
+
+    tf_threads: int | None = None
+    backbone_cache: Path | None = None
+    backbone_weights: str | None = None
+    fashion_mnist_dir: Path | None = None
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
+        """The settings in ``environ`` (default: this process's environment)."""
+        environ = os.environ if environ is None else environ
+
+        def value(name: str) -> str | None:
+            return environ.get(name, "").strip() or None
+
+        def directory(name: str) -> Path | None:
+            raw = value(name)
+            return Path(raw).expanduser() if raw else None
+
+        threads = value("VIGIA_TF_THREADS")
+        try:
+            tf_threads = int(threads) if threads else None
+        except ValueError:
+            raise CommandError(f"VIGIA_TF_THREADS must be a whole number, got {threads!r}") from None
+        return cls(
+            tf_threads=tf_threads,
+            backbone_cache=directory("VIGIA_BACKBONE_CACHE"),
+            backbone_weights=value("VIGIA_BACKBONE_WEIGHTS"),
+            fashion_mnist_dir=directory("FASHION_MNIST_DIR"),
+        )
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
+        """Raise instead of printing usage and exiting: every error leaves as one line, status 2."""
         raise CommandError(f"{self.prog}: {message}")
 
 
@@ -46,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--test-share", type=float)
     train.add_argument("--validation-share", type=float)
-    train.add_argument("--backbone-weights")
+    train.add_argument("--backbone-weights", help="local weights file (default: $VIGIA_BACKBONE_WEIGHTS)")
     train.add_argument("--cache-dir", type=Path, help="bottleneck cache (default: $VIGIA_BACKBONE_CACHE/bottlenecks)")
     train.add_argument("--no-progress", action="store_true")
 
@@ -117,19 +168,37 @@ def _progress_bar(enabled: bool):
     return progress, close
 
 
-def _train(args) -> dict:
-    from classifier.data import scan_folder
+def _hparams(args, environment: Environment):
+    """The hyper-parameters the ``train`` flags give, with ``VIGIA_BACKBONE_WEIGHTS`` as the weights default."""
+    from classifier.backbones import accepts_weights_file
     from classifier.hparams import HParams
+
+    overrides = {name: getattr(args, name) for name in _HPARAM_FLAGS if getattr(args, name) is not None}
+    backbone = overrides.get("backbone", HParams.backbone)
+    # Only backbones that load a weights file get the deployment's one: mobilenet_v1 brings its own weights
+    # and refuses a file, and the tiny test backbone has none.
+    if "backbone_weights" not in overrides and environment.backbone_weights and accepts_weights_file(backbone):
+        overrides["backbone_weights"] = environment.backbone_weights
+    return HParams(**overrides)
+
+
+def _train(args, environment: Environment) -> dict:
+    from classifier.data import scan_folder
     from classifier.registry import Registry
     from classifier.training import train_model
 
-    overrides = {name: getattr(args, name) for name in _HPARAM_FLAGS if getattr(args, name) is not None}
-    hparams = HParams(**overrides)
+    hparams = _hparams(args, environment)
     scan = scan_folder(args.data)
     progress, close = _progress_bar(not args.no_progress)
     try:
         result = train_model(
-            scan.examples, scan.labels, args.prohibited, hparams, cache_dir=args.cache_dir, progress=progress
+            scan.examples,
+            scan.labels,
+            args.prohibited,
+            hparams,
+            cache_dir=args.cache_dir,
+            progress=progress,
+            backbone_cache=environment.backbone_cache,
         )
     finally:
         close()
@@ -149,7 +218,7 @@ def _train(args) -> dict:
     }
 
 
-def _evaluate(args) -> dict:
+def _evaluate(args, environment: Environment) -> dict:
     from classifier.data import scan_folder
     from classifier.evaluation import evaluate_model
     from classifier.registry import Registry
@@ -161,7 +230,7 @@ def _evaluate(args) -> dict:
     return metrics
 
 
-def _predict(args) -> dict:
+def _predict(args, environment: Environment) -> dict:
     from classifier.scoring import Scorer
 
     scorer = Scorer(args.registry)
@@ -172,12 +241,18 @@ def _predict(args) -> dict:
     }
 
 
-def _export(args) -> dict:
+def _export(args, environment: Environment) -> dict:
     from classifier.datasets import export_fashion_mnist
 
     classes = [name.strip() for name in args.classes.split(",") if name.strip()]
     counts = export_fashion_mnist(
-        args.out, classes, split=args.split, per_class=args.per_class, size=args.size, offset=args.offset
+        args.out,
+        classes,
+        split=args.split,
+        per_class=args.per_class,
+        size=args.size,
+        offset=args.offset,
+        directory=environment.fashion_mnist_dir,
     )
     return {"out": str(args.out), "split": args.split, "counts": counts}
 
@@ -186,12 +261,16 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export
 
 
 def main(argv: list[str] | None = None) -> int:
-    from classifier.runtime import quiet_tensorflow_logs
+    """Run one command (``argv``, default the process's arguments) and return its exit status, 0 or 2."""
+    from classifier.runtime import configure_threads, quiet_tensorflow_logs
 
     quiet_tensorflow_logs()
     try:
         args = _parser().parse_args(argv)
-        output = COMMANDS[args.command](args)
+        environment = Environment.read()
+        if args.command in _TENSORFLOW_COMMANDS:
+            configure_threads(environment.tf_threads)
+        output = COMMANDS[args.command](args, environment)
     except CommandError as error:
         print(str(error), file=sys.stderr)
         return 2

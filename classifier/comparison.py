@@ -1,25 +1,33 @@
-"""The paired comparison the promotion gate makes: how two models' figures on the same images differ, with noise.
+"""Comparing two models on the same images: paired changes of recall, precision and ROC AUC, with their noise.
 
-Pure numpy on the outcomes `classifier.evaluation.evaluate_model(..., keep_outcomes=True)` returns, so the gate's
-statistics can be tested and reused without a database or a model.
+The learning loop's promotion gate scores the active model and a candidate on one frozen holdout and must tell a
+real improvement from the holdout's own noise. Because both models scored the very same images, the comparison
+is paired: resampling images (a bootstrap) moves both models' figures together, so the spread of the
+*difference* is much smaller than either figure's own, and a small real gain is not drowned out. Pure numpy,
+no TensorFlow: the gate runs it in a web or worker process on outcomes it already has.
 """
+
+from __future__ import annotations
 
 import numpy as np
 
 from classifier.metrics import weighted_roc_auc
 
+#: A change and its bootstrap standard error, or None when the figure is undefined.
+Change = tuple[float, float] | None
 
-def paired_changes(active: dict, candidate: dict, resamples: int = 1000, seed: int = 0) -> dict | None:
+
+def paired_changes(active: dict, candidate: dict, resamples: int = 1000, seed: int = 0) -> dict[str, Change] | None:
     """Weighted recall, precision and ROC AUC changes from the active model to the candidate, with their noise.
 
-    Both models scored the same holdout images, so the comparison is paired: the holdout is resampled with
-    replacement (a bootstrap, ``resamples`` times, seeded so a verdict can be repeated) and both models' figures
-    are recomputed on each resample. Returns ``{"recall": (change, standard error), "precision": ...,
-    "auc": ...}``, each change from the whole holdout and its error from the spread over resamples; a change is
-    None when undefined (nothing prohibited, or nothing flagged). None when the outcomes are not of the same
-    images.
+    ``active`` and ``candidate`` are the ``"outcomes"`` of `classifier.evaluation.evaluate_model` with
+    ``keep_outcomes=True`` on the same images: per image its key (sha256), whether it is prohibited, whether the
+    model flags it, its prohibited score and its weight. The holdout is resampled with replacement (a bootstrap,
+    ``resamples`` times, seeded so a verdict can be repeated) and both models' figures are recomputed on each
+    resample. Returns ``{"recall": (change, standard error), "precision": ..., "auc": ...}``, each change from
+    the whole holdout and its error from the spread over resamples; a change is None when undefined (nothing
+    prohibited, or nothing flagged). None when the outcomes are not of the same images (or of none).
     """
-
     if active.get("keys") != candidate.get("keys") or not active.get("keys"):
         return None
     weights = np.asarray(active["weights"], dtype=np.float64)
@@ -42,12 +50,13 @@ def paired_changes(active: dict, candidate: dict, resamples: int = 1000, seed: i
 
     recall, precision = figures(weights[None, :])
     rng = np.random.default_rng(seed)
+    # A resample as counts per image: weighting each image by how often it was drawn is the same as drawing it.
     counts = rng.multinomial(len(weights), np.full(len(weights), 1 / len(weights)), size=resamples)
     resampled = counts * weights[None, :]
     spread_recall, spread_precision = figures(resampled)
     spread_auc = np.array([auc_change(row) for row in resampled])
 
-    def pair(point: float, spread: np.ndarray):
+    def pair(point: float, spread: np.ndarray) -> Change:
         finite = spread[np.isfinite(spread)]
         if not np.isfinite(point):
             return None

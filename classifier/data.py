@@ -6,10 +6,11 @@ from test to train (which would leak it into training and inflate the test figur
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from classifier.hashing import bytes_sha256, file_sha256
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 SPLITS = ("train", "validation", "test")
@@ -40,6 +41,7 @@ class Example:
         return str(self.path) if self.path is not None else self.sha256
 
     def source(self) -> bytes | Path:
+        """What `decode_image` reads: the bytes when held in memory, else the file path."""
         if self.data is not None:
             return self.data
         if self.path is None:
@@ -48,22 +50,17 @@ class Example:
 
     @classmethod
     def from_bytes(cls, data: bytes, label: str) -> Example:
-        return cls(sha256=hashlib.sha256(data).hexdigest(), label=label, data=data)
+        """An example of an image held in memory, identified by the sha256 of its bytes."""
+        return cls(sha256=bytes_sha256(data), label=label, data=data)
 
 
 @dataclass
 class FolderScan:
+    """What `scan_folder` found: the examples, the labels (one per folder) and the files it had to skip."""
+
     examples: list[Example]
     labels: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _looks_like_image(path: Path) -> str | None:
@@ -108,7 +105,7 @@ def scan_folder(directory: str | Path) -> FolderScan:
                 skipped.append((str(path), reason))
                 continue
             try:
-                sha = sha256_file(path)
+                sha = file_sha256(path)
             except OSError as error:
                 skipped.append((str(path), f"cannot read: {error}"))
                 continue

@@ -37,26 +37,25 @@ def _parts_on_cached_features(loaded: LoadedModel):
 
 def _probabilities_from_cache(loaded: LoadedModel, parts, examples: Sequence[Example], cache_dir: str | Path):
     from classifier.cache import BottleneckCache
-    from classifier.training import _batched, _Embedder, _noop
+    from classifier.embedding import Embedder, batched_predict
 
     backbone, head = parts
     record = loaded.feature_cache
     cache = BottleneckCache(cache_dir, str(record["backbone"]), loaded.image_size, variant=str(record["variant"]))
-    embedder = _Embedder(backbone, loaded.image_size, cache)
-    features, _, skipped = embedder.features(list(examples), _noop, 0, len(examples))
+    embedder = Embedder(backbone, loaded.image_size, cache)
+    features, _, skipped = embedder.features(list(examples))
     kept = [example for example in examples if example.sha256 in features]
     stacked = np.stack([features[example.sha256] for example in kept]) if kept else None
-    probabilities = _batched(head, stacked)
+    probabilities = batched_predict(head, stacked)
     if probabilities is None:
         probabilities = np.zeros((0, len(loaded.labels)), dtype=np.float32)
     return kept, probabilities, skipped, embedder.embedded
 
 
 def _probabilities_from_pixels(loaded: LoadedModel, examples: Sequence[Example], batch_size: int):
-    from classifier.images import ImageDecodeError, decode_image
-    from classifier.scoring import compiled_forward
+    from classifier.embedding import decode_example, traced_forward
 
-    forward = compiled_forward(loaded.model, loaded.image_size)
+    forward = traced_forward(loaded.model, loaded.image_size)
     kept: list[Example] = []
     outputs: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
@@ -68,11 +67,10 @@ def _probabilities_from_pixels(loaded: LoadedModel, examples: Sequence[Example],
             pending.clear()
 
     for example in examples:
-        try:
-            pending.append(decode_image(example.source(), loaded.image_size))
-        except ImageDecodeError as error:
-            skipped.append((example.name, str(error)))
+        pixels = decode_example(example, loaded.image_size, skipped)
+        if pixels is None:
             continue
+        pending.append(pixels)
         kept.append(example)
         if len(pending) >= batch_size:
             flush()

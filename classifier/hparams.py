@@ -44,7 +44,7 @@ class HParams:
     class_weights: bool = True
     # How examples' own weights (e.g. inverse-propensity weights of reviewed decisions) enter training: "loss"
     # scales each example's loss by its weight; "bias" trains the head unweighted and then refits only its output
-    # biases with the weights (training.refit_output_bias): unbiased where the boundary sits, without the heavy
+    # biases with the weights (heads.refit_output_bias): unbiased where the boundary sits, without the heavy
     # weights' variance in the features it learns. Without example weights the refit barely moves the biases.
     example_weighting: str = "loss"
     # With "bias" weighting: 0 refits the biases on the head's own training and validation log-probabilities;
@@ -53,7 +53,7 @@ class HParams:
     # ones, so the few heavy audit items it has fitted stop pulling the boundary towards them.
     bias_folds: int = 0
     # With "bias" weighting and bias_folds >= 2, choose l2 from these values by the out-of-fold weighted
-    # cross-entropy (cross-validation on the training images; only up to training.L2_SEARCH_MAX_IMAGES). Empty:
+    # cross-entropy (cross-validation on the training images; only up to heads.L2_SEARCH_MAX_IMAGES). Empty:
     # use l2 as given.
     l2_grid: tuple[float, ...] = ()
     # With "bias" weighting and bias_folds >= 2, average the fold heads (already trained for the bias refit) into
@@ -76,6 +76,8 @@ class HParams:
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 0.001
     seed: int = 0
+    # A local ImageNet weights file for the backbones that load one (backbones.accepts_weights_file); None:
+    # Keras' download. The only way a weights file reaches a backbone: the library reads no environment.
     backbone_weights: str | None = None
 
     def __post_init__(self):
@@ -105,6 +107,7 @@ class HParams:
             raise ValueError("fine_tune_layers and hidden_units must be >= 0, dropout in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every hyper-parameter by name, as hparams.json records it (`from_dict` reads it back)."""
         return asdict(self)
 
     @classmethod
@@ -130,8 +133,6 @@ class HParams:
         A feature layer named explicitly without a pooling gets a global average, as before pooling was a choice,
         so saved hyper-parameters that name a layer keep meaning the same features.
         """
-        if self.example_weighting not in ("loss", "bias"):
-            raise ValueError(f"example_weighting must be 'loss' or 'bias', got {self.example_weighting!r}")
         if self.pooling is not None:
             return self.pooling
         if self.feature_layer:

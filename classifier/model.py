@@ -151,6 +151,7 @@ def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
 
 
 def freeze(model: keras.Model) -> None:
+    """Make the model and every layer inside it untrainable again, e.g. after fine-tuning."""
     model.trainable = False
     for layer in leaf_layers(model):
         layer.trainable = False

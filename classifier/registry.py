@@ -4,13 +4,15 @@ Layout: `root/v0001/` holds model.keras, model.sha256, labels.json, hparams.json
 metadata.json, curves.png, confusion.png and logs/ (TensorBoard). `root/active` names the serving version and is
 replaced with write + rename, so a reader sees the old or the new name, never half of one. Models are programs:
 loading checks the sha256 recorded at save time, refuses Lambda layers and uses Keras safe_mode.
+
+The layout is this module's business: other code reads a version through `Registry`'s readers (`info`,
+`hparams`, `manifest`, `metadata`, `load`), never by opening its files, so the files can change in one place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -22,8 +24,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from classifier.files import atomic_file
+from classifier.hashing import file_sha256
+from classifier.hparams import HParams
+
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+HPARAMS_FILE = "hparams.json"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+METADATA_FILE = "metadata.json"
+
+# Marks a JSON file a version cannot do without (`Registry._read_json`).
+_REQUIRED = object()
 
 
 class RegistryError(RuntimeError):
@@ -32,6 +46,8 @@ class RegistryError(RuntimeError):
 
 @dataclass(frozen=True)
 class VersionInfo:
+    """A saved version's name, creation time, labels and test metrics (without the per-epoch history)."""
+
     version: str
     created_at: str
     labels: list[str]
@@ -42,6 +58,8 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A version's model, checked and loaded, with what scoring needs to feed it and read its output."""
+
     version: str
     model: Any
     labels: list[str]
@@ -51,29 +69,13 @@ class LoadedModel:
     feature_cache: dict | None = None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w", durable=True) as handle:
+        handle.write(text)
 
 
 def _refuse_lambda(model_path: Path) -> None:
@@ -105,10 +107,12 @@ class Registry:
 
     @property
     def active_file(self) -> Path:
+        """The pointer file naming the serving version (its stat tells a watcher the pointer moved)."""
         return self.root / "active"
 
     @property
     def history_file(self) -> Path:
+        """The versions activated so far, oldest first, which `rollback` walks back."""
         return self.root / "active_history.json"
 
     @contextlib.contextmanager
@@ -128,6 +132,7 @@ class Registry:
         return sorted(names, key=lambda name: int(VERSION_PATTERN.match(name).group(1)))
 
     def path(self, version: str) -> Path:
+        """The directory of ``version``; RegistryError for anything that is not a version name (no ``../``)."""
         if not VERSION_PATTERN.match(version or ""):
             raise RegistryError(f"not a version name: {version!r}")
         return self.root / version
@@ -146,13 +151,13 @@ class Registry:
             model_path = staging / MODEL_FILE
             result.model.save(model_path)
             (staging / "model.sha256").write_text(file_sha256(model_path) + "\n")
-            _write_json(staging / "labels.json", {"labels": list(result.labels), "prohibited": list(result.prohibited)})
-            _write_json(staging / "hparams.json", result.hparams.to_dict())
-            _write_json(staging / "metrics.json", {**result.metrics, "history": result.history})
-            _write_json(staging / "manifest.json", result.manifest)
+            _write_json(staging / LABELS_FILE, {"labels": list(result.labels), "prohibited": list(result.prohibited)})
+            _write_json(staging / HPARAMS_FILE, result.hparams.to_dict())
+            _write_json(staging / METRICS_FILE, {**result.metrics, "history": result.history})
+            _write_json(staging / MANIFEST_FILE, result.manifest)
             created_at = datetime.now(UTC).isoformat()
             _write_json(
-                staging / "metadata.json",
+                staging / METADATA_FILE,
                 {
                     **(metadata or {}),
                     "created_at": created_at,
@@ -189,14 +194,23 @@ class Registry:
             raise
         return version
 
-    def _info(self, version: str) -> VersionInfo:
-        path = self.path(version)
+    def _read_json(self, version: str, name: str, missing: Any = _REQUIRED) -> Any:
+        """The parsed file ``name`` of ``version``; ``missing`` when it does not exist, unless it is required."""
+        path = self.path(version) / name
         try:
-            labels = json.loads((path / "labels.json").read_text())
-            metrics = json.loads((path / "metrics.json").read_text())
-            metadata = json.loads((path / "metadata.json").read_text())
+            return json.loads(path.read_text())
+        except FileNotFoundError as error:
+            if missing is _REQUIRED:
+                raise RegistryError(f"version {version} is incomplete: it has no {name}") from error
+            return missing
         except (OSError, json.JSONDecodeError) as error:
-            raise RegistryError(f"version {version} is incomplete: {error}") from error
+            raise RegistryError(f"version {version} has an unreadable {name}: {error}") from error
+
+    def info(self, version: str) -> VersionInfo:
+        """What `versions` lists about one version; RegistryError when it is missing or incomplete."""
+        labels = self._read_json(version, LABELS_FILE)
+        metrics = self._read_json(version, METRICS_FILE)
+        metadata = self._read_json(version, METADATA_FILE)
         metrics.pop("history", None)
         return VersionInfo(
             version=version,
@@ -204,39 +218,52 @@ class Registry:
             labels=labels["labels"],
             prohibited=labels["prohibited"],
             metrics=metrics,
-            path=path,
+            path=self.path(version),
         )
 
+    def hparams(self, version: str) -> HParams:
+        """The hyper-parameters ``version`` was trained with, e.g. to retrain the active model's way.
+
+        Raises RegistryError when the version has no readable hparams.json, or one that names hyper-parameters
+        this code does not know (written by a newer version of it); a caller with a fallback catches that.
+        """
+        data = self._read_json(version, HPARAMS_FILE)
+        try:
+            return HParams.from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise RegistryError(f"version {version} has invalid hyper-parameters: {error}") from error
+
+    def manifest(self, version: str) -> dict[str, list[str]]:
+        """Which images ``version`` used for what: ``{"train"|"validation"|"test": [sha256, ...]}``.
+
+        An empty dict when the version has no manifest (so every split reads as empty); RegistryError when the
+        file exists but cannot be read.
+        """
+        return self._read_json(version, MANIFEST_FILE, missing={})
+
+    def metadata(self, version: str) -> dict:
+        """What was recorded about ``version`` when it was saved.
+
+        That is the metadata the caller passed to `save`, plus ``created_at``, ``image_size``, ``backbone``,
+        ``embedded``, ``cached``, ``seconds``, ``skipped``, ``fine_tuned_layers`` and ``feature_cache``. An empty
+        dict when the version has no metadata.json; RegistryError when the file cannot be read or does not hold a
+        JSON object.
+        """
+        metadata = self._read_json(version, METADATA_FILE, missing={})
+        if not isinstance(metadata, dict):
+            raise RegistryError(f"version {version} has an unreadable {METADATA_FILE}: not a JSON object")
+        return metadata
+
     def versions(self) -> list[VersionInfo]:
+        """Every complete version, oldest first; incomplete ones are left out."""
         infos = []
         for name in self._version_names():
             with contextlib.suppress(RegistryError):
-                infos.append(self._info(name))
+                infos.append(self.info(name))
         return infos
 
-    def hparams(self, version: str):
-        """The `HParams` a version was trained with; the defaults when it recorded none (older versions)."""
-        from classifier.hparams import HParams
-
-        path = self.path(version) / "hparams.json"
-        try:
-            return HParams.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return HParams()
-        except (OSError, json.JSONDecodeError) as error:
-            raise RegistryError(f"version {version} has an unreadable hparams.json: {error}") from error
-
-    def manifest(self, version: str) -> dict[str, list[str]]:
-        """Which images (by sha256) a version used for train, validation and test; empty when not recorded."""
-        path = self.path(version) / "manifest.json"
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, json.JSONDecodeError) as error:
-            raise RegistryError(f"version {version} has an unreadable manifest.json: {error}") from error
-
     def active_version(self) -> str | None:
+        """The name of the serving version, or None before anything was activated."""
         try:
             name = self.active_file.read_text().strip()
         except FileNotFoundError:
@@ -292,10 +319,7 @@ class Registry:
         if file_sha256(model_path) != expected:
             raise RegistryError(f"{model_path} does not match its recorded sha256; refusing to load it")
         _refuse_lambda(model_path)
-        try:
-            labels = json.loads((path / "labels.json").read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise RegistryError(f"version {version} has no readable labels.json: {error}") from error
+        labels = self._read_json(version, LABELS_FILE)
         import keras
 
         try:
@@ -312,8 +336,9 @@ class Registry:
                 f"{model_path} outputs {model.output_shape[-1]} classes for {len(labels['labels'])} labels"
             )
         try:
-            feature_cache = json.loads((path / "metadata.json").read_text()).get("feature_cache")
-        except (OSError, json.JSONDecodeError, AttributeError):
+            feature_cache = self.metadata(version).get("feature_cache")
+        except RegistryError:
+            # Without a readable record the model is still fine: it is scored on pixels instead of cached features.
             feature_cache = None
         return LoadedModel(
             version=version,

@@ -1,4 +1,9 @@
-"""TensorFlow process settings that callers opt into; nothing here runs at import time."""
+"""TensorFlow process settings that the process owner opts into; nothing here runs at import time.
+
+The library never decides how many threads TensorFlow uses: the owner of the process (the command line, the
+Celery worker, a benchmark) knows how many processes share the machine, reads its own configuration and calls
+`configure_threads` once, before TensorFlow's first op.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,15 @@ _configured = False
 
 
 def configure_threads(threads: int | None = None) -> None:
-    """Set TensorFlow's intra- and inter-op threads from `threads` or env VIGIA_TF_THREADS (unset: TF default).
+    """Set TensorFlow's intra- and inter-op threads to ``threads`` (None or 0: TensorFlow's default).
 
     Celery runs one single-thread TensorFlow per child, which beats one process using both cores. TensorFlow
-    only accepts this before its runtime starts, so a late call is ignored rather than failing the caller.
+    only accepts this before its runtime starts, so a late call is ignored rather than failing the caller, and
+    only the first call of a process counts.
     """
     global _configured
     if _configured:
         return
-    if threads is None:
-        raw = os.environ.get("VIGIA_TF_THREADS", "").strip()
-        threads = int(raw) if raw else None
     _configured = True
     if not threads:
         return

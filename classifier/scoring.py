@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from classifier.embedding import traced_forward
 from classifier.registry import LoadedModel, Registry
 
 logger = logging.getLogger(__name__)
@@ -35,18 +36,15 @@ class NoActiveModel(RuntimeError):
 
 @dataclass(frozen=True)
 class Prediction:
+    """Per image, in order, the probability of each label, and the version that computed them."""
+
     model_version: str
     probabilities: list[dict[str, float]]
 
 
-def compiled_forward(model, image_size: int):
-    """The model's inference pass as one traced function for any batch size (no per-call Keras overhead)."""
-    import tensorflow as tf
-
-    return tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)],
-    )
+#: The model's inference pass as one traced function for any batch size (no per-call Keras overhead): the same
+#: pass embedding uses, under the name serving code and benchmarks know it by.
+compiled_forward = traced_forward
 
 
 def smoke_test(loaded: LoadedModel, forward) -> None:
@@ -127,13 +125,10 @@ class Scorer:
 
     def _try_load(self, version: str, state: tuple) -> bool:
         """Load and smoke-test `version` without holding `_lock`, then swap it in; the caller holds `_load_lock`."""
-        from classifier.runtime import configure_threads
-
-        configure_threads()
         started = time.monotonic()
         try:
             candidate = self.registry.load(version)
-            forward = compiled_forward(candidate.model, candidate.image_size)
+            forward = traced_forward(candidate.model, candidate.image_size)
             smoke_test(candidate, forward)
         except Exception as error:
             with self._lock:
@@ -176,14 +171,17 @@ class Scorer:
 
     @property
     def version(self) -> str:
+        """The version that serves now (loading the active one first if need be)."""
         return self._current().version
 
     @property
     def labels(self) -> list[str]:
+        """The serving model's labels, in the order of its outputs."""
         return list(self._current().labels)
 
     @property
     def prohibited(self) -> list[str]:
+        """The serving model's prohibited labels."""
         return list(self._current().prohibited)
 
     def predict(self, images: Sequence[bytes | str | Path | np.ndarray]) -> Prediction:

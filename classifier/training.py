@@ -1,9 +1,11 @@
-"""Train a classifier: embed images once through the frozen backbone (cached), fit a softmax head, evaluate.
+"""Train a classifier: the package's entry point, `train_model`, composed of named steps, and its result.
 
 The expensive part of transfer learning is the backbone's forward pass. Pooled features are cached on disk by
-image hash, so a retrain after moderators labelled 10% more images embeds only those 10%; the head then trains
-on in-memory arrays in seconds. Distortions and fine-tuning need the pixels each epoch, so they run images
-through the backbone instead, as retrain.py did.
+image hash (`classifier.embedding`), so a retrain after moderators labelled 10% more images embeds only those
+10%; the head then trains on in-memory arrays in seconds (`classifier.fitting`), with any cross-validated bias
+refit and head averaging (`classifier.heads`). Distortions and fine-tuning that cannot start from cached maps
+need the pixels each epoch, so they run images through the backbone instead (`classifier.pixel_training`), as
+retrain.py did. This module only decides which steps run, in what order, and assembles what they produce.
 
 Examples may carry weights (`Example.weight`, default 1): each example's loss is multiplied by its weight, and
 balanced class weights, when on, balance the classes' weighted totals rather than their raw counts.
@@ -14,23 +16,47 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from classifier.cache import BottleneckCache
 from classifier.data import SPLITS, DatasetError, Example, check_labels, split_of
+from classifier.embedding import (
+    EMBED_BATCH,
+    Embedder,
+    EmbedResult,
+    Progress,
+    batched_predict,
+    bottleneck_root,
+    embed_examples,
+    feature_cache_variant,
+    feature_caches,
+    no_progress,
+)
+from classifier.fitting import FeatureArrays, example_weights, feature_arrays, fit_features, merge_history
+from classifier.heads import (
+    FoldProgress,
+    choose_l2,
+    cross_validation_folds,
+    out_of_fold_log_probabilities,
+    refit_biases,
+    searches_l2,
+)
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
+from classifier.pixel_training import decode_splits, train_on_pixels
 
-Progress = Callable[[str, int, int], None]
-EMBED_BATCH = 32
+# `embed_examples` and `EmbedResult` live in classifier.embedding; callers of the package import them from here,
+# beside `train_model`, as the two things a training pipeline does.
+__all__ = ["EmbedResult", "TrainingResult", "embed_examples", "train_model"]
 
 
 @dataclass
 class TrainingResult:
+    """One trained model with everything the registry saves beside it: labels, metrics, history, manifest."""
+
     model: Any
     labels: list[str]
     prohibited: list[str]
@@ -50,10 +76,6 @@ class TrainingResult:
     feature_cache: dict | None = None
     # True when log_dir is a temporary directory made by train_model, which the registry may remove once copied.
     log_dir_is_temporary: bool = False
-
-
-def _noop(phase: str, current: int, total: int) -> None:
-    return None
 
 
 def _assign_splits(
@@ -79,577 +101,38 @@ def _assign_splits(
     return groups, skipped
 
 
-def traced_forward(model, image_size: int):
-    """The model's inference pass, traced once for any batch of ``image_size`` images."""
-    import tensorflow as tf
-
-    return tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)],
-        reduce_retracing=True,
-    )
-
-
-class _Embedder:
-    """Pooled features for examples: from the cache when present, else decoded and run through the backbone.
-
-    With a ``mirror_cache``, examples named in ``features(mirror=...)`` also get the features of their mirror image
-    (flipped left-right), which training uses as an extra example. Both come from one decode, and an image counts
-    once in ``embedded`` / ``cached`` however many of its two vectors had to be computed.
-    """
-
-    def __init__(
-        self,
-        backbone,
-        image_size: int,
-        cache: BottleneckCache | None,
-        mirror_cache: BottleneckCache | None = None,
-        forward=None,
-    ):
-        self.backbone = backbone
-        self.image_size = image_size
-        self.cache = cache
-        self.mirror_cache = mirror_cache
-        self.embedded = 0
-        self.cached = 0
-        # Tracing costs far more than embedding one image: callers that embed a few images at a time pass the
-        # traced pass they keep (see `_extractor`).
-        self._forward = forward or traced_forward(backbone, image_size)
-
-    def features(
-        self, examples: list[Example], progress: Progress, done: int, total: int, mirror: frozenset[str] = frozenset()
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[tuple[str, str]]]:
-        """``(features by sha, mirror-image features by sha, skipped)`` for ``examples``."""
-        from classifier.images import ImageDecodeError, decode_image
-
-        found: dict[str, np.ndarray] = {}
-        mirrored: dict[str, np.ndarray] = {}
-        skipped: list[tuple[str, str]] = []
-        pending: list[tuple[str, np.ndarray, dict, BottleneckCache | None]] = []
-
-        def flush():
-            if not pending:
-                return
-            batch = np.stack([pixels for _, pixels, _, _ in pending]).astype(np.float32)
-            vectors = self._forward(batch).numpy()
-            for (sha, _, into, cache), vector in zip(pending, vectors, strict=True):
-                into[sha] = vector
-                if cache is not None:
-                    cache.put(sha, vector)
-            pending.clear()
-
-        def lookup(cache: BottleneckCache | None, sha: str) -> np.ndarray | None:
-            return cache.get(sha) if cache is not None else None
-
-        for example in examples:
-            sha = example.sha256
-            want_mirror = self.mirror_cache is not None and sha in mirror
-            vector = lookup(self.cache, sha)
-            flipped = lookup(self.mirror_cache, sha) if want_mirror else None
-            if vector is not None:
-                found[sha] = vector
-            if flipped is not None:
-                mirrored[sha] = flipped
-            if vector is not None and (flipped is not None or not want_mirror):
-                self.cached += 1
-            else:
-                try:
-                    pixels = decode_image(example.source(), self.image_size)
-                except ImageDecodeError as error:
-                    skipped.append((example.name, str(error)))
-                    found.pop(sha, None)
-                    mirrored.pop(sha, None)
-                else:
-                    self.embedded += 1
-                    if vector is None:
-                        pending.append((sha, pixels, found, self.cache))
-                    if want_mirror and flipped is None:
-                        pending.append((sha, pixels[:, ::-1], mirrored, self.mirror_cache))
-                if len(pending) >= EMBED_BATCH:
-                    flush()
-            done += 1
-            progress("embedding", done, total)
-        flush()
-        return found, mirrored, skipped
-
-
-def _decode_all(examples: list[Example], size: int) -> tuple[list[Example], np.ndarray, list[tuple[str, str]]]:
-    from classifier.images import ImageDecodeError, decode_image
-
-    kept, pixels, skipped = [], [], []
-    for example in examples:
-        try:
-            pixels.append(decode_image(example.source(), size))
-            kept.append(example)
-        except ImageDecodeError as error:
-            skipped.append((example.name, str(error)))
-    array = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), dtype=np.uint8)
-    return kept, array, skipped
-
-
-class _ProgressCallback:
-    """Reports training epochs to the caller's progress function (phase "training")."""
-
-    @staticmethod
-    def make(progress: Progress, offset: int, total: int):
-        import keras
-
-        class Callback(keras.callbacks.Callback):
-            done = offset
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.done += 1
-                progress("training", min(self.done, total), total)
-
-        return Callback()
-
-
-def _class_weights(y: np.ndarray, n_labels: int, example_weights: np.ndarray | None = None) -> dict[int, float]:
-    """Balanced class weights: each present class gets the same total weight.
-
-    With example weights the class totals are sums of example weights, i.e. the classes' sizes in the population
-    the weighted sample estimates, not in the biased sample itself. Balancing raw counts of a sample drawn mostly
-    from flagged images would undo what the inverse-propensity weights correct.
-    """
-    if example_weights is None:
-        example_weights = np.ones(len(y))
-    counts = np.bincount(y, weights=example_weights, minlength=n_labels)
-    present = counts > 0
-    weights = np.ones(n_labels)
-    weights[present] = float(np.sum(example_weights)) / (present.sum() * counts[present])
-    return {i: float(w) for i, w in enumerate(weights)}
-
-
-def _sample_weights(y: np.ndarray, n_labels: int, hparams: HParams, example_weights: np.ndarray | None) -> np.ndarray:
-    """Per-example loss weights: the example's own weight times its class weight (when class weights are on)."""
-    own = np.ones(len(y)) if example_weights is None else np.asarray(example_weights, dtype=np.float64)
-    if not hparams.class_weights:
-        return own.astype(np.float32)
-    by_class = _class_weights(y, n_labels, own)
-    return (own * np.array([by_class[int(label)] for label in y])).astype(np.float32)
-
-
-def _out_of_fold_log_probabilities(
-    x: np.ndarray,
-    y: np.ndarray,
-    image_of_row: np.ndarray,
-    n_labels: int,
-    hparams: HParams,
-    folds: int,
-    validation: tuple[np.ndarray, np.ndarray] | None = None,
-    on_fold: Callable[[], None] | None = None,
-) -> tuple[np.ndarray, list]:
-    """Log-probabilities of every training row from a head trained without that row's fold, and the fold heads.
-
-    ``image_of_row`` maps each row to its image, so an image and its mirror copy always share a fold: a head
-    that saw one would score the other almost as if it had seen it. Folds come from a seeded permutation of
-    the images, so a retrain on the same examples refits the same biases. Each fold's head stops early on
-    ``validation`` as the final head does, so it is fitted as closely as the head whose biases are refit.
-    """
-    from classifier.model import build_head
-
-    permutation = np.random.default_rng(hparams.seed).permutation(int(image_of_row.max()) + 1)
-    fold_of_row = permutation[image_of_row] % folds
-    log_p = np.zeros((len(y), n_labels), dtype=np.float64)
-    heads = []
-    for fold in range(folds):
-        held = fold_of_row == fold
-        if held.all():
-            continue
-        head = build_head(x.shape[1], n_labels, hparams, training_features=x[~held])
-        _fit_features(head, x[~held], y[~held], validation, hparams, None, lambda _done: None)
-        log_p[held] = np.log(np.clip(_batched(head, x[held]), 1e-12, 1.0))
-        heads.append(head)
-        if on_fold is not None:
-            on_fold()
-    return log_p, heads
-
-
-def _linear_logits(head) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A plain softmax head as logits = features @ kernel + bias on raw features, plus its standardisation."""
-    kernel, bias = (w.astype(np.float64) for w in head.get_layer("head_softmax").get_weights())
-    mean, scale = np.zeros(kernel.shape[0]), np.ones(kernel.shape[0])
-    if any(layer.name == "head_standardize" for layer in head.layers):
-        normalization = head.get_layer("head_standardize")
-        mean = np.asarray(normalization.mean, dtype=np.float64).reshape(-1)
-        # Keras' Normalization divides by max(sqrt(variance), epsilon).
-        scale = np.maximum(np.sqrt(np.asarray(normalization.variance, dtype=np.float64).reshape(-1)), 1e-7)
-    raw_kernel = kernel / scale[:, None]
-    return raw_kernel, bias - mean @ raw_kernel, mean, scale
-
-
-def average_heads(head, others: Sequence) -> None:
-    """Make ``head`` output the softmax of the mean of its own and ``others``' logits (all plain softmax heads).
-
-    Each head standardises with its own training features' moments, so the logits are first written on the raw
-    features, averaged there, and written back on ``head``'s standardisation: the result is exactly one head of
-    the same shape, saved and served like any other.
-    """
-    parts = [_linear_logits(h) for h in [head, *others]]
-    raw_kernel = np.mean([part[0] for part in parts], axis=0)
-    raw_bias = np.mean([part[1] for part in parts], axis=0)
-    _, _, mean, scale = parts[0]
-    output = head.get_layer("head_softmax")
-    kernel, bias = output.get_weights()
-    output.set_weights(
-        [(scale[:, None] * raw_kernel).astype(kernel.dtype), (raw_bias + mean @ raw_kernel).astype(bias.dtype)]
-    )
-
-
-#: Above this many training images a retrain keeps its L2 strength instead of searching `HParams.l2_grid`: the
-#: search costs one set of fold heads per value, and with thousands of images the choice matters less.
-L2_SEARCH_MAX_IMAGES = 2000
-
-
-def _choose_l2(
-    x: np.ndarray,
-    y: np.ndarray,
-    example_weights: np.ndarray,
-    image_of_row: np.ndarray,
-    n_labels: int,
-    hparams: HParams,
-    validation: tuple[np.ndarray, np.ndarray] | None,
-    on_fold: Callable[[], None] | None = None,
-) -> tuple[HParams, np.ndarray, list, dict[str, float]]:
-    """The L2 strength of ``hparams.l2_grid`` whose out-of-fold scores give the lowest weighted cross-entropy.
-
-    Judged the way the biases are refit: each value's out-of-fold log-probabilities, shifted by their own best
-    biases, scored with the same class-balanced example weights. Only training data is used, so the choice is
-    cross-validation, not a peek at any test set. Returns the hyper-parameters with that strength, its
-    out-of-fold log-probabilities and fold heads (the bias refit and head averaging reuse them) and every value's
-    loss.
-    """
-    weights = _sample_weights(y, n_labels, hparams, example_weights).astype(np.float64)
-    weights = weights / weights.sum()
-    losses: dict[str, float] = {}
-    best: tuple[float, float, np.ndarray, list] | None = None
-    for l2 in hparams.l2_grid:
-        candidate = replace(hparams, l2=float(l2))
-        log_p, heads = _out_of_fold_log_probabilities(
-            x, y, image_of_row, n_labels, candidate, hparams.bias_folds, validation, on_fold
-        )
-        logits = log_p + fit_bias_shift(log_p, y, weights)
-        logits -= logits.max(axis=1, keepdims=True)
-        log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        loss = float(-(weights * log_probabilities[np.arange(len(y)), y]).sum())
-        losses[repr(float(l2))] = round(loss, 5)
-        if best is None or loss < best[0]:
-            best = (loss, float(l2), log_p, heads)
-    return replace(hparams, l2=best[1]), best[2], best[3], losses
-
-
-def fit_bias_shift(log_p: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
-    """The per-label constants that, added to ``log_p``, minimise the weighted cross-entropy (mean zero)."""
-    log_p = np.asarray(log_p, dtype=np.float64)
-    weights = np.asarray(sample_weight, dtype=np.float64)
-    weights = weights / weights.sum()
-    onehot = np.eye(log_p.shape[1])[y]
-    shift = np.zeros(log_p.shape[1])
-    for _ in range(steps):
-        logits = log_p + shift
-        logits -= logits.max(axis=1, keepdims=True)
-        shifted = np.exp(logits)
-        shifted /= shifted.sum(axis=1, keepdims=True)
-        # Gradient of the weighted mean cross-entropy; the problem is convex with curvature below 1/2.
-        shift -= 2.0 * (weights[:, None] * (shifted - onehot)).sum(axis=0)
-    return shift - shift.mean()
-
-
-def add_output_bias(head, shift: np.ndarray) -> None:
-    """Add ``shift`` to the softmax layer's bias (the same as adding it to every log-probability)."""
-    output = head.get_layer("head_softmax")
-    kernel, bias = output.get_weights()
-    output.set_weights([kernel, (bias + shift).astype(bias.dtype)])
-
-
-def refit_output_bias(head, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, steps: int = 500) -> np.ndarray:
-    """Shift the head's output biases to minimise the weighted cross-entropy on ``x``; the kernel stays.
-
-    The head's boundary direction is learned from the sample as it is; only where it sits along that direction
-    (one bias per label) is refit with the weights. A sample drawn mostly from flagged images, with a thin audit
-    sample of the rest weighted up, estimates the direction with low variance unweighted, but places the
-    boundary where the flagged images' mix of labels puts it; a handful of numbers refit with the weights moves
-    it back to where the weighted (population) loss wants it, without the heavy weights' variance reaching the
-    features. Adding a constant to every log-probability is the same as adding it to the logits, so the shift
-    is fit on the head's log-probabilities and then added to its last bias. Returns the shift.
-    """
-    log_p = np.log(np.clip(_batched(head, x), 1e-12, 1.0))
-    shift = fit_bias_shift(log_p, y, sample_weight, steps)
-    add_output_bias(head, shift)
-    return shift
-
-
-def _fit(
-    model,
-    x,
-    y,
-    validation,
-    hparams: HParams,
-    epochs: int,
-    learning_rate: float,
-    callbacks,
-    initial_epoch=0,
-    example_weights: np.ndarray | None = None,
-):
-    """Keras fit on pixels (distortions or fine-tuning), with early stopping that can also undo the phase."""
-    import keras
-
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=hparams.momentum),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    start_loss, start_weights = np.inf, None
-    if validation is not None and initial_epoch:
-        # A later phase (fine-tuning) starts from a trained model: if no epoch beats it, keep it as it was.
-        start_loss = float(model.evaluate(*validation, batch_size=hparams.batch_size, verbose=0)[0])
-        start_weights = model.get_weights()
-    monitor = "val_loss" if validation is not None else "loss"
-    stopper = keras.callbacks.EarlyStopping(
-        monitor=monitor, patience=hparams.early_stopping_patience, restore_best_weights=True
-    )
-    history = model.fit(
-        x,
-        y,
-        validation_data=validation,
-        epochs=initial_epoch + epochs,
-        initial_epoch=initial_epoch,
-        batch_size=hparams.batch_size,
-        shuffle=True,
-        sample_weight=_sample_weights(y, model.output_shape[-1], hparams, example_weights),
-        callbacks=[stopper, *callbacks],
-        verbose=0,
-    )
-    if start_weights is not None and min(history.history.get("val_loss", [np.inf])) >= start_loss:
-        model.set_weights(start_weights)
-    return history.history
-
-
-def _fit_features(
-    head,
-    x,
-    y,
-    validation,
-    hparams: HParams,
-    log_dir: Path,
-    on_epoch,
-    epochs: int | None = None,
-    learning_rate: float | None = None,
-    step_offset: int = 0,
-    example_weights: np.ndarray | None = None,
-    validation_weights: np.ndarray | None = None,
-) -> dict[str, list[float]]:
-    """Train the head on in-memory feature arrays with one compiled function per epoch.
-
-    Keras `fit` spends tens of milliseconds per epoch building iterators, which dominates when the data is a
-    few thousand cached vectors; this loop keeps a retrain on cached features at a few seconds. Early stopping
-    watches the validation loss (the training loss when there is no validation split) and restores the best
-    weights, like Keras' EarlyStopping(restore_best_weights=True). Example weights scale the training loss and
-    the validation loss and accuracy, so early stopping also judges on the weighted (population) estimate.
-    """
-    import keras
-    import tensorflow as tf
-
-    n_labels = head.output_shape[-1]
-    sample_weight = _sample_weights(y, n_labels, hparams, example_weights)
-    epochs = hparams.epochs if epochs is None else epochs
-    learning_rate = hparams.learning_rate if learning_rate is None else learning_rate
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=hparams.momentum)
-    # Cached feature maps are kept as float16 to halve memory; each batch is widened on the fly.
-    x_t = tf.constant(x)
-    y_t = tf.constant(y, dtype=tf.int64)
-    w_t = tf.constant(sample_weight)
-    batch = int(hparams.batch_size)
-    variables = head.trainable_weights
-
-    @tf.function(reduce_retracing=True)
-    def train_epoch(order):
-        # Returns the epoch's mean cross-entropy and accuracy as seen during training (dropout on), like fit.
-        total_loss = tf.constant(0.0)
-        correct = tf.constant(0.0)
-        for start in tf.range(0, tf.shape(order)[0], batch):
-            idx = order[start : start + batch]
-            xb = tf.cast(tf.gather(x_t, idx), tf.float32)
-            yb, wb = tf.gather(y_t, idx), tf.gather(w_t, idx)
-            with tf.GradientTape() as tape:
-                probs = head(xb, training=True)
-                per_example = keras.losses.sparse_categorical_crossentropy(yb, probs)
-                loss = tf.reduce_mean(wb * per_example)
-                if head.losses:
-                    loss += tf.add_n(head.losses)
-            optimizer.apply(tape.gradient(loss, variables), variables)
-            total_loss += tf.reduce_sum(per_example)
-            correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=1), yb), tf.float32))
-        count = tf.cast(tf.shape(order)[0], tf.float32)
-        return total_loss / count, correct / count
-
-    @tf.function(reduce_retracing=True)
-    def measure(xs, ys, ws):
-        total_loss = tf.constant(0.0)
-        correct = tf.constant(0.0)
-        n = tf.shape(xs)[0]
-        for start in tf.range(0, n, 512):
-            probs = head(tf.cast(xs[start : start + 512], tf.float32), training=False)
-            yb, wb = ys[start : start + 512], ws[start : start + 512]
-            total_loss += tf.reduce_sum(wb * keras.losses.sparse_categorical_crossentropy(yb, probs))
-            correct += tf.reduce_sum(wb * tf.cast(tf.equal(tf.argmax(probs, axis=1), yb), tf.float32))
-        count = tf.reduce_sum(ws)
-        return total_loss / count, correct / count
-
-    writers = {
-        name: tf.summary.create_file_writer(str(log_dir / name))
-        if log_dir is not None
-        else tf.summary.create_noop_writer()
-        for name in ("train", "validation")
-    }
-    rng = np.random.default_rng(hparams.seed)
-    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    x_v = y_v = w_v = None
-    if validation is not None:
-        x_v, y_v = tf.constant(validation[0]), tf.constant(validation[1], dtype=tf.int64)
-        own = np.ones(len(validation[1])) if validation_weights is None else validation_weights
-        w_v = tf.constant(np.asarray(own, dtype=np.float32))
-    # In a later phase (fine-tuning, step_offset > 0) the starting weights compete too, so a phase that only makes
-    # the model worse is undone entirely. A new head's starting weights are random: on a small validation split
-    # they can score a lower loss than the first epochs by chance, and must never be what training returns.
-    best_loss = float(measure(x_v, y_v, w_v)[0]) if x_v is not None and step_offset else np.inf
-    best_weights, waited = head.get_weights(), 0
-    for epoch in range(epochs):
-        loss, accuracy = (float(v) for v in train_epoch(tf.constant(rng.permutation(len(y)), dtype=tf.int64)))
-        history["loss"].append(loss)
-        history["accuracy"].append(accuracy)
-        with writers["train"].as_default():
-            tf.summary.scalar("epoch_loss", loss, step=step_offset + epoch)
-            tf.summary.scalar("epoch_accuracy", accuracy, step=step_offset + epoch)
-        watched = loss
-        if x_v is not None:
-            val_loss, val_accuracy = (float(v) for v in measure(x_v, y_v, w_v))
-            history["val_loss"].append(val_loss)
-            history["val_accuracy"].append(val_accuracy)
-            with writers["validation"].as_default():
-                tf.summary.scalar("epoch_loss", val_loss, step=step_offset + epoch)
-                tf.summary.scalar("epoch_accuracy", val_accuracy, step=step_offset + epoch)
-            watched = val_loss
-        on_epoch(step_offset + epoch + 1)
-        if not np.isfinite(watched):
-            break
-        if watched < best_loss - 1e-6:
-            best_loss, best_weights, waited = watched, head.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= hparams.early_stopping_patience:
-                break
-    head.set_weights(best_weights)
-    for writer in writers.values():
-        writer.flush()
-    return {key: values for key, values in history.items() if values}
-
-
-def _merge(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:
-    for key, values in more.items():
-        history.setdefault(key, []).extend(float(v) for v in values)
-
-
-def _cache_root(cache_dir: str | Path | None) -> Path:
-    from classifier.backbones import default_cache_dir
-
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "bottlenecks"
-
-
-def feature_cache_variant(backbone, hparams: HParams, cut_layer: str | None = None) -> str:
-    """The cache namespace suffix of a backbone's features: its weights, feature layers, pooling, and any cut.
-
-    The weights fingerprint comes first, so a loaded model's backbone can be checked against a recorded variant:
-    features from other weights must never be mistaken for its own.
-    """
-    from classifier.backbones import FINAL_FEATURES
-    from classifier.model import weights_fingerprint
-
-    feature_layer = hparams.resolved_feature_layer()
-    pooling = hparams.resolved_pooling()
-    suffix = f"-{feature_layer}" if feature_layer != FINAL_FEATURES else ""
-    suffix += f"-{pooling}" if pooling != "average" else ""
-    return weights_fingerprint(backbone) + suffix + (f"-{cut_layer}" if cut_layer else "")
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    embedded: int
-    cached: int
+@dataclass
+class _Run:
+    """What the steps of one `train_model` call share: its inputs, and what each step adds for the result."""
+
+    hparams: HParams
+    labels: list[str]
+    groups: dict[str, list[Example]]
     skipped: list[tuple[str, str]]
+    progress: Progress
+    log_dir: Path
+    backbone: Any
+    history: dict[str, list[float]] = field(default_factory=dict)
+    fine_tuned_layers: list[str] = field(default_factory=list)
+    embedded: int = 0
+    cached: int = 0
+    feature_cache: dict | None = None
+    l2_search: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def size(self) -> int:
+        """The side length of the images the backbone takes."""
+        return self.hparams.resolved_image_size()
 
-# The frozen backbone a process last embedded with, by what defines its features: building one and hashing its
-# weights costs seconds, and a process that embeds images as moderators decide them does so one image at a time.
-_EXTRACTORS: dict[tuple, tuple[Any, str, Any]] = {}
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of all phases together (head, then any fine-tuning), as progress reports them."""
+        fine_tune = self.hparams.fine_tune_epochs if self.hparams.fine_tune_layers > 0 else 0
+        return self.hparams.epochs + fine_tune
 
-
-def _extractor(hparams: HParams, backbone_cache: str | Path | None = None) -> tuple[Any, str, Any]:
-    """``(backbone, cache variant, traced forward pass)`` for these hyper-parameters, built once per process."""
-    from classifier.backbones import build_backbone
-
-    key = (
-        hparams.backbone,
-        hparams.resolved_image_size(),
-        str(hparams.backbone_weights or ""),
-        hparams.resolved_feature_layer(),
-        hparams.resolved_pooling(),
-    )
-    if key not in _EXTRACTORS:
-        _EXTRACTORS.clear()
-        backbone = build_backbone(
-            hparams.backbone,
-            image_size=key[1],
-            weights=hparams.backbone_weights,
-            cache_dir=backbone_cache,
-            feature_layer=key[3],
-            pooling=key[4],
-        )
-        _EXTRACTORS[key] = (backbone, feature_cache_variant(backbone, hparams), traced_forward(backbone, key[1]))
-    return _EXTRACTORS[key]
-
-
-def embed_examples(
-    examples: Sequence[Example],
-    hparams: HParams,
-    cache_dir: str | Path | None = None,
-    for_training: bool = True,
-    progress: Progress | None = None,
-    *,
-    backbone_cache: str | Path | None = None,
-) -> EmbedResult:
-    """Fill the bottleneck cache for ``examples`` now, so that a later ``train_model`` finds them embedded.
-
-    Embedding new images is most of a retrain's time; done as images arrive (one at a time, when a moderator
-    decides one), it is off the path between the trigger and the promoted model. With ``for_training`` the mirror
-    image of every example that the stable split puts in training is embedded too, as ``train_model`` would;
-    holdout images (``for_training=False``) are only ever scored, so they get their own features only.
-    Hyper-parameters whose training never reads the cache (distortions, fine-tuning) have nothing to
-    precompute: the result then says nothing was embedded.
-    """
-    from classifier.runtime import configure_threads
-
-    if hparams.distort or hparams.fine_tune_layers > 0 or not examples:
-        return EmbedResult(embedded=0, cached=0, skipped=[])
-    configure_threads()
-    backbone, variant, forward = _extractor(hparams, backbone_cache)
-    size = hparams.resolved_image_size()
-    root = _cache_root(cache_dir)
-    mirror_cache = (
-        BottleneckCache(root, hparams.backbone, size, variant=variant + "-mirror")
-        if hparams.mirror and for_training
-        else None
-    )
-    embedder = _Embedder(
-        backbone, size, BottleneckCache(root, hparams.backbone, size, variant=variant), mirror_cache, forward
-    )
-    to_mirror = frozenset(
-        e.sha256
-        for e in examples
-        if mirror_cache is not None and split_of(e.sha256, hparams.test_share, hparams.validation_share) == "train"
-    )
-    _, _, skipped = embedder.features(list(examples), progress or _noop, 0, len(examples), mirror=to_mirror)
-    return EmbedResult(embedded=embedder.embedded, cached=embedder.cached, skipped=skipped)
+    def on_epoch(self, done: int) -> None:
+        """Report ``done`` epochs of all phases together as "training"."""
+        self.progress("training", min(done, self.total_epochs), self.total_epochs)
 
 
 def train_model(
@@ -670,280 +153,217 @@ def train_model(
     the stable content-hash split. Images that cannot be decoded are skipped and listed in the result. TensorBoard
     event files go to `log_dir` (a temporary directory when None, which the registry then keeps).
 
-    Without distortions, the cache holds the frozen part's output: pooled features, or with fine-tuning the
-    feature map below the fine-tuned layers, so warm retrains stay cheap in both cases.
+    Without distortions, the bottleneck cache (`cache_dir`, default ``bottlenecks/`` in the backbone cache) holds
+    the frozen part's output: pooled features, or with fine-tuning the feature map below the fine-tuned layers,
+    so warm retrains stay cheap in both cases. `backbone_cache` is where converted backbones are kept (default
+    ``~/.cache/vigia``). TensorFlow's threads are the process owner's to set (`classifier.runtime`).
     """
     import keras
 
-    from classifier.backbones import build_backbone
-    from classifier.model import (
-        build_classifier,
-        build_distortion,
-        build_head,
-        freeze,
-        split_backbone,
-        unfreeze_top,
-    )
-    from classifier.runtime import configure_threads
+    from classifier.model import build_classifier, split_backbone
 
     started = time.monotonic()
-    progress = progress or _noop
-    labels = list(labels)
-    prohibited = list(prohibited)
+    labels, prohibited = list(labels), list(prohibited)
     check_labels(examples, labels, prohibited)
-    configure_threads()
     groups, skipped = _assign_splits(examples, hparams, split)
     if not groups["train"]:
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)
-    size = hparams.resolved_image_size()
-    feature_layer = hparams.resolved_feature_layer()
-    pooling = hparams.resolved_pooling()
-    backbone = build_backbone(
-        hparams.backbone,
-        image_size=size,
-        weights=hparams.backbone_weights,
-        cache_dir=backbone_cache,
-        feature_layer=feature_layer,
-        pooling=pooling,
-    )
-    index = {label: i for i, label in enumerate(labels)}
+    backbone = _build_backbone(hparams, backbone_cache)
     temporary_logs = log_dir is None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(hparams, labels, groups, skipped, progress or no_progress, log_dir, backbone)
+
     fine_tune = hparams.fine_tune_layers > 0
-    total_epochs = hparams.epochs + (hparams.fine_tune_epochs if fine_tune else 0)
-    history: dict[str, list[float]] = {}
-    fine_layers: list[str] = []
-    embedded = cached = 0
-    feature_cache = None
-    l2_search: dict[str, float] = {}
-
-    def on_epoch(done: int) -> None:
-        progress("training", min(done, total_epochs), total_epochs)
-
-    def targets(group: list[Example]) -> np.ndarray:
-        return np.array([index[e.label] for e in group], dtype=np.int64)
-
-    def weights_of(group: list[Example]) -> np.ndarray:
-        return np.array([float(e.weight) for e in group], dtype=np.float64)
-
+    # Fine-tuning on cached feature maps needs the backbone's top as a simple chain; otherwise it runs on pixels.
     cut = split_backbone(backbone, hparams.fine_tune_layers) if fine_tune and not hparams.distort else None
-    use_pixels = hparams.distort or (fine_tune and cut is None)
-    head = None
-    trainable = None
-    features: dict[str, np.ndarray] = {}
-
+    # on_features scores cached features for evaluation: the head, or after fine-tuning the top layers + head.
+    head = on_features = features = pixels = None
     if not hparams.distort:
-        cache_root = _cache_root(cache_dir)
-        variant = feature_cache_variant(backbone, hparams, cut[3] if cut else None)
-        cache = BottleneckCache(cache_root, hparams.backbone, size, variant=variant)
-        if not cut:
-            feature_cache = {"backbone": hparams.backbone, "image_size": size, "variant": variant}
-        extractor = cut[0] if cut else backbone
-        # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
-        # one more cached vector per training image. Validation and test images stay as photographed.
-        mirror_cache = (
-            BottleneckCache(cache_root, hparams.backbone, size, variant=variant + "-mirror") if hparams.mirror else None
-        )
-        embedder = _Embedder(extractor, size, cache, mirror_cache)
-        everything = [e for name in SPLITS for e in groups[name]]
-        to_mirror = frozenset(e.sha256 for e in groups["train"]) if hparams.mirror else frozenset()
-        features, mirrored, bad = embedder.features(everything, progress, 0, len(everything), mirror=to_mirror)
-        skipped.extend(bad)
-        embedded, cached = embedder.embedded, embedder.cached
-        groups = {name: [e for e in group if e.sha256 in features] for name, group in groups.items()}
-        if not groups["train"]:
-            raise DatasetError("no decodable training images")
-        dtype = np.float16 if cut else np.float32
-
-        def stacked(name: str) -> np.ndarray | None:
-            group = groups[name]
-            return np.stack([features[e.sha256] for e in group]).astype(dtype) if group else None
-
-        x_train, x_val = stacked("train"), stacked("validation")
-        y_train, y_val = targets(groups["train"]), targets(groups["validation"])
-        w_train, w_val = weights_of(groups["train"]), weights_of(groups["validation"])
-        if hparams.mirror:
-            x_train = np.concatenate([x_train, np.stack([mirrored[e.sha256] for e in groups["train"]]).astype(dtype)])
-            y_train, w_train = np.concatenate([y_train, y_train]), np.concatenate([w_train, w_train])
+        features, mirrored = _embed(run, bottleneck_root(cache_dir, backbone_cache), cut)
+        mirror = mirrored if hparams.mirror else None
+        top = cut[1] if cut else None
+        arrays = feature_arrays(run.labels, run.groups["train"], run.groups["validation"], features, mirror, top)
+        head = on_features = _fit_head_on_features(run, arrays)
         if cut:
-            top = cut[1]
-            pooled_train = _batched(top, x_train)
-            pooled_val = _batched(top, x_val) if x_val is not None else None
-        else:
-            pooled_train, pooled_val = x_train, x_val
-        validation = (pooled_val, y_val) if pooled_val is not None else None
-        image_of_row = np.arange(len(y_train)) % len(groups["train"])
-        out_of_fold, fold_heads = None, []
-        folds = hparams.bias_folds if hparams.example_weighting == "bias" and hparams.bias_folds >= 2 else 0
-        searching = bool(folds and hparams.l2_grid) and len(groups["train"]) <= L2_SEARCH_MAX_IMAGES
-        # Fold heads report as "cross-validating k/n": the L2 search's (one set per value), else the bias refit's.
-        fold_fits = {"done": 0, "total": folds * (len(hparams.l2_grid) if searching else 1)}
+            on_features = _fine_tune_on_feature_maps(run, head, arrays, cut)
+    if hparams.distort or (fine_tune and cut is None):
+        head, pixels = _train_on_pixels(run, head)
+    run.progress("training", run.total_epochs, run.total_epochs)
+    model = build_classifier(backbone, head, run.size)
 
-        def on_fold() -> None:
-            fold_fits["done"] += 1
-            progress("cross-validating", fold_fits["done"], fold_fits["total"])
+    def probabilities_of(group_name: str) -> np.ndarray | None:
+        if pixels is not None:
+            return batched_predict(model, pixels[group_name], batch=EMBED_BATCH)
+        group = run.groups[group_name]
+        return batched_predict(on_features, np.stack([features[e.sha256] for e in group]) if group else None)
 
-        if searching:
-            progress("cross-validating", 0, fold_fits["total"])
-            hparams, out_of_fold, fold_heads, l2_search = _choose_l2(
-                pooled_train, y_train, w_train, image_of_row, len(labels), hparams, validation, on_fold
-            )
-        head = build_head(pooled_train.shape[1], len(labels), hparams, training_features=pooled_train)
-        weights_in_loss = hparams.example_weighting == "loss"
-        _merge(
-            history,
-            _fit_features(
-                head,
-                pooled_train,
-                y_train,
-                validation,
-                hparams,
-                log_dir,
-                on_epoch,
-                example_weights=w_train if weights_in_loss else None,
-                validation_weights=w_val if weights_in_loss else None,
-            ),
-        )
-        if hparams.example_weighting == "bias":
-            parts = [(pooled_train, y_train, w_train)] + ([(pooled_val, y_val, w_val)] if validation else [])
-            x_all, y_all, w_all = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-            bias_weights = _sample_weights(y_all, len(labels), hparams, w_all)
-            if hparams.bias_folds >= 2:
-                if out_of_fold is None:
-                    progress("cross-validating", 0, fold_fits["total"])
-                    out_of_fold, fold_heads = _out_of_fold_log_probabilities(
-                        pooled_train, y_train, image_of_row, len(labels), hparams, folds, validation, on_fold
-                    )
-                if hparams.average_fold_heads:
-                    average_heads(head, fold_heads)
-                log_p = [out_of_fold]
-                if validation:
-                    log_p.append(np.log(np.clip(_batched(head, pooled_val), 1e-12, 1.0)))
-                add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))
-            else:
-                refit_output_bias(head, x_all, y_all, bias_weights)
-        if cut:
-            fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
-            inputs = keras.Input(tuple(x_train.shape[1:]), name="bottleneck")
-            trainable = keras.Model(inputs, head(cut[1](inputs)), name="fine_tune")
-            _merge(
-                history,
-                _fit_features(
-                    trainable,
-                    x_train,
-                    y_train,
-                    (x_val, y_val) if x_val is not None else None,
-                    hparams,
-                    log_dir,
-                    on_epoch,
-                    epochs=hparams.fine_tune_epochs,
-                    learning_rate=hparams.fine_tune_learning_rate,
-                    step_offset=hparams.epochs,
-                    example_weights=w_train,
-                    validation_weights=w_val,
-                ),
-            )
-            freeze(backbone)
-
-    pixels: dict[str, np.ndarray] = {}
-    if use_pixels:
-        tensorboard = keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, histogram_freq=0)
-        for name in SPLITS:
-            kept, array, bad = _decode_all(groups[name], size)
-            groups[name] = kept
-            pixels[name] = array
-            skipped.extend(bad)
-        if not groups["train"]:
-            raise DatasetError("no decodable training images")
-        if hparams.distort:
-            embedded = sum(len(group) for group in groups.values())
-        y_of = {name: targets(groups[name]) for name in SPLITS}
-        phases = []
-        if head is None:
-            adapt_on = (
-                _batched(backbone, pixels["train"], batch=EMBED_BATCH) if hparams.resolved_standardize() else None
-            )
-            head = build_head(int(backbone.output_shape[-1]), len(labels), hparams, training_features=adapt_on)
-            phases.append(("head", hparams.epochs, hparams.learning_rate, 0))
-        if fine_tune:
-            phases.append(("fine_tune", hparams.fine_tune_epochs, hparams.fine_tune_learning_rate, hparams.epochs))
-        for phase, epochs, learning_rate, offset in phases:
-            if phase == "fine_tune":
-                fine_layers = unfreeze_top(backbone, hparams.fine_tune_layers)
-            inputs = keras.Input((size, size, 3), name="image")
-            x = build_distortion(hparams)(inputs) if hparams.distort else inputs
-            trainer = keras.Model(inputs, head(backbone(x)), name="trainer")
-            validation = (pixels["validation"], y_of["validation"]) if groups["validation"] else None
-            more = _fit(
-                trainer,
-                pixels["train"],
-                y_of["train"],
-                validation,
-                hparams,
-                epochs,
-                learning_rate,
-                [tensorboard, _ProgressCallback.make(progress, offset, total_epochs)],
-                initial_epoch=offset,
-                example_weights=weights_of(groups["train"]),
-            )
-            _merge(history, more)
-        freeze(backbone)
-
-    progress("training", total_epochs, total_epochs)
-    model = build_classifier(backbone, head, size)
-    metrics_by_split = {}
-    evaluated = 0
-    to_evaluate = len(groups["test"]) + len(groups["validation"])
-    for name in ("test", "validation"):
-        group = groups[name]
-        if use_pixels:
-            probabilities = _batched(model, pixels[name], batch=EMBED_BATCH)
-        else:
-            stacked_features = np.stack([features[e.sha256] for e in group]) if group else None
-            probabilities = _batched(trainable if cut else head, stacked_features)
-        if probabilities is None:
-            probabilities = np.zeros((0, len(labels)), dtype=np.float32)
-        evaluated += len(group)
-        progress("evaluating", evaluated, to_evaluate)
-        group_weights = weights_of(group)
-        metrics_by_split[name] = compute_metrics(
-            [e.label for e in group],
-            probabilities,
-            labels,
-            prohibited,
-            sample_weight=group_weights if np.any(group_weights != 1.0) else None,
-        )
-    metrics = dict(metrics_by_split["test"])
-    metrics["validation"] = metrics_by_split["validation"]
-    metrics["split_sizes"] = {name: len(groups[name]) for name in SPLITS}
-    if l2_search:
-        metrics["l2_search"] = l2_search
-    manifest = {name: sorted(e.sha256 for e in groups[name]) for name in SPLITS}
+    metrics = _evaluate(run, prohibited, probabilities_of)
     return TrainingResult(
         model=model,
         labels=labels,
         prohibited=prohibited,
-        hparams=hparams,
-        history=history,
+        hparams=run.hparams,
+        history=run.history,
         metrics=metrics,
-        manifest=manifest,
-        embedded=embedded,
-        cached=cached,
-        skipped=skipped,
+        manifest={name: sorted(e.sha256 for e in run.groups[name]) for name in SPLITS},
+        embedded=run.embedded,
+        cached=run.cached,
+        skipped=run.skipped,
         seconds=time.monotonic() - started,
-        image_size=size,
+        image_size=run.size,
         log_dir=log_dir,
-        fine_tuned_layers=fine_layers,
-        feature_cache=feature_cache,
+        fine_tuned_layers=run.fine_tuned_layers,
+        feature_cache=run.feature_cache,
         log_dir_is_temporary=temporary_logs,
     )
 
 
-def _batched(model, x: np.ndarray | None, batch: int = 256) -> np.ndarray | None:
-    """Inference over an array in chunks (bounded memory), as float32 numpy."""
-    if x is None or not len(x):
-        return None
-    out = [np.asarray(model(x[i : i + batch].astype(np.float32), training=False)) for i in range(0, len(x), batch)]
-    return np.concatenate(out)
+def _build_backbone(hparams: HParams, backbone_cache: str | Path | None):
+    """The frozen backbone with the feature layers and pooling these hyper-parameters resolve to."""
+    from classifier.backbones import build_backbone
+
+    return build_backbone(
+        hparams.backbone,
+        image_size=hparams.resolved_image_size(),
+        weights=hparams.backbone_weights,
+        cache_dir=backbone_cache,
+        feature_layer=hparams.resolved_feature_layer(),
+        pooling=hparams.resolved_pooling(),
+    )
+
+
+def _embed(run: _Run, cache_root: Path, cut: tuple | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Features (and training images' mirror features) of every split, through the cache; drops what won't decode."""
+    hparams = run.hparams
+    variant = feature_cache_variant(run.backbone, hparams, cut[3] if cut else None)
+    if not cut:
+        run.feature_cache = {"backbone": hparams.backbone, "image_size": run.size, "variant": variant}
+    # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
+    # one more cached vector per training image. Validation and test images stay as photographed.
+    cache, mirror_cache = feature_caches(cache_root, hparams, variant, hparams.mirror)
+    embedder = Embedder(cut[0] if cut else run.backbone, run.size, cache, mirror_cache)
+    everything = [e for name in SPLITS for e in run.groups[name]]
+    to_mirror = frozenset(e.sha256 for e in run.groups["train"]) if hparams.mirror else frozenset()
+    features, mirrored, bad = embedder.features(everything, run.progress, mirror=to_mirror)
+    run.skipped.extend(bad)
+    run.embedded, run.cached = embedder.embedded, embedder.cached
+    run.groups = {name: [e for e in group if e.sha256 in features] for name, group in run.groups.items()}
+    if not run.groups["train"]:
+        raise DatasetError("no decodable training images")
+    return features, mirrored
+
+
+def _fit_head_on_features(run: _Run, arrays: FeatureArrays):
+    """The head trained on cached features, after any L2 search, with its output biases refit when weights ask."""
+    from classifier.model import build_head
+
+    hparams, n_labels = run.hparams, len(run.labels)
+    folds = cross_validation_folds(hparams)
+    searching = searches_l2(hparams, len(run.groups["train"]))
+    fold_progress = FoldProgress(run.progress, folds * (len(hparams.l2_grid) if searching else 1))
+    out_of_fold, fold_heads = None, []
+    x, y, rows_of = arrays.pooled_train, arrays.y_train, arrays.image_of_row
+    if searching:
+        fold_progress.start()
+        hparams, out_of_fold, fold_heads, run.l2_search = choose_l2(
+            x, y, arrays.w_train, rows_of, n_labels, hparams, arrays.validation, fold_progress
+        )
+        run.hparams = hparams
+    head = build_head(x.shape[1], n_labels, hparams, training_features=x)
+    # In the "bias" mode the weights move only the output biases, after the head has learned unweighted.
+    in_loss = hparams.example_weighting == "loss"
+    history = fit_features(
+        head,
+        x,
+        y,
+        arrays.validation,
+        hparams,
+        run.log_dir,
+        run.on_epoch,
+        example_weights=arrays.w_train if in_loss else None,
+        validation_weights=arrays.w_val if in_loss else None,
+    )
+    merge_history(run.history, history)
+    if hparams.example_weighting == "bias":
+        if hparams.bias_folds >= 2 and out_of_fold is None:
+            fold_progress.start()
+            out_of_fold, fold_heads = out_of_fold_log_probabilities(
+                x, y, rows_of, n_labels, hparams, folds, arrays.validation, fold_progress
+            )
+        validation = (arrays.pooled_val, arrays.y_val, arrays.w_val) if arrays.validation else None
+        refit_biases(head, (x, y, arrays.w_train), validation, hparams, n_labels, out_of_fold, fold_heads)
+    return head
+
+
+def _fine_tune_on_feature_maps(run: _Run, head, arrays: FeatureArrays, cut: tuple):
+    """Train the backbone's top layers and the head together on cached maps; returns that maps -> labels model."""
+    import keras
+
+    from classifier.model import freeze, unfreeze_top
+
+    hparams = run.hparams
+    run.fine_tuned_layers = unfreeze_top(run.backbone, hparams.fine_tune_layers)
+    inputs = keras.Input(tuple(arrays.x_train.shape[1:]), name="bottleneck")
+    trainable = keras.Model(inputs, head(cut[1](inputs)), name="fine_tune")
+    history = fit_features(
+        trainable,
+        arrays.x_train,
+        arrays.y_train,
+        (arrays.x_val, arrays.y_val) if arrays.x_val is not None else None,
+        hparams,
+        run.log_dir,
+        run.on_epoch,
+        epochs=hparams.fine_tune_epochs,
+        learning_rate=hparams.fine_tune_learning_rate,
+        step_offset=hparams.epochs,
+        example_weights=arrays.w_train,
+        validation_weights=arrays.w_val,
+    )
+    merge_history(run.history, history)
+    freeze(run.backbone)
+    return trainable
+
+
+def _train_on_pixels(run: _Run, head) -> tuple[Any, dict[str, np.ndarray]]:
+    """Decode every split and train on its pixels (`classifier.pixel_training`); returns the head and the pixels."""
+    run.groups, pixels, bad = decode_splits(run.groups, run.size)
+    run.skipped.extend(bad)
+    if not run.groups["train"]:
+        raise DatasetError("no decodable training images")
+    if run.hparams.distort:
+        # Nothing came from the cache: every image went through the backbone.
+        run.embedded = sum(len(group) for group in run.groups.values())
+    head, history, run.fine_tuned_layers = train_on_pixels(
+        run.backbone, head, run.groups, pixels, run.labels, run.hparams, run.log_dir, run.on_epoch
+    )
+    merge_history(run.history, history)
+    return head, pixels
+
+
+def _evaluate(run: _Run, prohibited: list[str], probabilities_of: Callable[[str], np.ndarray | None]) -> dict:
+    """Test metrics, with the validation split's under "validation", the split sizes and any L2 search."""
+    metrics_by_split = {}
+    evaluated, to_evaluate = 0, len(run.groups["test"]) + len(run.groups["validation"])
+    for name in ("test", "validation"):
+        group = run.groups[name]
+        probabilities = probabilities_of(name)
+        if probabilities is None:
+            probabilities = np.zeros((0, len(run.labels)), dtype=np.float32)
+        evaluated += len(group)
+        run.progress("evaluating", evaluated, to_evaluate)
+        weights = example_weights(group)
+        metrics_by_split[name] = compute_metrics(
+            [e.label for e in group],
+            probabilities,
+            run.labels,
+            prohibited,
+            sample_weight=weights if np.any(weights != 1.0) else None,
+        )
+    metrics = dict(metrics_by_split["test"])
+    metrics["validation"] = metrics_by_split["validation"]
+    metrics["split_sizes"] = {name: len(run.groups[name]) for name in SPLITS}
+    if run.l2_search:
+        metrics["l2_search"] = run.l2_search
+    return metrics

@@ -32,13 +32,25 @@ def product_photo(pixels) -> bytes:
     return png_bytes(255 - pixels)
 
 
+def classifier_environment():
+    """What this process takes from its environment, read the way `python -m classifier` reads it."""
+    from classifier.cli import Environment
+
+    return Environment.read()
+
+
+def fashion_mnist(split: str):
+    """Fashion-MNIST's images and labels of `split`, from `FASHION_MNIST_DIR` when set (as the CLI reads it)."""
+    from classifier.datasets import load_fashion_mnist
+
+    return load_fashion_mnist(split, classifier_environment().fashion_mnist_dir)
+
+
 def jpeg_photos(split: str, count: int, offset: int = 0) -> list[bytes]:
     """Distinct Fashion-MNIST photos as JPEG files, as a marketplace would send them."""
     from PIL import Image
 
-    from classifier.datasets import load_fashion_mnist
-
-    pixels, _ = load_fashion_mnist(split)
+    pixels, _ = fashion_mnist(split)
     photos, seen = [], set()
     index = offset
     while len(photos) < count:
@@ -86,9 +98,8 @@ class ClassPair:
 def class_examples(pair: ClassPair, split: str, per_class: int) -> list:
     """The first `per_class` photos of each class of `pair` in `split`, as labelled product-photo examples."""
     from classifier.data import Example
-    from classifier.datasets import load_fashion_mnist
 
-    pixels, labels = load_fashion_mnist(split)
+    pixels, labels = fashion_mnist(split)
     examples = []
     for label in pair.labels:
         for row in pair.rows(labels, label)[:per_class]:
@@ -100,12 +111,15 @@ def class_examples(pair: ClassPair, split: str, per_class: int) -> list:
 def train_served_model(work: Path, backbone: str, per_class: int) -> str:
     """Train and activate a model on Fashion-MNIST with `backbone`; "Bag" plays the prohibited item."""
     from classifier.data import Example
-    from classifier.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+    from classifier.datasets import FASHION_MNIST_CLASSES
     from classifier.hparams import HParams
     from classifier.registry import Registry
+    from classifier.runtime import configure_threads
     from classifier.training import train_model
 
-    pixels, labels = load_fashion_mnist("train")
+    environment = classifier_environment()
+    configure_threads(environment.tf_threads)
+    pixels, labels = fashion_mnist("train")
     counts: dict[str, int] = {}
     examples = []
     for image, label_index in zip(pixels, labels, strict=True):
@@ -118,7 +132,14 @@ def train_served_model(work: Path, backbone: str, per_class: int) -> str:
         if len(examples) >= per_class * len(FASHION_MNIST_CLASSES):
             break
     hparams = HParams(backbone=backbone, epochs=20, early_stopping_patience=5)
-    result = train_model(examples, list(FASHION_MNIST_CLASSES), ["Bag"], hparams, cache_dir=work / "backbone-cache")
+    result = train_model(
+        examples,
+        list(FASHION_MNIST_CLASSES),
+        ["Bag"],
+        hparams,
+        cache_dir=work / "backbone-cache",
+        backbone_cache=environment.backbone_cache,
+    )
     registry = Registry(work / "models")
     version = registry.save(result)
     registry.activate(version)

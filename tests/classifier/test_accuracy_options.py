@@ -1,7 +1,6 @@
 """Options that lift accuracy: an intermediate feature layer, mirrored training copies, features standardised
 inside the saved model, and the dark-on-white Fashion-MNIST export. All on the ``tiny`` backbone."""
 
-import gzip
 from dataclasses import replace
 
 import keras
@@ -16,7 +15,7 @@ from classifier.hparams import HParams
 from classifier.images import decode_image
 from classifier.registry import Registry
 from classifier.training import train_model
-from tests.classifier.synthetic import write_dataset
+from tests.classifier.synthetic import random_pixels, write_dataset, write_idx
 
 FAST = HParams(
     backbone="tiny", image_size=32, epochs=20, learning_rate=0.05, early_stopping_patience=20, standardize=True
@@ -56,7 +55,7 @@ def test_feature_layer_cuts_the_backbone_and_pools_that_layer():
     cut = build_backbone("tiny", 32, feature_layer="tiny_conv2")
     assert cut.output_shape == (None, 32) and not cut.trainable
     assert "tiny_conv3" not in [layer.name for layer in cut.layers]
-    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    x = random_pixels(3, 32, seed=0)
     below = keras.Model(whole.input, whole.get_layer("tiny_conv2").output)
     np.testing.assert_allclose(cut(x), np.mean(below(x), axis=(1, 2)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no layer 'nope'"):
@@ -67,7 +66,7 @@ def test_symmetric_pooling_averages_four_regions_of_each_layer_and_concatenates_
     whole = build_backbone("tiny", 64)
     pooled = build_backbone("tiny", 64, feature_layer="tiny_conv1+tiny_conv2", pooling="symmetric")
     assert pooled.output_shape == (None, 4 * 16 + 4 * 32)
-    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    x = random_pixels(2, 64, seed=1)
     expected = []
     for name in ("tiny_conv1", "tiny_conv2"):
         maps = keras.Model(whole.input, whole.get_layer(name).output)(x).numpy()
@@ -175,20 +174,17 @@ def test_no_standardisation_means_no_normalization_layer(dataset, tmp_path):
     assert not any(isinstance(layer, keras.layers.Normalization) for layer in head.layers)
 
 
-def test_export_writes_dark_on_white_unless_told_otherwise(tmp_path, monkeypatch):
+def test_export_writes_dark_on_white_unless_told_otherwise(tmp_path):
     directory = tmp_path / "fm"
     directory.mkdir()
     images = np.zeros((4, 28, 28), dtype=np.uint8)
     images[:, 10:18, 10:18] = 200  # a bright garment on black, as Fashion-MNIST stores it
     labels = np.array([4, 4, 2, 2])
     for prefix in ("train", "t10k"):
-        for suffix, array, magic in (("images-idx3-ubyte", images, 0x0803), ("labels-idx1-ubyte", labels, 0x0801)):
-            header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-            with gzip.open(directory / f"{prefix}-{suffix}.gz", "wb") as handle:
-                handle.write(header + array.astype(np.uint8).tobytes())
-    monkeypatch.setenv("FASHION_MNIST_DIR", str(directory))
-    export_fashion_mnist(tmp_path / "photo", ["Coat"], "train", per_class=1)
-    export_fashion_mnist(tmp_path / "raw", ["Coat"], "train", per_class=1, invert=False)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images, 0x0803)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x0801)
+    export_fashion_mnist(tmp_path / "photo", ["Coat"], "train", per_class=1, directory=directory)
+    export_fashion_mnist(tmp_path / "raw", ["Coat"], "train", per_class=1, invert=False, directory=directory)
     photo = np.asarray(Image.open(tmp_path / "photo" / "Coat" / "train-00000.png"))
     raw = np.asarray(Image.open(tmp_path / "raw" / "Coat" / "train-00000.png"))
     assert (photo[0, 0], photo[14, 14]) == (255, 55)
@@ -226,8 +222,8 @@ def test_standardisation_floors_the_variance_of_features_that_barely_vary_and_su
 
 @pytest.mark.parametrize(("step_offset", "returns_start"), [(0, False), (5, True)])
 def test_only_a_later_phase_can_end_on_its_starting_weights(step_offset, returns_start, tmp_path):
+    from classifier.fitting import fit_features
     from classifier.model import build_head
-    from classifier.training import _fit_features
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 6)).astype(np.float32)
@@ -237,6 +233,6 @@ def test_only_a_later_phase_can_end_on_its_starting_weights(step_offset, returns
     hparams = HParams(backbone="tiny", standardize=False, epochs=5, early_stopping_patience=2, learning_rate=0.5)
     head = build_head(6, 2, hparams)
     start = [weight.copy() for weight in head.get_weights()]
-    _fit_features(head, x, y, (x, 1 - y), hparams, tmp_path, lambda done: None, step_offset=step_offset)
+    fit_features(head, x, y, (x, 1 - y), hparams, tmp_path, lambda done: None, step_offset=step_offset)
     unchanged = all(np.array_equal(a, b) for a, b in zip(start, head.get_weights(), strict=True))
     assert unchanged is returns_start

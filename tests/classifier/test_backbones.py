@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 import skimage.data
 
-from classifier import backbones, mobilenet_v1_import
+from classifier import backbones, cli, mobilenet_v1_import
 from classifier.images import decode_image
+from tests.classifier.synthetic import random_pixels
 
 EGYPTIAN_CAT = 285
 ESPRESSO = 967
+
+
+def train_hparams(*flags: str):
+    """The hyper-parameters ``python -m classifier train ...flags`` would train with, in this environment."""
+    args = cli._parser().parse_args(["train", "--data", "d", "--registry", "r", *flags])
+    return cli._hparams(args, cli.Environment.read())
 
 
 def test_native_sizes_and_unknown_name():
@@ -22,11 +29,15 @@ def test_native_sizes_and_unknown_name():
         backbones.build_backbone("resnet")
 
 
-def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
+def test_backbone_cache_follows_environment_through_the_command_line(monkeypatch, tmp_path):
+    # The command line reads VIGIA_BACKBONE_CACHE and passes it on; the library itself never reads it.
     monkeypatch.setenv("VIGIA_BACKBONE_CACHE", str(tmp_path / "models"))
-    assert backbones.default_cache_dir() == tmp_path / "models"
-    monkeypatch.delenv("VIGIA_BACKBONE_CACHE")
+    assert cli.Environment.read().backbone_cache == tmp_path / "models"
+    assert backbones.backbone_cache_dir(cli.Environment.read().backbone_cache) == tmp_path / "models"
     assert backbones.default_cache_dir().parts[-2:] == (".cache", "vigia")
+    monkeypatch.delenv("VIGIA_BACKBONE_CACHE")
+    assert cli.Environment.read().backbone_cache is None
+    assert backbones.backbone_cache_dir(None) == backbones.default_cache_dir()
 
 
 def test_tiny_is_frozen_deterministic_and_size_configurable():
@@ -101,7 +112,7 @@ def test_local_weights_file_loads_offline_with_preprocessing_inside(offline, mob
     reference, path = mobilenet_v2_weights
     model = backbones.build_backbone("mobilenet_v2", image_size=96, weights=path)
     assert not model.trainable
-    images = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    images = random_pixels(2, 96, seed=2)
     expected = np.asarray(reference(images / 127.5 - 1, training=False))
     np.testing.assert_allclose(np.asarray(model(images, training=False)), expected, rtol=1e-4, atol=1e-4)
 
@@ -109,10 +120,29 @@ def test_local_weights_file_loads_offline_with_preprocessing_inside(offline, mob
 def test_weights_file_from_environment(offline, mobilenet_v2_weights, monkeypatch):
     reference, path = mobilenet_v2_weights
     monkeypatch.setenv("VIGIA_BACKBONE_WEIGHTS", str(path))
-    model = backbones.build_backbone("mobilenet_v2", image_size=96)
+    # The command line turns the variable into the run's hyper-parameters, which name the file to the backbone.
+    hparams = train_hparams("--backbone", "mobilenet_v2", "--image-size", "96")
+    assert hparams.backbone_weights == str(path)
+    model = backbones.build_backbone("mobilenet_v2", image_size=96, weights=hparams.backbone_weights)
     images = np.full((1, 96, 96, 3), 90.0, dtype="float32")
     expected = np.asarray(reference(images / 127.5 - 1, training=False))
     np.testing.assert_allclose(np.asarray(model(images, training=False)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_environment_s_weights_file_goes_only_to_backbones_that_load_one(monkeypatch):
+    monkeypatch.setenv("VIGIA_BACKBONE_WEIGHTS", "/weights/efficientnet_b0_notop.h5")
+    assert train_hparams("--backbone", "efficientnet_b0").backbone_weights == "/weights/efficientnet_b0_notop.h5"
+    assert train_hparams("--backbone", "mobilenet_v2", "--backbone-weights", "mine.h5").backbone_weights == "mine.h5"
+    # mobilenet_v1 (the default) brings its own weights and tiny has none: as before, the variable is ignored.
+    assert train_hparams().backbone_weights is None
+    assert train_hparams("--backbone", "tiny").backbone_weights is None
+
+
+def test_the_library_takes_no_weights_file_from_the_environment(offline, monkeypatch, tmp_path):
+    monkeypatch.setenv("VIGIA_BACKBONE_WEIGHTS", str(tmp_path / "nope.weights.h5"))
+    # Not "weights file not found": without weights= the backbone goes to Keras' download, whatever is set.
+    with pytest.raises(backbones.BackboneUnavailable, match="could not be downloaded"):
+        backbones.build_backbone("mobilenet_v2", image_size=96)
 
 
 def test_weight_mapping_drops_background_class_and_names_missing_tensors():
@@ -208,7 +238,7 @@ def test_efficientnet_from_a_weights_file_gets_the_imagenet_input_scaling(offlin
     # What Keras computes with weights="imagenet": an extra 1 / sqrt(stddev) scaling after the normalisation.
     normalization.set_weights([mean, variance * np.array([0.229, 0.224, 0.225]), np.int64(0)])
     normalization.finalize_state()
-    images = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    images = random_pixels(2, 64, seed=3)
     # Compared after the stem: the pooled features of a random EfficientNet are too close to zero to tell.
     expected = keras.Model(reference.input, reference.get_layer("stem_conv").output)(images)
     got = keras.Model(model.input, model.get_layer("stem_conv").output)(images)

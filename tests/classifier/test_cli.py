@@ -99,3 +99,16 @@ def test_module_entry_point_exit_code():
     )
     assert completed.returncode == 2
     assert len(completed.stderr.strip().splitlines()) == 1
+
+
+def test_threads_come_from_vigia_tf_threads_for_commands_that_run_tensorflow(tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr("classifier.runtime.configure_threads", calls.append)
+    monkeypatch.setenv("VIGIA_TF_THREADS", "3")
+    run(capsys, "predict", "--registry", str(tmp_path / "none"), "image.png")
+    monkeypatch.delenv("VIGIA_TF_THREADS")
+    run(capsys, "evaluate", "--registry", str(tmp_path / "none"), "--data", str(tmp_path))
+    assert calls == [3, None]
+    monkeypatch.setenv("VIGIA_TF_THREADS", "many")
+    code, out, err = run(capsys, "predict", "--registry", str(tmp_path / "none"), "image.png")
+    assert code == 2 and out == [] and len(err) == 1 and "VIGIA_TF_THREADS" in err[0]

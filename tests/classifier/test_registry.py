@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from classifier.registry import Registry, RegistryError
+from tests.classifier.synthetic import random_pixels
 from tests.classifier.trained import trained_result
 
 
@@ -39,7 +40,7 @@ def test_load_gives_the_same_predictions(tmp_path):
     result = trained_result()
     loaded = registry.load(registry.save(result))
     assert loaded.image_size == 32 and loaded.labels == ["bad", "ok"]
-    x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    x = random_pixels(3, 32, seed=1)
     np.testing.assert_allclose(loaded.model(x, training=False), result.model(x, training=False), atol=1e-5)
 
 
@@ -75,7 +76,7 @@ def test_tampered_model_file_is_refused(tmp_path):
 def test_model_with_a_lambda_layer_is_refused(tmp_path):
     import keras
 
-    from classifier.registry import file_sha256
+    from classifier.hashing import file_sha256
 
     registry = Registry(tmp_path)
     version = registry.save(trained_result())
@@ -92,3 +93,38 @@ def test_model_with_a_lambda_layer_is_refused(tmp_path):
 def test_no_active_version(tmp_path):
     with pytest.raises(RegistryError, match="no active"):
         Registry(tmp_path).load()
+
+
+def test_readers_give_a_version_s_hyper_parameters_manifest_and_metadata(tmp_path):
+    registry = Registry(tmp_path)
+    result = trained_result()
+    version = registry.save(result, metadata={"run": 7})
+    assert registry.hparams(version) == result.hparams
+    assert registry.manifest(version) == result.manifest
+    metadata = registry.metadata(version)
+    assert metadata["run"] == 7 and metadata["feature_cache"] == result.feature_cache
+    assert registry.info(version) == registry.versions()[0]
+
+
+def test_readers_of_missing_or_broken_files(tmp_path):
+    registry = Registry(tmp_path)
+    version = registry.save(trained_result())
+    (tmp_path / version / "manifest.json").unlink()
+    (tmp_path / version / "metadata.json").unlink()
+    # What callers expect of a version saved before these files existed: nothing recorded.
+    assert registry.manifest(version) == {} and registry.metadata(version) == {}
+    # Without metadata a model still loads; it is only not scored on cached features.
+    assert registry.load(version).feature_cache is None
+    with pytest.raises(RegistryError, match="metadata.json"):
+        registry.info(version)
+    (tmp_path / version / "hparams.json").write_text('{"no_such_option": 1}')
+    with pytest.raises(RegistryError, match="no_such_option"):
+        registry.hparams(version)
+    (tmp_path / version / "hparams.json").unlink()
+    with pytest.raises(RegistryError, match="hparams.json"):
+        registry.hparams(version)
+    (tmp_path / version / "labels.json").write_text("{not json")
+    with pytest.raises(RegistryError, match="labels.json"):
+        registry.load(version)
+    with pytest.raises(RegistryError):
+        registry.manifest("../elsewhere")

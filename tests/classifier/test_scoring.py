@@ -4,17 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.registry import Registry
 from classifier.scoring import NoActiveModel, Scorer
 from tests.classifier.synthetic import image_bytes
-from tests.classifier.trained import trained_result
+from tests.classifier.trained import break_model, trained_result, two_versions
 
 
 @pytest.fixture
 def registry(tmp_path):
-    registry = Registry(tmp_path)
-    registry.save(trained_result())
-    registry.save(trained_result())
+    registry = two_versions(tmp_path)
     return registry
 
 
@@ -59,8 +56,7 @@ def test_keeps_the_old_model_when_the_new_one_is_broken(registry):
     registry.activate("v0001")
     scorer = Scorer(registry.root)
     assert scorer.version == "v0001"
-    broken = registry.root / "v0002" / "model.keras"
-    broken.write_bytes(broken.read_bytes()[:-10])
+    break_model(registry, "v0002")
     registry.activate("v0002")
     assert scorer.refresh() is False
     assert scorer.predict([image_bytes("ok", 1)]).model_version == "v0001"

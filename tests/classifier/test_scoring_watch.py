@@ -6,10 +6,9 @@ import time
 
 import pytest
 
-from classifier.registry import Registry
 from classifier.scoring import Scorer
 from tests.classifier.synthetic import image_bytes
-from tests.classifier.trained import trained_result
+from tests.classifier.trained import break_model, two_versions
 
 # Generous: the watcher polls every few hundredths of a second, but a busy CI machine may be slow to load.
 TIMEOUT = 60.0
@@ -28,9 +27,7 @@ def eventually(condition, what: str, timeout: float = TIMEOUT):
 
 @pytest.fixture
 def registry(tmp_path):
-    registry = Registry(tmp_path)
-    registry.save(trained_result())
-    registry.save(trained_result())
+    registry = two_versions(tmp_path)
     registry.activate("v0001")
     return registry
 
@@ -95,8 +92,7 @@ def test_a_broken_promotion_is_reported_and_the_old_model_keeps_serving(registry
     scorer.watch(0.05, reports.append, heartbeat=60)
     eventually(lambda: scorer.status()["version"] == "v0001", "v0001 to serve")
 
-    broken = registry.root / "v0002" / "model.keras"
-    broken.write_bytes(broken.read_bytes()[:-10])
+    break_model(registry, "v0002")
     registry.activate("v0002")
 
     failure = eventually(lambda: next((r for r in reports if "v0002" in r["failed"]), None), "the failure report")

@@ -4,7 +4,7 @@ import pytest
 from classifier.data import DatasetError, Example, scan_folder
 from classifier.hparams import HParams
 from classifier.training import train_model
-from tests.classifier.synthetic import image_bytes, write_dataset
+from tests.classifier.synthetic import image_bytes, random_pixels, write_dataset
 
 FAST = HParams(backbone="tiny", image_size=32, epochs=40, learning_rate=0.05, early_stopping_patience=40)
 
@@ -58,7 +58,7 @@ def test_retrain_uses_the_cache_and_embeds_only_new_images(dataset, tmp_path):
 def test_same_seed_same_model(dataset, tmp_path):
     hparams = HParams(backbone="tiny", image_size=32, epochs=5, hidden_units=8, dropout=0.2, seed=3)
     runs = [train_model(dataset.examples, dataset.labels, ["bad"], hparams, cache_dir=tmp_path) for _ in range(2)]
-    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    x = random_pixels(4, 32, seed=0)
     first, second = (np.asarray(run.model(x, training=False)) for run in runs)
     np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
     assert runs[0].history == runs[1].history

@@ -111,8 +111,8 @@ def test_a_weight_moves_the_decision_boundary(tmp_path, ambiguous_probe, heavier
 def test_refit_output_bias_finds_the_weighted_label_shares_and_keeps_the_kernel():
     import keras
 
+    from classifier.heads import refit_output_bias
     from classifier.model import build_head
-    from classifier.training import refit_output_bias
 
     head = build_head(3, 2, HParams(backbone="tiny", standardize=False))
     kernel_before = head.get_layer("head_softmax").get_weights()[0].copy()
@@ -165,7 +165,7 @@ def test_unknown_example_weighting_is_refused():
 
 
 def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_image_or_its_mirror():
-    from classifier.training import _out_of_fold_log_probabilities
+    from classifier.heads import out_of_fold_log_probabilities
 
     # Labels that are pure noise over more features than images: a head memorises its training rows, so only a
     # head that saw a row (or its near-identical mirror) scores it better than chance.
@@ -178,7 +178,7 @@ def test_out_of_fold_scores_never_come_from_a_head_that_saw_the_image_or_its_mir
     hparams = HParams(backbone="tiny", standardize=False, l2=0.0, learning_rate=0.1, epochs=60)
 
     def accuracy(image_of_row):
-        log_p, heads = _out_of_fold_log_probabilities(x, y_rows, image_of_row, 2, hparams, folds=3)
+        log_p, heads = out_of_fold_log_probabilities(x, y_rows, image_of_row, 2, hparams, folds=3)
         assert len(heads) == 3
         return float(np.mean(np.argmax(log_p, axis=1) == y_rows))
 
@@ -208,7 +208,7 @@ def test_bias_folds_must_be_zero_or_at_least_two(folds):
 
 @pytest.mark.parametrize(("signal", "expected"), [("noise", 10.0), ("clean", 0.001)])
 def test_l2_search_picks_the_strength_with_the_lowest_out_of_fold_loss(signal, expected):
-    from classifier.training import _choose_l2
+    from classifier.heads import choose_l2
 
     # Noise labels over many features: only heavy shrinkage stops the heads from fitting noise. A clean,
     # one-feature rule: light shrinkage lets the heads be confident where they are right.
@@ -219,7 +219,7 @@ def test_l2_search_picks_the_strength_with_the_lowest_out_of_fold_loss(signal, e
     hparams = HParams(
         backbone="tiny", standardize=False, learning_rate=0.1, epochs=60, bias_folds=4, l2_grid=(0.001, 0.1, 10.0)
     )
-    chosen, log_p, heads, losses = _choose_l2(x, y, np.ones(n), np.arange(n), 2, hparams, None)
+    chosen, log_p, heads, losses = choose_l2(x, y, np.ones(n), np.arange(n), 2, hparams, None)
     assert len(heads) == 4 and all(head.get_layer("head_softmax").kernel.shape == (dim, 2) for head in heads)
     assert set(losses) == {"0.001", "0.1", "10.0"}
     assert chosen.l2 == expected and losses[repr(expected)] == min(losses.values())
@@ -229,6 +229,7 @@ def test_l2_search_picks_the_strength_with_the_lowest_out_of_fold_loss(signal, e
 def test_train_model_records_the_search_and_skips_it_above_the_size_limit(tmp_path, monkeypatch):
     from dataclasses import replace
 
+    import classifier.heads as heads
     import classifier.training as training
 
     examples = _examples("bad", "bad", range(0, 10)) + _examples("ok", "ok", range(100, 110))
@@ -258,7 +259,7 @@ def test_train_model_records_the_search_and_skips_it_above_the_size_limit(tmp_pa
     assert calls.index(folds[-1]) < next(i for i, call in enumerate(calls) if call[0] == "training")
     assert searched.hparams.l2 in (0.001, 0.3) and searched.hparams.l2_grid == (0.001, 0.3)
 
-    monkeypatch.setattr(training, "L2_SEARCH_MAX_IMAGES", len(examples) - 1)
+    monkeypatch.setattr(heads, "L2_SEARCH_MAX_IMAGES", len(examples) - 1)
     kept = training.train_model(
         examples, LABELS, ["bad"], replace(hparams, l2=0.02), cache_dir=tmp_path, split=lambda e: "train"
     )
@@ -274,8 +275,8 @@ def test_l2_grid_is_a_tuple_of_non_negative_numbers_and_round_trips():
 
 @pytest.mark.parametrize("standardize", [True, False])
 def test_averaged_heads_output_the_softmax_of_the_mean_logits(standardize):
+    from classifier.heads import average_heads
     from classifier.model import build_head
-    from classifier.training import average_heads
 
     rng = np.random.default_rng(11)
     dim = 6

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from classifier.comparison import paired_changes
 from moderation.models import GateMetric, ModelVersion, TrainingRunStatus, TrainingTrigger
 from moderation.selectors.settings import get_settings
 from moderation.services.model_versions import get_registry
@@ -50,44 +49,6 @@ def test_a_recall_drop_within_the_holdouts_noise_counts_as_no_worse(allowance, p
     assert words in reason
 
 
-def outcomes(flagged, prohibited, weights, keys=None):
-    return {
-        "keys": keys or [str(i) for i in range(len(flagged))],
-        "flagged": flagged,
-        # Scores that rank exactly as the flags do.
-        "scores": [0.5 + 0.4 * flag - 0.01 * i for i, flag in enumerate(flagged)],
-        "prohibited": prohibited,
-        "weights": weights,
-    }
-
-
-def test_paired_changes_measure_both_figures_and_their_bootstrap_noise():
-    prohibited = [True, True, True, True, False, False]
-    active = outcomes([True, True, False, False, True, False], prohibited, [1, 1, 1, 2, 1, 1])
-    candidate = outcomes([True, False, True, True, False, True], prohibited, [1, 1, 1, 2, 1, 1])
-    changes = paired_changes(active, candidate)
-    # Weighted recall 2/5 -> 4/5; precision 2/3 -> 4/5 (the candidate flags weights 1 + 1 + 2 + 1).
-    assert changes["recall"][0] == pytest.approx(2 / 5)
-    assert changes["precision"][0] == pytest.approx(4 / 5 - 2 / 3)
-    # The bootstrap spread is close to the analytic standard error of a paired ratio estimate.
-    gains = [(1, 0.0), (1, -1.0), (1, 1.0), (2, 1.0)]
-    analytic = (sum(w**2 * (g - 0.4) ** 2 for w, g in gains)) ** 0.5 / 5
-    assert changes["recall"][1] == pytest.approx(analytic, rel=0.35)
-    assert paired_changes(active, candidate) == changes  # seeded: a verdict can be repeated
-    # Identical decisions: no change and no noise, so the strict rule applies.
-    assert paired_changes(active, active) == {
-        "recall": (0.0, 0.0),
-        "precision": (0.0, 0.0),
-        "auc": (0.0, 0.0),
-    }
-    assert changes["auc"][0] > 0  # the candidate ranks more prohibited images above allowed ones
-    # Outcomes of different images cannot be paired; undefined figures are None.
-    other = outcomes(candidate["flagged"], prohibited, [1] * 6, list("abcdef"))
-    assert paired_changes(active, other) is None
-    nothing = paired_changes(outcomes([True], [False], [1]), outcomes([False], [False], [1]))
-    assert nothing == {"recall": None, "precision": None, "auc": None}
-
-
 def test_with_noise_allowed_a_candidate_that_ranks_worse_is_rejected_even_with_recall_and_precision_fine():
     flags_everything = {"recall": 1.0, "precision": 0.72, "auc": 0.55}
     active = {"recall": 0.93, "precision": 0.78, "auc": 0.91}
@@ -131,8 +92,7 @@ def test_a_candidate_as_good_as_the_active_one_is_promoted_with_the_comparison_r
     assert run.gate["candidate"]["recall"] >= run.gate["active"]["recall"]
     assert run.gate["threshold"] == get_settings().threshold_for("bad")
     # Platform retrains refit only the output biases with the decisions' weights (PLATFORM_TRAINING_HPARAMS).
-    saved = json.loads((get_registry().path("v0002") / "hparams.json").read_text())
-    assert saved["example_weighting"] == "bias"
+    assert get_registry().hparams("v0002").example_weighting == "bias"
     # The paired recall change and its noise are recorded beside the verdict they informed.
     assert run.gate["tolerance"] == get_settings().gate_tolerance == 2.0
     assert run.gate["recall_change_se"] >= 0 and run.gate["precision_change_se"] >= 0
@@ -160,7 +120,6 @@ def test_too_small_a_holdout_rejects_the_candidate_with_the_reason(tmp_path, res
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("loop_settings")
 def test_a_small_holdout_is_extended_with_test_split_images_neither_model_trained_on(tmp_path, rescores, settings):
-    import json
 
     # The command line's 30% test split, so there are enough unseen test-split images to extend with.
     settings.VIGIA_TRAINING_HPARAMS = {**settings.VIGIA_TRAINING_HPARAMS, "test_share": 0.3}
@@ -172,8 +131,8 @@ def test_a_small_holdout_is_extended_with_test_split_images_neither_model_traine
     run_now(TrainingTrigger.INITIAL)
     run = run_now()
     registry = get_registry()
-    candidate_test = set(json.loads((registry.path("v0002") / "manifest.json").read_text())["test"])
-    active = json.loads((registry.path("v0001") / "manifest.json").read_text())
+    candidate_test = set(registry.manifest("v0002")["test"])
+    active = registry.manifest("v0001")
     unseen = candidate_test - set(active["train"]) - set(active["validation"])
     assert run.gate["extended_with_test_split"] == len(unseen) > 0
     assert sum(run.gate["evaluation_counts"].values()) == 6 + len(unseen) == run.gate["candidate"]["n"]
