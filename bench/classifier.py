@@ -1,5 +1,6 @@
-"""Measure the classifier from outside, like a user would: embedding vs bare model throughput, decode cost,
-cold vs warm retraining, peak memory. Writes bench/results/classifier.json.
+"""Measure the classifier from outside, like a user would, and write bench/results/classifier.json.
+
+Embedding vs bare model throughput, decode cost, cold vs warm retraining, peak memory.
 
 Run: `.venv/bin/python bench/classifier.py` (full: retrains on 2,000 and 10,000 images, ~half an hour on 2 cores)
 or `.venv/bin/python bench/classifier.py --quick` (a few minutes). Numbers are measured, never asserted.
@@ -30,6 +31,7 @@ from bench.harness.workload import classifier_environment as environment  # noqa
 
 
 def machine() -> dict:
+    """The machine and the TensorFlow build and threads, recorded with every result so figures keep their context."""
     import keras
     import tensorflow as tf
 
@@ -42,6 +44,7 @@ def machine() -> dict:
 
 
 def sample_images(count: int, size: int = 28) -> list[np.ndarray]:
+    """The first `count` Fashion-MNIST test photos as arrays: real inputs rather than synthetic ones."""
     from classifier.datasets import load_fashion_mnist
 
     images, _ = load_fashion_mnist("test", environment().fashion_mnist_dir)
@@ -188,6 +191,7 @@ def retrain_times(counts: list[int], hparams) -> tuple[dict, dict, dict]:
 
 
 def main() -> int:
+    """Run each measurement, write the results file atomically and print the report as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: retrain 200 and 1000 images")
     parser.add_argument("--retrain-sizes", default=None, help="comma-separated image counts (default 2000,10000)")

@@ -25,6 +25,8 @@ TIMESTAMPS = ("created_at",)
 
 
 class ListingImageInline(admin.TabularInline):
+    """A listing's images with their status and current score, read-only, each linking to its own page."""
+
     model = ListingImage
     extra = 0
     can_delete = False
@@ -35,6 +37,8 @@ class ListingImageInline(admin.TabularInline):
 
 @admin.register(Listing)
 class ListingAdmin(admin.ModelAdmin):
+    """Listings, searchable by external id and text; the status is derived from the images, so it is read-only."""
+
     list_display = ("external_id", "title", "status", "submitted_by", "created_at")
     list_filter = ("status", "created_at")
     search_fields = ("external_id", "title", "description")
@@ -45,6 +49,8 @@ class ListingAdmin(admin.ModelAdmin):
 
 
 class ScoreInline(admin.TabularInline):
+    """Every model version's score of an image, read-only."""
+
     model = Score
     extra = 0
     can_delete = False
@@ -53,6 +59,8 @@ class ScoreInline(admin.TabularInline):
 
 
 class DecisionInline(admin.TabularInline):
+    """The decisions on an image, undone ones included, read-only: the audit trail."""
+
     model = Decision
     extra = 0
     can_delete = False
@@ -62,6 +70,8 @@ class DecisionInline(admin.TabularInline):
 
 @admin.register(ListingImage)
 class ListingImageAdmin(admin.ModelAdmin):
+    """Images with their pipeline state read-only; the claim fields stay editable to clear a stuck claim."""
+
     list_display = (
         "id",
         "listing",
@@ -108,18 +118,22 @@ class ListingImageAdmin(admin.ModelAdmin):
 
     @admin.display(description="File")
     def image_file(self, obj):
+        """Link to the stored file through the moderators-only image view."""
         # Uploads are not public media: link to the moderators-only view that serves them with nosniff.
         if not obj.pk or not obj.file:
             return "-"
         return format_html('<a href="{}">{}</a>', reverse("image-file", args=[obj.pk]), obj.file.name)
 
     def has_add_permission(self, request):
+        """Refuse: images are added through the API or the upload page."""
         # Images come in through the API or the upload page, where they are validated and re-encoded.
         return False
 
 
 @admin.register(Score)
 class ScoreAdmin(admin.ModelAdmin):
+    """Scores, read-only: only the scoring service writes them."""
+
     list_display = ("image", "model_version", "prohibited_probability", "prohibited_label", "created_at")
     list_filter = ("model_version", "prohibited_label")
     search_fields = ("image__sha256", "image__listing__external_id")
@@ -134,11 +148,14 @@ class ScoreAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request):
+        """Refuse: scores come from the model only."""
         return False
 
 
 @admin.register(Decision)
 class DecisionAdmin(admin.ModelAdmin):
+    """Decisions, read-only, searchable by image, listing, moderator and note."""
+
     list_display = ("image", "outcome", "policy_category", "moderator", "label", "was_audit", "created_at", "undone_at")
     list_filter = ("outcome", "policy_category", "was_audit", "model_version")
     search_fields = ("image__sha256", "image__listing__external_id", "moderator__username", "note")
@@ -160,25 +177,32 @@ class DecisionAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request):
+        """Refuse: decisions are made on the review desk."""
         # Decisions are made on the review desk, where claims, training data and listing status stay consistent.
         return False
 
 
 @admin.register(ModerationSettings)
 class ModerationSettingsAdmin(admin.ModelAdmin):
+    """The one settings row, editable; the desk's settings page is the usual way to change it."""
+
     list_display = ("__str__", "default_threshold", "retrain_batch_size", "claim_lease_seconds", "updated_at")
     readonly_fields = ("updated_at",)
 
     def has_add_permission(self, request):
+        """Allow adding only while the settings row does not exist yet."""
         # One row (pk=1), created on first use by selectors.settings.get_settings().
         return not ModerationSettings.objects.exists()
 
     def has_delete_permission(self, request, obj=None):
+        """Refuse: the desk always needs its settings row."""
         return False
 
 
 @admin.register(TrainingExample)
 class TrainingExampleAdmin(admin.ModelAdmin):
+    """Training examples, filterable by source, label, holdout and whether they are still active."""
+
     list_display = ("sha256", "label", "source", "is_holdout", "active", "moderator", "used_in_run", "created_at")
     list_filter = ("source", "label", "is_holdout", "active")
     search_fields = ("sha256", "label", "path")
@@ -189,6 +213,8 @@ class TrainingExampleAdmin(admin.ModelAdmin):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
+    """Training runs, read-only: their state belongs to the training services."""
+
     list_display = ("id", "status", "trigger", "phase", "model_version", "new_examples", "created_at", "finished_at")
     list_filter = ("status", "trigger")
     search_fields = ("model_version", "reason")
@@ -212,21 +238,27 @@ class TrainingRunAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request):
+        """Refuse: runs are started from the training page."""
         # Runs are started from the training page so the one-open-run rule and the queue stay in step.
         return False
 
 
 @admin.register(TrainingState)
 class TrainingStateAdmin(admin.ModelAdmin):
+    """The retrain trigger's counter, one row, and the run it last started."""
+
     list_display = ("__str__", "confirmed_since_last_run", "new_examples_since_last_run", "last_run")
     raw_id_fields = ("last_run",)
 
     def has_add_permission(self, request):
+        """Refuse: the trigger creates its row on first use."""
         return False
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    """Model versions, read-only mirrors of the registry on disk."""
+
     list_display = ("version", "is_active", "activated_at", "training_run", "created_at")
     list_filter = ("is_active",)
     search_fields = ("version",)
@@ -242,5 +274,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request):
+        """Refuse: versions are mirrored from the registry by the model-version services."""
         # Versions mirror the registry on disk; activation goes through the models page and its service.
         return False

@@ -42,6 +42,7 @@ class ApiError(exceptions.APIException):
 
 
 def error_response(code: str, detail: str, status_code: int, headers: dict | None = None) -> Response:
+    """Build the API's one error shape, `{"error": code, "detail": text}`, with its status and headers."""
     return Response({"error": code, "detail": detail}, status=status_code, headers=headers)
 
 
@@ -113,6 +114,7 @@ class ListingCreateView(APIView):
         },
     )
     def post(self, request):
+        """Store a listing and its photos, all or none, and queue the photos for scoring; 409 for a known id."""
         form = serializers.ListingCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
@@ -139,6 +141,7 @@ class ListingDetailView(APIView):
         responses={200: serializers.ListingDetailSerializer, 404: serializers.ErrorSerializer, 401: ERRORS[401]},
     )
     def get(self, request, listing_id: int):
+        """Return a listing's status and, for each image, its status, scores (with model version) and decisions."""
         return Response(serializers.ListingDetailSerializer(get_listing_detail(listing_id)).data)
 
 
@@ -158,6 +161,7 @@ class ScoreView(APIView):
         },
     )
     def post(self, request):
+        """Score one photo now with the active model and return its probabilities; nothing is stored."""
         form = serializers.ScoreRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         image = validate_image(form.validated_data["image"])
@@ -181,5 +185,6 @@ class HealthView(APIView):
         operation_id="health", responses={200: serializers.HealthSerializer, 503: serializers.HealthSerializer}
     )
     def get(self, request):
+        """Check the database, Redis, workers and the active model: 200 when all are fine, 503 otherwise. Anonymous."""
         health = check_health(timeout=1.0)
         return Response(health.as_dict(), status=200 if health.ok else 503)

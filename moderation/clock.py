@@ -9,6 +9,7 @@ _now: Callable[[], datetime] = timezone.now
 
 
 def now() -> datetime:
+    """Return the current time from the clock in use; read it instead of `timezone.now` so tests can move time."""
     return _now()
 
 

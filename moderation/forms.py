@@ -20,6 +20,7 @@ class DecisionForm(forms.Form):
     note = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
     def clean(self):
+        """Settle the category: "none" for a rejection, the generic prohibited item for a confirmation without one."""
         data = super().clean()
         if data.get("outcome") == DecisionOutcome.REJECT:
             # A rejected flag is a false positive: whatever the select showed, no policy was violated.
@@ -30,6 +31,8 @@ class DecisionForm(forms.Form):
 
 
 class MultipleImageInput(forms.ClearableFileInput):
+    """A file input that lets the browser select several files at once."""
+
     allow_multiple_selected = True
 
 
@@ -41,6 +44,7 @@ class MultipleImageField(forms.FileField):
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):
+        """Clean each selected file on its own and return them as a list."""
         single = super().clean
         if isinstance(data, list | tuple):
             return [single(item, initial) for item in data]
@@ -56,6 +60,7 @@ class UploadForm(forms.Form):
     images = MultipleImageField(help_text="JPEG, PNG or WebP.")
 
     def clean_images(self):
+        """Refuse too many photos, and name every bad one at once so the sender can fix them in one go."""
         files = self.cleaned_data["images"]
         limit = settings.VIGIA_MAX_IMAGES_PER_LISTING
         if len(files) > limit:

@@ -10,6 +10,8 @@ POLICY = (
 
 
 class ContentSecurityPolicyMiddleware:
+    """Add the policy to every response except the admin's and the API docs page's."""
+
     def __init__(self, get_response):
         self.get_response = get_response
 

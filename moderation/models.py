@@ -11,6 +11,12 @@ from django.db.models import Q
 
 
 class ListingStatus(models.TextChoices):
+    """Where a listing stands, derived from its images (`services.listings.derive_listing_status`).
+
+    Pending while any image waits for a score; in review while any is flagged or could not be scored; taken down as
+    soon as one image is confirmed prohibited; live once every image is cleared or rejected as a false positive.
+    """
+
     PENDING = "pending", "Being scored"
     IN_REVIEW = "in_review", "In review"
     LIVE = "live", "Live"
@@ -38,6 +44,15 @@ class Listing(models.Model):
 
 
 class ImageStatus(models.TextChoices):
+    """Where one image stands in the pipeline; each state has its own `<status>_at` stamp.
+
+    Pending: stored, waiting for a score. Cleared: scored below its label's threshold and not sampled for audit.
+    Flagged: in the review queue, above the threshold or as an audit sample. Confirmed and rejected: a moderator's
+    verdict (prohibited, or a false positive). Failed: scoring gave up after the allowed attempts, so the listing
+    stays in review instead of going live unscored. Invalid: not a usable image; uploads are checked before they are
+    stored, so the pipeline itself does not set it.
+    """
+
     PENDING = "pending", "Waiting for a score"
     CLEARED = "cleared", "Cleared"
     FLAGGED = "flagged", "Flagged for review"
@@ -127,11 +142,15 @@ class Score(models.Model):
 
 
 class DecisionOutcome(models.TextChoices):
+    """A moderator's verdict on a flagged image: confirm it is prohibited, or reject the flag as a false positive."""
+
     CONFIRM = "confirm", "Confirm (prohibited)"
     REJECT = "reject", "Reject (false positive)"
 
 
 class PolicyCategory(models.TextChoices):
+    """Which policy a confirmed image breaks, for the marketplace and the audit trail; a rejection is always "none"."""
+
     PROHIBITED_ITEM = "prohibited_item", "Prohibited item"
     WEAPONS = "weapons", "Weapons"
     DRUGS = "drugs", "Drugs"
@@ -169,12 +188,20 @@ class Decision(models.Model):
 
 
 class GateMetric(models.TextChoices):
+    """What the gate compares on the holdout before promoting a candidate.
+
+    Recall of the prohibited labels, with precision allowed to drop by at most the gate's margin (the default: a
+    missed violation costs more than a needless review); F1 of the prohibited labels; or plain accuracy.
+    """
+
     RECALL = "recall", "Recall of prohibited (precision kept within the margin)"
     F1 = "f1", "F1 of prohibited"
     ACCURACY = "accuracy", "Accuracy"
 
 
 class AuditSampling(models.TextChoices):
+    """How the random audit sample of below-threshold images is drawn (see `selectors.audit.AuditPlan`)."""
+
     UNIFORM = "uniform", "Uniform: every image below the threshold equally likely"
     BY_SCORE = "by_score", "By score: half the audits uniform, half drawn in proportion to the score"
 
@@ -224,10 +251,13 @@ class ModerationSettings(models.Model):
         return "Moderation settings"
 
     def threshold_for(self, label: str) -> float:
+        """Return the score at or above which an image with this top label is flagged, or the default threshold."""
         return float(self.thresholds.get(label, self.default_threshold))
 
 
 class ExampleSource(models.TextChoices):
+    """Where a training example came from: the imported initial training set, or a moderator's decision."""
+
     INITIAL = "initial", "Initial training set"
     DECISION = "decision", "Moderator decision"
 
@@ -271,6 +301,8 @@ class TrainingExample(models.Model):
 
 
 class TrainingRunStatus(models.TextChoices):
+    """A retrain's life: queued, running, then succeeded (the gate promoted it), rejected by the gate, or failed."""
+
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded (promoted)"
@@ -283,6 +315,13 @@ OPEN_RUN_STATUSES = [TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING]
 
 
 class TrainingTrigger(models.TextChoices):
+    """Why a run was started.
+
+    Batch: the confirmations since the last run reached the retrain batch size. Schedule: the beat schedule fired
+    and new examples exist. Manual: an admin pressed "Retrain now" (or ran `manage.py retrain`). Initial: the first
+    model, trained when none is active yet.
+    """
+
     BATCH = "batch", "Retrain batch size reached"
     SCHEDULE = "schedule", "Schedule"
     MANUAL = "manual", "Retrain now"

@@ -15,6 +15,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_bool(name: str, default: bool = False) -> bool:
+    """Read a flag: 1, true, yes or on (any case) is true, anything else false, unset the default."""
     value = os.environ.get(name)
     if value is None:
         return default
@@ -22,11 +23,13 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    """Read an integer; unset or empty gives the default."""
     value = os.environ.get(name)
     return default if value in (None, "") else int(value)
 
 
 def env_list(name: str, default: str = "") -> list[str]:
+    """Read a comma-separated list, dropping blanks around and between items."""
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 

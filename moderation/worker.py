@@ -104,6 +104,7 @@ def _redis_client():
 
 
 def serving_field(status: dict) -> str:
+    """Return the process's field name in the `vigia:serving` hash, `<hostname>:<pid>`."""
     return f"{status.get('hostname', '')}:{status.get('pid', '')}"
 
 

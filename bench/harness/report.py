@@ -1,5 +1,6 @@
-"""How benchmarks report: timestamped progress lines, percentiles and summaries, the machine, results JSON,
-and the learning loop's plot.
+"""How benchmarks report, the same way in every benchmark so their results compare.
+
+Timestamped progress lines, percentiles and summaries, the machine, results JSON, and the learning loop's plot.
 
 Every result records the machine it ran on, so that figures are never quoted without it, and is written
 atomically: a run that is interrupted while writing leaves the previous results file whole.

@@ -1,5 +1,7 @@
-"""Process-level helpers of the local stack: PIDs, process groups, the parent-death signal, `ProcessSpec`, and
-`LoggedProcess` (one child with its output in a log file, waited for until a line appears in it).
+"""Process-level helpers of the local stack: start children that never outlive their starter, and stop them.
+
+PIDs, process groups, the parent-death signal, `ProcessSpec`, and `LoggedProcess` (one child with its output in a
+log file, waited for until a line appears in it).
 
 Two facts shape them. A process started here must not outlive whoever started it, even when that one is
 killed by SIGKILL: every child asks Linux for a parent-death signal and runs in its own session (process

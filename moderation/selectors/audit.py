@@ -38,6 +38,7 @@ class AuditPlan:
     mean_closeness: float | None = None
 
     def probability(self, image_closeness: float) -> float:
+        """Return the chance that an image this close to its threshold is sent to review as an audit sample."""
         if self.rate <= 0:
             return 0.0
         if not self.mean_closeness:

@@ -16,6 +16,8 @@ from moderation.selectors.serving import serving_report
 
 @dataclass
 class Health:
+    """The result of every check, by name, and the serving report; what `/api/health` answers."""
+
     checks: dict[str, dict] = field(default_factory=dict)
     # Which version each scoring process serves: information for operators, not a check. A rollout in progress
     # or a lagging worker must not take the desk out of a load balancer.
@@ -23,9 +25,11 @@ class Health:
 
     @property
     def ok(self) -> bool:
+        """True when every check passed; the serving report does not count."""
         return all(check["ok"] for check in self.checks.values())
 
     def as_dict(self) -> dict:
+        """Return the JSON body of the health endpoint (`serializers.HealthSerializer`)."""
         data = {"status": "ok" if self.ok else "unavailable", **self.checks}
         if self.serving is not None:
             data["serving"] = self.serving
@@ -33,6 +37,7 @@ class Health:
 
 
 def check_database() -> dict:
+    """Run a trivial query and count pending images, which shows a scoring backlog at a glance."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -44,6 +49,7 @@ def check_database() -> dict:
 
 
 def check_redis(timeout: float) -> dict:
+    """Ping the broker with socket timeouts of `timeout` seconds."""
     try:
         client = broker_client(timeout)
         try:
@@ -56,6 +62,7 @@ def check_redis(timeout: float) -> dict:
 
 
 def check_workers(timeout: float) -> dict:
+    """Ping the Celery workers and wait `timeout` seconds for replies; ok when at least one answers."""
     from moderation.celery import app
 
     try:
@@ -68,6 +75,7 @@ def check_workers(timeout: float) -> dict:
 
 
 def check_model() -> dict:
+    """Report the active model version; without one, images are stored but never scored."""
     try:
         active = active_model()
     except Exception as error:  # reported by the database check as well

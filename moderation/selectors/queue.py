@@ -23,12 +23,16 @@ UNDO_WINDOW = timedelta(seconds=30)
 
 @dataclass
 class QueuePage:
+    """One page of the review queue and the cursor of the next page (None on the last one)."""
+
     items: list[ListingImage]
     next_cursor: str | None
 
 
 @dataclass
 class QueueStats:
+    """The queue page's counters; a count past `cap` stops there and the page shows it as "10,000+"."""
+
     open: int
     audit: int
     claimed: int
@@ -37,14 +41,17 @@ class QueueStats:
 
     @property
     def open_capped(self) -> bool:
+        """True when the open count stopped at the cap, so the page shows it with a "+"."""
         return bool(self.cap) and self.open > self.cap
 
     @property
     def audit_capped(self) -> bool:
+        """True when the audit count stopped at the cap, so the page shows it with a "+"."""
         return bool(self.cap) and self.audit > self.cap
 
     @property
     def backlog_seconds(self) -> float | None:
+        """How long the oldest flagged item has waited, in seconds; None when the queue is empty."""
         if self.oldest_flagged_at is None:
             return None
         return max(0.0, (clock.now() - self.oldest_flagged_at).total_seconds())
@@ -69,12 +76,15 @@ class QueueStats:
 
 @dataclass
 class ItemView:
+    """What the item page shows: the image, its per-label probabilities (with a prohibited flag) and decisions."""
+
     image: ListingImage
     probabilities: list[tuple[str, float, bool]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
 
 
 def encode_cursor(image: ListingImage) -> str:
+    """Return the keyset cursor of the page that starts after `image`: its position in the queue order."""
     return f"{image.prohibited_probability!r}_{image.created_at.isoformat()}_{image.pk}"
 
 

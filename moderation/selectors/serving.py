@@ -26,6 +26,8 @@ ROLLOUT_GRACE_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class ServingWorker:
+    """One scoring process's latest report: the version it serves, since when, and the versions that failed."""
+
     host: str
     pid: int
     node: str
@@ -38,9 +40,11 @@ class ServingWorker:
 
     @property
     def name(self) -> str:
+        """The process's field name in the `vigia:serving` hash, `<host>:<pid>`."""
         return f"{self.host}:{self.pid}"
 
     def as_dict(self) -> dict:
+        """Return the entry as JSON (`serializers.ServingWorkerSerializer`), with ISO times."""
         data = asdict(self)
         for key in ("since", "pointer_mtime"):
             data[key] = data[key].isoformat() if data[key] else None
@@ -60,6 +64,7 @@ class ServingReport:
     error: str = ""
 
     def as_dict(self) -> dict:
+        """Return the report as JSON (`serializers.ServingSerializer`), the `serving` part of the health endpoint."""
         return {
             "active_version": self.active_version,
             "versions": self.versions,

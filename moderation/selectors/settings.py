@@ -1,3 +1,5 @@
+"""The one read of the admin's settings row, shared by every service and page that needs a knob."""
+
 from moderation.models import ModerationSettings
 
 

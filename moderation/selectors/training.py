@@ -39,6 +39,7 @@ def holdout_examples():
 
 
 def to_classifier_examples_from_rows(rows) -> list:
+    """Turn example rows into `classifier.data.Example`s, skipping rows whose file is gone from disk."""
     from classifier.data import Example
 
     examples = []
@@ -50,6 +51,7 @@ def to_classifier_examples_from_rows(rows) -> list:
 
 
 def label_counts(queryset) -> dict[str, int]:
+    """Count a queryset of examples per label, in label order."""
     return {row["label"]: row["n"] for row in queryset.values("label").annotate(n=Count("id")).order_by("label")}
 
 
@@ -59,12 +61,15 @@ def new_example_count() -> int:
 
 
 def training_state() -> TrainingState:
+    """The retrain trigger's counter row, created on first use (read only; the trigger locks it to write)."""
     state, _ = TrainingState.objects.get_or_create(pk=1)
     return state
 
 
 @dataclass(frozen=True)
 class TriggerStatus:
+    """The batch-size trigger's progress and the run that is queued or running, if any."""
+
     batch_size: int
     confirmed_since_last_run: int
     remaining: int
@@ -86,6 +91,7 @@ def trigger_status() -> TriggerStatus:
 
 
 def list_training_runs(limit: int = 50):
+    """The latest runs, newest first, for the runs page."""
     return TrainingRun.objects.select_related("requested_by").order_by("-created_at", "-id")[:limit]
 
 
@@ -113,6 +119,7 @@ def run_progress(run: TrainingRun) -> dict:
 
 
 def list_model_versions():
+    """Every mirrored model version, newest first, with the run that trained it."""
     return ModelVersion.objects.select_related("training_run").order_by("-created_at", "-version")
 
 

@@ -107,6 +107,8 @@ def deactivate_decision_example(*, decision: Decision) -> int:
 
 @dataclass(frozen=True)
 class ImportReport:
+    """What an import did: examples created, already known, files skipped with the reason, and the labels found."""
+
     created: int
     existing: int
     skipped: list[tuple[str, str]]

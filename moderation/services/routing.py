@@ -1,5 +1,7 @@
-"""Routing: what a score means for an image. Above its label's threshold it waits for review; below, it is cleared,
-except for the audit sample that humans review anyway so the threshold's misses stay measured.
+"""Routing: what a score means for an image, and the one place scores are written.
+
+Above its label's threshold an image waits for review; below, it is cleared, except for the audit sample that
+humans review anyway so the threshold's misses stay measured.
 
 `record_score` is the only writer of scores: one row per image and model version, so a redelivered task or two
 racing workers never write twice, and the stored score is what routes the image whichever write came first.

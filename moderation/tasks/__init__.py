@@ -1,5 +1,7 @@
-"""Celery tasks, thin: primary keys in, re-read state, call a service. Split by queue; published by name through
-`moderation.outbox`, so nothing else imports them."""
+"""Celery tasks, thin: primary keys in, re-read state, call a service.
+
+Split by queue; published by name through `moderation.outbox`, so nothing else imports them.
+"""
 
 from moderation.tasks.scoring import score_images, sweep_pending
 from moderation.tasks.training import check_training_trigger, embed_examples, run_training, sweep_training_runs

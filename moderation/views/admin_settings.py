@@ -51,12 +51,15 @@ class SettingsForm(forms.ModelForm):
             )
 
     def threshold_fields(self):
+        """The per-label threshold fields, which the page shows as a group of their own."""
         return [self[name] for name in self.fields if name.startswith(THRESHOLD_PREFIX)]
 
     def other_fields(self):
+        """Every field of the settings row itself, in the order of `Meta.fields`."""
         return [self[name] for name in self.fields if not name.startswith(THRESHOLD_PREFIX)]
 
     def save(self, commit=True):
+        """Save the row with the per-label fields folded into `thresholds`; an empty one removes that label's entry."""
         instance = super().save(commit=False)
         thresholds = dict(instance.thresholds)
         for name, value in self.cleaned_data.items():
@@ -96,6 +99,7 @@ def _preview(request, settings_row: ModerationSettings) -> dict | None:
 @admin_required
 @require_http_methods(["GET", "POST"])
 def settings_view(request):
+    """Let an admin change the settings, next to the trigger's progress and a preview of what a threshold would do."""
     settings_row = get_settings()
     prohibited = _prohibited_labels(settings_row)
     if request.method == "POST":

@@ -36,7 +36,7 @@ def _undo_context(request) -> dict:
 @require_GET
 @moderator_required
 def queue_view(request):
-    """The queue: counters, the moderator's current claim, and flagged items in review order."""
+    """Show moderators the queue: counters, their current claim, and flagged items in review order."""
     page = queue_selectors.queue_page(request.GET.get("after") or None)
     context = {
         "page": page,
@@ -52,7 +52,7 @@ def queue_view(request):
 @require_POST
 @moderator_required
 def next_item(request):
-    """Claim the next item ("Start reviewing", or `j` to skip the current one) and open it."""
+    """Claim the next item for a moderator ("Start reviewing", or `j` to skip the current one) and open it."""
     skipped = [pk for pk in request.session.get(SKIPPED_SESSION_KEY, []) if isinstance(pk, int)]
     skip = request.POST.get("skip", "")
     if skip.isdigit():
@@ -72,7 +72,7 @@ def next_item(request):
 @require_GET
 @moderator_required
 def item_view(request, pk: int):
-    """One item, large, with its scores and history. Opening it claims it unless someone else holds it."""
+    """Show a moderator one item, large, with its scores and history; opening it claims it unless it is held."""
     try:
         item = queue_selectors.item_view(pk)
     except ListingImage.DoesNotExist as exc:
@@ -103,7 +103,7 @@ def item_view(request, pk: int):
 @require_POST
 @moderator_required
 def decide_view(request, pk: int):
-    """Apply a decision, then open the next item. A stale claim or a second submit answers 409, storing nothing."""
+    """Apply a moderator's decision and open the next item; a stale claim or double submit stores nothing (409)."""
     form = DecisionForm(request.POST)
     if not form.is_valid():
         return render(
@@ -133,7 +133,7 @@ def decide_view(request, pk: int):
 @require_POST
 @moderator_required
 def undo_view(request, pk: int):
-    """Take back a decision inside the undo window and reopen its item."""
+    """Let a moderator take back their own decision inside the undo window, and reopen its item."""
     try:
         image = review.undo_decision(user=request.user, decision_id=pk)
     except Decision.DoesNotExist as exc:
@@ -150,7 +150,7 @@ def undo_view(request, pk: int):
 @require_POST
 @moderator_required
 def renew_view(request, pk: int):
-    """Keep a claim alive while its page is open (called by the page's script every third of a lease)."""
+    """Keep a moderator's claim alive while its page is open (called by the page's script every third of a lease)."""
     try:
         image = review.claim_item(user=request.user, image_id=pk)
     except ListingImage.DoesNotExist as exc:
@@ -199,7 +199,7 @@ def image_file_view(request, pk: int):
 @require_http_methods(["GET", "POST"])
 @moderator_required
 def upload_view(request):
-    """Staff upload of one listing; the same validation and ingest path as the API."""
+    """Let a moderator upload one listing with its photos, through the same validation and ingest path as the API."""
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -225,7 +225,7 @@ def upload_view(request):
 @require_GET
 @moderator_required
 def listings_view(request):
-    """Recent listings, newest first, optionally filtered by status."""
+    """Show moderators recent listings, newest first, optionally filtered by status."""
     status = request.GET.get("status", "")
     if status not in ListingStatus.values:
         status = ""
@@ -238,7 +238,7 @@ def listings_view(request):
 @require_GET
 @moderator_required
 def listing_detail_view(request, pk: int):
-    """A listing's images with statuses, every score and every decision."""
+    """Show moderators a listing's images with their statuses, every score and every decision."""
     try:
         listing = queue_selectors.listing_detail(pk)
     except Listing.DoesNotExist as exc:

@@ -25,6 +25,7 @@ VERSION_FILES = {"curves.png", "confusion.png"}
 @admin_required
 @require_GET
 def runs_view(request):
+    """Show admins the training runs, with live progress, and how far the batch-size trigger is from firing."""
     runs = list(selectors.list_training_runs())
     return render(
         request,
@@ -36,6 +37,7 @@ def runs_view(request):
 @admin_required
 @require_POST
 def retrain_now_view(request):
+    """Let an admin queue a retrain now ("Retrain now"); a run already queued is reused, not doubled."""
     run = request_training(trigger=TrainingTrigger.MANUAL, user=request.user)
     if run.requested_by_id == request.user.pk and run.trigger == TrainingTrigger.MANUAL:
         messages.success(request, f"Training run {run.pk} is queued.")
@@ -47,6 +49,7 @@ def retrain_now_view(request):
 @admin_required
 @require_GET
 def run_detail_view(request, pk: int):
+    """Show an admin one run: its progress, metrics, the gate's verdict and the version it produced."""
     run = get_object_or_404(TrainingRun.objects.select_related("requested_by"), pk=pk)
     version = ModelVersion.objects.filter(version=run.model_version).first() if run.model_version else None
     return render(
@@ -59,7 +62,7 @@ def run_detail_view(request, pk: int):
 @admin_required
 @require_GET
 def run_status_view(request, pk: int):
-    """What the runs page polls for live progress."""
+    """Answer the runs page's poll for one run's live progress, as JSON (admins only)."""
     run = get_object_or_404(TrainingRun, pk=pk)
     data = selectors.run_progress(run)
     data["open"] = run.status in OPEN_RUN_STATUSES
@@ -69,6 +72,7 @@ def run_status_view(request, pk: int):
 @admin_required
 @require_GET
 def versions_view(request):
+    """Show admins every model version, the one a rollback returns to, and what each scoring process serves."""
     return render(
         request,
         "moderation/training/versions.html",
@@ -83,6 +87,7 @@ def versions_view(request):
 @admin_required
 @require_GET
 def version_detail_view(request, version: str):
+    """Show an admin one model version: its metrics, the gate's evidence and the decisions it learned from."""
     model_version = get_object_or_404(ModelVersion.objects.select_related("training_run"), version=version)
     run = model_version.training_run
     lineage = selectors.examples_that_trained(model_version).order_by("-id")
@@ -104,6 +109,7 @@ def version_detail_view(request, version: str):
 @admin_required
 @require_POST
 def activate_view(request, version: str):
+    """Let an admin activate a version (promote or roll back); scoring workers switch to it within seconds."""
     from classifier.registry import RegistryError
 
     get_object_or_404(ModelVersion, version=version)
@@ -120,7 +126,7 @@ def activate_view(request, version: str):
 @admin_required
 @require_GET
 def version_file_view(request, version: str, name: str):
-    """The plots of a version, read from its registry directory (names from a fixed list: no path from the URL)."""
+    """Serve admins a version's plots from its registry directory (names from a fixed list: no path from the URL)."""
     if name not in VERSION_FILES:
         raise Http404("no such file")
     get_object_or_404(ModelVersion, version=version)

@@ -1,5 +1,7 @@
-"""Rows as the desk's own code leaves them, made straight in the database: users, listings, images, decisions,
-model versions and training examples. No model is needed to make any of them."""
+"""Rows as the desk's own code leaves them, made straight in the database; no model is needed to make any of them.
+
+Users, listings, images, decisions, model versions and training examples.
+"""
 
 import hashlib
 import itertools

@@ -14,6 +14,8 @@ def frozen_clock():
     from django.utils import timezone
 
     class FrozenClock:
+        """The app's clock, standing still until the test calls `advance`."""
+
         def __init__(self):
             self.current = timezone.now()
 
@@ -21,6 +23,7 @@ def frozen_clock():
             return self.current
 
         def advance(self, **delta):
+            """Move the clock forward by `timedelta(**delta)`, e.g. past a claim's lease."""
             self.current += timedelta(**delta)
 
     fake = FrozenClock()

@@ -1,5 +1,8 @@
-"""Test images made in memory: good ones in each accepted format, distinct noisy photos a tiny model learns, real
-Fashion-MNIST photos, and the bad inputs uploads must refuse."""
+"""Test images made in memory, so no test depends on files checked into the repository.
+
+Good ones in each accepted format, distinct noisy photos a tiny model learns, real Fashion-MNIST photos, and the
+bad inputs uploads must refuse.
+"""
 
 import gzip
 import io
@@ -37,30 +40,37 @@ def make_image(fmt: str = "JPEG", size: tuple[int, int] = (32, 24), color=(200, 
 
 
 def jpeg_bytes(size=(32, 24), color=(200, 30, 30)) -> bytes:
+    """A valid JPEG, reddish by default."""
     return make_image("JPEG", size, color)
 
 
 def png_bytes(size=(32, 24), color=(30, 200, 30)) -> bytes:
+    """A valid PNG, greenish by default."""
     return make_image("PNG", size, color)
 
 
 def webp_bytes(size=(32, 24), color=(30, 30, 200)) -> bytes:
+    """A valid WebP, bluish by default."""
     return make_image("WEBP", size, color)
 
 
 def gif_bytes() -> bytes:
+    """A real GIF: a decodable image in a format uploads refuse."""
     return make_image("GIF", mode="RGB")
 
 
 def bmp_bytes() -> bytes:
+    """A real BMP: a decodable image in a format uploads refuse."""
     return make_image("BMP")
 
 
 def pdf_bytes() -> bytes:
+    """A minimal PDF: a document sent where a photo is expected."""
     return b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 
 
 def svg_bytes() -> bytes:
+    """An SVG carrying a script, the classic stored-XSS upload."""
     return b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>alert(1)</script></svg>'
 
 
@@ -86,6 +96,7 @@ def truncated_jpeg(size=(64, 64)) -> bytes:
 
 
 def junk_bytes() -> bytes:
+    """Plain text that is no image at all."""
     return b"this is not an image at all, just some text pretending " * 8
 
 
@@ -117,6 +128,7 @@ def mpo_jpeg(size=(32, 24)) -> bytes:
 
 
 def upload(data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    """Wrap bytes as an uploaded file; the name and content type are the sender's claims, not checked here."""
     return SimpleUploadedFile(name, data, content_type=content_type)
 
 

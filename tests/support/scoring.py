@@ -18,6 +18,8 @@ def always_audit() -> float:
 
 @dataclass
 class FakePrediction:
+    """What `predict` returns, shaped like the real scorer's prediction: a version and one dict per image."""
+
     model_version: str
     probabilities: list[dict[str, float]]
 
@@ -34,17 +36,21 @@ class FakeScorer:
         self.on_predict = None
 
     def refresh(self) -> bool:
+        """Report no change: the fake's version moves only when a test sets it."""
         return False
 
     @property
     def version(self) -> str | None:
+        """The version it pretends to serve; None acts as "no active model"."""
         return self._version
 
     def probability(self, data: bytes) -> float:
+        """Return the image's share of red, its prohibited probability."""
         red, green, blue = Image.open(io.BytesIO(data)).convert("RGB").resize((1, 1)).getpixel((0, 0))
         return round(red / max(1, red + green + blue), 4)
 
     def predict(self, images):
+        """Score a batch like the real scorer; record the batch size and fail on the bytes listed in `fail_on`."""
         self.calls.append(len(images))
         if self.on_predict:
             self.on_predict(images)

@@ -1,5 +1,7 @@
-"""Real Celery workers for delivery, redelivery and rollout tests: started as separate programs against the test
-database and their own Redis database, waited for until ready, and stopped with everything they forked.
+"""Real Celery workers for delivery, redelivery and rollout tests, started as separate programs.
+
+They run against the test database and their own Redis database, are waited for until ready, and are stopped with
+everything they forked.
 
 Every Redis URL is derived from the one `make test` provides (`REDIS_URL`, possibly an embedded server on another
 port), each worker kind on its own database number so their queues never mix.
@@ -86,10 +88,12 @@ class Worker:
 
     @property
     def log(self) -> Path:
+        """The worker's log file, to wait for a line or show on failure."""
         return self.process.log_path
 
     @property
     def pid(self) -> int:
+        """The pid of the worker's main process, the leader of its process group."""
         return self.process.pid
 
     def stop(self) -> None:

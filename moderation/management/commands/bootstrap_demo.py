@@ -21,9 +21,12 @@ from moderation.permissions import ensure_groups
 
 
 class Command(BaseCommand):
+    """`manage.py bootstrap_demo`: create or restore the demo accounts and print their credentials."""
+
     help = "Create demo admin, moderator and API accounts and print their credentials (DEBUG only)."
 
     def add_arguments(self, parser):
+        """The demo accounts' usernames and where their generated credentials are kept."""
         parser.add_argument("--admin", default="admin", help="Username of the demo admin.")
         parser.add_argument("--moderator", default="moderator", help="Username of the demo moderator.")
         parser.add_argument("--api-user", default="marketplace", help="Username the demo marketplace posts as.")
@@ -34,6 +37,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        """Ensure the groups and accounts in one transaction, save the credentials file, print the credentials."""
         if not settings.DEBUG:
             raise CommandError("bootstrap_demo prints passwords and runs only with DEBUG=1.")
         path = Path(options["credentials_file"] or Path(settings.VAR_DIR) / "demo-credentials.json")

@@ -10,15 +10,19 @@ from moderation.permissions import ensure_groups
 
 
 class Command(BaseCommand):
+    """`manage.py create_moderator NAME`: create or update a moderator or admin account."""
+
     help = "Create or update a moderator (add --admin for an admin). Prints a generated password when none is given."
 
     def add_arguments(self, parser):
+        """The username, an optional password, and `--admin` for the admin role."""
         parser.add_argument("username")
         parser.add_argument("--password", help="Password to set; a random one is generated and printed otherwise.")
         parser.add_argument("--admin", action="store_true", help="Also make the user an admin (settings, training).")
 
     @transaction.atomic
     def handle(self, *args, username, password=None, admin=False, **options):
+        """Set the password and roles in one transaction; print the password when it was generated."""
         moderators, admins = ensure_groups()
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})

@@ -9,9 +9,12 @@ from moderation.services.examples import import_training_set
 
 
 class Command(BaseCommand):
+    """`manage.py import_training_set DIR`: import a folder-per-class training set as initial examples."""
+
     help = "Import DIR/<label>/* as initial training examples (idempotent). They stay part of every retrain."
 
     def add_arguments(self, parser):
+        """The folder, whether to reference its files instead of copying them, and the prohibited labels."""
         parser.add_argument("directory", type=Path)
         parser.add_argument(
             "--reference", action="store_true", help="Reference the files where they are instead of copying them."
@@ -24,6 +27,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, directory: Path, reference: bool, prohibited: list[str], **options):
+        """Import the examples, give each `--prohibited` label a threshold, and report what was imported or skipped."""
         from classifier.data import DatasetError
 
         if not directory.is_dir():

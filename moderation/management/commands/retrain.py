@@ -11,9 +11,12 @@ from moderation.services.training.trigger import request_training
 
 
 class Command(BaseCommand):
+    """`manage.py retrain`: run one training now, in this process."""
+
     help = "Queue-or-reuse a training run and execute it synchronously; prints the run as JSON on the last line."
 
     def handle(self, *args, **options):
+        """Queue a run (initial when no model is active) or reuse the queued one, execute it, print it as JSON."""
         trigger = TrainingTrigger.MANUAL if active_model() is not None else TrainingTrigger.INITIAL
         run = request_training(trigger=trigger, dispatch=False)
         run = execute_training_run(run_id=run.pk)

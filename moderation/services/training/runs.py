@@ -78,6 +78,7 @@ class _Heartbeat(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        """Stamp the heartbeat until stopped, while the run is still running; never raise into the run."""
         try:
             while not self.stopped.wait(self.interval):
                 TrainingRun.objects.filter(pk=self.run_id, status=TrainingRunStatus.RUNNING).update(
@@ -89,6 +90,7 @@ class _Heartbeat(threading.Thread):
             connection.close()
 
     def stop(self) -> None:
+        """Stop beating and wait briefly for the thread, so it closes its own database connection."""
         self.stopped.set()
         self.join(timeout=self.interval + 5)
 

@@ -1,9 +1,9 @@
-"""The retrain trigger: decisions become examples and advance a locked counter; crossing the batch size, the
-schedule or "Retrain now" creates exactly one queued run.
+"""The retrain trigger: decisions become examples and advance a locked counter that decides when to retrain.
 
-Every path that creates a run holds the `TrainingState` row lock and the database allows one open run
-(`one_open_training_run`), so concurrent confirmations crossing the batch size together cannot create two. A run
-created while another runs stays queued, and the finishing run dispatches it.
+Crossing the batch size, the schedule or "Retrain now" creates exactly one queued run. Every path that creates a run
+holds the `TrainingState` row lock and the database allows one open run (`one_open_training_run`), so concurrent
+confirmations crossing the batch size together cannot create two. A run created while another runs stays queued, and
+the finishing run dispatches it.
 """
 
 import logging
