@@ -119,17 +119,12 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
         include=("tests.moderation.worker_faults",),
         name="delivery",
     )
-    previous = workers.point_celery_at(worker.broker_url)
-    try:
+    with workers.publishing_to(worker):
         # Trained while the worker boots; no task reaches it before the model is active.
         worker.extra["version"] = workers.train_tiny_version(worker.models, work / "backbone-cache")
         worker.extra["faults"] = faults
         workers.wait_ready(worker, timeout=40)
         yield worker
-    finally:
-        workers.point_celery_at(previous)
-        worker.stop()
-        worker.broker.flushdb()
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +148,9 @@ def training_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         },
         name="training",
     )
-    previous = workers.point_celery_at(worker.broker_url)
-    try:
+    with workers.publishing_to(worker):
         workers.wait_ready(worker, timeout=60)
         yield worker
-    finally:
-        workers.point_celery_at(previous)
-        worker.stop()
-        worker.broker.flushdb()
 
 
 #: Fixtures that start real processes: a test that uses one is marked `worker` (and needs PostgreSQL) whether or

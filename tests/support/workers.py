@@ -7,6 +7,7 @@ Every Redis URL is derived from the one `make test` provides (`REDIS_URL`, possi
 port), each worker kind on its own database number so their queues never mix.
 """
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -149,6 +150,18 @@ def start_worker(
         media=media,
         models=models,
     )
+
+
+@contextlib.contextmanager
+def publishing_to(worker: Worker):
+    """Make this process publish to the worker's Redis database while the block runs; then stop the worker."""
+    previous = point_celery_at(worker.broker_url)
+    try:
+        yield worker
+    finally:
+        point_celery_at(previous)
+        worker.stop()
+        worker.broker.flushdb()
 
 
 def wait_ready(worker: Worker, timeout: float = 60) -> None:
