@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.harness.report import log, machine_info, plot_loop_rounds, write_json  # noqa: E402
+from bench.harness.report import log, machine_info, plot_loop_rounds, rollout_report, write_json  # noqa: E402
 from bench.harness.stack import Services, api_token, celery_worker, start_from_nothing  # noqa: E402
 from bench.harness.workload import ClassPair, class_examples, fashion_mnist, post_listing, product_photo  # noqa: E402
 
@@ -364,40 +364,6 @@ def main() -> int:
     )
     log("target met" if ok else "target NOT met")
     return 0
-
-
-def rollout_report() -> list[dict]:
-    """For each promotion: whether any worker kept scoring with the model it replaced, read off the scores.
-
-    Every score records the model version that produced it, so a score by the replaced model created after the
-    promotion is a worker still serving the old model; the last one's lag bounds how long the switch took in
-    every worker process that scored anything. The first score by the new model measures when it was first
-    needed, which includes the benchmark's own pauses, so it is reported but is not the switch time.
-    """
-    from moderation.models import ModelVersion, Score
-
-    promoted = list(ModelVersion.objects.filter(activated_at__isnull=False).order_by("activated_at"))
-    report = []
-    for previous, current in zip(promoted, promoted[1:], strict=False):
-        after = Score.objects.filter(created_at__gte=current.activated_at)
-        stale = after.filter(model_version=previous.version).order_by("-created_at")
-        first_new = after.filter(model_version=current.version).order_by("created_at").first()
-        last_stale = stale.first()
-        report.append(
-            {
-                "version": current.version,
-                "replaced": previous.version,
-                "old_model_scores_after_promotion": stale.count(),
-                "last_old_model_score_s": (
-                    round((last_stale.created_at - current.activated_at).total_seconds(), 3) if last_stale else None
-                ),
-                "first_new_model_score_s": (
-                    round((first_new.created_at - current.activated_at).total_seconds(), 3) if first_new else None
-                ),
-                "new_model_scores": after.filter(model_version=current.version).count(),
-            }
-        )
-    return report
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""State only: what the desk knows about listings, images, scores, decisions, settings and training.
+
+Business rules live in `services/`; reads in `selectors/`. Every status is a `TextChoices` so the admin, the API
+and the database agree on the spelling, and every transition of an image is stamped so SLAs can be measured. One
+module a concern; everything is importable from `moderation.models`, where Django looks for an app's models.
+"""
+
+from moderation.models.listings import ImageStatus, Listing, ListingImage, ListingStatus, Score
+from moderation.models.review import Decision, DecisionOutcome, PolicyCategory
+from moderation.models.settings import AuditSampling, GateMetric, ModerationSettings
+from moderation.models.training import (
+    OPEN_RUN_STATUSES,
+    ExampleSource,
+    ModelVersion,
+    TrainingExample,
+    TrainingRun,
+    TrainingRunStatus,
+    TrainingState,
+    TrainingTrigger,
+)
+
+__all__ = [
+    "OPEN_RUN_STATUSES",
+    "AuditSampling",
+    "Decision",
+    "DecisionOutcome",
+    "ExampleSource",
+    "GateMetric",
+    "ImageStatus",
+    "Listing",
+    "ListingImage",
+    "ListingStatus",
+    "ModelVersion",
+    "ModerationSettings",
+    "PolicyCategory",
+    "Score",
+    "TrainingExample",
+    "TrainingRun",
+    "TrainingRunStatus",
+    "TrainingState",
+    "TrainingTrigger",
+]

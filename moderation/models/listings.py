@@ -1,0 +1,136 @@
+"""Listings as the marketplace sent them, their photos and what each model version said about each photo."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ListingStatus(models.TextChoices):
+    """Where a listing stands, derived from its images (`services.listings.derive_listing_status`).
+
+    Pending while any image waits for a score; in review while any is flagged or could not be scored; taken down as
+    soon as one image is confirmed prohibited; live once every image is cleared or rejected as a false positive.
+    """
+
+    PENDING = "pending", "Being scored"
+    IN_REVIEW = "in_review", "In review"
+    LIVE = "live", "Live"
+    TAKEN_DOWN = "taken_down", "Taken down"
+
+
+class Listing(models.Model):
+    """A marketplace listing as its site sent it. Its status is derived from its images' statuses."""
+
+    external_id = models.CharField(max_length=200, unique=True)
+    title = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=ListingStatus.choices, default=ListingStatus.PENDING)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="listings"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.external_id}: {self.title}"
+
+
+class ImageStatus(models.TextChoices):
+    """Where one image stands in the pipeline; each state has its own `<status>_at` stamp.
+
+    Pending: stored, waiting for a score. Cleared: scored below its label's threshold and not sampled for audit.
+    Flagged: in the review queue, above the threshold or as an audit sample. Confirmed and rejected: a moderator's
+    verdict (prohibited, or a false positive). Failed: scoring gave up after the allowed attempts, so the listing
+    stays in review instead of going live unscored. Invalid: not a usable image; uploads are checked before they are
+    stored, so the pipeline itself does not set it.
+    """
+
+    PENDING = "pending", "Waiting for a score"
+    CLEARED = "cleared", "Cleared"
+    FLAGGED = "flagged", "Flagged for review"
+    CONFIRMED = "confirmed", "Confirmed prohibited"
+    REJECTED = "rejected", "Rejected (false positive)"
+    INVALID = "invalid", "Invalid image"
+    FAILED = "failed", "Scoring failed"
+
+
+class ListingImage(models.Model):
+    """One photo of a listing and where it stands in the moderation pipeline.
+
+    `prohibited_probability` and `model_version` mirror the current score so the queue can be ordered by an
+    index instead of a join. The claim fields implement a lease: a claim is valid while `claim_expires_at` is in
+    the future, so a moderator who closes the tab never blocks an item for long.
+    """
+
+    listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="images")
+    file = models.FileField(upload_to="images/%Y/%m/%d/", max_length=300)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.PositiveIntegerField(default=0)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    image_format = models.CharField(max_length=10, blank=True)
+    status = models.CharField(max_length=20, choices=ImageStatus.choices, default=ImageStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    prohibited_probability = models.FloatField(null=True, blank=True)
+    prohibited_label = models.CharField(max_length=100, blank=True)
+    model_version = models.CharField(max_length=50, blank=True)
+    is_audit = models.BooleanField(default=False, help_text="Sent to review as a random sample below the threshold.")
+    audit_probability = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Probability it was sent to review when last routed: 1 at or above the threshold, its audit "
+        "sampling probability below. Its inverse is the image's weight as a training and holdout example.",
+    )
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claims"
+    )
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    scored_at = models.DateTimeField(null=True, blank=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    invalid_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["-prohibited_probability", "created_at", "id"],
+                name="queue_order_idx",
+                condition=Q(status="flagged"),
+            ),
+            models.Index(fields=["status", "enqueued_at"], name="image_status_idx"),
+            # The queue page's counters read these instead of scanning every open item: the oldest flag time is
+            # the first entry of one, and audit samples (a few percent of the queue) are all of the other.
+            models.Index(fields=["flagged_at"], name="flagged_age_idx", condition=Q(status="flagged")),
+            models.Index(fields=["id"], name="flagged_audit_idx", condition=Q(status="flagged", is_audit=True)),
+        ]
+
+    def __str__(self):
+        return f"image {self.pk} of {self.listing_id} ({self.status})"
+
+
+class Score(models.Model):
+    """What one model version said about one image. Written idempotently: one row per image and version."""
+
+    image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="scores")
+    model_version = models.CharField(max_length=50)
+    probabilities = models.JSONField()
+    prohibited_probability = models.FloatField()
+    prohibited_label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["image", "model_version"], name="one_score_per_version")]
+
+    def __str__(self):
+        return f"{self.model_version}: {self.prohibited_probability:.3f} for image {self.image_id}"

@@ -1,0 +1,53 @@
+"""Moderators' verdicts on flagged photos: the outcome, the policy ground and the label it teaches."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from moderation.models.listings import ListingImage
+
+
+class DecisionOutcome(models.TextChoices):
+    """A moderator's verdict on a flagged image: confirm it is prohibited, or reject the flag as a false positive."""
+
+    CONFIRM = "confirm", "Confirm (prohibited)"
+    REJECT = "reject", "Reject (false positive)"
+
+
+class PolicyCategory(models.TextChoices):
+    """Which policy a confirmed image breaks, for the marketplace and the audit trail; a rejection is always "none"."""
+
+    PROHIBITED_ITEM = "prohibited_item", "Prohibited item"
+    WEAPONS = "weapons", "Weapons"
+    DRUGS = "drugs", "Drugs"
+    ADULT = "adult", "Adult content"
+    COUNTERFEIT = "counterfeit", "Counterfeit"
+    OTHER = "other", "Other"
+    NONE = "none", "No violation"
+
+
+class Decision(models.Model):
+    """A moderator's verdict on an image. Rows are never edited away: an undo stamps `undone_at`."""
+
+    image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="decisions")
+    moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
+    outcome = models.CharField(max_length=10, choices=DecisionOutcome.choices)
+    policy_category = models.CharField(max_length=30, choices=PolicyCategory.choices, blank=True)
+    label = models.CharField(max_length=100, blank=True, help_text="Training label this decision implies.")
+    note = models.TextField(blank=True)
+    model_version = models.CharField(max_length=50, blank=True)
+    prohibited_probability = models.FloatField(null=True, blank=True)
+    was_audit = models.BooleanField(default=False)
+    audit_probability = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # The database, not the view, guarantees a double submit stores one live decision per image.
+            models.UniqueConstraint(fields=["image"], condition=Q(undone_at__isnull=True), name="one_live_decision")
+        ]
+
+    def __str__(self):
+        return f"{self.outcome} on image {self.image_id} by {self.moderator_id}"
