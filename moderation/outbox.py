@@ -1,13 +1,14 @@
-"""The one place that queues a Celery task: by name, after the current transaction commits.
+"""The one place that queues a Celery task: by name, durably, once the transaction that needs it has committed.
 
 Services decide *that* work must happen; tasks do it. Publishing through this module keeps the two apart (services
-never import `moderation.tasks`) and gives every publish the same rules:
+never import `moderation.tasks`) and gives every publish the same guarantees:
 
-- a task is sent only once the transaction that made its work necessary has committed, so a rolled-back upload
-  or decision never reaches a worker, and a worker never reads a row before it exists;
-- a publish that fails (the broker unreachable at that moment) is logged and never undoes or fails what was
-  committed: every kind of work has a periodic repair that finds it from the database (the pending-image sweeper,
-  the training-run sweeper), because the database, not the broker, is the source of truth.
+- the task is written as an `OutboxMessage` row in the same transaction as the change that makes it necessary, so a
+  rolled-back upload or decision leaves no task behind, and a committed one always leaves its task;
+- once the transaction commits, the message is sent to the broker and marked published. If the broker is
+  unreachable at that moment, nothing that was committed fails or is undone: the row stays, and the relay
+  (`relay_outbox`, run by beat every few seconds) sends it once the broker answers again;
+- a message may be sent twice (sent, then the mark failed), never not at all; every task is idempotent.
 
 Tasks are named, not imported, so this module needs nothing from the code that runs them; Celery routes a task to
 its queue by name (`CELERY_TASK_ROUTES`).
@@ -15,8 +16,11 @@ its queue by name (`CELERY_TASK_ROUTES`).
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +30,19 @@ RUN_TRAINING = "moderation.run_training"
 EMBED_EXAMPLES = "moderation.embed_examples"
 CHECK_TRAINING_TRIGGER = "moderation.check_training_trigger"
 SWEEP_TRAINING_RUNS = "moderation.sweep_training_runs"
+RELAY_OUTBOX = "moderation.relay_outbox"
+RELAY_EVENTS = "moderation.relay_events"
+DELIVER_WEBHOOKS = "moderation.deliver_webhooks"
+DISPATCH_WEBHOOKS = "moderation.dispatch_webhooks"
+
+#: The relay leaves a message this young to the publish its own transaction is about to make.
+RELAY_GRACE_SECONDS = 2.0
+#: Published messages are kept this long for inspection, then deleted by the relay.
+KEEP_PUBLISHED = timedelta(days=1)
 
 
 def publish(task_name: str, args: Sequence) -> bool:
-    """Send one task now; True when the broker took it, False (logged) when it could not be reached.
+    """Send one task to the broker now; True when it took it, False (logged) when it could not be reached.
 
     In eager mode (`CELERY_TASK_ALWAYS_EAGER`, for tests of task bodies) the registered task runs in this process.
     """
@@ -40,12 +53,74 @@ def publish(task_name: str, args: Sequence) -> bool:
             app.tasks[task_name].apply(args=list(args))
         else:
             app.send_task(task_name, args=list(args))
-    except Exception:  # the committed work stays; its sweeper publishes it again
-        logger.warning("could not publish %s%s; its sweeper will retry", task_name, tuple(args), exc_info=True)
+    except Exception as error:  # the row stays; the relay sends it once the broker is back
+        logger.warning("could not publish %s%s (%s); the outbox relay will retry", task_name, tuple(args), error)
         return False
     return True
 
 
+class _PublishAfterCommit:
+    """The on-commit callback of one outbox row; its key lets `send_once_on_commit` spot a duplicate."""
+
+    def __init__(self, message_id: int, task_name: str, args: list):
+        self.message_id = message_id
+        self.key = (task_name, tuple(args))
+        self.task_name, self.args = task_name, args
+
+    def __call__(self) -> None:
+        _publish_rows([(self.message_id, self.task_name, self.args)])
+
+
+def _publish_rows(rows: list[tuple[int, str, list]]) -> int:
+    from moderation.models import OutboxMessage
+
+    sent, failed = [], []
+    for message_id, task_name, args in rows:
+        (sent if publish(task_name, args) else failed).append(message_id)
+    if sent:
+        OutboxMessage.objects.filter(pk__in=sent, published_at__isnull=True).update(published_at=timezone.now())
+    if failed:
+        OutboxMessage.objects.filter(pk__in=failed).update(attempts=F("attempts") + 1, last_error="broker unreachable")
+    return len(sent)
+
+
 def send_on_commit(task_name: str, *args) -> None:
-    """Publish `task_name(*args)` once the current transaction commits (at once outside a transaction)."""
-    transaction.on_commit(lambda: publish(task_name, args))
+    """Publish `task_name(*args)` durably: an outbox row now, sent once the current transaction commits."""
+    from moderation.models import OutboxMessage
+
+    message = OutboxMessage.objects.create(task_name=task_name, args=list(args))
+    transaction.on_commit(_PublishAfterCommit(message.pk, task_name, list(args)), robust=True)
+
+
+def send_once_on_commit(task_name: str, *args) -> None:
+    """Like `send_on_commit`, unless the same task with the same arguments is already due when this one commits.
+
+    For tasks that do all the work there is whenever they run (the event relay): a transaction that writes a
+    hundred events needs it once.
+    """
+    key = (task_name, tuple(args))
+    if any(getattr(callback, "key", None) == key for _ids, callback, _robust in connection.run_on_commit):
+        return
+    send_on_commit(task_name, *args)
+
+
+def relay_outbox(*, limit: int = 1000) -> int:
+    """Send the messages whose publish failed or never happened (the broker was down); returns how many went out.
+
+    What the beat schedule runs every few seconds. Messages younger than `RELAY_GRACE_SECONDS` are left to their
+    own transaction's publish. Published messages older than a day are deleted.
+    """
+    from moderation.models import OutboxMessage
+
+    # The wall clock, not the desk's: these rows are stamped by the database layer, not by services.
+    now = timezone.now()
+    due = list(
+        OutboxMessage.objects.filter(
+            published_at__isnull=True, created_at__lt=now - timedelta(seconds=RELAY_GRACE_SECONDS)
+        )
+        .order_by("id")
+        .values_list("pk", "task_name", "args")[:limit]
+    )
+    sent = _publish_rows([(pk, name, list(args)) for pk, name, args in due])
+    OutboxMessage.objects.filter(published_at__lt=now - KEEP_PUBLISHED).delete()
+    return sent

@@ -54,7 +54,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -173,6 +173,17 @@ VIGIA_TF_THREADS = env_int("VIGIA_TF_THREADS", 0) or None
 VIGIA_PRELOAD_TENSORFLOW = env_bool("VIGIA_PRELOAD_TENSORFLOW", True)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# How often beat repairs what a broker outage may have dropped: outbox messages, events, webhook retries.
+VIGIA_RELAY_SECONDS = float(os.environ.get("VIGIA_RELAY_SECONDS", "5"))
+
+# Webhooks. Endpoints must be https and resolve to public addresses, checked when each request is sent (a name may
+# resolve elsewhere later), unless these allow otherwise; with DEBUG on, a local receiver (http, loopback) works.
+VIGIA_WEBHOOK_ALLOW_HTTP = env_bool("VIGIA_WEBHOOK_ALLOW_HTTP", DEBUG)
+VIGIA_WEBHOOK_ALLOW_LOOPBACK = env_bool("VIGIA_WEBHOOK_ALLOW_LOOPBACK", DEBUG)
+VIGIA_WEBHOOK_ALLOW_PRIVATE = env_bool("VIGIA_WEBHOOK_ALLOW_PRIVATE", False)
+VIGIA_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("VIGIA_WEBHOOK_TIMEOUT_SECONDS", "15"))
+# An endpoint failing without a single success for this long is disabled (and shown on the settings page).
+VIGIA_WEBHOOK_DISABLE_AFTER_SECONDS = env_int("VIGIA_WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
@@ -199,6 +210,7 @@ CELERY_TASK_ROUTES = {
     "moderation.score_images": {"queue": "scoring"},
     "moderation.run_training": {"queue": "training"},
     "moderation.embed_examples": {"queue": "training"},
+    "moderation.deliver_webhooks": {"queue": "webhooks"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The DatabaseScheduler copies these entries into its tables at start; the sweeper re-queues images that have
@@ -208,6 +220,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "moderation.sweep_pending",
         "schedule": float(max(10, VIGIA_PENDING_SWEEP_SECONDS // 2)),
     },
+    # Tasks whose publish failed (the broker was down) are sent again from the outbox table.
+    "relay-outbox": {"task": "moderation.relay_outbox", "schedule": VIGIA_RELAY_SECONDS},
+    # Committed events get their feed position and webhook deliveries (normally at once, on commit).
+    "relay-events": {"task": "moderation.relay_events", "schedule": VIGIA_RELAY_SECONDS},
+    # Webhook deliveries due for a retry are handed to the webhooks queue.
+    "dispatch-webhooks": {"task": "moderation.dispatch_webhooks", "schedule": VIGIA_RELAY_SECONDS},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Training runs: a thread stamps a heartbeat every VIGIA_TRAINING_HEARTBEAT_SECONDS; the sweeper (a beat row that
@@ -222,12 +240,12 @@ VIGIA_EMBED_DECISIONS = env_bool("VIGIA_EMBED_DECISIONS", True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "moderation.api.authentication.ClientKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "moderation.api.exception_handler",
+    "EXCEPTION_HANDLER": "moderation.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
 SPECTACULAR_SETTINGS = {

@@ -104,12 +104,12 @@ def start_from_nothing(
     return env
 
 
-def api_token(username: str) -> str:
-    """An API token for a new marketplace account `username`."""
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+def api_token(username: str, client: str = "bench") -> str:
+    """An API key of `client` (created if new) for a new marketplace account `username`."""
+    from moderation.services.clients import api_user, get_or_create_client, issue_key
 
-    return Token.objects.create(user=get_user_model().objects.create_user(username)).key
+    owner, _ = get_or_create_client(name=client)
+    return issue_key(client=owner, user=api_user(username), name=username)[1]
 
 
 def marketplace_token() -> str:

@@ -5,6 +5,9 @@ and the database agree on the spelling, and every transition of an image is stam
 module a concern; everything is importable from `moderation.models`, where Django looks for an app's models.
 """
 
+from moderation.models.appeals import APPEAL_TEXT_LIMIT, Appeal, AppealStatus
+from moderation.models.clients import DESK_CLIENT_NAME, Client, ClientKey, IdempotencyRecord
+from moderation.models.events import Event, EventRelayState, EventType, OutboxMessage
 from moderation.models.listings import ImageStatus, Listing, ListingImage, ListingStatus, Score
 from moderation.models.review import Decision, DecisionOutcome, PolicyCategory
 from moderation.models.settings import AuditSampling, GateMetric, ModerationSettings
@@ -18,9 +21,26 @@ from moderation.models.training import (
     TrainingState,
     TrainingTrigger,
 )
+from moderation.models.webhooks import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
 __all__ = [
+    "APPEAL_TEXT_LIMIT",
+    "DESK_CLIENT_NAME",
     "OPEN_RUN_STATUSES",
+    "Appeal",
+    "AppealStatus",
+    "Client",
+    "ClientKey",
+    "DeliveryAttempt",
+    "DeliveryStatus",
+    "Event",
+    "EventRelayState",
+    "EventType",
+    "IdempotencyRecord",
+    "OutboxMessage",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookSecret",
     "AuditSampling",
     "Decision",
     "DecisionOutcome",

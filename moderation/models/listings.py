@@ -9,30 +9,44 @@ class ListingStatus(models.TextChoices):
     """Where a listing stands, derived from its images (`services.listings.derive_listing_status`).
 
     Pending while any image waits for a score; in review while any is flagged or could not be scored; taken down as
-    soon as one image is confirmed prohibited; live once every image is cleared or rejected as a false positive.
+    soon as one image is confirmed prohibited; live once every image is cleared or rejected as a false positive;
+    withdrawn once the marketplace took it off its site (`DELETE /api/v1/listings/{id}`), whatever its images say.
     """
 
     PENDING = "pending", "Being scored"
     IN_REVIEW = "in_review", "In review"
     LIVE = "live", "Live"
     TAKEN_DOWN = "taken_down", "Taken down"
+    WITHDRAWN = "withdrawn", "Withdrawn by the marketplace"
 
 
 class Listing(models.Model):
-    """A marketplace listing as its site sent it. Its status is derived from its images' statuses."""
+    """A marketplace listing as its client sent it. Its status is derived from its images' statuses.
 
-    external_id = models.CharField(max_length=200, unique=True)
+    `external_id` is the client's own id, unique per client. `content_sha256` fingerprints the photos it was created
+    with, so a client retrying a create after a timeout gets the same listing back instead of an error.
+    """
+
+    client = models.ForeignKey("Client", on_delete=models.PROTECT, related_name="listings")
+    external_id = models.CharField(max_length=200)
     title = models.CharField(max_length=500, blank=True)
     description = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=ListingStatus.choices, default=ListingStatus.PENDING)
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="listings"
     )
+    content_sha256 = models.CharField(max_length=64, blank=True)
+    event_sequence = models.PositiveBigIntegerField(default=0, help_text="Sequence number of its latest event.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "external_id"], name="one_listing_per_client_external_id")
+        ]
+        indexes = [models.Index(fields=["client", "-created_at", "-id"], name="client_listing_page_idx")]
 
     def __str__(self):
         return f"{self.external_id}: {self.title}"
@@ -45,7 +59,7 @@ class ImageStatus(models.TextChoices):
     Flagged: in the review queue, above the threshold or as an audit sample. Confirmed and rejected: a moderator's
     verdict (prohibited, or a false positive). Failed: scoring gave up after the allowed attempts, so the listing
     stays in review instead of going live unscored. Invalid: not a usable image; uploads are checked before they are
-    stored, so the pipeline itself does not set it.
+    stored, so the pipeline itself does not set it. Withdrawn: its listing was withdrawn before it was decided.
     """
 
     PENDING = "pending", "Waiting for a score"
@@ -55,6 +69,7 @@ class ImageStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected (false positive)"
     INVALID = "invalid", "Invalid image"
     FAILED = "failed", "Scoring failed"
+    WITHDRAWN = "withdrawn", "Withdrawn with its listing"
 
 
 class ListingImage(models.Model):
@@ -98,6 +113,7 @@ class ListingImage(models.Model):
     rejected_at = models.DateTimeField(null=True, blank=True)
     invalid_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -27,7 +27,11 @@ class PolicyCategory(models.TextChoices):
 
 
 class Decision(models.Model):
-    """A moderator's verdict on an image. Rows are never edited away: an undo stamps `undone_at`."""
+    """A moderator's verdict on an image. Rows are never edited away: an undo stamps `undone_at`.
+
+    An appeal that overturns a confirmation stamps the confirmation `undone_at` and `overturned_at` and records a new
+    rejection made through the appeal (`appeal`, `overturns`), so the lineage of every label stays readable.
+    """
 
     image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="decisions")
     moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
@@ -41,6 +45,11 @@ class Decision(models.Model):
     audit_probability = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     undone_at = models.DateTimeField(null=True, blank=True)
+    overturned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an appeal overturned it: a correction in its moderator's record."
+    )
+    overturns = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="overturned_by")
+    appeal = models.ForeignKey("Appeal", null=True, blank=True, on_delete=models.PROTECT, related_name="decisions_made")
 
     class Meta:
         ordering = ["-created_at"]

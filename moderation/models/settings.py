@@ -55,6 +55,11 @@ class ModerationSettings(models.Model):
             "recall drop rejects."
         ),
     )
+    appeal_window_days = models.PositiveIntegerField(
+        default=183,
+        validators=[MinValueValidator(1)],
+        help_text="How long after a takedown its seller may appeal (about six months by default).",
+    )
     retrain_on_schedule = models.BooleanField(
         default=True, help_text="When the schedule fires, retrain if any new example exists."
     )

@@ -1,12 +1,20 @@
-"""Intake: a marketplace listing and its photos come in; all are stored, or none.
+"""Intake: a client's listing and its photos come in; all are stored, or none; retries are safe.
 
 Every photo is validated before anything is written, the listing and its images are created in one transaction,
-and scoring is queued only once that transaction commits, so a rolled-back upload never reaches a worker. Photos
-whose exact bytes the active model already scored reuse that score and are routed at once.
+and scoring is queued through the outbox in that transaction, so a rolled-back upload never reaches a worker and a
+committed one always does, even if the broker is down at that moment. Photos whose exact bytes the active model
+already scored reuse that score and are routed at once.
+
+A client that did not hear back (a timeout) sends the same request again. The same `external_id` with the same
+photos (by sha256 of what was sent) is that retry and gets the listing it already created; different photos under
+the same `external_id` are a conflict. An `Idempotency-Key` makes any create safe to repeat the same way.
 """
 
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -14,7 +22,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from moderation import clock
-from moderation.models import ImageStatus, Listing, ListingImage
+from moderation.models import Client, IdempotencyRecord, ImageStatus, Listing, ListingImage
 from moderation.selectors.models import active_model
 from moderation.services.listings import refresh_listing_status
 from moderation.services.queueing import queue_scoring
@@ -23,11 +31,33 @@ from moderation.validation import ImageValidationError, ValidatedImage, validate
 
 
 class DuplicateListing(Exception):
-    """A listing with this external id exists already; the API answers 409."""
+    """The client already sent a listing with this external id, with other photos; the API answers 409."""
 
-    def __init__(self, external_id: str):
-        super().__init__(f"A listing with external_id {external_id!r} already exists.")
-        self.external_id = external_id
+    def __init__(self, listing: Listing):
+        super().__init__(
+            f"A listing with external_id {listing.external_id!r} already exists (id {listing.pk}) with other photos."
+        )
+        self.listing = listing
+
+
+class IdempotencyKeyReused(Exception):
+    """An `Idempotency-Key` already used for a different request; the API answers 409."""
+
+    def __init__(self, key: str):
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different request.")
+        self.key = key
+
+
+class ListingWithdrawn(Exception):
+    """Photos sent to a listing the client has withdrawn; the API answers 409."""
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What a create did: the listing, and whether it was made now (201) or is the one a retry asked for (200)."""
+
+    listing: Listing
+    created: bool
 
 
 def validate_images(files: Sequence) -> list[ValidatedImage]:
@@ -46,50 +76,154 @@ def validate_images(files: Sequence) -> list[ValidatedImage]:
     return validated
 
 
-def create_listing(*, external_id: str, title: str, description: str, files: Sequence, submitted_by=None) -> Listing:
-    """Store a listing with its validated photos and queue them for scoring on commit.
+def photos_fingerprint(validated: Sequence[ValidatedImage]) -> str:
+    """A digest of the photos as sent, in order: what tells a retry from a different listing."""
+    return hashlib.sha256("\n".join(item.sha256 for item in validated).encode()).hexdigest()
 
-    Raises `ImageValidationError` (nothing stored) or `DuplicateListing`.
+
+def request_fingerprint(*, operation: str, fields: dict, validated: Sequence[ValidatedImage] = ()) -> str:
+    """A digest of a whole request (what it does, its fields and its photos), for an `Idempotency-Key`."""
+    payload = json.dumps({"operation": operation, "fields": fields, "photos": [i.sha256 for i in validated]})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def create_listing(
+    *,
+    client: Client,
+    external_id: str,
+    title: str,
+    description: str,
+    files: Sequence,
+    submitted_by=None,
+    idempotency_key: str | None = None,
+) -> Intake:
+    """Store a listing with its validated photos and queue them for scoring; a retry gets the first result.
+
+    Raises `ImageValidationError` (nothing stored), `DuplicateListing` or `IdempotencyKeyReused`.
     """
-    if Listing.objects.filter(external_id=external_id).exists():
-        raise DuplicateListing(external_id)
     validated = validate_images(files)
+    photos = photos_fingerprint(validated)
+    fingerprint = request_fingerprint(
+        operation="create_listing",
+        fields={"external_id": external_id, "title": title, "description": description},
+        validated=validated,
+    )
+    earlier = _earlier_result(client, external_id, photos, idempotency_key, fingerprint)
+    if earlier is not None:
+        return Intake(listing=earlier, created=False)
     written: list[str] = []
     try:
         with transaction.atomic():
             try:
                 with transaction.atomic():
                     listing = Listing.objects.create(
-                        external_id=external_id, title=title, description=description, submitted_by=submitted_by
+                        client=client,
+                        external_id=external_id,
+                        title=title,
+                        description=description,
+                        submitted_by=submitted_by,
+                        content_sha256=photos,
                     )
-            except IntegrityError as error:
-                # Two requests with the same id raced past the check above; the unique constraint decides.
-                raise DuplicateListing(external_id) from error
-            active = active_model()
-            now = clock.now()
-            to_score = []
-            for item in validated:
-                image = ListingImage(
-                    listing=listing,
-                    sha256=item.sha256,
-                    size_bytes=item.size,
-                    width=item.width,
-                    height=item.height,
-                    image_format=item.format,
-                    status=ImageStatus.PENDING,
-                    enqueued_at=now,
-                )
-                # A generated name: nothing the sender chose (path, extension) reaches the file system.
-                image.file.save(f"{uuid.uuid4().hex}.{item.extension}", ContentFile(item.content), save=False)
-                written.append(image.file.name)
-                image.save()
-                if not (active and reuse_existing_score(image=image, model_version=active.version)):
-                    to_score.append(image.pk)
-            refresh_listing_status(listing.pk)
-            queue_scoring(image_ids=to_score)
+                    if idempotency_key:
+                        IdempotencyRecord.objects.create(
+                            client=client, key=idempotency_key, fingerprint=fingerprint, listing=listing
+                        )
+            except IntegrityError:
+                # Two requests raced past the checks above; the unique constraints decide, and the loser is a retry.
+                earlier = _earlier_result(client, external_id, photos, idempotency_key, fingerprint)
+                if earlier is None:
+                    raise
+                return Intake(listing=earlier, created=False)
+            _store_images(listing, validated, written)
+    except BaseException:
+        # Only a rolled-back transaction gets here (publishing happens after the commit and never raises), so the
+        # rows these files belonged to do not exist.
+        for name in written:
+            default_storage.delete(name)
+        raise
+    listing.refresh_from_db()
+    return Intake(listing=listing, created=True)
+
+
+def add_images(*, listing_id: int, files: Sequence, idempotency_key: str | None = None) -> Intake:
+    """Add photos to an existing listing (a seller added some); they are scored like the first ones.
+
+    Raises `ImageValidationError`, `ListingWithdrawn` or `IdempotencyKeyReused`; a repeated request with the same
+    `Idempotency-Key` adds nothing and answers as the first one did.
+    """
+    validated = validate_images(files)
+    listing = Listing.objects.get(pk=listing_id)
+    fingerprint = request_fingerprint(operation=f"add_images:{listing_id}", fields={}, validated=validated)
+    if idempotency_key and _replayed(listing.client, idempotency_key, fingerprint) is not None:
+        return Intake(listing=listing, created=False)
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            listing = Listing.objects.select_for_update().get(pk=listing_id)
+            if listing.withdrawn_at is not None:
+                raise ListingWithdrawn(f"Listing {listing.pk} was withdrawn; it takes no more photos.")
+            if idempotency_key:
+                try:
+                    with transaction.atomic():
+                        IdempotencyRecord.objects.create(
+                            client=listing.client, key=idempotency_key, fingerprint=fingerprint, listing=listing
+                        )
+                except IntegrityError:
+                    _replayed(listing.client, idempotency_key, fingerprint)
+                    return Intake(listing=listing, created=False)
+            _store_images(listing, validated, written)
     except BaseException:
         for name in written:
             default_storage.delete(name)
         raise
     listing.refresh_from_db()
-    return listing
+    return Intake(listing=listing, created=True)
+
+
+def _earlier_result(client, external_id, photos, idempotency_key, fingerprint) -> Listing | None:
+    """The listing an earlier identical request created, or None; raises if the request conflicts with one."""
+    if idempotency_key:
+        replayed = _replayed(client, idempotency_key, fingerprint)
+        if replayed is not None:
+            return replayed
+    existing = Listing.objects.filter(client=client, external_id=external_id).first()
+    if existing is None:
+        return None
+    if existing.content_sha256 != photos:
+        raise DuplicateListing(existing)
+    return existing
+
+
+def _replayed(client, key: str, fingerprint: str) -> Listing | None:
+    record = IdempotencyRecord.objects.filter(client=client, key=key).select_related("listing").first()
+    if record is None:
+        return None
+    if record.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(key)
+    return record.listing
+
+
+def _store_images(listing: Listing, validated: Sequence[ValidatedImage], written: list[str]) -> None:
+    """Write the files and rows of `validated` photos (inside the caller's transaction) and queue their scoring."""
+    active = active_model()
+    now = clock.now()
+    to_score = []
+    for item in validated:
+        image = ListingImage(
+            listing=listing,
+            sha256=item.sha256,
+            size_bytes=item.size,
+            width=item.width,
+            height=item.height,
+            image_format=item.format,
+            status=ImageStatus.PENDING,
+            enqueued_at=now,
+        )
+        # A generated name: nothing the sender chose (path, extension) reaches the file system.
+        image.file.save(f"{uuid.uuid4().hex}.{item.extension}", ContentFile(item.content), save=False)
+        written.append(image.file.name)
+        image.save()
+        if not (active and reuse_existing_score(image=image, model_version=active.version)):
+            to_score.append(image.pk)
+    refresh_listing_status(listing.pk)
+    queue_scoring(image_ids=to_score)

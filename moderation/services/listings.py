@@ -1,10 +1,23 @@
-"""Listing status, derived from its images so it can never disagree with them."""
+"""Listing status, derived from its images so it can never disagree with them; and withdrawing a listing.
 
-from moderation.models import ImageStatus, Listing, ListingStatus
+Every change of a listing's status is also an event for the marketplace (`listing.status_changed`), written in
+the same transaction as the image change that caused it.
+"""
+
+from django.db import transaction
+
+from moderation import clock
+from moderation.models import ImageStatus, Listing, ListingImage, ListingStatus
+from moderation.services import events
+
+#: Images whose fate is still open: withdrawing their listing takes them out of the pipeline.
+UNDECIDED = (ImageStatus.PENDING, ImageStatus.FLAGGED, ImageStatus.FAILED)
 
 
-def derive_listing_status(image_statuses: list[str]) -> str:
-    """A confirmed image takes the listing down; anything unresolved keeps it in review or scoring."""
+def derive_listing_status(image_statuses: list[str], *, withdrawn: bool = False) -> str:
+    """A withdrawn listing stays withdrawn; a confirmed image takes it down; anything unresolved keeps it in review."""
+    if withdrawn:
+        return ListingStatus.WITHDRAWN
     statuses = set(image_statuses)
     if ImageStatus.CONFIRMED in statuses:
         return ListingStatus.TAKEN_DOWN
@@ -17,7 +30,29 @@ def derive_listing_status(image_statuses: list[str]) -> str:
 
 def refresh_listing_status(listing_id: int) -> str:
     """Recompute and store a listing's status; call inside the transaction that changed an image."""
-    statuses = list(Listing.objects.get(pk=listing_id).images.values_list("status", flat=True))
-    status = derive_listing_status(statuses)
-    Listing.objects.filter(pk=listing_id).exclude(status=status).update(status=status)
+    listing = Listing.objects.get(pk=listing_id)
+    statuses = list(listing.images.values_list("status", flat=True))
+    status = derive_listing_status(statuses, withdrawn=listing.withdrawn_at is not None)
+    if status != listing.status:
+        Listing.objects.filter(pk=listing_id).update(status=status)
+        events.listing_status_changed(listing=listing, before=listing.status, after=status)
     return status
+
+
+def withdraw_listing(*, listing_id: int) -> Listing:
+    """Take a listing out of moderation because the marketplace withdrew it; idempotent.
+
+    Its undecided images leave the pipeline (the queue, a pending score, a failed one waiting for attention) and
+    any claim on them is released; decisions already made and the training examples they produced are kept.
+    """
+    with transaction.atomic():
+        listing = Listing.objects.select_for_update().get(pk=listing_id)
+        if listing.withdrawn_at is None:
+            now = clock.now()
+            Listing.objects.filter(pk=listing.pk).update(withdrawn_at=now)
+            ListingImage.objects.filter(listing=listing, status__in=UNDECIDED).update(
+                status=ImageStatus.WITHDRAWN, withdrawn_at=now, claimed_by=None, claim_expires_at=None
+            )
+            refresh_listing_status(listing.pk)
+    listing.refresh_from_db()
+    return listing

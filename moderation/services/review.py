@@ -14,6 +14,7 @@ from moderation import clock
 from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage, PolicyCategory
 from moderation.selectors.queue import QUEUE_ORDER, UNDO_WINDOW
 from moderation.selectors.settings import get_settings
+from moderation.services import events
 from moderation.services.labels import label_for_outcome
 from moderation.services.listings import refresh_listing_status
 from moderation.services.training.trigger import record_decision, withdraw_decision
@@ -138,7 +139,7 @@ def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note
     if policy_category and policy_category not in PolicyCategory.values:
         raise ValueError(f"Unknown policy category {policy_category!r}.")
     with transaction.atomic():
-        image = ListingImage.objects.select_for_update().get(pk=image_id)
+        image = ListingImage.objects.select_for_update().select_related("listing").get(pk=image_id)
         _check_claim(image, user)
         now = clock.now()
         try:
@@ -168,6 +169,7 @@ def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note
             image.status, image.rejected_at = ImageStatus.REJECTED, now
         image.claimed_by, image.claim_expires_at = None, None
         image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
+        events.image_decided(decision=decision)
         refresh_listing_status(image.listing_id)
         record_decision(decision=decision)
         return decision
@@ -199,6 +201,7 @@ def undo_decision(*, user, decision_id: int) -> ListingImage:
         image.confirmed_at, image.rejected_at = None, None
         image.claimed_by, image.claim_expires_at = user, now + _lease()
         image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
+        events.decision_undone(decision=decision)
         refresh_listing_status(image.listing_id)
         withdraw_decision(decision=decision)
         return image

@@ -14,6 +14,7 @@ from moderation import clock
 from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
 from moderation.selectors.audit import AuditPlan, audit_plan, closeness
 from moderation.selectors.settings import get_settings
+from moderation.services import events
 
 Rng = Callable[[], float]
 
@@ -106,8 +107,10 @@ def record_score(
     """Write the (image, version) score once and route the image by it; call inside a transaction.
 
     When the score already exists (a redelivered task, or two workers racing) the stored one wins, so the image
-    is routed by the same numbers whichever write came first.
+    is routed by the same numbers whichever write came first. The marketplace hears of the first routing
+    (`image.scored`) and of a new model routing an open image differently (`image.rescored`).
     """
+    previous_status = image.status
     probability, label = prohibited_summary(probabilities, prohibited)
     score, _ = Score.objects.get_or_create(
         image=image,
@@ -124,6 +127,10 @@ def record_score(
         plan=plan,
     )
     image.save(update_fields=ROUTED_FIELDS)
+    if previous_status == ImageStatus.PENDING:
+        events.image_scored(image=image, score=score, rescored=False, previous_status=previous_status)
+    elif previous_status != image.status:
+        events.image_scored(image=image, score=score, rescored=True, previous_status=previous_status)
     return score
 
 

@@ -21,6 +21,7 @@ from moderation import clock
 from moderation.models import ImageStatus, ListingImage
 from moderation.selectors.audit import audit_plan
 from moderation.selectors.settings import get_settings
+from moderation.services import events
 from moderation.services.listings import refresh_listing_status
 from moderation.services.queueing import queue_scoring
 from moderation.services.routing import Rng, record_score
@@ -49,6 +50,10 @@ class Claim:
     leftover: list[int]
 
 
+def _by_listing(image: ListingImage) -> tuple[int, int]:
+    return image.listing_id, image.pk
+
+
 def _eligible(ids: Sequence[int], active_version: str) -> Q:
     """Pending images, and flagged ones named by the task that the active model has not scored yet."""
     rescore = Q(pk__in=list(ids), status=ImageStatus.FLAGGED) & ~Q(model_version=active_version)
@@ -65,7 +70,7 @@ def claim_batch(*, image_ids: Sequence[int], batch_size: int, max_attempts: int,
     ids = list(dict.fromkeys(image_ids))
     now = clock.now()
     with transaction.atomic():
-        locked = ListingImage.objects.select_for_update(skip_locked=True, of=("self",))
+        locked = ListingImage.objects.select_for_update(skip_locked=True, of=("self",)).select_related("listing")
         own = list(locked.filter(pk__in=ids).filter(_eligible(ids, active_version)).order_by("id"))
         room = max(0, batch_size - len(own))
         others = []
@@ -76,11 +81,12 @@ def claim_batch(*, image_ids: Sequence[int], batch_size: int, max_attempts: int,
         candidates = own + others
 
         exhausted = [image for image in candidates if image.attempts >= max_attempts]
-        for image in exhausted:
+        for image in sorted(exhausted, key=_by_listing):
             image.status = ImageStatus.FAILED
             image.failed_at = now
             image.last_error = image.last_error or f"Scoring did not finish after {image.attempts} attempts."
             image.save(update_fields=["status", "failed_at", "last_error"])
+            events.image_failed(image=image)
         for listing_id in sorted({image.listing_id for image in exhausted}):
             refresh_listing_status(listing_id)
 
@@ -157,6 +163,7 @@ def score_batch(
             # Held until the scores are written: other workers skip these rows instead of scoring them twice.
             images = list(
                 ListingImage.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("listing")
                 .filter(pk__in=claim.batch)
                 .filter(_eligible(claim.batch, version))
                 .order_by("id")
@@ -167,7 +174,8 @@ def score_batch(
             prohibited = list(scorer.prohibited)
             now = clock.now()
             retry = []
-            for image in images:
+            # By listing: events lock listing rows, so every worker takes them in one order (no deadlock).
+            for image in sorted(images, key=_by_listing):
                 if image.pk in results:
                     model_version, probabilities = results[image.pk]
                     record_score(
@@ -186,9 +194,11 @@ def score_batch(
                     image.status = ImageStatus.FAILED
                     image.failed_at = now
                     outcome.failed.append(image.pk)
+                    image.save(update_fields=["status", "failed_at", "last_error"])
+                    events.image_failed(image=image)
                 else:
                     retry.append(image.pk)
-                image.save(update_fields=["status", "failed_at", "last_error"])
+                    image.save(update_fields=["status", "failed_at", "last_error"])
             # Sorted, so two workers updating overlapping listings take the row locks in one order (no deadlock).
             for listing_id in sorted({image.listing_id for image in images}):
                 refresh_listing_status(listing_id)

@@ -3,12 +3,15 @@
 Split by queue; published by name through `moderation.outbox`, so nothing else imports them.
 """
 
+from moderation.tasks.events import relay_events, relay_outbox
 from moderation.tasks.scoring import score_images, sweep_pending
 from moderation.tasks.training import check_training_trigger, embed_examples, run_training, sweep_training_runs
 
 __all__ = [
     "check_training_trigger",
     "embed_examples",
+    "relay_events",
+    "relay_outbox",
     "run_training",
     "score_images",
     "sweep_pending",

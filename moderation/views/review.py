@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from moderation import clock
 from moderation.forms import DecisionForm, UploadForm
-from moderation.models import Decision, ImageStatus, Listing, ListingImage, ListingStatus
+from moderation.models import Client, Decision, ImageStatus, Listing, ListingImage, ListingStatus
 from moderation.permissions import moderator_required
 from moderation.selectors import queue as queue_selectors
 from moderation.selectors.settings import get_settings
@@ -205,12 +205,13 @@ def upload_view(request):
         data = form.cleaned_data
         try:
             listing = create_listing(
+                client=Client.objects.desk(),
                 external_id=data["external_id"],
                 title=data["title"],
                 description=data["description"],
                 files=data["images"],
                 submitted_by=request.user,
-            )
+            ).listing
         except DuplicateListing as exc:
             form.add_error("external_id", str(exc))
         except ImageValidationError as exc:

@@ -4,12 +4,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from moderation import worker
 from moderation.models import Decision, DecisionOutcome, ImageStatus, Listing, ListingImage, Score
 from tests.support import images
+from tests.support.factories import make_api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def user():
 @pytest.fixture
 def client(user):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_api_key(user)}")
     return client
 
 
@@ -59,7 +59,7 @@ def test_anonymous_and_bad_tokens_get_401_json(media_root, queued):
     anonymous = APIClient()
     response = post_listing(anonymous)
     assert_error(response, 401, "not_authenticated")
-    assert response["WWW-Authenticate"] == "Token"
+    assert response["WWW-Authenticate"] == 'Token realm="api"'
     anonymous.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
     assert_error(post_listing(anonymous), 401, "authentication_failed")
     assert_error(anonymous.get(f"{LISTINGS}/1"), 401, "authentication_failed")
@@ -120,9 +120,12 @@ def test_request_body_over_djangos_limit_is_413_json(client, media_root, setting
     assert_error(post_listing(client, description=huge), 413, "too_large")
 
 
-def test_duplicate_external_id_is_409(client, media_root, queued):
-    assert post_listing(client).status_code == 201
-    assert_error(post_listing(client), 409, "duplicate_external_id")
+def test_the_same_external_id_with_other_photos_is_409_naming_the_existing_listing(client, media_root, queued):
+    first = post_listing(client)
+    assert first.status_code == 201
+    other = post_listing(client, files=[images.upload(images.jpeg_bytes(color=(1, 2, 3)))])
+    assert_error(other, 409, "duplicate_external_id")
+    assert other.json()["listing_id"] == first.json()["id"]
     assert ListingImage.objects.count() == 1
 
 
@@ -153,7 +156,7 @@ def test_unknown_listing_and_unknown_paths_are_json_404(client):
 
 
 def test_wrong_method_is_json(client):
-    response = client.get(LISTINGS)
+    response = client.put(LISTINGS)
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
 
@@ -205,7 +208,14 @@ def test_schema_and_offline_docs_page():
     schema = anonymous.get("/api/schema", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    assert {"/api/v1/listings", "/api/v1/listings/{listing_id}", "/api/v1/score", "/api/v1/health"} <= set(paths)
+    assert {
+        "/api/v1/listings",
+        "/api/v1/listings/{listing_id}",
+        "/api/v1/listings/{listing_id}/images",
+        "/api/v1/events",
+        "/api/v1/score",
+        "/api/v1/health",
+    } <= set(paths)
     docs = anonymous.get("/api/docs")
     assert docs.status_code == 200
     html = docs.content.decode()
@@ -220,14 +230,24 @@ def test_url_names():
     assert reverse("api-health") == "/api/v1/health"
 
 
-def test_create_api_token_prints_the_token_last(user):
+def test_create_api_token_prints_a_new_key_last_that_authenticates_for_its_client(user):
+    from moderation.models import ClientKey
+
     out = io.StringIO()
-    call_command("create_api_token", "marketplace", stdout=out)
+    call_command("create_api_token", "marketplace", "--client", "acme", stdout=out)
     key = out.getvalue().strip().splitlines()[-1]
-    assert Token.objects.get(user=user).key == key
+    stored = ClientKey.objects.get_from_key(key)
+    assert (stored.client.name, stored.user, stored.revoked) == ("acme", user, False)
+    assert key not in {stored.hashed_key, stored.id}  # only a hash is kept
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get(LISTINGS).status_code == 200
+    # Asking again makes another key; --rotate revokes the earlier ones.
     again = io.StringIO()
-    call_command("create_api_token", "marketplace", stdout=again)
-    assert again.getvalue().strip().splitlines()[-1] == key
+    call_command("create_api_token", "marketplace", "--client", "acme", "--rotate", stdout=again)
+    assert again.getvalue().strip().splitlines()[-1] != key
+    assert not ClientKey.objects.get(pk=stored.pk).is_valid(key) or ClientKey.objects.get(pk=stored.pk).revoked
+    assert_error(client.get(LISTINGS), 401, "authentication_failed")
 
 
 def test_create_api_token_for_a_missing_user_fails_clearly():

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from moderation.models import (
     AuditSampling,
+    Client,
     DecisionOutcome,
     ImageStatus,
     Listing,
@@ -35,7 +36,9 @@ def _settings(rate=0.1, sampling=AuditSampling.BY_SCORE, threshold=0.5):
 
 def _scored_history(probabilities):
     """Scored images as the scoring service leaves them, oldest first."""
-    listing = Listing.objects.create(external_id=f"history-{Listing.objects.count()}", title="history")
+    listing = Listing.objects.create(
+        client=Client.objects.desk(), external_id=f"history-{Listing.objects.count()}", title="history"
+    )
     ListingImage.objects.bulk_create(
         ListingImage(
             listing=listing,

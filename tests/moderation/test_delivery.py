@@ -15,9 +15,9 @@ from django.db import transaction
 
 from moderation import outbox
 from moderation.models import ImageStatus, Listing, ListingImage, ListingStatus, ModerationSettings, Score
-from moderation.services.ingest import create_listing
 from moderation.validation import validate_image
 from tests.support import images
+from tests.support.factories import store_listing
 from tests.support.images import ALLOWED_COLOR, PROHIBITED_COLOR
 from tests.support.waiting import wait_until
 from tests.support.workers import clean_broker
@@ -47,7 +47,7 @@ def photo(color) -> bytes:
 
 
 def upload_listing(external_id: str, photos: list[bytes]) -> Listing:
-    return create_listing(
+    return store_listing(
         external_id=external_id,
         title="a listing",
         description="",

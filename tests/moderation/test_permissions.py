@@ -98,6 +98,10 @@ MATRIX: dict[str, Case] = {
     # an empty POST is a 400, never a 500. Health, schema and docs are public; health is 503 while no worker runs.
     "api-listings": Case(expect=roles(401, 400, 400, 400), method="post"),
     "api-listing-detail": Case(expect=roles(401, 200, 200, 200), kwargs=lambda o: {"listing_id": o["listing"].pk}),
+    "api-listing-images": Case(
+        expect=roles(401, 400, 400, 400), method="post", kwargs=lambda o: {"listing_id": o["listing"].pk}
+    ),
+    "api-events": Case(expect=roles(401, 200, 200, 200)),
     "api-score": Case(expect=roles(401, 400, 400, 400), method="post"),
     "api-health": Case(expect=roles(*[(200, 503)] * 4)),
     "api-schema": Case(expect=roles(200, 200, 200, 200)),

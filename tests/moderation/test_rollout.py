@@ -88,11 +88,11 @@ def worker_registry_with_two_versions(worker, settings, tmp_path):
 
 
 def upload_red(external_id: str) -> ListingImage:
-    from moderation.services.ingest import create_listing
     from tests.support import images
+    from tests.support.factories import store_listing
 
     data = images.noisy_png(PROHIBITED_COLOR, seed=next(_seed))
-    listing = create_listing(
+    listing = store_listing(
         external_id=external_id, title="a listing", description="", files=[images.upload(data, name="p.png")]
     )
     return listing.images.get()

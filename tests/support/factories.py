@@ -15,6 +15,7 @@ from django.core.management import call_command
 
 from moderation import clock
 from moderation.models import (
+    Client,
     Decision,
     DecisionOutcome,
     ExampleSource,
@@ -50,7 +51,11 @@ def make_flagged(probability=0.9, listing=None, title="Listing", label="weapon",
     """A flagged image straight in the database, as a scoring worker would leave it (no model needed)."""
     n = next(_counter)
     listing = listing or Listing.objects.create(
-        external_id=f"ext-{n}", title=title, description="desc", status=ListingStatus.IN_REVIEW
+        client=Client.objects.desk(),
+        external_id=f"ext-{n}",
+        title=title,
+        description="desc",
+        status=ListingStatus.IN_REVIEW,
     )
     values = {
         "sha256": f"{n:064x}",
@@ -70,19 +75,41 @@ def make_flagged(probability=0.9, listing=None, title="Listing", label="weapon",
     return image
 
 
+def store_listing(*, external_id: str, files, title: str = "", description: str = "", client=None, **extra) -> Listing:
+    """A listing stored through the intake service (as the desk's own client unless `client` says otherwise)."""
+    from moderation.services.ingest import create_listing
+
+    return create_listing(
+        client=client or Client.objects.desk(),
+        external_id=external_id,
+        title=title,
+        description=description,
+        files=files,
+        **extra,
+    ).listing
+
+
 def listing_with(*colors, external_id: str = "ext") -> Listing:
     """A listing stored through the intake service, one JPEG of each colour."""
-    from moderation.services.ingest import create_listing
     from tests.support.images import jpeg_bytes, upload
 
-    files = [upload(jpeg_bytes(color=color)) for color in colors]
-    return create_listing(external_id=external_id, title="", description="", files=files)
+    return store_listing(external_id=external_id, files=[upload(jpeg_bytes(color=color)) for color in colors])
+
+
+def make_api_key(user, client_name: str = "marketplace") -> str:
+    """A new API key of client `client_name` (created if new) acting as `user`."""
+    from moderation.services.clients import get_or_create_client, issue_key
+
+    client, _ = get_or_create_client(name=client_name)
+    return issue_key(client=client, user=user, name=user.username)[1]
 
 
 def make_image(label: str = PROHIBITED, status: str = ImageStatus.FLAGGED, listing: Listing | None = None):
     """A scored listing image of `label`'s colour stored under MEDIA_ROOT, as intake leaves it."""
     data = labelled_png(label)
-    listing = listing or Listing.objects.create(external_id=f"ext-{next(_counter)}", title="a listing")
+    listing = listing or Listing.objects.create(
+        client=Client.objects.desk(), external_id=f"ext-{next(_counter)}", title="a listing"
+    )
     image = ListingImage(
         listing=listing,
         sha256=hashlib.sha256(data).hexdigest(),

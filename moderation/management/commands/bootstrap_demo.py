@@ -1,9 +1,10 @@
 """`manage.py bootstrap_demo`: demo accounts for a local desk (debug only).
 
-Creates an admin, a moderator and a marketplace API user with a token, and prints their credentials. The
-passwords are generated once and kept in `var/demo-credentials.json` (mode 0600) so every later start prints
-the same ones; running the command again changes nothing else. It refuses to run with DEBUG off because printed
-passwords have no place on a production machine: use `create_moderator` and `create_api_token` there.
+Creates an admin, a moderator and a marketplace API user with a key of the demo client, and prints their
+credentials. The passwords are generated once and kept in `var/demo-credentials.json` (mode 0600) so every
+later start prints the same ones; running the command again changes nothing else. It refuses to run with DEBUG
+off because printed passwords have no place on a production machine: use `create_moderator` and
+`create_api_token` there.
 """
 
 import json
@@ -15,9 +16,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
+from moderation.models import ClientKey
 from moderation.permissions import ensure_groups
+from moderation.services.clients import api_user as desk_api_user
+from moderation.services.clients import get_or_create_client, issue_key
+
+DEMO_CLIENT = "demo-marketplace"
 
 
 class Command(BaseCommand):
@@ -52,10 +57,11 @@ class Command(BaseCommand):
                 "admin": self.ensure_user(options["admin"], stored.get("admin"), admins, superuser=True),
                 "moderator": self.ensure_user(options["moderator"], stored.get("moderator"), moderators),
             }
-            api_user, _ = get_user_model().objects.get_or_create(username=options["api_user"])
-            token, _ = Token.objects.get_or_create(user=api_user)
+            api_user = desk_api_user(options["api_user"])
+            client, _ = get_or_create_client(name=DEMO_CLIENT, description="The demo marketplace of `make run`.")
             credentials["api_user"] = api_user.username
-            credentials["api_token"] = token.key
+            credentials["client"] = client.name
+            credentials["api_token"] = self.demo_key(client, api_user, stored.get("api_token"))
 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -65,6 +71,17 @@ class Command(BaseCommand):
             account = credentials[role]
             self.stdout.write(f"demo {role}: {account['username']} / {account['password']}")
         self.stdout.write(f"demo API token ({credentials['api_user']}): {credentials['api_token']}")
+
+    def demo_key(self, client, user, stored: str | None) -> str:
+        """The stored demo key while it is still valid for the demo client, else a new one (keys are hashed)."""
+        if stored:
+            try:
+                key = ClientKey.objects.get_from_key(stored)
+            except ClientKey.DoesNotExist:
+                key = None
+            if key is not None and key.client_id == client.pk and not key.has_expired:
+                return stored
+        return issue_key(client=client, user=user, name="demo")[1]
 
     def ensure_user(self, username: str, stored: dict | None, group, superuser: bool = False) -> dict:
         """Create the user or bring it back to the stored password; returns its credentials."""

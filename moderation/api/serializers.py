@@ -7,15 +7,31 @@ and storing is the ingest service's job. Each class's docstring is its component
 from django.conf import settings
 from rest_framework import serializers
 
-from moderation.models import Decision, Listing, ListingImage, Score
+from moderation.models import Decision, Event, Listing, ListingImage, ListingStatus, Score
 
 
 class ListingCreateSerializer(serializers.Serializer):
     """A new listing as a multipart form: your unique id for it, optional title and description, and its photos."""
 
-    external_id = serializers.CharField(max_length=200)
+    external_id = serializers.CharField(
+        min_length=1,
+        max_length=200,
+        help_text="Your id for the listing, unique among your listings. Sending it again with the same photos "
+        "returns the listing already made (200) instead of an error.",
+    )
     title = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     description = serializers.CharField(required=False, allow_blank=True, default="")
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True),
+        min_length=1,
+        max_length=settings.VIGIA_MAX_IMAGES_PER_LISTING,
+        help_text="One or more JPEG, PNG or WebP files (repeat the field).",
+    )
+
+
+class AddImagesSerializer(serializers.Serializer):
+    """More photos for an existing listing, as a multipart form."""
+
     images = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True),
         min_length=1,
@@ -54,10 +70,20 @@ class DecisionSerializer(serializers.ModelSerializer):
     """A decision as the marketplace sees it: the verdict and its reason, not who made it."""
 
     undone = serializers.SerializerMethodField()
+    overturned = serializers.SerializerMethodField()
+    via_appeal = serializers.SerializerMethodField()
 
     class Meta:
         model = Decision
-        fields = ["outcome", "policy_category", "model_version", "created_at", "undone"]
+        fields = ["outcome", "policy_category", "model_version", "created_at", "undone", "overturned", "via_appeal"]
+
+    def get_overturned(self, decision) -> bool:
+        """Whether an appeal overturned this decision."""
+        return decision.overturned_at is not None
+
+    def get_via_appeal(self, decision) -> bool:
+        """Whether this decision was made on an appeal (an overturn)."""
+        return decision.appeal_id is not None
 
     def get_undone(self, decision) -> bool:
         """True when the moderator took the decision back; it then no longer counts."""
@@ -113,6 +139,74 @@ class ScoreResponseSerializer(serializers.Serializer):
 
     model_version = serializers.CharField()
     probabilities = serializers.DictField(child=serializers.FloatField())
+
+
+class ListingSummarySerializer(serializers.ModelSerializer):
+    """A listing in a list: its ids, status and how many photos it has."""
+
+    image_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Listing
+        fields = ["id", "external_id", "title", "status", "image_count", "created_at", "updated_at"]
+
+
+class ListingPageSerializer(serializers.Serializer):
+    """One page of your listings, newest first; ask again with `cursor=next_cursor` for the next page."""
+
+    results = ListingSummarySerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True, help_text="Null on the last page.")
+
+
+class ListingFilterSerializer(serializers.Serializer):
+    """The filters of the listing list (query parameters)."""
+
+    external_id = serializers.CharField(required=False, min_length=1, max_length=200)
+    status = serializers.ChoiceField(choices=ListingStatus.choices, required=False)
+    created_after = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive.")
+    created_before = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive.")
+    cursor = serializers.IntegerField(required=False, min_value=1, help_text="`next_cursor` of the previous page.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+
+
+class EventSerializer(serializers.ModelSerializer):
+    """One event, as webhooks deliver it and the feed returns it.
+
+    `id` is the same on every delivery of the event (the `webhook-id` header): deduplicate on it. `sequence` counts
+    a listing's events 1, 2, 3, ... in the order they happened: order by it when events arrive out of order.
+    """
+
+    id = serializers.CharField(source="public_id")
+    timestamp = serializers.DateTimeField(source="occurred_at")
+    client = serializers.CharField(source="client.name")
+    listing_id = serializers.IntegerField(allow_null=True)
+    cursor = serializers.CharField(source="position", help_text="Feed position: pass as `after` to read on.")
+
+    class Meta:
+        model = Event
+        fields = ["id", "type", "timestamp", "client", "listing_id", "external_id", "sequence", "cursor", "data"]
+
+
+class EventPageSerializer(serializers.Serializer):
+    """Events after your cursor, oldest first; store `next_cursor` once you have processed them, then ask again."""
+
+    events = EventSerializer(many=True)
+    next_cursor = serializers.CharField(help_text="The cursor to ask with next; unchanged when nothing new came.")
+
+
+class EventFilterSerializer(serializers.Serializer):
+    """The event feed's query parameters."""
+
+    after = serializers.IntegerField(required=False, min_value=0, default=0, help_text="Cursor; 0 for the start.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
+
+
+class ConflictSerializer(serializers.Serializer):
+    """A 409: what conflicts and, for a listing, the id of the one that exists."""
+
+    error = serializers.CharField()
+    detail = serializers.CharField()
+    listing_id = serializers.IntegerField(required=False)
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -1,0 +1,96 @@
+"""Events for the marketplace, written in the same transaction as the change they describe.
+
+`emit` is called by the service that makes the change (scoring, review, listings, appeals), inside its
+transaction: a rolled-back change leaves no event, a committed one always has its event. Each event carries a
+sequence number per listing, taken from the listing row under its lock, so a receiver can order what arrives out of
+order. Once committed, the relay (`services.relay`) gives events their feed position and queues webhook deliveries.
+
+Payloads say what the marketplace needs to act and nothing it should not see: a moderator appears as a stable
+pseudonym, never by name or id.
+"""
+
+import hashlib
+import hmac
+
+from django.conf import settings
+from django.db.models import F
+
+from moderation import clock, outbox
+from moderation.models import Decision, Event, EventType, Listing, ListingImage, Score
+
+
+def emit(*, type: str, listing: Listing, data: dict) -> Event:
+    """Record that `type` happened to `listing` (inside the caller's transaction) and have it relayed on commit."""
+    Listing.objects.filter(pk=listing.pk).update(event_sequence=F("event_sequence") + 1)
+    sequence = Listing.objects.filter(pk=listing.pk).values_list("event_sequence", flat=True).get()
+    event = Event.objects.create(
+        type=type,
+        client_id=listing.client_id,
+        listing=listing,
+        external_id=listing.external_id,
+        sequence=sequence,
+        occurred_at=clock.now(),
+        data=data,
+    )
+    outbox.send_once_on_commit(outbox.RELAY_EVENTS)
+    return event
+
+
+def moderator_pseudonym(user_id: int) -> str:
+    """A stable id for a moderator that says nothing about who they are (keyed with the site's SECRET_KEY)."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"moderator:{user_id}".encode(), hashlib.sha256).hexdigest()
+    return f"mod_{digest[:16]}"
+
+
+def image_scored(*, image: ListingImage, score: Score, rescored: bool, previous_status: str) -> Event:
+    """`image.scored` (first routing) or `image.rescored` (a new model routed an open image again)."""
+    data = {
+        "image_id": image.pk,
+        "status": image.status,
+        "model_version": score.model_version,
+        "probabilities": score.probabilities,
+        "prohibited_probability": score.prohibited_probability,
+        "prohibited_label": score.prohibited_label,
+        "audit_sample": image.is_audit,
+    }
+    if rescored:
+        data["previous_status"] = previous_status
+    return emit(type=EventType.IMAGE_RESCORED if rescored else EventType.IMAGE_SCORED, listing=image.listing, data=data)
+
+
+def image_failed(*, image: ListingImage) -> Event:
+    """`image.failed`: scoring gave up on the image; its listing stays in review."""
+    return emit(
+        type=EventType.IMAGE_FAILED,
+        listing=image.listing,
+        data={"image_id": image.pk, "attempts": image.attempts, "reason": image.last_error[:500]},
+    )
+
+
+def decision_data(decision: Decision) -> dict:
+    """What the marketplace learns of a decision: the verdict, its ground, who (pseudonymously) and when."""
+    return {
+        "image_id": decision.image_id,
+        "decision_id": decision.pk,
+        "outcome": decision.outcome,
+        "policy_category": decision.policy_category,
+        "moderator": moderator_pseudonym(decision.moderator_id),
+        "decided_at": decision.created_at.isoformat(),
+        "via_appeal": decision.appeal_id is not None,
+    }
+
+
+def image_decided(*, decision: Decision) -> Event:
+    """`image.decided`: a moderator confirmed (prohibited) or rejected (false positive) an image."""
+    return emit(type=EventType.IMAGE_DECIDED, listing=decision.image.listing, data=decision_data(decision))
+
+
+def decision_undone(*, decision: Decision) -> Event:
+    """`decision.undone`: the moderator took the decision back; the image is in review again."""
+    data = {**decision_data(decision), "undone_at": decision.undone_at.isoformat()}
+    return emit(type=EventType.DECISION_UNDONE, listing=decision.image.listing, data=data)
+
+
+def listing_status_changed(*, listing: Listing, before: str, after: str) -> Event:
+    """`listing.status_changed`: from one `ListingStatus` to another."""
+    return emit(type=EventType.LISTING_STATUS_CHANGED, listing=listing, data={"from": before, "to": after})
