@@ -14,7 +14,7 @@ MODERATORS = "moderators"
 ADMINS = "admins"
 
 # The admins group may manage these apps' rows in the Django admin without being superusers.
-ADMIN_APP_LABELS = ("moderation", "auth", "rest_framework_api_key", "django_celery_beat")
+ADMIN_APP_LABELS = ("moderation", "auth", "django_celery_beat")
 
 
 def _in_group(user, name: str) -> bool:

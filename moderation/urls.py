@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/", include("moderation.urls_api")),
     path("", include("moderation.urls_review")),
     path("training/", include("moderation.urls_training")),
+    path("clients/", include("moderation.urls_clients")),
 ]

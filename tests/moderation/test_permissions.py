@@ -21,6 +21,8 @@ from django.urls import URLResolver, get_resolver, reverse
 from moderation import permissions
 from moderation.models import (
     Decision,
+    Event,
+    IdempotencyRecord,
     Listing,
     ModelVersion,
     Score,
@@ -30,7 +32,7 @@ from moderation.models import (
 )
 from moderation.selectors.settings import get_settings
 from moderation.services import review
-from tests.support.factories import make_flagged
+from tests.support.factories import make_api_key, make_flagged
 
 ROLES = ("anonymous", "user", "moderator", "admin")
 
@@ -98,6 +100,16 @@ MATRIX: dict[str, Case] = {
     # an empty POST is a 400, never a 500. Health, schema and docs are public; health is 503 while no worker runs.
     "api-listings": Case(expect=roles(401, 400, 400, 400), method="post"),
     "api-listing-detail": Case(expect=roles(401, 200, 200, 200), kwargs=lambda o: {"listing_id": o["listing"].pk}),
+    # Clients (moderation/urls_clients.py): admins; keys are for superusers, which the matrix's admin is not.
+    "clients": admin_page(),
+    "client-detail": admin_page(kwargs=lambda o: {"pk": o["client"].pk}),
+    "client-toggle": admin_page(302, method="post", kwargs=lambda o: {"pk": o["client"].pk}),
+    "client-key-create": Case(
+        expect=roles(302, 403, 403, 403), method="post", kwargs=lambda o: {"pk": o["client"].pk}, data={"name": "k"}
+    ),
+    "client-key-revoke": Case(
+        expect=roles(302, 403, 403, 403), method="post", kwargs=lambda o: {"pk": o["client"].pk, "prefix": "abc"}
+    ),
     "api-listing-images": Case(
         expect=roles(401, 400, 400, 400), method="post", kwargs=lambda o: {"listing_id": o["listing"].pk}
     ),
@@ -135,8 +147,20 @@ ADMIN_NO_ADD = {
     "moderation_trainingstate",
     "moderation_modelversion",
     "moderation_moderationsettings",
+    # History, and keys: superusers only (the matrix's admin is a staff member of the admins group).
+    "moderation_event",
+    "moderation_idempotencyrecord",
+    "moderation_outboxmessage",
+    "moderation_clientkey",
 }
-ADMIN_NO_DELETE = {"moderation_moderationsettings"}
+ADMIN_NO_DELETE = {
+    "moderation_moderationsettings",
+    "moderation_client",
+    "moderation_event",
+    "moderation_idempotencyrecord",
+    "moderation_outboxmessage",
+    "moderation_clientkey",
+}
 ADMIN_MODEL_VIEW = re.compile(r"^admin:(?P<model>\w+?)_(?P<view>changelist|add|change|delete|history)$")
 
 
@@ -217,6 +241,10 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)
     run = TrainingRun.objects.create(status=TrainingRunStatus.SUCCEEDED, trigger=TrainingTrigger.MANUAL)
     version = ModelVersion.objects.create(version="v0001", labels=["bag", "knife"], prohibited_labels=["knife"])
+    # One row of each kind the admin lists, so its change pages are checked on a real row.
+    make_api_key(plain)
+    Event.objects.create(type="test", client=image.listing.client, occurred_at=image.created_at)
+    IdempotencyRecord.objects.create(client=image.listing.client, key="k", fingerprint="f", listing=image.listing)
     return {
         "run": run,
         "version": version,
@@ -225,6 +253,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
         "image": image,
         "listing": image.listing,
         "decision": decision,
+        "client": image.listing.client,
     }
 
 

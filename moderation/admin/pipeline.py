@@ -1,4 +1,4 @@
-"""Django admin for every model: an operator's view of raw state, for support and audits.
+"""Admin of the moderation pipeline: listings, images, scores, decisions, training and settings.
 
 Pipeline state (statuses, scores, decisions, training runs) is written by services so its invariants hold; the
 admin shows those fields read-only and leaves changes to the desk's own pages, except the settings row and the
