@@ -23,7 +23,7 @@ marketplace already has it (the seller wrote it on its site), and copying a pers
 delivery, log and receiver is data the receivers do not need.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -205,6 +205,14 @@ def _contestable(listing: Listing) -> list[Decision]:
     return contestable
 
 
+def check_may_decide(*, user, contested: Iterable[Decision]) -> None:
+    """Raise `NotAllowedToDecide` unless `user` is a moderator or admin who made none of the `contested` decisions."""
+    if not is_moderator(user):
+        raise NotAllowedToDecide("Only moderators and admins decide appeals.")
+    if any(decision.moderator_id == user.pk for decision in contested):
+        raise NotAllowedToDecide("You made a decision this appeal contests: another moderator must decide it.")
+
+
 def decide_appeal(*, appeal_id: int, user, outcome: str, note: str) -> Appeal:
     """Uphold the takedown or overturn it, with a note for the seller; one reviewer wins, the rest are refused.
 
@@ -214,14 +222,11 @@ def decide_appeal(*, appeal_id: int, user, outcome: str, note: str) -> Appeal:
     if outcome not in (UPHOLD, OVERTURN):
         raise InvalidAppeal(f"Unknown outcome {outcome!r}: uphold or overturn.")
     note = _checked_text(note, what="note", limit=NOTE_LIMIT)
-    if not is_moderator(user):
-        raise NotAllowedToDecide("Only moderators and admins decide appeals.")
     with transaction.atomic():
         # The appeal's row lock is what makes a second reviewer wait, then find the appeal decided.
         appeal = Appeal.objects.select_for_update().select_related("listing").get(pk=appeal_id)
         contested = list(appeal.contested.order_by("image_id"))
-        if any(decision.moderator_id == user.pk for decision in contested):
-            raise NotAllowedToDecide("You made a decision this appeal contests: another moderator must decide it.")
+        check_may_decide(user=user, contested=contested)
         if appeal.status != AppealStatus.OPEN:
             raise AppealAlreadyDecided(f"Appeal {appeal.pk} was already {appeal.status}.")
         now = clock.now()

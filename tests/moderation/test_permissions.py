@@ -29,7 +29,7 @@ from moderation.models import (
     TrainingTrigger,
 )
 from moderation.selectors.settings import get_settings
-from moderation.services import review
+from moderation.services import appeals, review
 from tests.support.factories import make_flagged
 
 ROLES = ("anonymous", "user", "moderator", "admin")
@@ -80,6 +80,17 @@ MATRIX: dict[str, Case] = {
     "upload": moderator_page(),
     "listings": moderator_page(),
     "listing-detail": moderator_page(kwargs=lambda o: {"pk": o["listing"].pk}),
+    # Appeals (moderation/urls_appeals.py). The matrix's appeal contests the moderator role's confirmation: they see
+    # it but may not decide it (403); the admin may (302 back to the queue).
+    "appeals": moderator_page(),
+    "appeal-detail": moderator_page(kwargs=lambda o: {"pk": o["appeal"].pk}),
+    "appeal-decide": Case(
+        expect=roles(302, 403, 403, 302),
+        method="post",
+        kwargs=lambda o: {"pk": o["appeal"].pk},
+        data={"outcome": "uphold", "note": "The photo shows it."},
+    ),
+    "moderator-record": admin_page(),
     # Learning loop pages (moderation/urls_training.py): settings, training and models are admin-only.
     "training-runs": admin_page(),
     "retrain-now": admin_page(302, method="post"),
@@ -132,6 +143,7 @@ MATRIX: dict[str, Case] = {
 
 # Rows only services create (pipeline state) have no "add" in the admin; the settings row is never deleted.
 ADMIN_NO_ADD = {
+    "moderation_appeal",
     "moderation_listingimage",
     "moderation_score",
     "moderation_decision",
@@ -140,7 +152,7 @@ ADMIN_NO_ADD = {
     "moderation_modelversion",
     "moderation_moderationsettings",
 }
-ADMIN_NO_DELETE = {"moderation_moderationsettings"}
+ADMIN_NO_DELETE = {"moderation_moderationsettings", "moderation_appeal"}
 ADMIN_MODEL_VIEW = re.compile(r"^admin:(?P<model>\w+?)_(?P<view>changelist|add|change|delete|history)$")
 
 
@@ -217,6 +229,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     decided = make_flagged(0.9, with_file=True)
     review.claim_next(user=moderator)
     decision = review.decide(user=moderator, image_id=decided.pk, outcome="confirm")
+    appeal = appeals.file_appeal(listing_id=decided.listing_id, client=decided.listing.client, text="Mine.").appeal
     image = make_flagged(0.8, with_file=True)
     Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)
     run = TrainingRun.objects.create(status=TrainingRunStatus.SUCCEEDED, trigger=TrainingTrigger.MANUAL)
@@ -229,6 +242,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
         "image": image,
         "listing": image.listing,
         "decision": decision,
+        "appeal": appeal,
     }
 
 
