@@ -29,8 +29,9 @@ class AppealPage:
     open_count: int
 
 
-def open_appeals_page(after: int | None = None, limit: int = PAGE_SIZE) -> AppealPage:
+def open_appeals_page(after: int | None = None, limit: int | None = None) -> AppealPage:
     """Open appeals oldest first (the partial index `open_appeals_idx`), keyset-paged after an appeal's id."""
+    limit = limit or PAGE_SIZE
     rows = Appeal.objects.filter(status=AppealStatus.OPEN)
     open_count = rows.count()
     anchor = Appeal.objects.filter(pk=after).values_list("created_at", flat=True).first() if after else None

@@ -28,16 +28,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def moderator(db):
-    return make_moderator("first")
-
-
-@pytest.fixture
-def reviewer(db):
-    return make_moderator("second")
-
-
-@pytest.fixture
 def listing(moderator, media_root, active_model):
     return taken_down_listing(moderator=moderator)
 

@@ -21,11 +21,6 @@ def api():
 
 
 @pytest.fixture
-def moderator(db):
-    return make_moderator("first")
-
-
-@pytest.fixture
 def listing(api, moderator, media_root, active_model):
     return taken_down_listing(moderator=moderator, client=Client.objects.get(name="marketplace"))
 

@@ -22,11 +22,6 @@ def on_postgres(media_root, active_model):
     settings_row.save()
 
 
-@pytest.fixture
-def moderator():
-    return make_moderator("first")
-
-
 def file(listing, **extra):
     return appeals.file_appeal(listing_id=listing.pk, client=listing.client, text="Allowed.", **extra)
 

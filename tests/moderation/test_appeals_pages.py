@@ -11,19 +11,9 @@ from moderation.models import Appeal, AppealStatus, ListingStatus
 from moderation.permissions import ensure_groups
 from moderation.selectors.settings import get_settings
 from moderation.services import appeals, review
-from tests.support.factories import make_flagged, make_moderator, taken_down_listing
+from tests.support.factories import make_flagged, taken_down_listing
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def moderator(db):
-    return make_moderator("first")
-
-
-@pytest.fixture
-def reviewer(db):
-    return make_moderator("second")
 
 
 @pytest.fixture
@@ -80,10 +70,16 @@ def test_the_queue_pages_after_an_appeal(frozen_clock, moderator, reviewer, medi
     for _ in range(3):
         filed.append(appeal_of(taken_down_listing(moderator=moderator)).pk)
         frozen_clock.advance(minutes=1)
-    page = selectors.open_appeals_page(limit=2)
+    page = selectors.open_appeals_page()
     assert [a.pk for a in page.appeals] == filed[:2] and page.next_cursor == filed[1]
-    rest = selectors.open_appeals_page(after=page.next_cursor, limit=2)
+    rest = selectors.open_appeals_page(after=page.next_cursor)
     assert [a.pk for a in rest.appeals] == filed[2:] and rest.next_cursor is None
+    client = browser(reviewer)
+    first = client.get(reverse("appeals")).content.decode()
+    assert rows(first, "appeal-row") == [str(pk) for pk in filed[:2]]
+    assert f'href="{reverse("appeals")}?after={filed[1]}">Next page' in first
+    second = client.get(reverse("appeals"), {"after": filed[1]}).content.decode()
+    assert rows(second, "appeal-row") == [str(filed[2])] and "Next page" not in second and "First page" in second
 
 
 def test_the_moderator_who_decided_sees_the_appeal_but_no_buttons_and_their_post_is_refused(appeal, moderator):
