@@ -4,6 +4,7 @@ from django import forms
 from django.conf import settings
 
 from moderation.models import DecisionOutcome, PolicyCategory
+from moderation.services.appeals import NOTE_LIMIT, OVERTURN, UPHOLD
 from moderation.validation import ImageValidationError, validate_image
 
 # Categories that describe a violation; "none" only makes sense for a rejected flag.
@@ -76,3 +77,14 @@ class UploadForm(forms.Form):
         if errors:
             raise forms.ValidationError(errors)
         return files
+
+
+class AppealDecisionForm(forms.Form):
+    """Uphold or overturn an appeal, with the reasons: the note goes to the marketplace for its seller."""
+
+    outcome = forms.ChoiceField(choices=[(UPHOLD, "Uphold"), (OVERTURN, "Overturn")])
+    note = forms.CharField(
+        max_length=NOTE_LIMIT,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Sent to the marketplace with the outcome, for the seller: say why.",
+    )

@@ -255,10 +255,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The docs page loads Redoc from this server (drf-spectacular-sidecar), so it works without internet access.
     "REDOC_DIST": "SIDECAR",
-    # Listings and images both have a `status`; name their enums instead of letting the schema invent names.
+    # Listings, images and appeals all have a `status`; name their enums instead of letting the schema invent names.
     "ENUM_NAME_OVERRIDES": {
         "ListingStatusEnum": "moderation.models.ListingStatus",
         "ImageStatusEnum": "moderation.models.ImageStatus",
+        "AppealStatusEnum": "moderation.models.AppealStatus",
     },
 }
 

@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("moderation.urls_api")),
     path("", include("moderation.urls_review")),
+    path("", include("moderation.urls_appeals")),
     path("training/", include("moderation.urls_training")),
     path("clients/", include("moderation.urls_clients")),
 ]

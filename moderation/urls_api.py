@@ -3,12 +3,13 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from moderation.api import errors, events, listings, scoring
+from moderation.api import appeals, errors, events, listings, scoring
 
 urlpatterns = [
     path("v1/listings", listings.ListingCollectionView.as_view(), name="api-listings"),
     path("v1/listings/<int:listing_id>", listings.ListingDetailView.as_view(), name="api-listing-detail"),
     path("v1/listings/<int:listing_id>/images", listings.ListingImagesView.as_view(), name="api-listing-images"),
+    path("v1/listings/<int:listing_id>/appeals", appeals.ListingAppealsView.as_view(), name="api-listing-appeals"),
     path("v1/events", events.EventFeedView.as_view(), name="api-events"),
     path("v1/score", scoring.ScoreView.as_view(), name="api-score"),
     path("v1/health", scoring.HealthView.as_view(), name="api-health"),

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from moderation.models import (
+    Appeal,
     Decision,
     Listing,
     ListingImage,
@@ -64,7 +65,7 @@ class DecisionInline(admin.TabularInline):
     model = Decision
     extra = 0
     can_delete = False
-    fields = ("outcome", "policy_category", "moderator", "label", "note", "created_at", "undone_at")
+    fields = ("outcome", "policy_category", "moderator", "label", "note", "created_at", "undone_at", "overturned_at")
     readonly_fields = fields
 
 
@@ -174,6 +175,9 @@ class DecisionAdmin(admin.ModelAdmin):
         "audit_probability",
         "created_at",
         "undone_at",
+        "overturned_at",
+        "overturns",
+        "appeal",
     )
 
     def has_add_permission(self, request):
@@ -276,4 +280,27 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         """Refuse: versions are mirrored from the registry by the model-version services."""
         # Versions mirror the registry on disk; activation goes through the models page and its service.
+        return False
+
+
+@admin.register(Appeal)
+class AppealAdmin(admin.ModelAdmin):
+    """Sellers' appeals and their outcomes, read-only: the history of who contested what and who decided it."""
+
+    list_display = ("id", "listing", "client", "status", "created_at", "decided_by", "decided_at")
+    list_filter = ("status", "client")
+    search_fields = ("listing__external_id", "text", "note")
+    list_select_related = ("listing", "client", "decided_by")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        """Refuse: sellers appeal through the marketplace's API."""
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        """Refuse: appeals are decided on the desk's appeal page, where the listing and examples follow."""
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        """Refuse: an appeal is part of the audit trail."""
         return False

@@ -50,7 +50,7 @@ CONFLICT = OpenApiResponse(
 NOT_FOUND = OpenApiResponse(serializers.ErrorSerializer, description="No such listing among yours")
 
 
-def _idempotency_key(request) -> str | None:
+def idempotency_key(request) -> str | None:
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > 200:
         raise ApiError("invalid", "Idempotency-Key is at most 200 characters.")
@@ -105,7 +105,7 @@ class ListingCollectionView(APIView):
                 description=data["description"],
                 files=data["images"],
                 submitted_by=request.user,
-                idempotency_key=_idempotency_key(request),
+                idempotency_key=idempotency_key(request),
             )
         except (DuplicateListing, IdempotencyKeyReused) as error:
             raise _conflict(error) from error
@@ -181,7 +181,7 @@ class ListingImagesView(APIView):
         form.is_valid(raise_exception=True)
         try:
             intake = add_images(
-                listing_id=listing.pk, files=form.validated_data["images"], idempotency_key=_idempotency_key(request)
+                listing_id=listing.pk, files=form.validated_data["images"], idempotency_key=idempotency_key(request)
             )
         except ListingWithdrawn as error:
             raise ApiError("listing_withdrawn", str(error), 409) from error

@@ -7,7 +7,7 @@ and storing is the ingest service's job. Each class's docstring is its component
 from django.conf import settings
 from rest_framework import serializers
 
-from moderation.models import Decision, Event, Listing, ListingImage, ListingStatus, Score
+from moderation.models import APPEAL_TEXT_LIMIT, Appeal, Decision, Event, Listing, ListingImage, ListingStatus, Score
 
 
 class ListingCreateSerializer(serializers.Serializer):
@@ -118,14 +118,64 @@ class ImageDetailSerializer(serializers.ModelSerializer):
         ]
 
 
+class AppealCreateSerializer(serializers.Serializer):
+    """A seller's appeal of a taken-down listing, as JSON or a form: the seller's statement."""
+
+    text = serializers.CharField(
+        min_length=1,
+        max_length=APPEAL_TEXT_LIMIT,
+        help_text="Why the takedown is wrong, in the seller's words (leading and trailing blanks are dropped).",
+    )
+
+
+class AppealSerializer(serializers.ModelSerializer):
+    """An appeal as the marketplace sees it: what it contests, where it stands and, once decided, when and why.
+
+    `note` is the reviewer's statement of reasons, to pass on to the seller. The seller's own text is not sent
+    back: you have it already.
+    """
+
+    listing_id = serializers.IntegerField(read_only=True)
+    contested_image_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Appeal
+        fields = ["id", "listing_id", "status", "contested_image_ids", "created_at", "decided_at", "note"]
+        read_only_fields = fields
+
+    def get_contested_image_ids(self, appeal) -> list[int]:
+        """The photos whose confirmations the appeal contests."""
+        return sorted(decision.image_id for decision in appeal.contested.all())
+
+
+class AppealConflictSerializer(serializers.Serializer):
+    """A 409 on an appeal: nothing to appeal, the window closed, or already appealed (with that appeal's id)."""
+
+    error = serializers.CharField()
+    detail = serializers.CharField()
+    appeal_id = serializers.IntegerField(required=False, help_text="With already_appealed: the existing appeal.")
+    window_closed_at = serializers.DateTimeField(required=False, help_text="With appeal_window_closed.")
+
+
 class ListingDetailSerializer(serializers.ModelSerializer):
-    """A listing as the marketplace sees it: its status and, per image, scores and decisions."""
+    """A listing as the marketplace sees it: its status, per image scores and decisions, and its appeals."""
 
     images = ImageDetailSerializer(many=True, read_only=True)
+    appeals = AppealSerializer(many=True, read_only=True)
 
     class Meta:
         model = Listing
-        fields = ["id", "external_id", "title", "description", "status", "created_at", "updated_at", "images"]
+        fields = [
+            "id",
+            "external_id",
+            "title",
+            "description",
+            "status",
+            "created_at",
+            "updated_at",
+            "images",
+            "appeals",
+        ]
 
 
 class ScoreRequestSerializer(serializers.Serializer):

@@ -5,13 +5,13 @@ from datetime import datetime
 
 from django.db.models import Count, Prefetch
 
-from moderation.models import Client, Decision, Listing, ListingImage, Score
+from moderation.models import Appeal, Client, Decision, Listing, ListingImage, Score
 
 MAX_PAGE = 200
 
 
 def get_listing_detail(*, client: Client, listing_id: int) -> Listing:
-    """A client's listing with its images, every score (newest first) and the full decision history.
+    """A client's listing with its images, every score (newest first), the full decision history and its appeals.
 
     Raises `Listing.DoesNotExist` for an unknown id and for another client's listing alike (the API's 404).
     """
@@ -19,7 +19,10 @@ def get_listing_detail(*, client: Client, listing_id: int) -> Listing:
         Prefetch("scores", queryset=Score.objects.order_by("-created_at", "-id")),
         Prefetch("decisions", queryset=Decision.objects.order_by("created_at", "id")),
     )
-    return Listing.objects.prefetch_related(Prefetch("images", queryset=images)).get(pk=listing_id, client=client)
+    appeals = Appeal.objects.order_by("created_at", "id").prefetch_related("contested")
+    return Listing.objects.prefetch_related(
+        Prefetch("images", queryset=images), Prefetch("appeals", queryset=appeals)
+    ).get(pk=listing_id, client=client)
 
 
 def client_listing(*, client: Client, listing_id: int) -> Listing:

@@ -195,12 +195,18 @@ def _earlier_result(client, external_id, photos, idempotency_key, fingerprint) -
 
 
 def _replayed(client, key: str, fingerprint: str) -> Listing | None:
-    record = IdempotencyRecord.objects.filter(client=client, key=key).select_related("listing").first()
+    record = idempotency_record(client=client, key=key, fingerprint=fingerprint)
+    return record.listing if record is not None else None
+
+
+def idempotency_record(*, client: Client, key: str, fingerprint: str) -> IdempotencyRecord | None:
+    """What an earlier request with this `Idempotency-Key` did, or None; raises if that request was another one."""
+    record = IdempotencyRecord.objects.filter(client=client, key=key).select_related("listing", "appeal").first()
     if record is None:
         return None
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyReused(key)
-    return record.listing
+    return record
 
 
 def _store_images(listing: Listing, validated: Sequence[ValidatedImage], written: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""The admin's settings page: thresholds, batch size, leases, audit rate, holdout and gate, schedule.
+"""The admin's settings page: thresholds, batch size, leases, audit rate, holdout and gate, schedule, appeal window.
 
 It also answers the two questions admins ask before changing a knob: how many confirmations until the next
 retrain, and what a threshold would do (queue share, precision and recall estimated from past decisions).
@@ -36,6 +36,7 @@ class SettingsForm(forms.ModelForm):
             "gate_tolerance",
             "gate_min_holdout_per_label",
             "retrain_on_schedule",
+            "appeal_window_days",
         ]
 
     def __init__(self, *args, prohibited_labels: list[str], **kwargs):

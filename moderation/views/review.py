@@ -17,6 +17,7 @@ from moderation.forms import DecisionForm, UploadForm
 from moderation.models import Client, Decision, ImageStatus, Listing, ListingImage, ListingStatus
 from moderation.permissions import moderator_required
 from moderation.selectors import queue as queue_selectors
+from moderation.selectors.appeals import listing_appeals
 from moderation.selectors.settings import get_settings
 from moderation.services import review
 from moderation.services.ingest import DuplicateListing, create_listing
@@ -239,9 +240,10 @@ def listings_view(request):
 @require_GET
 @moderator_required
 def listing_detail_view(request, pk: int):
-    """Show moderators a listing's images with their statuses, every score and every decision."""
+    """Show moderators a listing's appeals and its images with their statuses, every score and every decision."""
     try:
         listing = queue_selectors.listing_detail(pk)
     except Listing.DoesNotExist as exc:
         raise Http404("No such listing.") from exc
-    return render(request, "moderation/listing_detail.html", {"listing": listing, "now": clock.now()})
+    context = {"listing": listing, "appeals": listing_appeals(listing.pk), "now": clock.now()}
+    return render(request, "moderation/listing_detail.html", context)

@@ -31,7 +31,7 @@ from moderation.models import (
     TrainingTrigger,
 )
 from moderation.selectors.settings import get_settings
-from moderation.services import review
+from moderation.services import appeals, review
 from tests.support.factories import make_api_key, make_flagged
 
 ROLES = ("anonymous", "user", "moderator", "admin")
@@ -82,6 +82,17 @@ MATRIX: dict[str, Case] = {
     "upload": moderator_page(),
     "listings": moderator_page(),
     "listing-detail": moderator_page(kwargs=lambda o: {"pk": o["listing"].pk}),
+    # Appeals (moderation/urls_appeals.py). The matrix's appeal contests the moderator role's confirmation: they see
+    # it but may not decide it (403); the admin may (302 back to the queue).
+    "appeals": moderator_page(),
+    "appeal-detail": moderator_page(kwargs=lambda o: {"pk": o["appeal"].pk}),
+    "appeal-decide": Case(
+        expect=roles(302, 403, 403, 302),
+        method="post",
+        kwargs=lambda o: {"pk": o["appeal"].pk},
+        data={"outcome": "uphold", "note": "The photo shows it."},
+    ),
+    "moderator-record": admin_page(),
     # Learning loop pages (moderation/urls_training.py): settings, training and models are admin-only.
     "training-runs": admin_page(),
     "retrain-now": admin_page(302, method="post"),
@@ -113,6 +124,10 @@ MATRIX: dict[str, Case] = {
     "api-listing-images": Case(
         expect=roles(401, 400, 400, 400), method="post", kwargs=lambda o: {"listing_id": o["listing"].pk}
     ),
+    # The matrix's listing is in review, not taken down, but an empty body is refused before that matters.
+    "api-listing-appeals": Case(
+        expect=roles(401, 400, 400, 400), method="post", kwargs=lambda o: {"listing_id": o["listing"].pk}
+    ),
     "api-events": Case(expect=roles(401, 200, 200, 200)),
     "api-score": Case(expect=roles(401, 400, 400, 400), method="post"),
     "api-health": Case(expect=roles(*[(200, 503)] * 4)),
@@ -140,6 +155,7 @@ MATRIX: dict[str, Case] = {
 
 # Rows only services create (pipeline state) have no "add" in the admin; the settings row is never deleted.
 ADMIN_NO_ADD = {
+    "moderation_appeal",
     "moderation_listingimage",
     "moderation_score",
     "moderation_decision",
@@ -155,6 +171,7 @@ ADMIN_NO_ADD = {
 }
 ADMIN_NO_DELETE = {
     "moderation_moderationsettings",
+    "moderation_appeal",
     "moderation_client",
     "moderation_event",
     "moderation_idempotencyrecord",
@@ -237,6 +254,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     decided = make_flagged(0.9, with_file=True)
     review.claim_next(user=moderator)
     decision = review.decide(user=moderator, image_id=decided.pk, outcome="confirm")
+    appeal = appeals.file_appeal(listing_id=decided.listing_id, client=decided.listing.client, text="Mine.").appeal
     image = make_flagged(0.8, with_file=True)
     Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)
     run = TrainingRun.objects.create(status=TrainingRunStatus.SUCCEEDED, trigger=TrainingTrigger.MANUAL)
@@ -254,6 +272,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
         "listing": image.listing,
         "decision": decision,
         "client": image.listing.client,
+        "appeal": appeal,
     }
 
 

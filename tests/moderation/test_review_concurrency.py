@@ -3,14 +3,13 @@
 SQLite ignores `select_for_update`, so these tests need PostgreSQL (DATABASE_URL) and skip elsewhere.
 """
 
-import threading
-
 import pytest
 from django.db import connection
 
 from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage
 from moderation.selectors.settings import get_settings
 from moderation.services import review
+from tests.support.concurrency import run_together
 from tests.support.factories import make_flagged, make_moderator
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -24,29 +23,6 @@ def needs_postgres():
     # Keep the learning loop from queueing a retrain while decisions race.
     settings_row.retrain_batch_size = 100_000
     settings_row.save()
-
-
-def run_together(functions):
-    """Start every function at the same moment; return their results (or exceptions) in order."""
-    barrier = threading.Barrier(len(functions))
-    results = [None] * len(functions)
-
-    def worker(index, function):
-        try:
-            barrier.wait(timeout=10)
-            results[index] = function()
-        except Exception as exc:  # noqa: BLE001 - the test inspects what each thread raised
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, f)) for i, f in enumerate(functions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 def test_eight_moderators_claiming_at_once_never_get_the_same_item():

@@ -223,13 +223,14 @@ def test_settings_page_saves_thresholds_and_knobs(objects):
         "gate_min_holdout_per_label": "5",
         "gate_tolerance": "1.5",
         "retrain_on_schedule": "",
+        "appeal_window_days": "90",
     }
     assert admin.post(reverse("moderation-settings"), form).status_code == 302
     saved = get_settings()
     assert saved.thresholds == {"bad": 0.65} and saved.threshold_for("bad") == 0.65
     assert (saved.retrain_batch_size, saved.audit_rate, saved.gate_metric) == (25, 0.05, "f1")
     assert (saved.gate_tolerance, saved.audit_sampling) == (1.5, "uniform")
-    assert saved.retrain_on_schedule is False
+    assert saved.retrain_on_schedule is False and saved.appeal_window_days == 90
     bad = admin.post(reverse("moderation-settings"), {**form, "audit_rate": "2"})
     assert bad.status_code == 200 and get_settings().audit_rate == 0.05
     unknown = admin.post(reverse("moderation-settings"), {**form, "audit_sampling": "by_mood"})

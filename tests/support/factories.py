@@ -1,6 +1,6 @@
 """Rows as the desk's own code leaves them, made straight in the database; no model is needed to make any of them.
 
-Users, listings, images, decisions, model versions and training examples.
+Users, listings (taken down ones too), images, decisions, model versions and training examples.
 """
 
 import hashlib
@@ -185,3 +185,22 @@ def shuffle_training_labels(seed: int = 7) -> None:
         for row, new_label in zip(rows, new_labels, strict=True):
             row.label = new_label
             row.save(update_fields=["label"])
+
+
+def taken_down_listing(*, moderator, client=None, images: int = 1, external_id: str | None = None) -> Listing:
+    """A listing of `images` flagged photos, each confirmed by `moderator` through the review service (taken down)."""
+    from moderation.services import review
+
+    listing = Listing.objects.create(
+        client=client or Client.objects.desk(),
+        external_id=external_id or f"ad-{next(_counter)}",
+        title="Wool coat",
+        description="Size M",
+        status=ListingStatus.IN_REVIEW,
+    )
+    for _ in range(images):
+        image = make_flagged(listing=listing, with_file=True)
+        review.claim_item(user=moderator, image_id=image.pk)
+        review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.CONFIRM)
+    listing.refresh_from_db()
+    return listing

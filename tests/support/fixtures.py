@@ -33,6 +33,22 @@ def frozen_clock():
 
 
 @pytest.fixture
+def moderator(db):
+    """A moderator named "first": in the appeals tests, the one whose decisions are appealed."""
+    from tests.support.factories import make_moderator
+
+    return make_moderator("first")
+
+
+@pytest.fixture
+def reviewer(db):
+    """A second moderator, "second", who may decide appeals of the first one's decisions."""
+    from tests.support.factories import make_moderator
+
+    return make_moderator("second")
+
+
+@pytest.fixture
 def published(monkeypatch) -> Published:
     """Every task the outbox publishes in this test, recorded by name instead of sent to Redis."""
     recorder = Published()
