@@ -4,17 +4,24 @@ Roles are Django groups so an operator can grant them in the admin without code.
 (a staff account can already reach the admin) and admins can do everything a moderator can.
 """
 
+import time
 from functools import wraps
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.urls import reverse
 
 MODERATORS = "moderators"
 ADMINS = "admins"
 
-# The admins group may manage these apps' rows in the Django admin without being superusers.
-ADMIN_APP_LABELS = ("moderation", "auth", "django_celery_beat")
+# The admins group may manage these apps' rows in the Django admin without being superusers: never `auth` (an admin
+# who could edit users could make anyone a superuser) and never keys (a key is a credential acting as an account).
+ADMIN_APP_LABELS = ("moderation", "django_celery_beat")
+SUPERUSER_ONLY_MODELS = ("clientkey",)
 
 
 def _in_group(user, name: str) -> bool:
@@ -44,7 +51,10 @@ def ensure_groups() -> tuple[Group, Group]:
     """Create both role groups (idempotent) and give admins the model permissions the Django admin needs."""
     moderators, _ = Group.objects.get_or_create(name=MODERATORS)
     admins, _ = Group.objects.get_or_create(name=ADMINS)
-    admins.permissions.add(*Permission.objects.filter(content_type__app_label__in=ADMIN_APP_LABELS))
+    granted = Permission.objects.filter(content_type__app_label__in=ADMIN_APP_LABELS).exclude(
+        content_type__model__in=SUPERUSER_ONLY_MODELS
+    )
+    admins.permissions.set(granted)
     return moderators, admins
 
 
@@ -67,3 +77,28 @@ def _role_required(check):
 
 moderator_required = _role_required(is_moderator)
 admin_required = _role_required(is_admin)
+
+
+def signed_in_recently(request) -> bool:
+    """Whether this session signed in (or confirmed its password) within `VIGIA_REAUTH_MINUTES`."""
+    from moderation.signals import AUTH_TIME_KEY
+
+    stamped = request.session.get(AUTH_TIME_KEY)
+    return stamped is not None and time.time() - float(stamped) <= settings.VIGIA_REAUTH_MINUTES * 60
+
+
+def recent_login_required(view):
+    """For sensitive changes (settings, model activation): a sign-in older than N minutes confirms the password.
+
+    The change is not made; the admin is sent to confirm the password and then back to the page, where they submit
+    it again, so a session left open on a shared screen cannot change thresholds or promote a model.
+    """
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method == "POST" and not signed_in_recently(request):
+            back = request.META.get("HTTP_REFERER") or request.get_full_path()
+            return redirect(f"{reverse('reauth')}?{urlencode({'next': back})}")
+        return view(request, *args, **kwargs)
+
+    return wrapper

@@ -58,10 +58,12 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "moderation",
 ]
 
 MIDDLEWARE = [
+    "moderation.uploads.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -71,7 +73,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "moderation.middleware.ContentSecurityPolicyMiddleware",
+    "moderation.requestcontext.RequestContextMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login before the view runs.
+    "axes.middleware.AxesMiddleware",
 ]
+# Behind N proxies that append to X-Forwarded-For, the caller's address is the Nth from the end (0: REMOTE_ADDR).
+VIGIA_TRUSTED_PROXIES = env_int("VIGIA_TRUSTED_PROXIES", 0)
 
 ROOT_URLCONF = "moderation.urls"
 
@@ -138,6 +145,23 @@ STORAGES = {
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 
+# Sign-in: django-axes first, so a locked-out user or address is refused before a password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# After VIGIA_LOGIN_FAILURE_LIMIT failed logins, that username, and separately that address, wait
+# VIGIA_LOGIN_LOCKOUT_MINUTES; a success resets the count.
+AXES_FAILURE_LIMIT = env_int("VIGIA_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_int("VIGIA_LOGIN_LOCKOUT_MINUTES", 15) / 60
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+AXES_CLIENT_IP_CALLABLE = "moderation.requestcontext.client_ip"
+AXES_VERBOSE = False
+# A session ends after VIGIA_SESSION_IDLE_SECONDS without a request; changing settings or activating a model asks
+# for the password again once the sign-in is older than VIGIA_REAUTH_MINUTES.
+SESSION_COOKIE_AGE = env_int("VIGIA_SESSION_IDLE_SECONDS", 3600)
+SESSION_SAVE_EVERY_REQUEST = True
+VIGIA_REAUTH_MINUTES = env_int("VIGIA_REAUTH_MINUTES", 15)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "queue"
 LOGOUT_REDIRECT_URL = "login"
@@ -147,6 +171,15 @@ VIGIA_MAX_UPLOAD_BYTES = env_int("VIGIA_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 VIGIA_MAX_IMAGE_PIXELS = env_int("VIGIA_MAX_IMAGE_PIXELS", 40_000_000)
 VIGIA_MAX_IMAGES_PER_LISTING = env_int("VIGIA_MAX_IMAGES_PER_LISTING", 10)
 DATA_UPLOAD_MAX_NUMBER_FILES = VIGIA_MAX_IMAGES_PER_LISTING
+# A whole request: every image at its limit plus the form fields. Refused from Content-Length before it is read.
+VIGIA_MAX_REQUEST_BYTES = env_int(
+    "VIGIA_MAX_REQUEST_BYTES", VIGIA_MAX_IMAGES_PER_LISTING * VIGIA_MAX_UPLOAD_BYTES + 1024 * 1024
+)
+FILE_UPLOAD_HANDLERS = [
+    "moderation.uploads.LimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
@@ -184,6 +217,16 @@ VIGIA_WEBHOOK_ALLOW_PRIVATE = env_bool("VIGIA_WEBHOOK_ALLOW_PRIVATE", False)
 VIGIA_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("VIGIA_WEBHOOK_TIMEOUT_SECONDS", "15"))
 # An endpoint failing without a single success for this long is disabled (and shown on the settings page).
 VIGIA_WEBHOOK_DISABLE_AFTER_SECONDS = env_int("VIGIA_WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600)
+
+# Shared state every web worker sees: API request counts (rate limits). Redis, on the broker's server.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "vigia-cache",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
@@ -247,6 +290,14 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "moderation.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Per client (all its keys together; a desk session counts as the desk's client): one marketplace cannot fill
+    # every web worker. Scoring one photo costs a forward pass, so it has a much lower rate of its own.
+    "DEFAULT_THROTTLE_CLASSES": ["moderation.api.throttling.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "client": os.environ.get("VIGIA_API_RATE", "1200/min"),
+        "score": os.environ.get("VIGIA_SCORE_RATE", "60/min"),
+        "anonymous": os.environ.get("VIGIA_ANONYMOUS_RATE", "120/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Vigia moderation API",

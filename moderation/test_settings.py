@@ -19,3 +19,5 @@ WHITENOISE_USE_FINDERS = True
 # Embedding decided images needs a backbone; the tests that exercise it turn it on, the rest record decisions
 # without queueing work no worker of theirs would consume.
 VIGIA_EMBED_DECISIONS = False
+# Rate-limit counts per test process, emptied before each test (tests.support.fixtures); production shares Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("moderation.urls_appeals")),
     path("training/", include("moderation.urls_training")),
     path("clients/", include("moderation.urls_clients")),
+    path("audit/", include("moderation.urls_audit")),
 ]

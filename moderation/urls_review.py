@@ -3,12 +3,13 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from moderation.views import review
+from moderation.views import account, review
 
 urlpatterns = [
     path("", review.queue_view, name="queue"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("reauth/", account.reauth_view, name="reauth"),
     path("review/next/", review.next_item, name="review-next"),
     path("review/<int:pk>/", review.item_view, name="review-item"),
     path("review/<int:pk>/decide/", review.decide_view, name="review-decide"),

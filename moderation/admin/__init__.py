@@ -1,7 +1,8 @@
 """Django admin for every model: an operator's view of raw state, for support and audits.
 
-One module a concern: `pipeline` (listings, images, scores, decisions, training, settings) and `clients` (clients,
-keys, events, the outbox). Django finds the admin through this package's imports.
+One module a concern: `pipeline` (listings, images, scores, decisions, training, settings), `clients` (clients,
+keys, events, the outbox), `accounts` (users and groups, audited) and `audit`. Django finds them through this
+package's imports.
 """
 
-from moderation.admin import clients, pipeline  # noqa: F401 - importing registers the model admins
+from moderation.admin import accounts, audit, clients, pipeline  # noqa: F401 - importing registers the admins

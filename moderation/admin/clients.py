@@ -9,27 +9,11 @@ from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
+from moderation.admin.base import ReadOnlyAdmin
 from moderation.models import Client, ClientKey, Event, IdempotencyRecord, OutboxMessage
-
 
 # The library's own key model is unused: client keys are `ClientKey` rows (below).
 admin.site.unregister(APIKey)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History: listed and shown, never added, changed or deleted through the admin."""
-
-    def has_add_permission(self, request):
-        """Refuse: rows are written by the desk's services."""
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        """Refuse: history is not edited."""
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        """Refuse: history is not deleted."""
-        return False
 
 
 @admin.register(Client)

@@ -5,10 +5,12 @@ admin shows those fields read-only and leaves changes to the desk's own pages, e
 claim fields an operator may need to clear by hand.
 """
 
+from django import forms
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from moderation.admin.base import ReadOnlyAdmin
 from moderation.models import (
     Appeal,
     Decision,
@@ -21,6 +23,9 @@ from moderation.models import (
     TrainingRun,
     TrainingState,
 )
+from moderation.services.examples import deactivate_example
+from moderation.services.listings import withdraw_listing
+from moderation.services.settings import update_settings
 
 TIMESTAMPS = ("created_at",)
 
@@ -47,6 +52,18 @@ class ListingAdmin(admin.ModelAdmin):
     raw_id_fields = ("submitted_by",)
     date_hierarchy = "created_at"
     inlines = [ListingImageInline]
+    actions = ["withdraw"]
+
+    def has_delete_permission(self, request, obj=None):
+        """Refuse: a listing is withdrawn, never deleted; its decisions and examples are history."""
+        return False
+
+    @admin.action(description="Withdraw the selected listings (their undecided photos leave the queue)")
+    def withdraw(self, request, queryset):
+        """Withdraw each selected listing through the listing service (audited, events sent)."""
+        for listing_id in queryset.values_list("pk", flat=True):
+            withdraw_listing(listing_id=listing_id)
+        self.message_user(request, f"{queryset.count()} listing(s) withdrawn.")
 
 
 class ScoreInline(admin.TabularInline):
@@ -130,9 +147,13 @@ class ListingImageAdmin(admin.ModelAdmin):
         # Images come in through the API or the upload page, where they are validated and re-encoded.
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        """Refuse: an image's scores and decisions are history."""
+        return False
+
 
 @admin.register(Score)
-class ScoreAdmin(admin.ModelAdmin):
+class ScoreAdmin(ReadOnlyAdmin):
     """Scores, read-only: only the scoring service writes them."""
 
     list_display = ("image", "model_version", "prohibited_probability", "prohibited_label", "created_at")
@@ -148,13 +169,9 @@ class ScoreAdmin(admin.ModelAdmin):
         "created_at",
     )
 
-    def has_add_permission(self, request):
-        """Refuse: scores come from the model only."""
-        return False
-
 
 @admin.register(Decision)
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(ReadOnlyAdmin):
     """Decisions, read-only, searchable by image, listing, moderator and note."""
 
     list_display = ("image", "outcome", "policy_category", "moderator", "label", "was_audit", "created_at", "undone_at")
@@ -180,11 +197,6 @@ class DecisionAdmin(admin.ModelAdmin):
         "appeal",
     )
 
-    def has_add_permission(self, request):
-        """Refuse: decisions are made on the review desk."""
-        # Decisions are made on the review desk, where claims, training data and listing status stay consistent.
-        return False
-
 
 @admin.register(ModerationSettings)
 class ModerationSettingsAdmin(admin.ModelAdmin):
@@ -202,21 +214,73 @@ class ModerationSettingsAdmin(admin.ModelAdmin):
         """Refuse: the desk always needs its settings row."""
         return False
 
+    def save_model(self, request, obj, form, change):
+        """Save through the settings service, so a change made here is audited like one made on the desk."""
+        update_settings(values={name: form.cleaned_data[name] for name in form.changed_data})
+
+
+class DeactivateExampleForm(forms.ModelForm):
+    """The one change an example takes by hand: deactivation, with the reason it is audited with."""
+
+    reason = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="Why it must not train models any more."
+    )
+
+    class Meta:
+        model = TrainingExample
+        fields = ["active"]
+
+    def clean(self):
+        """Refuse reactivation here and a deactivation without a reason."""
+        cleaned = super().clean()
+        if self.instance.active is False and cleaned.get("active"):
+            raise forms.ValidationError("A deactivated example is not reactivated by hand; a new decision makes one.")
+        if self.instance.active and cleaned.get("active") is False and not (cleaned.get("reason") or "").strip():
+            raise forms.ValidationError("Say why the example is deactivated.")
+        return cleaned
+
 
 @admin.register(TrainingExample)
 class TrainingExampleAdmin(admin.ModelAdmin):
-    """Training examples, filterable by source, label, holdout and whether they are still active."""
+    """Training examples, filterable by source, label, holdout and state; only deactivation (with a reason) is
+    allowed, since an edited label or holdout flag would silently poison training or move the holdout."""
 
+    form = DeactivateExampleForm
     list_display = ("sha256", "label", "source", "is_holdout", "active", "moderator", "used_in_run", "created_at")
     list_filter = ("source", "label", "is_holdout", "active")
     search_fields = ("sha256", "label", "path")
     list_select_related = ("moderator", "used_in_run")
-    raw_id_fields = ("image", "decision", "moderator", "used_in_run")
-    readonly_fields = TIMESTAMPS
+    readonly_fields = (
+        "sha256",
+        "path",
+        "label",
+        "source",
+        "image",
+        "decision",
+        "moderator",
+        "is_holdout",
+        "weight",
+        "used_in_run",
+        "created_at",
+    )
+    fields = (*readonly_fields, "active", "reason")
+
+    def has_add_permission(self, request):
+        """Refuse: examples come from decisions and the initial training set's import."""
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        """Refuse: deactivate an example instead; its lineage stays."""
+        return False
+
+    def save_model(self, request, obj, form, change):
+        """Deactivate through the examples service (audited with the reason); nothing else is saved."""
+        if "active" in form.changed_data and not form.cleaned_data["active"]:
+            deactivate_example(example_id=obj.pk, reason=form.cleaned_data["reason"])
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(ReadOnlyAdmin):
     """Training runs, read-only: their state belongs to the training services."""
 
     list_display = ("id", "status", "trigger", "phase", "model_version", "new_examples", "created_at", "finished_at")
@@ -241,11 +305,6 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "heartbeat_at",
     )
 
-    def has_add_permission(self, request):
-        """Refuse: runs are started from the training page."""
-        # Runs are started from the training page so the one-open-run rule and the queue stay in step.
-        return False
-
 
 @admin.register(TrainingState)
 class TrainingStateAdmin(admin.ModelAdmin):
@@ -260,7 +319,7 @@ class TrainingStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ReadOnlyAdmin):
     """Model versions, read-only mirrors of the registry on disk."""
 
     list_display = ("version", "is_active", "activated_at", "training_run", "created_at")
@@ -277,30 +336,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "created_at",
     )
 
-    def has_add_permission(self, request):
-        """Refuse: versions are mirrored from the registry by the model-version services."""
-        # Versions mirror the registry on disk; activation goes through the models page and its service.
-        return False
-
 
 @admin.register(Appeal)
-class AppealAdmin(admin.ModelAdmin):
-    """Sellers' appeals and their outcomes, read-only: the history of who contested what and who decided it."""
+class AppealAdmin(ReadOnlyAdmin):
+    """Sellers' appeals and their outcomes, read-only: decided on the desk's appeal page, where the listing and
+    examples follow; part of the audit trail."""
 
     list_display = ("id", "listing", "client", "status", "created_at", "decided_by", "decided_at")
     list_filter = ("status", "client")
     search_fields = ("listing__external_id", "text", "note")
     list_select_related = ("listing", "client", "decided_by")
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        """Refuse: sellers appeal through the marketplace's API."""
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        """Refuse: appeals are decided on the desk's appeal page, where the listing and examples follow."""
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        """Refuse: an appeal is part of the audit trail."""
-        return False

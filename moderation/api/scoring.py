@@ -10,6 +10,7 @@ from classifier.scoring import NoActiveModel
 from moderation import worker
 from moderation.api import serializers
 from moderation.api.errors import ERRORS, ApiError
+from moderation.api.throttling import ClientRateThrottle, ScoreRateThrottle
 from moderation.selectors.health import check_health
 from moderation.validation import validate_image
 
@@ -19,6 +20,7 @@ class ScoreView(APIView):
 
     parser_classes = [MultiPartParser]
     permission_classes = [IsAuthenticated]
+    throttle_classes = [ClientRateThrottle, ScoreRateThrottle]
 
     @extend_schema(
         operation_id="score_image",

@@ -6,6 +6,7 @@ module a concern; everything is importable from `moderation.models`, where Djang
 """
 
 from moderation.models.appeals import APPEAL_TEXT_LIMIT, Appeal, AppealStatus
+from moderation.models.audit import AuditAction, AuditEntry
 from moderation.models.clients import DESK_CLIENT_NAME, Client, ClientKey, IdempotencyRecord
 from moderation.models.events import Event, EventRelayState, EventType, OutboxMessage
 from moderation.models.listings import ImageStatus, Listing, ListingImage, ListingStatus, Score
@@ -28,6 +29,8 @@ __all__ = [
     "DESK_CLIENT_NAME",
     "OPEN_RUN_STATUSES",
     "Appeal",
+    "AuditAction",
+    "AuditEntry",
     "AppealStatus",
     "Client",
     "ClientKey",

@@ -10,7 +10,8 @@ from datetime import datetime
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from moderation.models import Client, ClientKey
+from moderation.models import AuditAction, Client, ClientKey
+from moderation.services import audit
 
 
 class ClientError(ValueError):
@@ -21,14 +22,41 @@ def get_or_create_client(*, name: str, description: str = "") -> tuple[Client, b
     """The client called `name`, created (active) when it does not exist yet."""
     if not name or not name.strip():
         raise ClientError("A client needs a name.")
-    return Client.objects.get_or_create(name=name.strip(), defaults={"description": description})
+    client, created = Client.objects.get_or_create(name=name.strip(), defaults={"description": description})
+    if created:
+        audit.record(action=AuditAction.CLIENT_CREATED, obj=client, after={"name": client.name})
+    return client, created
+
+
+def set_client_active(*, client_id: int, active: bool) -> Client:
+    """Activate or deactivate a client: an inactive client's keys are refused with 401."""
+    with transaction.atomic():
+        client = Client.objects.select_for_update().get(pk=client_id)
+        if client.is_active != active:
+            before = client.is_active
+            client.is_active = active
+            client.save(update_fields=["is_active"])
+            audit.record(
+                action=AuditAction.CLIENT_CHANGED, obj=client, before={"is_active": before}, after={"is_active": active}
+            )
+    return client
 
 
 def issue_key(*, client: Client, user, name: str, expires_at: datetime | None = None) -> tuple[ClientKey, str]:
     """A new key of `client` acting as `user`; returns the row and the key itself, which is never stored."""
     if not client.is_active:
         raise ClientError(f"Client {client.name} is inactive; activate it before issuing keys.")
-    return ClientKey.objects.create_key(client=client, user=user, name=name[:50] or "key", expiry_date=expires_at)
+    with transaction.atomic():
+        key, secret = ClientKey.objects.create_key(
+            client=client, user=user, name=name[:50] or "key", expiry_date=expires_at
+        )
+        audit.record(
+            action=AuditAction.KEY_ISSUED,
+            obj=key,
+            object_id=key.prefix,
+            after={"client": client.name, "name": key.name, "acts_as": user.get_username(), "expires": expires_at},
+        )
+    return key, secret
 
 
 def revoke_key(*, key_id: str) -> ClientKey:
@@ -38,12 +66,16 @@ def revoke_key(*, key_id: str) -> ClientKey:
         if not key.revoked:
             key.revoked = True
             key.save(update_fields=["revoked"])
+            audit.record(action=AuditAction.KEY_REVOKED, obj=key, object_id=key.prefix, after={"revoked": True})
     return key
 
 
 def revoke_keys_of(*, client: Client, user) -> int:
     """Revoke every live key `user` holds for `client` (what `create_api_token --rotate` does first)."""
-    return ClientKey.objects.filter(client=client, user=user, revoked=False).update(revoked=True)
+    keys = list(ClientKey.objects.filter(client=client, user=user, revoked=False).values_list("pk", flat=True))
+    for key_id in keys:
+        revoke_key(key_id=key_id)
+    return len(keys)
 
 
 def api_user(username: str):

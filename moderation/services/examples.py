@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings as django_settings
+from django.db import transaction
 
-from moderation.models import Decision, ExampleSource, TrainingExample
+from moderation.models import AuditAction, Decision, ExampleSource, TrainingExample
 from moderation.selectors.settings import get_settings
+from moderation.services import audit
 from moderation.services.labels import label_for_outcome
 
 
@@ -97,6 +99,29 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
     example.active = True
     example.weight = weight
     example.save(update_fields=["label", "path", "image", "decision", "moderator", "active", "weight"])
+    return example
+
+
+def deactivate_example(*, example_id: int, reason: str) -> TrainingExample:
+    """Stop training on one example for a stated reason (audited); the only change an example ever gets by hand.
+
+    Examples are never relabelled in place: a wrong label is corrected by a new decision (or an appeal), which
+    keeps the lineage. Deactivating one that is already inactive changes nothing.
+    """
+    if not reason or not reason.strip():
+        raise ValueError("Say why the example is deactivated.")
+    with transaction.atomic():
+        example = TrainingExample.objects.select_for_update().get(pk=example_id)
+        if example.active:
+            example.active = False
+            example.save(update_fields=["active"])
+            audit.record(
+                action=AuditAction.EXAMPLE_DEACTIVATED,
+                obj=example,
+                before={"active": True, "label": example.label, "is_holdout": example.is_holdout},
+                after={"active": False},
+                note=reason.strip(),
+            )
     return example
 
 

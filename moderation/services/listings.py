@@ -7,8 +7,8 @@ the same transaction as the image change that caused it.
 from django.db import transaction
 
 from moderation import clock
-from moderation.models import ImageStatus, Listing, ListingImage, ListingStatus
-from moderation.services import events
+from moderation.models import AuditAction, ImageStatus, Listing, ListingImage, ListingStatus
+from moderation.services import audit, events
 
 #: Images whose fate is still open: withdrawing their listing takes them out of the pipeline.
 UNDECIDED = (ImageStatus.PENDING, ImageStatus.FLAGGED, ImageStatus.FAILED)
@@ -54,5 +54,6 @@ def withdraw_listing(*, listing_id: int) -> Listing:
                 status=ImageStatus.WITHDRAWN, withdrawn_at=now, claimed_by=None, claim_expires_at=None
             )
             refresh_listing_status(listing.pk)
+            audit.record(action=AuditAction.LISTING_WITHDRAWN, obj=listing, after={"withdrawn_at": now})
     listing.refresh_from_db()
     return listing

@@ -11,7 +11,8 @@ from django.conf import settings as django_settings
 from django.db import transaction
 
 from moderation import clock
-from moderation.models import ModelVersion, TrainingRun
+from moderation.models import AuditAction, ModelVersion, TrainingRun
+from moderation.services import audit
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,17 @@ def sync_models() -> dict:
     return {"versions": len(infos), "active": active}
 
 
-def activate_version(*, version: str, rescore: bool = True) -> ModelVersion:
-    """Make `version` the one every worker serves (promotion and rollback alike).
+def activate_version(*, version: str, rescore: bool = True, note: str = "") -> ModelVersion:
+    """Make `version` the one every worker serves (promotion and rollback alike), and audit it.
 
     Call inside or outside a transaction; re-scoring of open images is queued only after the commit, so it
-    never runs against a version the database does not (yet) call active.
+    never runs against a version the database does not (yet) call active. Going back to the version active
+    before the current one is recorded as a rollback.
     """
     registry = get_registry()
     with transaction.atomic():
+        current = ModelVersion.objects.filter(is_active=True).values_list("version", flat=True).first()
+        earlier = previous_version()
         target = ModelVersion.objects.select_for_update().filter(version=version).first()
         if target is None:
             info = next((item for item in registry.versions() if item.version == version), None)
@@ -83,6 +87,14 @@ def activate_version(*, version: str, rescore: bool = True) -> ModelVersion:
         target.activated_at = clock.now()
         target.save(update_fields=["is_active", "activated_at"])
         registry.activate(version)
+        rollback = earlier is not None and earlier.pk == target.pk
+        audit.record(
+            action=AuditAction.MODEL_ROLLED_BACK if rollback else AuditAction.MODEL_ACTIVATED,
+            obj=target,
+            before={"active": current},
+            after={"active": version},
+            note=note,
+        )
         if rescore:
             transaction.on_commit(_rescore_open_images)
     return target

@@ -11,10 +11,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from moderation import clock
-from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingImage, PolicyCategory
+from moderation.models import AuditAction, Decision, DecisionOutcome, ImageStatus, ListingImage, PolicyCategory
 from moderation.selectors.queue import QUEUE_ORDER, UNDO_WINDOW
 from moderation.selectors.settings import get_settings
-from moderation.services import events
+from moderation.services import audit, events
 from moderation.services.labels import label_for_outcome
 from moderation.services.listings import refresh_listing_status
 from moderation.services.training.trigger import record_decision, withdraw_decision
@@ -172,6 +172,18 @@ def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note
         events.image_decided(decision=decision)
         refresh_listing_status(image.listing_id)
         record_decision(decision=decision)
+        audit.record(
+            action=AuditAction.DECISION_MADE,
+            obj=decision,
+            actor=user,
+            after={
+                "image": image.pk,
+                "outcome": outcome,
+                "policy_category": decision.policy_category,
+                "label": decision.label,
+            },
+            note=note,
+        )
         return decision
 
 
@@ -204,4 +216,11 @@ def undo_decision(*, user, decision_id: int) -> ListingImage:
         events.decision_undone(decision=decision)
         refresh_listing_status(image.listing_id)
         withdraw_decision(decision=decision)
+        audit.record(
+            action=AuditAction.DECISION_UNDONE,
+            obj=decision,
+            actor=user,
+            before={"outcome": decision.outcome},
+            after={"undone_at": decision.undone_at},
+        )
         return image

@@ -10,10 +10,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from moderation.models import ModerationSettings
-from moderation.permissions import admin_required
+from moderation.permissions import admin_required, recent_login_required
 from moderation.selectors import training as selectors
 from moderation.selectors.models import active_model_labels
 from moderation.selectors.settings import get_settings
+from moderation.services.settings import update_settings
 
 THRESHOLD_PREFIX = "threshold__"
 
@@ -59,10 +60,10 @@ class SettingsForm(forms.ModelForm):
         """Every field of the settings row itself, in the order of `Meta.fields`."""
         return [self[name] for name in self.fields if not name.startswith(THRESHOLD_PREFIX)]
 
-    def save(self, commit=True):
-        """Save the row with the per-label fields folded into `thresholds`; an empty one removes that label's entry."""
-        instance = super().save(commit=False)
-        thresholds = dict(instance.thresholds)
+    def values(self) -> dict:
+        """The form's fields as the settings service takes them: each field, and `thresholds` as one dict."""
+        values = {name: value for name, value in self.cleaned_data.items() if not name.startswith(THRESHOLD_PREFIX)}
+        thresholds = dict(self.instance.thresholds)
         for name, value in self.cleaned_data.items():
             if name.startswith(THRESHOLD_PREFIX):
                 label = name.removeprefix(THRESHOLD_PREFIX)
@@ -70,10 +71,8 @@ class SettingsForm(forms.ModelForm):
                     thresholds.pop(label, None)
                 else:
                     thresholds[label] = value
-        instance.thresholds = thresholds
-        if commit:
-            instance.save()
-        return instance
+        values["thresholds"] = thresholds
+        return values
 
 
 def _prohibited_labels(settings_row: ModerationSettings) -> list[str]:
@@ -98,6 +97,7 @@ def _preview(request, settings_row: ModerationSettings) -> dict | None:
 
 
 @admin_required
+@recent_login_required
 @require_http_methods(["GET", "POST"])
 def settings_view(request):
     """Let an admin change the settings, next to the trigger's progress and a preview of what a threshold would do."""
@@ -106,7 +106,7 @@ def settings_view(request):
     if request.method == "POST":
         form = SettingsForm(request.POST, instance=settings_row, prohibited_labels=prohibited)
         if form.is_valid():
-            form.save()
+            update_settings(values=form.values())
             messages.success(request, "Settings saved.")
             return redirect("moderation-settings")
     else:

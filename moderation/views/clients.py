@@ -18,7 +18,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from moderation.models import Client, ClientKey
 from moderation.permissions import admin_required
 from moderation.selectors.clients import client_keys, client_list
-from moderation.services.clients import ClientError, api_user, get_or_create_client, issue_key, revoke_key
+from moderation.services.clients import (
+    ClientError,
+    api_user,
+    get_or_create_client,
+    issue_key,
+    revoke_key,
+    set_client_active,
+)
 
 
 class ClientForm(forms.Form):
@@ -86,8 +93,7 @@ def client_detail_view(request, pk: int):
 def client_toggle_view(request, pk: int):
     """Activate or deactivate a client: an inactive client's keys are refused with 401."""
     client = get_object_or_404(Client, pk=pk)
-    client.is_active = not client.is_active
-    client.save(update_fields=["is_active"])
+    client = set_client_active(client_id=client.pk, active=not client.is_active)
     messages.success(request, f"Client {client.name} is now {'active' if client.is_active else 'inactive'}.")
     return redirect("client-detail", pk=client.pk)
 

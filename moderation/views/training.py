@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from moderation.models import OPEN_RUN_STATUSES, ModelVersion, TrainingRun, TrainingTrigger
-from moderation.permissions import admin_required
+from moderation.permissions import admin_required, recent_login_required
 from moderation.selectors import training as selectors
 from moderation.selectors.serving import serving_report
 from moderation.services import model_versions
@@ -107,6 +107,7 @@ def version_detail_view(request, version: str):
 
 
 @admin_required
+@recent_login_required
 @require_POST
 def activate_view(request, version: str):
     """Let an admin activate a version (promote or roll back); scoring workers switch to it within seconds."""

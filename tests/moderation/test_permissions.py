@@ -150,12 +150,19 @@ MATRIX: dict[str, Case] = {
             "object_id": o["listing"].pk,
         },
     ),
-    "admin:auth_user_password_change": Case(expect=roles(302, 302, 302, 200), kwargs=lambda o: {"id": o["user"].pk}),
+    "admin:auth_user_password_change": Case(expect=roles(302, 302, 302, 403), kwargs=lambda o: {"id": o["user"].pk}),
+    # Confirming the password before a sensitive change: any signed-in user.
+    "reauth": Case(expect=roles(302, 200, 200, 200)),
+    # The audit trail and its exports (moderation/urls_audit.py): admins.
+    "audit": admin_page(),
+    "audit-export": admin_page(),
+    "decisions-export": admin_page(),
 }
 
 # Rows only services create (pipeline state) have no "add" in the admin; the settings row is never deleted.
 ADMIN_NO_ADD = {
     "moderation_appeal",
+    "moderation_auditentry",
     "moderation_listingimage",
     "moderation_score",
     "moderation_decision",
@@ -163,6 +170,7 @@ ADMIN_NO_ADD = {
     "moderation_trainingstate",
     "moderation_modelversion",
     "moderation_moderationsettings",
+    "moderation_trainingexample",
     # History, and keys: superusers only (the matrix's admin is a staff member of the admins group).
     "moderation_event",
     "moderation_idempotencyrecord",
@@ -171,12 +179,30 @@ ADMIN_NO_ADD = {
 }
 ADMIN_NO_DELETE = {
     "moderation_moderationsettings",
+    "moderation_auditentry",
+    "moderation_listing",
+    "moderation_listingimage",
+    "moderation_score",
+    "moderation_decision",
+    "moderation_trainingexample",
+    "moderation_trainingrun",
+    "moderation_modelversion",
     "moderation_appeal",
     "moderation_client",
     "moderation_event",
     "moderation_idempotencyrecord",
     "moderation_outboxmessage",
     "moderation_clientkey",
+}
+# Users, groups, keys and login lockouts are for superusers only: an admin who could edit users could make anyone
+# a superuser, a key is a credential acting as an account, and unlocking an account is a security decision.
+SUPERUSER_ONLY = {
+    "auth_user",
+    "auth_group",
+    "moderation_clientkey",
+    "axes_accessattempt",
+    "axes_accesslog",
+    "axes_accessfailurelog",
 }
 ADMIN_MODEL_VIEW = re.compile(r"^admin:(?P<model>\w+?)_(?P<view>changelist|add|change|delete|history)$")
 
@@ -191,6 +217,19 @@ def admin_model_case(name: str) -> Case | None:
     if model is None:
         return None
     view = match["view"]
+    if match["model"] in SUPERUSER_ONLY:
+        # The matrix's admin is not a superuser; permissions are checked before a row is looked up, except by the
+        # history view, which sends staff back to the index for a missing row first.
+        def account_status(model=model, view=view):
+            return 302 if view == "history" and not model._default_manager.exists() else 403
+
+        def account_kwargs(objects, model=model, view=view):
+            if view in ("changelist", "add"):
+                return {}
+            row = model._default_manager.order_by("pk").first()
+            return {"object_id": row.pk if row else 0}
+
+        return Case(expect=roles(302, 302, 302, account_status), kwargs=account_kwargs)
     if view == "changelist":
         return Case(expect=roles(302, 302, 302, 200))
     if view == "add":

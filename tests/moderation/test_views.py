@@ -251,10 +251,10 @@ def test_listing_pages_show_images_scores_and_decisions(mod_client, moderator):
 def test_nav_shows_admin_links_only_to_admins(client):
     call_command("create_moderator", "boss", "--password", "pw-boss-123", "--admin")
     call_command("create_moderator", "mod", "--password", "pw-mod-123")
-    client.login(username="mod", password="pw-mod-123")
+    client.force_login(get_user_model().objects.get(username="mod"))
     mod_html = client.get(reverse("queue")).content.decode()
     assert reverse("admin:index") not in mod_html
-    client.login(username="boss", password="pw-boss-123")
+    client.force_login(get_user_model().objects.get(username="boss"))
     admin_html = client.get(reverse("queue")).content.decode()
     assert reverse("admin:index") in admin_html
 
@@ -280,7 +280,7 @@ def test_create_moderator_creates_updates_and_generates_passwords(capsys):
 @pytest.mark.django_db
 def test_admin_changelists_render_for_every_model(client):
     call_command("create_moderator", "boss", "--password", "pw-boss-123", "--admin")
-    client.login(username="boss", password="pw-boss-123")
+    client.force_login(get_user_model().objects.get(username="boss"))
     image = make_flagged()
     Score.objects.create(image=image, model_version="v1", probabilities={"a": 1.0}, prohibited_probability=1.0)
     for model in (
@@ -366,9 +366,9 @@ def test_nav_links_the_admin_pages_only_for_admins(client):
     call_command("create_moderator", "mod", "--password", "pw-mod-123")
     names = ("training-runs", "model-versions", "moderation-settings")
     urls = [reverse(name) for name in names]
-    client.login(username="mod", password="pw-mod-123")
+    client.force_login(get_user_model().objects.get(username="mod"))
     mod_html = client.get(reverse("queue")).content.decode()
     assert not any(f'href="{url}"' in mod_html for url in urls)
-    client.login(username="boss", password="pw-boss-123")
+    client.force_login(get_user_model().objects.get(username="boss"))
     admin_html = client.get(reverse("queue")).content.decode()
     assert all(f'href="{url}"' in admin_html for url in urls)

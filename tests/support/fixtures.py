@@ -179,3 +179,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if WORKER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.worker)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Every test starts with no rate-limit counts (the test settings keep them in this process's memory)."""
+    from django.core.cache import cache
+
+    cache.clear()

@@ -248,4 +248,4 @@ def _train_and_gate(run: TrainingRun) -> None:
         locked.finished_at = clock.now()
         locked.save()
         if verdict.promote:
-            activate_version(version=version)
+            activate_version(version=version, note=f"Promoted by the gate (training run {run.pk}): {verdict.reason}")

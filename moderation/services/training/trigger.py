@@ -11,9 +11,18 @@ import logging
 from django.conf import settings as django_settings
 from django.db import IntegrityError, transaction
 
-from moderation.models import Decision, DecisionOutcome, TrainingRun, TrainingRunStatus, TrainingState, TrainingTrigger
+from moderation.models import (
+    AuditAction,
+    Decision,
+    DecisionOutcome,
+    TrainingRun,
+    TrainingRunStatus,
+    TrainingState,
+    TrainingTrigger,
+)
 from moderation.selectors.settings import get_settings
 from moderation.selectors.training import new_example_count
+from moderation.services import audit
 from moderation.services.examples import ExampleLabelUnknown, deactivate_decision_example, upsert_decision_example
 from moderation.services.training.embedding import queue_embedding
 from moderation.services.training.runs import dispatch_run
@@ -98,6 +107,7 @@ def request_training(*, trigger: str = TrainingTrigger.MANUAL, user=None, dispat
         state = _locked_state()
         run = _create_run(state, trigger, user, dispatch=dispatch)
         state.save()
+        audit.record(action=AuditAction.TRAINING_REQUESTED, obj=run, actor=user, after={"trigger": trigger})
     return run
 
 
