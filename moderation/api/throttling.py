@@ -7,6 +7,7 @@ cache be unreachable, requests are let through rather than refused: a Redis outa
 
 import logging
 
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from moderation.models import ClientKey
@@ -18,6 +19,10 @@ class ClientRateThrottle(SimpleRateThrottle):
     """`VIGIA_API_RATE` per client (all its keys together), per desk user for sessions, per address for others."""
 
     scope = "client"
+
+    def get_rate(self):
+        """The scope's rate as configured now (DRF copies the rates once at import; settings may change)."""
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
     def get_cache_key(self, request, view):
         """Whom the request counts against: its client, its signed-in user, or (anonymous) its address."""
