@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from moderation.devstack.processes import DevstackError, ProcessSpec, pid_alive, process_name, spawn, stop_pid
 
@@ -61,16 +63,19 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedRedis:
-    """A private Redis server for one run: loopback TCP on a free port, no persistence, stopped by PID.
+    """A private Redis server for one run: loopback TCP on a free port, a password, no persistence, stopped by PID.
 
-    Files live under `directory` (log and pid file). A pid file left by a run that was killed is used to stop
-    that stale server before a new one starts, so crashes do not accumulate servers.
+    Files live under `directory` (log, pid file, and the config holding the password, mode 0600, so the password is
+    not on the process's command line for other users to read). A generated password unless one is given: loopback
+    is reachable by every local user, and Celery workers trust what the broker hands them. A pid file left by a run
+    that was killed is used to stop that stale server before a new one starts, so crashes do not accumulate servers.
     """
 
-    def __init__(self, directory: Path, port: int | None = None, host: str = "127.0.0.1"):
+    def __init__(self, directory: Path, port: int | None = None, host: str = "127.0.0.1", password: str | None = None):
         self.directory = Path(directory)
         self.host = host
         self.port = port
+        self.password = password or secrets.token_urlsafe(24)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -84,11 +89,16 @@ class EmbeddedRedis:
         return self.directory / "redis.log"
 
     @property
+    def config_file(self) -> Path:
+        """The server's config: its password, readable by this user only."""
+        return self.directory / "redis.conf"
+
+    @property
     def url(self) -> str:
-        """The server's URL (database 0); only known once it was started."""
+        """The server's URL (database 0, password included); only known once it was started."""
         if self.port is None:
             raise DevstackError("The embedded Redis has not been started.")
-        return f"redis://{self.host}:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -111,8 +121,12 @@ class EmbeddedRedis:
         self.stop_stale()
         if self.port is None:
             self.port = free_tcp_port(self.host)
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as config:
+            config.write(f'requirepass "{self.password}"\n')
         command = [
             redis_server_binary(),
+            str(self.config_file),
             "--bind",
             self.host,
             "--port",
@@ -158,6 +172,15 @@ class EmbeddedRedis:
         self.stop()
 
 
+def masked(url: str) -> str:
+    """`url` with its password replaced by asterisks, for logs and banners."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 @contextlib.contextmanager
 def redis_for_run(
     configured_url: str | None, var_dir: Path, log: Callable[[str], None] = print
@@ -168,13 +191,13 @@ def redis_for_run(
     """
     url = configured_url or DEFAULT_REDIS_URL
     if redis_answers(url):
-        log(f"Using Redis at {url}")
+        log(f"Using Redis at {masked(url)}")
         yield url, None
         return
     embedded = EmbeddedRedis(Path(var_dir) / "redis")
-    log(f"No Redis answers at {url}; starting an embedded one")
+    log(f"No Redis answers at {masked(url)}; starting an embedded one")
     embedded.start()
-    log(f"Embedded Redis (pid {embedded.pid}) at {embedded.url}")
+    log(f"Embedded Redis (pid {embedded.pid}) at {masked(embedded.url)}")
     try:
         yield embedded.url, embedded
     finally:

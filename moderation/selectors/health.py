@@ -11,7 +11,7 @@ from django.db import connection
 from moderation.broker import broker_client
 from moderation.models import ImageStatus, ListingImage
 from moderation.selectors.models import active_model
-from moderation.selectors.serving import serving_report
+from moderation.selectors.serving import ServingReport, serving_report
 
 
 @dataclass
@@ -90,7 +90,7 @@ def serving(timeout: float) -> dict:
     try:
         return serving_report(timeout=timeout).as_dict()
     except Exception as error:  # the database check reports a broken database; this stays informative
-        return {"workers": [], "error": f"{type(error).__name__}: {error}"}
+        return ServingReport(error=f"{type(error).__name__}: {error}").as_dict()
 
 
 def check_health(timeout: float = 1.0) -> Health:
@@ -106,5 +106,5 @@ def check_health(timeout: float = 1.0) -> Health:
     if health.checks["redis"]["ok"]:
         health.serving = serving(timeout)
     else:
-        health.serving = {"workers": [], "error": "Redis is unreachable."}
+        health.serving = ServingReport(error="Redis is unreachable.").as_dict()
     return health

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from moderation.devstack.processes import ProcessExited, ProcessSpec, pid_alive, start_logged, stop_pid
-from moderation.devstack.redis import EmbeddedRedis, free_tcp_port, redis_answers, redis_for_run
+from moderation.devstack.redis import EmbeddedRedis, free_tcp_port, masked, redis_answers, redis_for_run
 from moderation.devstack.supervisor import Supervisor
 from tests.support.waiting import wait_until
 
@@ -327,3 +327,19 @@ def test_sqlite_default_uses_immediate_transactions_and_wal_so_desk_processes_wa
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["IMMEDIATE", "wal"]
+
+
+def test_the_embedded_redis_has_a_generated_password_kept_off_its_command_line(tmp_path):
+    import stat
+
+    import redis
+
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        assert server.password and f":{server.password}@" not in masked(server.url)
+        assert redis_answers(server.url)
+        anonymous = redis.Redis(host=server.host, port=server.port, socket_timeout=2)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode(errors="replace")
+        assert server.password not in cmdline
+        assert stat.S_IMODE(server.config_file.stat().st_mode) == 0o600

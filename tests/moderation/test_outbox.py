@@ -108,7 +108,7 @@ def test_redis_stopped_during_an_upload_then_restarted_empty_loses_nothing(tmp_p
             assert OutboxMessage.objects.filter(published_at__isnull=True, task_name=outbox.SCORE_IMAGES).exists()
 
             # Redis comes back on the same port with nothing in it; the worker reconnects by itself.
-            redis_server = EmbeddedRedis(tmp_path / "redis", port=redis_server.port)
+            redis_server = EmbeddedRedis(tmp_path / "redis", port=redis_server.port, password=redis_server.password)
             redis_server.start()
             OutboxMessage.objects.update(created_at=timezone.now() - timedelta(seconds=5))
 
