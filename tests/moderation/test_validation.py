@@ -130,3 +130,12 @@ def test_multi_picture_jpeg_is_accepted_as_its_first_picture():
     assert (result.format, result.extension, result.width, result.height) == ("JPEG", "jpg", 32, 24)
     stored = Image.open(io.BytesIO(result.content))
     assert stored.format == "JPEG" and getattr(stored, "n_frames", 1) == 1
+
+
+def test_formats_that_cost_more_to_decode_have_a_lower_pixel_cap(settings):
+    """15 megapixels are under the cap for a JPEG but over it for a PNG, which costs three times as much to decode;
+    the header alone decides, so nothing is decoded."""
+    settings.VIGIA_MAX_IMAGE_PIXELS = 40_000_000
+    with pytest.raises(ImageValidationError) as refused:
+        validate_image(images.upload(images.bomb_png(width=5000, height=3000), name="big.png"))
+    assert refused.value.code == "too_many_pixels" and "limit for PNG is 13333333" in refused.value.detail
