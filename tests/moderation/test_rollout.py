@@ -114,7 +114,8 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     model_versions.sync_models()
 
     first = upload_red("rollout-1")
-    wait_until(lambda: Score.objects.filter(image=first).exists(), timeout=60, what="the first score", worker=worker)
+    # The first score waits for the child to load TensorFlow and the model, which a loaded machine makes slow.
+    wait_until(lambda: Score.objects.filter(image=first).exists(), timeout=150, what="the first score", worker=worker)
     first.refresh_from_db()
     assert (first.model_version, first.status) == (active_before, ImageStatus.FLAGGED)
 
