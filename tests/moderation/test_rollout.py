@@ -99,7 +99,7 @@ def upload_red(external_id: str) -> ListingImage:
 
 
 @pytest.mark.worker
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(360)
 @pytest.mark.django_db(transaction=True)
 def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_rescored(
     celery_worker_process, settings, tmp_path
