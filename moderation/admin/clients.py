@@ -11,7 +11,6 @@ from rest_framework_api_key.models import APIKey
 
 from moderation.models import Client, ClientKey, Event, IdempotencyRecord, OutboxMessage
 
-
 # The library's own key model is unused: client keys are `ClientKey` rows (below).
 admin.site.unregister(APIKey)
 
