@@ -106,7 +106,7 @@ def test_poison_image_ends_failed_after_max_attempts(delivery):
     # Its neighbour in the first batch was retried on its own and is not harmed.
     assert fine.status == ImageStatus.CLEARED and Score.objects.filter(image=fine).count() == 1
     listing.refresh_from_db()
-    assert listing.status == ListingStatus.IN_REVIEW
+    assert listing.status == ListingStatus.NEEDS_ATTENTION
 
 
 def test_rolled_back_upload_queues_nothing(delivery, monkeypatch):

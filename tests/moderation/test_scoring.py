@@ -116,7 +116,8 @@ def test_a_failing_image_is_isolated_and_retried_then_failed(fake_scorer, queued
     assert (bad.status, bad.attempts) == (ImageStatus.FAILED, max_attempts)
     assert bad.failed_at and "cannot decode" in bad.last_error
     listing.refresh_from_db()
-    assert listing.status == ListingStatus.IN_REVIEW
+    # Nothing moves a failed image on by itself: the listing says it needs a person.
+    assert listing.status == ListingStatus.NEEDS_ATTENTION
 
 
 def test_exhausted_attempts_fail_without_running_the_model(fake_scorer):
