@@ -186,7 +186,13 @@ def test_task_scores_with_this_processs_scorer(fake_scorer, monkeypatch):
     monkeypatch.setattr(worker, "get_scorer", lambda: fake_scorer)
     image = listing_with(RED).images.get()
     ModerationSettings.objects.filter(pk=1).update(audit_rate=0)
-    assert score_images.run([image.pk]) == {"model_version": "v0001", "scored": 1, "failed": [], "retry": []}
+    assert score_images.run([image.pk]) == {
+        "model_version": "v0001",
+        "scored": 1,
+        "failed": [],
+        "retry": [],
+        "deferred": [],
+    }
     assert ListingImage.objects.get(pk=image.pk).status == ImageStatus.FLAGGED
 
 
