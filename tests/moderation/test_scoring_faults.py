@@ -20,12 +20,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _setup(media_root, queued, settings):
+def _setup(media_root, queued, audit_off, settings):
     settings.VIGIA_SCORING_RETRY_SECONDS = 30
     settings.VIGIA_SCORING_RETRY_MAX_SECONDS = 100
-    row = get_settings()
-    row.audit_rate = 0.0
-    row.save()
 
 
 def scored_events(image) -> int:
