@@ -102,6 +102,7 @@ def send_to_review(*, image_id: int, user: AbstractBaseUser) -> ListingImage:
         now = clock.now()
         image.status = ImageStatus.FLAGGED
         image.flagged_at = image.sent_to_review_at = now
+        image.next_attempt_at = None
         image.is_audit, image.audit_probability = False, None
         image.claimed_by, image.claim_expires_at = None, None
         image.save(
@@ -109,6 +110,7 @@ def send_to_review(*, image_id: int, user: AbstractBaseUser) -> ListingImage:
                 "status",
                 "flagged_at",
                 "sent_to_review_at",
+                "next_attempt_at",
                 "is_audit",
                 "audit_probability",
                 "claimed_by",

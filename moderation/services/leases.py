@@ -120,8 +120,10 @@ def mark_failed(image: ListingImage, now: datetime) -> None:
     """Give up on an image (its `last_error` says why) and tell the marketplace; the caller refreshes the listing."""
     image.status = ImageStatus.FAILED
     image.failed_at = now
+    # Nothing retries a failed image by itself: an earlier backoff no longer applies.
+    image.next_attempt_at = None
     image.scoring_lease_key, image.scoring_lease_expires_at = "", None
-    image.save(update_fields=["status", "failed_at", "last_error", *RELEASED_FIELDS])
+    image.save(update_fields=["status", "failed_at", "last_error", "next_attempt_at", *RELEASED_FIELDS])
     events.image_failed(image=image)
 
 

@@ -166,6 +166,19 @@ def test_an_unreadable_stored_file_is_retried_with_backoff_and_its_neighbour_sco
     assert (red.status, red.last_error, red.deferrals) == (ImageStatus.FLAGGED, "", 0)
 
 
+def test_a_failure_after_an_infrastructure_error_ends_the_backoff(fake_scorer, frozen_clock, monkeypatch):
+    image = listing_with(RED).images.get()
+    fail_writes_once(monkeypatch, OperationalError("deadlock detected"))
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer)
+    frozen_clock.advance(seconds=31)
+    fake_scorer.fail_on = {image.file.open("rb").read()}
+    for _ in range(get_settings().max_scoring_attempts):
+        scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer)
+    image.refresh_from_db()
+    assert (image.status, image.next_attempt_at) == (ImageStatus.FAILED, None)
+    assert "cannot decode" in image.last_error
+
+
 def test_images_leased_to_a_task_that_died_wait_for_it_or_for_the_lease_to_run_out(
     fake_scorer, frozen_clock, queued, django_capture_on_commit_callbacks
 ):
@@ -230,3 +243,14 @@ def test_scoring_tasks_have_their_own_short_time_limit(settings):
     assert score_images.soft_time_limit < score_images.time_limit < settings.CELERY_TASK_TIME_LIMIT
     longest = max(settings.CELERY_TASK_TIME_LIMIT, settings.VIGIA_SCORING_TIME_LIMIT)
     assert app.conf.broker_transport_options["visibility_timeout"] > longest
+
+
+def test_a_flagged_image_out_of_rescore_attempts_keeps_its_score_and_its_place_in_the_queue(fake_scorer):
+    image = listing_with(RED).images.get()
+    scoring.score_batch(image_ids=[image.pk], scorer=fake_scorer, rng=never_audit)
+    promoted = type(fake_scorer)(version="v0002")
+    ListingImage.objects.filter(pk=image.pk).update(attempts=get_settings().max_scoring_attempts)
+    outcome = scoring.score_batch(image_ids=[image.pk], scorer=promoted, rng=never_audit)
+    assert (outcome.scored, outcome.failed, promoted.calls) == ([], [], [])
+    image.refresh_from_db()
+    assert (image.status, image.model_version) == (ImageStatus.FLAGGED, "v0001")
