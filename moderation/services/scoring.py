@@ -130,10 +130,10 @@ def score_batch(
     if not claim.batch:
         return outcome
 
-    # The audit plan is one query over recent scores: read once per batch, before the write transaction.
-    plan = audit_plan(row)
     try:
         images = list(held_by(key, claim.batch).order_by("id"))
+        # The audit plan is one query over recent scores: read once per batch, before the write transaction.
+        plan = audit_plan(row)
         forward = _forward_pass(scorer, images)
         written = _write(
             batch=claim.batch, key=key, version=version, forward=forward, scorer=scorer, row=row, rng=rng, plan=plan
