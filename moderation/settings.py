@@ -92,6 +92,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "moderation.context_processors.desk",
             ],
         },
     },
@@ -195,6 +196,14 @@ VIGIA_TRAINING_DATA = Path(os.environ.get("VIGIA_TRAINING_DATA", VAR_DIR / "trai
 # Scoring: how many pending images one task scores in a forward pass, and when to give up on one.
 VIGIA_SCORING_BATCH_SIZE = env_int("VIGIA_SCORING_BATCH_SIZE", 32)
 VIGIA_PENDING_SWEEP_SECONDS = env_int("VIGIA_PENDING_SWEEP_SECONDS", 120)
+# A scoring task is one forward pass of a batch: seconds, not the half hour a retrain may take. The hard limit
+# kills the child (its images then count the attempt, like a crash); the soft one lets the task hand them back.
+VIGIA_SCORING_TIME_LIMIT = env_int("VIGIA_SCORING_TIME_LIMIT", 120)
+VIGIA_SCORING_SOFT_TIME_LIMIT = max(1, VIGIA_SCORING_TIME_LIMIT - 10)
+# An infrastructure error (database, lock timeout, unreadable shared file) gives the attempt back; the image is
+# retried by the sweeper after a delay that doubles with each such error, from the first value up to the second.
+VIGIA_SCORING_RETRY_SECONDS = env_int("VIGIA_SCORING_RETRY_SECONDS", 30)
+VIGIA_SCORING_RETRY_MAX_SECONDS = env_int("VIGIA_SCORING_RETRY_MAX_SECONDS", 600)
 # Every scoring worker process checks the active pointer this often in the background, so a promotion is
 # loaded, smoke-tested and serving within seconds even in a process that gets no task.
 VIGIA_MODEL_WATCH_SECONDS = float(os.environ.get("VIGIA_MODEL_WATCH_SECONDS", "1.0"))
@@ -238,11 +247,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Loading TensorFlow and a model in a fresh child takes seconds; the default 4 s caused a kill loop.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = 60
+# The default limit is for training; scoring tasks carry their own (VIGIA_SCORING_TIME_LIMIT, set on the task).
 CELERY_TASK_TIME_LIMIT = env_int("VIGIA_TASK_TIME_LIMIT", 1800)
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Unacknowledged tasks of a lost worker come back after this long; it must exceed the task time limit.
-    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
+    # Unacknowledged tasks of a lost worker come back after this long; it must exceed every task's time limit, or
+    # Redis would hand a task that is still running to a second worker.
+    "visibility_timeout": max(CELERY_TASK_TIME_LIMIT, VIGIA_SCORING_TIME_LIMIT) + 600,
     "unacked_restore_interval": 2,
     "unacked_restore_throttle": 1,
 }

@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/", include("moderation.urls_api")),
     path("", include("moderation.urls_review")),
     path("", include("moderation.urls_appeals")),
+    path("", include("moderation.urls_attention")),
     path("training/", include("moderation.urls_training")),
     path("clients/", include("moderation.urls_clients")),
     path("audit/", include("moderation.urls_audit")),

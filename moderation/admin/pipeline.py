@@ -130,6 +130,11 @@ class ListingImageAdmin(admin.ModelAdmin):
         "rejected_at",
         "invalid_at",
         "failed_at",
+        "deferrals",
+        "next_attempt_at",
+        "scoring_lease_key",
+        "scoring_lease_expires_at",
+        "sent_to_review_at",
     )
     exclude = ("file",)
     inlines = [ScoreInline, DecisionInline]

@@ -19,6 +19,8 @@ class EventType(models.TextChoices):
     IMAGE_SCORED = "image.scored", "An image was scored and routed"
     IMAGE_RESCORED = "image.rescored", "A new model routed an open image differently"
     IMAGE_FAILED = "image.failed", "An image could not be scored"
+    IMAGE_RETRIED = "image.retried", "A moderator had a failed image scored again"
+    IMAGE_SENT_TO_REVIEW = "image.sent_to_review", "A moderator sent a failed image to human review"
     IMAGE_DECIDED = "image.decided", "A moderator confirmed or rejected an image"
     DECISION_UNDONE = "decision.undone", "A moderator took a decision back"
     LISTING_STATUS_CHANGED = "listing.status_changed", "A listing's status changed"

@@ -8,12 +8,15 @@ from django.db.models import Q
 class ListingStatus(models.TextChoices):
     """Where a listing stands, derived from its images (`services.listings.derive_listing_status`).
 
-    Pending while any image waits for a score; in review while any is flagged or could not be scored; taken down as
-    soon as one image is confirmed prohibited; live once every image is cleared or rejected as a false positive;
-    withdrawn once the marketplace took it off its site (`DELETE /api/v1/listings/{id}`), whatever its images say.
+    Taken down as soon as one image is confirmed prohibited; otherwise needs attention while any image could not be
+    scored (a moderator retries it or sends it to human review: nothing moves it on by itself); pending while any
+    image waits for a score; in review while any is flagged; live once every image is cleared or rejected as a false
+    positive; withdrawn once the marketplace took it off its site (`DELETE /api/v1/listings/{id}`), whatever its
+    images say.
     """
 
     PENDING = "pending", "Being scored"
+    NEEDS_ATTENTION = "needs_attention", "Needs attention (an image could not be scored)"
     IN_REVIEW = "in_review", "In review"
     LIVE = "live", "Live"
     TAKEN_DOWN = "taken_down", "Taken down"
@@ -56,10 +59,12 @@ class ImageStatus(models.TextChoices):
     """Where one image stands in the pipeline; each state has its own `<status>_at` stamp.
 
     Pending: stored, waiting for a score. Cleared: scored below its label's threshold and not sampled for audit.
-    Flagged: in the review queue, above the threshold or as an audit sample. Confirmed and rejected: a moderator's
-    verdict (prohibited, or a false positive). Failed: scoring gave up after the allowed attempts, so the listing
-    stays in review instead of going live unscored. Invalid: not a usable image; uploads are checked before they are
-    stored, so the pipeline itself does not set it. Withdrawn: its listing was withdrawn before it was decided.
+    Flagged: in the review queue, above the threshold or as an audit sample (or sent there by a moderator after
+    scoring failed on it, `sent_to_review_at`). Confirmed and rejected: a moderator's verdict (prohibited, or a false
+    positive). Failed: scoring gave up after the allowed attempts, so the listing needs attention instead of going
+    live unscored, until a moderator retries it or sends it to review. Invalid: not a usable image; uploads are
+    checked before they are stored, so the pipeline itself does not set it. Withdrawn: its listing was withdrawn
+    before it was decided.
     """
 
     PENDING = "pending", "Waiting for a score"
@@ -78,6 +83,11 @@ class ListingImage(models.Model):
     `prohibited_probability` and `model_version` mirror the current score so the queue can be ordered by an
     index instead of a join. The claim fields implement a lease: a claim is valid while `claim_expires_at` is in
     the future, so a moderator who closes the tab never blocks an item for long.
+
+    The scoring lease does the same for workers: no row lock is held while the model runs, so the task that
+    claimed an image names itself in `scoring_lease_key` until it has written the score (or its lease expires,
+    after the task's time limit), and other tasks leave the image alone meanwhile. `deferrals` and
+    `next_attempt_at` are the backoff of attempts given back after infrastructure errors.
     """
 
     listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="images")
@@ -90,6 +100,17 @@ class ListingImage(models.Model):
     status = models.CharField(max_length=20, choices=ImageStatus.choices, default=ImageStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    deferrals = models.PositiveIntegerField(
+        default=0, help_text="Attempts given back after infrastructure errors since the last score."
+    )
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="After an infrastructure error: not scored again before this time."
+    )
+    scoring_lease_key = models.CharField(max_length=64, blank=True)
+    scoring_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    sent_to_review_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a moderator sent it to human review after scoring failed on it."
+    )
     prohibited_probability = models.FloatField(null=True, blank=True)
     prohibited_label = models.CharField(max_length=100, blank=True)
     model_version = models.CharField(max_length=50, blank=True)

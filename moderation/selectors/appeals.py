@@ -8,6 +8,7 @@ from django.db.models import Count, Prefetch, Q
 
 from moderation.models import Appeal, AppealStatus, Decision, DecisionOutcome
 from moderation.permissions import ADMINS, MODERATORS
+from moderation.selectors.paging import oldest_first
 
 PAGE_SIZE = 50
 
@@ -31,15 +32,10 @@ class AppealPage:
 
 def open_appeals_page(after: int | None = None, limit: int | None = None) -> AppealPage:
     """Open appeals oldest first (the partial index `open_appeals_idx`), keyset-paged after an appeal's id."""
-    limit = limit or PAGE_SIZE
     rows = Appeal.objects.filter(status=AppealStatus.OPEN)
     open_count = rows.count()
-    anchor = Appeal.objects.filter(pk=after).values_list("created_at", flat=True).first() if after else None
-    if anchor is not None:
-        rows = rows.filter(Q(created_at__gt=anchor) | Q(created_at=anchor, id__gt=after))
-    page = list(_with_decisions(rows.order_by("created_at", "id"))[: limit + 1])
-    next_cursor = page[limit - 1].pk if len(page) > limit else None
-    return AppealPage(appeals=page[:limit], next_cursor=next_cursor, open_count=open_count)
+    page, next_cursor = oldest_first(_with_decisions(rows), stamp="created_at", after=after, limit=limit or PAGE_SIZE)
+    return AppealPage(appeals=page, next_cursor=next_cursor, open_count=open_count)
 
 
 def appeal_detail(appeal_id: int) -> Appeal:

@@ -2,19 +2,23 @@
 
 The queue is ordered like the partial index `queue_order_idx` (prohibited probability desc, then age, then id,
 only flagged rows), and pages with a keyset cursor, so page one costs the same with a hundred or a hundred thousand
-open items: PostgreSQL walks the index and stops after `limit` rows.
+open items: PostgreSQL walks the index and stops after `limit` rows. Images without a score (sent to human review
+after scoring failed on them) come first: NULLS FIRST is how a descending index sorts on PostgreSQL, said out
+loud so SQLite agrees; they waited through every attempt already.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, F, Prefetch, Q
 from django.utils.dateparse import parse_datetime
 
 from moderation import clock
 from moderation.models import Decision, ImageStatus, Listing, ListingImage, ModelVersion, Score
 
-QUEUE_ORDER = ("-prohibited_probability", "created_at", "id")
+QUEUE_ORDER = (F("prohibited_probability").desc(nulls_first=True), "created_at", "id")
+#: How a cursor spells "no score" (an image sent to human review without one).
+UNSCORED = "none"
 PAGE_SIZE = 50
 COUNT_CAP = 10_000
 # How long a moderator can take a decision back: long enough for a slip of the key, short enough for audits.
@@ -85,19 +89,36 @@ class ItemView:
 
 def encode_cursor(image: ListingImage) -> str:
     """Return the keyset cursor of the page that starts after `image`: its position in the queue order."""
-    return f"{image.prohibited_probability!r}_{image.created_at.isoformat()}_{image.pk}"
+    probability = UNSCORED if image.prohibited_probability is None else repr(image.prohibited_probability)
+    return f"{probability}_{image.created_at.isoformat()}_{image.pk}"
 
 
-def decode_cursor(cursor: str) -> tuple[float, datetime, int] | None:
+def decode_cursor(cursor: str) -> tuple[float | None, datetime, int] | None:
     """Parse a cursor from the query string; a malformed one means "first page", never an error page."""
     try:
         probability, created, pk = cursor.split("_")
         created_at = parse_datetime(created)
         if created_at is None:
             return None
-        return float(probability), created_at, int(pk)
+        return (None if probability == UNSCORED else float(probability)), created_at, int(pk)
     except (ValueError, TypeError):
         return None
+
+
+def _after(probability: float | None, created_at: datetime, pk: int) -> Q:
+    """Rows after this position in the queue order (unscored rows first, then by probability, age and id)."""
+    if probability is None:
+        same = Q(prohibited_probability__isnull=True)
+        return (
+            Q(prohibited_probability__isnull=False)
+            | (same & Q(created_at__gt=created_at))
+            | (same & Q(created_at=created_at, pk__gt=pk))
+        )
+    return (
+        Q(prohibited_probability__lt=probability)
+        | Q(prohibited_probability=probability, created_at__gt=created_at)
+        | Q(prohibited_probability=probability, created_at=created_at, pk__gt=pk)
+    )
 
 
 def queue_page(cursor: str | None = None, limit: int = PAGE_SIZE) -> QueuePage:
@@ -105,12 +126,7 @@ def queue_page(cursor: str | None = None, limit: int = PAGE_SIZE) -> QueuePage:
     images = ListingImage.objects.filter(status=ImageStatus.FLAGGED).select_related("listing", "claimed_by")
     position = decode_cursor(cursor) if cursor else None
     if position is not None:
-        probability, created_at, pk = position
-        images = images.filter(
-            Q(prohibited_probability__lt=probability)
-            | Q(prohibited_probability=probability, created_at__gt=created_at)
-            | Q(prohibited_probability=probability, created_at=created_at, pk__gt=pk)
-        )
+        images = images.filter(_after(*position))
     rows = list(images.order_by(*QUEUE_ORDER)[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return QueuePage(items=rows[:limit], next_cursor=next_cursor)

@@ -59,11 +59,29 @@ def image_scored(*, image: ListingImage, score: Score, rescored: bool, previous_
 
 
 def image_failed(*, image: ListingImage) -> Event:
-    """`image.failed`: scoring gave up on the image; its listing stays in review."""
+    """`image.failed`: scoring gave up on the image; its listing needs attention until a moderator acts."""
     return emit(
         type=EventType.IMAGE_FAILED,
         listing=image.listing,
         data={"image_id": image.pk, "attempts": image.attempts, "reason": image.last_error[:500]},
+    )
+
+
+def failed_image_handled(*, image: ListingImage, moderator_id: int, sent_to_review: bool) -> Event:
+    """`image.retried` (it is scored again) or `image.sent_to_review` (a moderator will look at it unscored).
+
+    Either follows an `image.failed`, so the marketplace knows the image is moving again and who moved it
+    (pseudonymously); `reason` is the error scoring gave up on.
+    """
+    return emit(
+        type=EventType.IMAGE_SENT_TO_REVIEW if sent_to_review else EventType.IMAGE_RETRIED,
+        listing=image.listing,
+        data={
+            "image_id": image.pk,
+            "status": image.status,
+            "reason": image.last_error[:500],
+            "moderator": moderator_pseudonym(moderator_id),
+        },
     )
 
 

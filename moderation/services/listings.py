@@ -15,15 +15,21 @@ UNDECIDED = (ImageStatus.PENDING, ImageStatus.FLAGGED, ImageStatus.FAILED)
 
 
 def derive_listing_status(image_statuses: list[str], *, withdrawn: bool = False) -> str:
-    """A withdrawn listing stays withdrawn; a confirmed image takes it down; anything unresolved keeps it in review."""
+    """A withdrawn listing stays withdrawn; a confirmed image takes it down; anything unresolved keeps it off live.
+
+    A failed image outranks pending and flagged ones: nothing will move it on by itself, so the listing says it
+    needs a person (the Needs attention page) rather than looking as if it were merely waiting its turn.
+    """
     if withdrawn:
         return ListingStatus.WITHDRAWN
     statuses = set(image_statuses)
     if ImageStatus.CONFIRMED in statuses:
         return ListingStatus.TAKEN_DOWN
+    if ImageStatus.FAILED in statuses:
+        return ListingStatus.NEEDS_ATTENTION
     if ImageStatus.PENDING in statuses:
         return ListingStatus.PENDING
-    if statuses & {ImageStatus.FLAGGED, ImageStatus.FAILED}:
+    if ImageStatus.FLAGGED in statuses:
         return ListingStatus.IN_REVIEW
     return ListingStatus.LIVE
 

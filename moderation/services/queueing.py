@@ -6,11 +6,11 @@ the sweeper can always rebuild what a lost message or a Redis restart dropped.
 """
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 
 from moderation import clock, outbox
 from moderation.models import ImageStatus, ListingImage
@@ -25,6 +25,17 @@ def queue_scoring(*, image_ids: Sequence[int]) -> None:
         outbox.send_on_commit(outbox.SCORE_IMAGES, ids[start : start + size])
 
 
+def lease_free(key: str | None, now: datetime) -> Q:
+    """Images no live scoring task holds (`services.leases`), or held by `key` itself (the same task, redelivered)."""
+    free = Q(scoring_lease_expires_at__isnull=True) | Q(scoring_lease_expires_at__lte=now)
+    return free | Q(scoring_lease_key=key) if key else free
+
+
+def not_waiting(now: datetime) -> Q:
+    """Images not backing off after an infrastructure error, or whose wait is over."""
+    return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+
+
 def _mark_enqueued_and_queue(ids: list[int], **extra) -> int:
     if not ids:
         return 0
@@ -35,15 +46,24 @@ def _mark_enqueued_and_queue(ids: list[int], **extra) -> int:
 
 
 def sweep_pending(*, limit: int = 10_000) -> int:
-    """Queue again the images pending longer than VIGIA_PENDING_SWEEP_SECONDS; returns how many.
+    """Queue again the images pending longer than VIGIA_PENDING_SWEEP_SECONDS, and those due a retry; how many.
 
     This is what makes lost messages harmless (a Redis restart without persistence, a publish that failed after
-    the commit) and what scores the images that waited for a model to be activated.
+    the commit), what scores the images that waited for a model to be activated, and what retries images handed
+    back after an infrastructure error once their `next_attempt_at` has come (flagged ones too: a re-score the
+    error interrupted). Images a live scoring task holds are left to it; a dead task's lease runs out first.
+    A `failed` image is never swept: retrying it is a moderator's call (a poison image would loop otherwise).
     """
-    cutoff = clock.now() - timedelta(seconds=settings.VIGIA_PENDING_SWEEP_SECONDS)
+    now = clock.now()
+    cutoff = now - timedelta(seconds=settings.VIGIA_PENDING_SWEEP_SECONDS)
+    stale = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True)
+    retry_due = Q(next_attempt_at__lte=now) & (Q(enqueued_at__lt=F("next_attempt_at")) | Q(enqueued_at__isnull=True))
     ids = list(
-        ListingImage.objects.filter(status=ImageStatus.PENDING)
-        .filter(Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True))
+        ListingImage.objects.filter(lease_free(None, now))
+        .filter(
+            (Q(status=ImageStatus.PENDING) & not_waiting(now) & stale)
+            | (Q(status__in=[ImageStatus.PENDING, ImageStatus.FLAGGED]) & retry_due)
+        )
         .order_by("enqueued_at", "id")
         .values_list("pk", flat=True)[:limit]
     )
@@ -54,13 +74,14 @@ def rescore_open_images() -> int:
     """Queue flagged, undecided images for scoring by the active model (after a promotion or rollback).
 
     Their attempt counters start again: the previous model's attempts say nothing about this one. Those the new
-    model puts below the threshold become `cleared`, recorded with the new version.
+    model puts below the threshold become `cleared`, recorded with the new version. Images a moderator sent to
+    human review after scoring failed on them wait for that human, not for another model.
     """
     active = active_model()
     if active is None:
         return 0
     ids = list(
-        ListingImage.objects.filter(status=ImageStatus.FLAGGED)
+        ListingImage.objects.filter(status=ImageStatus.FLAGGED, sent_to_review_at__isnull=True)
         .exclude(model_version=active.version)
         .order_by("id")
         .values_list("pk", flat=True)

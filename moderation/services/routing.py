@@ -56,7 +56,10 @@ def route_image(
     image.prohibited_label = label
     image.model_version = model_version
     image.scored_at = now
+    # A score ends whatever went wrong before it: the error, the backoff of given-back attempts, the lease.
     image.last_error = ""
+    image.deferrals, image.next_attempt_at = 0, None
+    image.scoring_lease_key, image.scoring_lease_expires_at = "", None
     if is_over_threshold(probabilities, prohibited, settings_row):
         flagged, audit, chance = True, False, 1.0
     else:
@@ -89,6 +92,10 @@ ROUTED_FIELDS = [
     "is_audit",
     "audit_probability",
     "last_error",
+    "deferrals",
+    "next_attempt_at",
+    "scoring_lease_key",
+    "scoring_lease_expires_at",
     "claimed_by",
     "claim_expires_at",
 ]

@@ -1,32 +1,56 @@
-"""Claim and score: turn a scoring task into one forward pass over many pending images, safely under crashes.
+"""Score a batch: one forward pass over many images with no transaction open, then one short write.
 
-The database, not the broker, is the source of truth. A task only names some images; the service claims those
-plus other pending ones (one forward pass for many images is what makes a worker fast), counts the attempt in a
-committed transaction BEFORE the model runs (a poison image that kills the process still uses up its attempts),
-and writes scores through `routing.record_score`, one per image and model version, so a redelivered message never
-writes twice. Images found with nothing to score them (no active model) stay `pending` without spending an
-attempt; the periodic sweeper queues them again, which also repairs messages lost with a Redis restart.
+The database, not the broker, is the source of truth. A task only names some images; `leases.claim_batch` claims
+those plus other pending ones (one forward pass for many images is what makes a worker fast), counting the attempt
+and leasing them to the task in a committed transaction BEFORE the model runs, so a poison image that kills the
+process still uses up its attempts. Then the files are read and the model runs outside any transaction and
+without a row lock: on SQLite a write transaction holds the whole database, on PostgreSQL a held row lock stalls
+whoever needs the row (a moderator, a withdrawal), and neither should last as long as a forward pass. Last, one
+short transaction locks the rows, re-checks that each image is still this task's to score (pending or due a
+re-score, and still leased to it: an image withdrawn, decided or scored by another worker meanwhile is left alone)
+and writes scores, routing and events through `routing.record_score`, one score per image and model version, so
+a redelivered message never writes twice.
+
+What went wrong decides what an image pays (`leases`): an infrastructure error gives the attempt back and retries
+later with backoff; an error of the image itself keeps it, and `max_scoring_attempts` of those make it `failed`.
 """
 
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, connection, transaction
 
 from classifier.scoring import NoActiveModel
 from moderation import clock
-from moderation.models import ImageStatus, ListingImage
-from moderation.selectors.audit import audit_plan
+from moderation.models import ImageStatus, ListingImage, ModerationSettings
+from moderation.selectors.audit import AuditPlan, audit_plan
 from moderation.selectors.settings import get_settings
-from moderation.services import events
+from moderation.services.leases import (
+    RELEASED_FIELDS,
+    claim_batch,
+    defer,
+    defer_image,
+    eligible,
+    held_by,
+    mark_failed,
+    release,
+    requeue_skipped,
+)
 from moderation.services.listings import refresh_listing_status
 from moderation.services.queueing import queue_scoring
 from moderation.services.routing import Rng, record_score
 
 logger = logging.getLogger(__name__)
+
+#: How long the write waits for a row lock (PostgreSQL), e.g. on a listing being withdrawn, before it gives up
+#: and hands the batch back to be retried later: a stuck lock must not hold a scoring worker.
+WRITE_LOCK_TIMEOUT_MS = 5000
+#: Errors the forward pass must not mistake for a bad image: no model (wait for one), out of time (hand back).
+PASS_THROUGH = (NoActiveModel, SoftTimeLimitExceeded)
 
 
 @dataclass
@@ -38,67 +62,28 @@ class ScoringOutcome:
     failed: list[int] = field(default_factory=list)
     retry: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
+    deferred: list[int] = field(default_factory=list)
     no_model: bool = False
 
 
 @dataclass
-class Claim:
-    """The images one call scores now, those it found out of attempts, and those left for another task."""
+class ForwardPass:
+    """What the model made of each image, by id: a result, an error of the image's own, or an unreadable file."""
 
-    batch: list[int]
-    failed: list[int]
-    leftover: list[int]
-
-
-def _by_listing(image: ListingImage) -> tuple[int, int]:
-    return image.listing_id, image.pk
+    results: dict[int, tuple[str, dict]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    unreadable: dict[int, str] = field(default_factory=dict)
 
 
-def _eligible(ids: Sequence[int], active_version: str) -> Q:
-    """Pending images, and flagged ones named by the task that the active model has not scored yet."""
-    rescore = Q(pk__in=list(ids), status=ImageStatus.FLAGGED) & ~Q(model_version=active_version)
-    return Q(status=ImageStatus.PENDING) | rescore
+@dataclass
+class Written:
+    """What the write transaction did; only returned once it committed."""
 
-
-def claim_batch(*, image_ids: Sequence[int], batch_size: int, max_attempts: int, active_version: str) -> Claim:
-    """Pick the images to score now and count the attempt, committed before any model runs.
-
-    Rows locked by another worker are skipped, not waited for. An image that was attempted before and did not
-    finish may be the one that kills the process, so it is scored alone: a poison image then only uses up its
-    own attempts, never its neighbours'.
-    """
-    ids = list(dict.fromkeys(image_ids))
-    now = clock.now()
-    with transaction.atomic():
-        locked = ListingImage.objects.select_for_update(skip_locked=True, of=("self",)).select_related("listing")
-        own = list(locked.filter(pk__in=ids).filter(_eligible(ids, active_version)).order_by("id"))
-        room = max(0, batch_size - len(own))
-        others = []
-        if room:
-            others = list(
-                locked.filter(status=ImageStatus.PENDING).exclude(pk__in=ids).order_by("enqueued_at", "id")[:room]
-            )
-        candidates = own + others
-
-        exhausted = [image for image in candidates if image.attempts >= max_attempts]
-        for image in sorted(exhausted, key=_by_listing):
-            image.status = ImageStatus.FAILED
-            image.failed_at = now
-            image.last_error = image.last_error or f"Scoring did not finish after {image.attempts} attempts."
-            image.save(update_fields=["status", "failed_at", "last_error"])
-            events.image_failed(image=image)
-        for listing_id in sorted({image.listing_id for image in exhausted}):
-            refresh_listing_status(listing_id)
-
-        usable = [image for image in candidates if image.attempts < max_attempts]
-        retried = [image for image in usable if image.attempts > 0]
-        batch = [retried[0]] if retried else usable
-        batch_ids = [image.pk for image in batch]
-        ListingImage.objects.filter(pk__in=batch_ids).update(attempts=F("attempts") + 1)
-
-    exhausted_ids = {image.pk for image in exhausted}
-    leftover = [pk for pk in (image.pk for image in own) if pk not in batch_ids and pk not in exhausted_ids]
-    return Claim(batch=batch_ids, failed=sorted(exhausted_ids), leftover=leftover)
+    scored: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    retry: list[int] = field(default_factory=list)
+    deferred: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
 
 
 def _current_version(scorer) -> str | None:
@@ -109,31 +94,19 @@ def _current_version(scorer) -> str | None:
         return None
 
 
-def _read(image: ListingImage) -> bytes:
-    with image.file.open("rb") as handle:
-        return handle.read()
-
-
-def _predict_each(scorer, images: list[ListingImage]):
-    """Score one by one after a batch failed, to tell the bad image from its neighbours."""
-    results, errors = {}, {}
-    for image in images:
-        try:
-            prediction = scorer.predict([_read(image)])
-            results[image.pk] = (prediction.model_version, prediction.probabilities[0])
-        except NoActiveModel:
-            raise
-        except Exception as error:  # any failure of one image is recorded on that image
-            errors[image.pk] = f"{type(error).__name__}: {error}"
-    return results, errors
-
-
 def score_batch(
-    *, image_ids: Sequence[int], scorer, batch_size: int | None = None, rng: Rng | None = None
+    *,
+    image_ids: Sequence[int],
+    scorer,
+    batch_size: int | None = None,
+    rng: Rng | None = None,
+    key: str | None = None,
 ) -> ScoringOutcome:
     """Score the named images plus other pending ones in one forward pass, and route them.
 
     `scorer` is a `classifier.scoring.Scorer` (or anything with `refresh`, `version`, `prohibited`, `predict`).
+    `key` names the claim (the Celery task id, so a redelivered task takes its own images back); a new one is
+    made when none is given. Call it with no transaction open: the forward pass must run outside one.
     """
     outcome = ScoringOutcome()
     version = _current_version(scorer)
@@ -141,12 +114,14 @@ def score_batch(
         outcome.no_model = True
         return outcome
     outcome.model_version = version
+    key = key or uuid.uuid4().hex
     row = get_settings()
     claim = claim_batch(
         image_ids=image_ids,
         batch_size=batch_size or settings.VIGIA_SCORING_BATCH_SIZE,
         max_attempts=row.max_scoring_attempts,
         active_version=version,
+        key=key,
     )
     outcome.failed = claim.failed
     if claim.leftover:
@@ -155,115 +130,148 @@ def score_batch(
     if not claim.batch:
         return outcome
 
-    # Read before the row locks are taken: the plan is one query over recent scores, not worth holding them for.
-    plan = audit_plan(row)
-    skipped: list[int] = []
     try:
-        with transaction.atomic():
-            # Held until the scores are written: other workers skip these rows instead of scoring them twice.
-            images = list(
-                ListingImage.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("listing")
-                .filter(pk__in=claim.batch)
-                .filter(_eligible(claim.batch, version))
-                .order_by("id")
-            )
-            locked_ids = {image.pk for image in images}
-            skipped = [pk for pk in claim.batch if pk not in locked_ids]
-            results, errors = _score(scorer, images)
-            prohibited = list(scorer.prohibited)
-            now = clock.now()
-            retry = []
-            # By listing: events lock listing rows, so every worker takes them in one order (no deadlock).
-            for image in sorted(images, key=_by_listing):
-                if image.pk in results:
-                    model_version, probabilities = results[image.pk]
-                    record_score(
-                        image=image,
-                        model_version=model_version,
-                        probabilities=probabilities,
-                        prohibited=prohibited,
-                        settings_row=row,
-                        rng=rng,
-                        plan=plan,
-                    )
-                    outcome.scored.append(image.pk)
-                    continue
-                image.last_error = errors.get(image.pk, "No result from the model.")
-                if image.attempts >= row.max_scoring_attempts and image.status == ImageStatus.PENDING:
-                    image.status = ImageStatus.FAILED
-                    image.failed_at = now
-                    outcome.failed.append(image.pk)
-                    image.save(update_fields=["status", "failed_at", "last_error"])
-                    events.image_failed(image=image)
-                else:
-                    retry.append(image.pk)
-                    image.save(update_fields=["status", "failed_at", "last_error"])
-            # Sorted, so two workers updating overlapping listings take the row locks in one order (no deadlock).
-            for listing_id in sorted({image.listing_id for image in images}):
-                refresh_listing_status(listing_id)
-            if retry:
-                queue_scoring(image_ids=retry)
-                outcome.retry = retry
+        images = list(held_by(key, claim.batch).order_by("id"))
+        # The audit plan is one query over recent scores: read once per batch, before the write transaction.
+        plan = audit_plan(row)
+        forward = _forward_pass(scorer, images)
+        written = _write(
+            batch=claim.batch, key=key, version=version, forward=forward, scorer=scorer, row=row, rng=rng, plan=plan
+        )
+        outcome.requeued += requeue_skipped(image_ids=written.skipped, version=version, key=key)
     except NoActiveModel:
         # The model went away between the claim and the forward pass: give the attempt back and wait.
-        ListingImage.objects.filter(pk__in=claim.batch, attempts__gt=0).update(attempts=F("attempts") - 1)
+        release(image_ids=claim.batch, key=key, give_back=True)
         outcome.no_model = True
         return outcome
-    outcome.requeued += requeue_skipped(image_ids=skipped, version=version)
+    except DatabaseError as error:
+        logger.warning("database error while scoring %s; handing the batch back: %s", claim.batch, error)
+        outcome.deferred = defer(image_ids=claim.batch, key=key, reason=f"Database error while scoring: {error}")
+        return outcome
+    except SoftTimeLimitExceeded:
+        # Out of time, like a crash: each image keeps its attempt and is tried again alone, without a lease to wait.
+        with transaction.atomic():
+            queue_scoring(image_ids=release(image_ids=claim.batch, key=key, give_back=False))
+        raise
+    outcome.scored, outcome.retry, outcome.deferred = written.scored, written.retry, written.deferred
+    outcome.failed += written.failed
     return outcome
 
 
-def requeue_skipped(*, image_ids: Sequence[int], version: str) -> list[int]:
-    """Queue again the claimed images that the scoring transaction found locked, giving their attempt back.
+def _read(image: ListingImage) -> bytes:
+    with image.file.open("rb") as handle:
+        return handle.read()
 
-    Between a task's claim and its forward pass, another worker's claim scan can hold one of its rows for an
-    instant; skipping it is right (no row is ever waited for while a model runs), but the scan does not score
-    it, so left alone the image would wait for the sweeper, minutes away. The rows are locked here without
-    skipping: a worker that really is scoring one is waited for, after which the image is no longer eligible
-    and is not queued twice. The model never saw these images, so the attempt counted at the claim is undone.
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _forward_pass(scorer, images: list[ListingImage]) -> ForwardPass:
+    """Read the files and run the model once for the whole batch; on failure, image by image to find the cause.
+
+    An unreadable file (OSError: a shared volume gone, a permission changed) is the storage's fault, not the
+    image's; anything the model raises on an image is the image's.
     """
-    if not image_ids:
-        return []
-    with transaction.atomic():
-        still_due = list(
-            ListingImage.objects.select_for_update(of=("self",))
-            .filter(pk__in=list(image_ids))
-            .filter(_eligible(image_ids, version))
-            .order_by("id")
-            .values_list("pk", flat=True)
-        )
-        ListingImage.objects.filter(pk__in=still_due, attempts__gt=0).update(attempts=F("attempts") - 1)
-        queue_scoring(image_ids=still_due)
-    return still_due
-
-
-def _score(scorer, images: list[ListingImage]):
-    """One forward pass for the whole batch; on failure, one image at a time to isolate the cause."""
-    if not images:
-        return {}, {}
-    payloads, unreadable = [], {}
-    readable = []
+    forward = ForwardPass()
+    payloads: dict[int, bytes] = {}
     for image in images:
         try:
-            payloads.append(_read(image))
-            readable.append(image)
+            payloads[image.pk] = _read(image)
         except OSError as error:
-            unreadable[image.pk] = f"Stored file unreadable: {error}"
-    if not readable:
-        return {}, unreadable
+            forward.unreadable[image.pk] = f"Stored file unreadable: {error}"
+    if not payloads:
+        return forward
     try:
-        prediction = scorer.predict(payloads)
-    except NoActiveModel:
+        prediction = scorer.predict(list(payloads.values()))
+    except PASS_THROUGH:
         raise
     except Exception as error:  # fall back to single images to find the one at fault
-        if len(readable) == 1:
-            return {}, {readable[0].pk: f"{type(error).__name__}: {error}", **unreadable}
-        logger.warning("batch of %s failed (%s); scoring one by one", len(readable), error)
-        results, errors = _predict_each(scorer, readable)
-        return results, {**errors, **unreadable}
-    results = {
-        image.pk: (prediction.model_version, probabilities)
-        for image, probabilities in zip(readable, prediction.probabilities, strict=True)
-    }
-    return results, unreadable
+        if len(payloads) == 1:
+            forward.errors[next(iter(payloads))] = _describe(error)
+            return forward
+        logger.warning("batch of %s failed (%s); scoring one by one", len(payloads), error)
+        for pk, data in payloads.items():
+            try:
+                single = scorer.predict([data])
+                forward.results[pk] = (single.model_version, single.probabilities[0])
+            except PASS_THROUGH:
+                raise
+            except Exception as single_error:  # any failure of one image is recorded on that image
+                forward.errors[pk] = _describe(single_error)
+        return forward
+    for pk, probabilities in zip(payloads, prediction.probabilities, strict=True):
+        forward.results[pk] = (prediction.model_version, probabilities)
+    return forward
+
+
+def _limit_lock_waits() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = {int(WRITE_LOCK_TIMEOUT_MS)}")
+
+
+def _by_listing(image: ListingImage) -> tuple[int, int]:
+    return image.listing_id, image.pk
+
+
+def _write(
+    *,
+    batch: list[int],
+    key: str,
+    version: str,
+    forward: ForwardPass,
+    scorer,
+    row: ModerationSettings,
+    rng: Rng | None,
+    plan: AuditPlan,
+) -> Written:
+    """Lock the batch's rows, keep those still this task's to score, and write what the forward pass found.
+
+    Rows another transaction holds are skipped, not waited for (`requeue_skipped` deals with them), and rows no
+    longer eligible or no longer leased to `key` are left as they are: someone else changed them meanwhile.
+    """
+    written = Written()
+    with transaction.atomic():
+        _limit_lock_waits()
+        images = list(
+            ListingImage.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("listing")
+            .filter(eligible(batch, version), pk__in=batch, scoring_lease_key=key)
+            .order_by("id")
+        )
+        mine = {image.pk for image in images}
+        written.skipped = [pk for pk in batch if pk not in mine]
+        prohibited = list(scorer.prohibited)
+        now = clock.now()
+        # By listing: events lock listing rows, so every worker takes them in one order (no deadlock).
+        for image in sorted(images, key=_by_listing):
+            if image.pk in forward.results:
+                model_version, probabilities = forward.results[image.pk]
+                record_score(
+                    image=image,
+                    model_version=model_version,
+                    probabilities=probabilities,
+                    prohibited=prohibited,
+                    settings_row=row,
+                    rng=rng,
+                    plan=plan,
+                )
+                written.scored.append(image.pk)
+            elif image.pk in forward.unreadable:
+                defer_image(image, forward.unreadable[image.pk], now)
+                written.deferred.append(image.pk)
+            else:
+                image.last_error = forward.errors.get(image.pk, "No result from the model.")
+                if image.attempts >= row.max_scoring_attempts and image.status == ImageStatus.PENDING:
+                    mark_failed(image, now)
+                    written.failed.append(image.pk)
+                else:
+                    image.scoring_lease_key, image.scoring_lease_expires_at = "", None
+                    image.save(update_fields=["last_error", *RELEASED_FIELDS])
+                    written.retry.append(image.pk)
+        # Sorted, so two workers updating overlapping listings take the row locks in one order (no deadlock).
+        for listing_id in sorted({image.listing_id for image in images}):
+            refresh_listing_status(listing_id)
+        queue_scoring(image_ids=written.retry)
+    return written

@@ -1,8 +1,14 @@
-"""Scoring tasks, on the `scoring` queue (routed in settings). Thin: ids in, the service does the work."""
+"""Scoring tasks, on the `scoring` queue (routed in settings). Thin: ids in, the service does the work.
+
+A scoring task is one forward pass and two short transactions, so it has its own time limit
+(`VIGIA_SCORING_TIME_LIMIT`, two minutes) rather than the half hour the default allows a retrain: a wedged child
+is replaced in minutes, and the leases it held run out soon after.
+"""
 
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from moderation import outbox, worker
 from moderation.services import queueing, scoring
@@ -10,17 +16,30 @@ from moderation.services import queueing, scoring
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name=outbox.SCORE_IMAGES, ignore_result=True)
-def score_images(image_ids: list[int]) -> dict:
-    """Score these images (and other pending ones, in the same forward pass) with this child's model."""
-    outcome = scoring.score_batch(image_ids=image_ids, scorer=worker.get_scorer())
+@shared_task(
+    name=outbox.SCORE_IMAGES,
+    ignore_result=True,
+    bind=True,
+    time_limit=settings.VIGIA_SCORING_TIME_LIMIT,
+    soft_time_limit=settings.VIGIA_SCORING_SOFT_TIME_LIMIT,
+)
+def score_images(self, image_ids: list[int]) -> dict:
+    """Score these images (and other pending ones, in the same forward pass) with this child's model.
+
+    The claim is named by the task id, which a redelivered message keeps: a task whose process died takes back
+    the images it had leased instead of waiting for the lease to run out.
+    """
+    outcome = scoring.score_batch(image_ids=image_ids, scorer=worker.get_scorer(), key=self.request.id)
     if outcome.no_model:
         logger.info("no active model: %s images stay pending until one is activated", len(image_ids))
+    if outcome.deferred:
+        logger.warning("images %s handed back after an infrastructure error; retried later", outcome.deferred)
     return {
         "model_version": outcome.model_version,
         "scored": len(outcome.scored),
         "failed": outcome.failed,
         "retry": outcome.retry,
+        "deferred": outcome.deferred,
     }
 
 

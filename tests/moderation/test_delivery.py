@@ -1,4 +1,5 @@
-"""Delivery with a real Celery worker, real Redis and PostgreSQL: crashes, poison, rollbacks and lost messages.
+"""Delivery with a real Celery worker, real Redis and PostgreSQL: crashes, poison, rollbacks, lost messages and an
+unreadable stored file.
 
 Eager mode would prove nothing here: what matters is what happens between the broker, a worker child and the
 database when a process dies or a message disappears.
@@ -9,9 +10,11 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from moderation import outbox
 from moderation.models import ImageStatus, Listing, ListingImage, ListingStatus, ModerationSettings, Score
@@ -106,7 +109,7 @@ def test_poison_image_ends_failed_after_max_attempts(delivery):
     # Its neighbour in the first batch was retried on its own and is not harmed.
     assert fine.status == ImageStatus.CLEARED and Score.objects.filter(image=fine).count() == 1
     listing.refresh_from_db()
-    assert listing.status == ListingStatus.IN_REVIEW
+    assert listing.status == ListingStatus.NEEDS_ATTENTION
 
 
 def test_rolled_back_upload_queues_nothing(delivery, monkeypatch):
@@ -151,6 +154,36 @@ def test_sweeper_repairs_messages_lost_by_redis(delivery):
     wait_until(lambda: not_pending([image.pk]), timeout=60, what="the sweeper to get the image scored", worker=delivery)
     image.refresh_from_db()
     assert image.status == ImageStatus.FLAGGED
+    assert Score.objects.filter(image=image).count() == 1
+
+
+def test_an_unreadable_file_costs_no_attempt_and_is_scored_once_readable_again(delivery):
+    from moderation.celery import app
+
+    worker = [delivery.node]
+    app.control.cancel_consumer("scoring", destination=worker, reply=True, timeout=5)
+    try:
+        image = upload_listing("nfs-1", [photo(PROHIBITED_COLOR)]).images.get()
+        stored = Path(image.file.path)
+        stored.rename(stored.with_suffix(".away"))  # the shared volume lost it before the worker read it
+    finally:
+        app.control.add_consumer("scoring", destination=worker, reply=True, timeout=5)
+
+    def handed_back():
+        return ListingImage.objects.filter(pk=image.pk, deferrals=1).exists()
+
+    wait_until(handed_back, timeout=60, what="the worker to hand the image back", worker=delivery)
+    image.refresh_from_db()
+    assert (image.status, image.attempts) == (ImageStatus.PENDING, 0)
+    assert "Stored file unreadable" in image.last_error and image.next_attempt_at is not None
+
+    stored.with_suffix(".away").rename(stored)
+    # The wait is over (rather than 30 s from now): the sweeper queues it again.
+    ListingImage.objects.filter(pk=image.pk).update(next_attempt_at=timezone.now())
+    outbox.publish(outbox.SWEEP_PENDING, [])
+    wait_until(lambda: not_pending([image.pk]), timeout=60, what="the retried image to be scored", worker=delivery)
+    image.refresh_from_db()
+    assert (image.status, image.attempts, image.deferrals, image.last_error) == (ImageStatus.FLAGGED, 1, 0, "")
     assert Score.objects.filter(image=image).count() == 1
 
 

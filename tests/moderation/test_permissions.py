@@ -23,6 +23,7 @@ from moderation.models import (
     Decision,
     Event,
     IdempotencyRecord,
+    ImageStatus,
     Listing,
     ModelVersion,
     Score,
@@ -93,6 +94,11 @@ MATRIX: dict[str, Case] = {
         data={"outcome": "uphold", "note": "The photo shows it."},
     ),
     "moderator-record": admin_page(),
+    # Needs attention (moderation/urls_attention.py): the matrix's failed image is retried or sent to review, each
+    # request in its own rolled-back savepoint, so every role finds it failed.
+    "needs-attention": moderator_page(),
+    "attention-retry": moderator_page(302, method="post", kwargs=lambda o: {"pk": o["failed"].pk}),
+    "attention-send-to-review": moderator_page(302, method="post", kwargs=lambda o: {"pk": o["failed"].pk}),
     # Learning loop pages (moderation/urls_training.py): settings, training and models are admin-only.
     "training-runs": admin_page(),
     "retrain-now": admin_page(302, method="post"),
@@ -295,6 +301,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     decision = review.decide(user=moderator, image_id=decided.pk, outcome="confirm")
     appeal = appeals.file_appeal(listing_id=decided.listing_id, client=decided.listing.client, text="Mine.").appeal
     image = make_flagged(0.8, with_file=True)
+    failed = make_flagged(None, with_file=True, status=ImageStatus.FAILED, attempts=3, last_error="cannot decode")
     Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)
     run = TrainingRun.objects.create(status=TrainingRunStatus.SUCCEEDED, trigger=TrainingTrigger.MANUAL)
     version = ModelVersion.objects.create(version="v0001", labels=["bag", "knife"], prohibited_labels=["knife"])
@@ -312,6 +319,7 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
         "decision": decision,
         "client": image.listing.client,
         "appeal": appeal,
+        "failed": failed,
     }
 
 

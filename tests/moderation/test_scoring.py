@@ -116,7 +116,8 @@ def test_a_failing_image_is_isolated_and_retried_then_failed(fake_scorer, queued
     assert (bad.status, bad.attempts) == (ImageStatus.FAILED, max_attempts)
     assert bad.failed_at and "cannot decode" in bad.last_error
     listing.refresh_from_db()
-    assert listing.status == ListingStatus.IN_REVIEW
+    # Nothing moves a failed image on by itself: the listing says it needs a person.
+    assert listing.status == ListingStatus.NEEDS_ATTENTION
 
 
 def test_exhausted_attempts_fail_without_running_the_model(fake_scorer):
@@ -185,7 +186,13 @@ def test_task_scores_with_this_processs_scorer(fake_scorer, monkeypatch):
     monkeypatch.setattr(worker, "get_scorer", lambda: fake_scorer)
     image = listing_with(RED).images.get()
     ModerationSettings.objects.filter(pk=1).update(audit_rate=0)
-    assert score_images.run([image.pk]) == {"model_version": "v0001", "scored": 1, "failed": [], "retry": []}
+    assert score_images.run([image.pk]) == {
+        "model_version": "v0001",
+        "scored": 1,
+        "failed": [],
+        "retry": [],
+        "deferred": [],
+    }
     assert ListingImage.objects.get(pk=image.pk).status == ImageStatus.FLAGGED
 
 

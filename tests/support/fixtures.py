@@ -78,6 +78,17 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
+def audit_off(db):
+    """No audit sampling: an image below the threshold is cleared, so routing is the threshold's alone."""
+    from moderation.selectors.settings import get_settings
+
+    row = get_settings()
+    row.audit_rate = 0.0
+    row.save()
+    return row
+
+
+@pytest.fixture
 def active_model(db):
     """An active ModelVersion row ("allowed" and "weapon", the fake scorer's labels)."""
     from moderation.models import ModelVersion
