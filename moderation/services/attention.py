@@ -14,23 +14,17 @@ event for the marketplace (`image.retried` or `image.sent_to_review`, then `list
 recorded in the audit trail.
 """
 
-import logging
 from datetime import datetime
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
 from moderation import clock
-from moderation.models import ImageStatus, ListingImage
-from moderation.services import events
+from moderation.models import AuditAction, ImageStatus, ListingImage
+from moderation.services import audit, events
 from moderation.services.listings import refresh_listing_status
 from moderation.services.queueing import queue_scoring
 
-logger = logging.getLogger(__name__)
-
-#: Audit actions of this module, spelled as the audit trail spells them.
-IMAGE_RETRIED = "image.retried"
-IMAGE_SENT_TO_REVIEW = "image.sent_to_review"
 #: What an audit entry keeps of the image before and after.
 AUDITED_FIELDS = ("status", "attempts", "last_error", "failed_at", "sent_to_review_at")
 
@@ -47,9 +41,8 @@ def _snapshot(image: ListingImage) -> dict:
 
 
 def _audit(*, action: str, image: ListingImage, before: dict, user: AbstractBaseUser) -> None:
-    """Record the action in the audit trail, inside the action's transaction (`services.audit` once it exists)."""
-    # audit: record(action=action, obj=image, before=before, after=_snapshot(image), note=f"by {user}")
-    logger.info("%s: image %s by %s (%s -> %s)", action, image.pk, user, before["status"], image.status)
+    """Record the action in the audit trail, inside the action's transaction."""
+    audit.record(action=action, obj=image, actor=user, before=before, after=_snapshot(image))
 
 
 def _locked_failed(image_id: int) -> ListingImage:
@@ -86,7 +79,7 @@ def retry_image(*, image_id: int, user: AbstractBaseUser) -> ListingImage:
         events.failed_image_handled(image=image, moderator_id=user.pk, sent_to_review=False)
         refresh_listing_status(image.listing_id)
         queue_scoring(image_ids=[image.pk])
-        _audit(action=IMAGE_RETRIED, image=image, before=before, user=user)
+        _audit(action=AuditAction.IMAGE_RETRIED, image=image, before=before, user=user)
     return image
 
 
@@ -119,5 +112,5 @@ def send_to_review(*, image_id: int, user: AbstractBaseUser) -> ListingImage:
         )
         events.failed_image_handled(image=image, moderator_id=user.pk, sent_to_review=True)
         refresh_listing_status(image.listing_id)
-        _audit(action=IMAGE_SENT_TO_REVIEW, image=image, before=before, user=user)
+        _audit(action=AuditAction.IMAGE_SENT_TO_REVIEW, image=image, before=before, user=user)
     return image

@@ -7,6 +7,8 @@ from django.urls import reverse
 
 from moderation import outbox
 from moderation.models import (
+    AuditAction,
+    AuditEntry,
     DecisionOutcome,
     Event,
     EventType,
@@ -103,6 +105,8 @@ def test_retry_scores_the_image_again_from_its_first_attempt(
     assert [kind for kind, _ in new] == [EventType.IMAGE_RETRIED, EventType.LISTING_STATUS_CHANGED]
     assert new[0][1]["image_id"] == bad.pk and new[0][1]["moderator"].startswith("mod_")
     assert new[1][1] == {"from": ListingStatus.NEEDS_ATTENTION, "to": ListingStatus.PENDING}
+    entry = AuditEntry.objects.get(action=AuditAction.IMAGE_RETRIED)
+    assert (entry.object_id, entry.before["status"], entry.after["status"]) == (str(bad.pk), "failed", "pending")
 
     # Whatever broke it is fixed: the retry is scored and the listing moves on.
     fake_scorer.fail_on = set()
@@ -125,6 +129,7 @@ def test_send_to_review_flags_it_unscored_and_the_queue_and_item_page_say_why(
     new = events_of(listing)[before:]
     assert [kind for kind, _ in new] == [EventType.IMAGE_SENT_TO_REVIEW, EventType.LISTING_STATUS_CHANGED]
     assert new[0][1]["status"] == ImageStatus.FLAGGED and "cannot decode" in new[0][1]["reason"]
+    assert AuditEntry.objects.get(action=AuditAction.IMAGE_SENT_TO_REVIEW).actor == moderator
 
     queue_html = mod_client.get(reverse("queue")).content.decode()
     assert "Not scored: sent to review" in queue_html and "no score" in queue_html

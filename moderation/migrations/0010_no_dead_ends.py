@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('moderation', '0008_listing_client_required'),
+        ('moderation', '0009_audit_trail'),
     ]
 
     operations = [
