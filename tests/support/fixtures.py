@@ -153,6 +153,27 @@ def training_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         yield worker
 
 
+@pytest.fixture
+def local_webhooks(settings):
+    """Webhooks may go to http:// and loopback (a test receiver), with a short timeout."""
+    settings.VIGIA_WEBHOOK_ALLOW_HTTP = True
+    settings.VIGIA_WEBHOOK_ALLOW_LOOPBACK = True
+    settings.VIGIA_WEBHOOK_ALLOW_PRIVATE = False
+    settings.VIGIA_WEBHOOK_TIMEOUT_SECONDS = 1.0
+    return settings
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP receiver on a free loopback port (`tests.support.receiver.Receiver`), stopped afterwards."""
+    from moderation.services.webhooks import sending
+    from tests.support.receiver import Receiver
+
+    with Receiver() as running:
+        yield running
+    sending.close_connections()
+
+
 #: Fixtures that start real processes: a test that uses one is marked `worker` (and needs PostgreSQL) whether or
 #: not it says so, so `make test-fast` can never pick it up by mistake.
 WORKER_FIXTURES = {"celery_worker_process", "training_worker"}
