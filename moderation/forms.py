@@ -3,7 +3,7 @@
 from django import forms
 from django.conf import settings
 
-from moderation.models import DecisionOutcome, PolicyCategory
+from moderation.models import Client, DecisionOutcome, EventType, PolicyCategory
 from moderation.validation import ImageValidationError, validate_image
 
 # Categories that describe a violation; "none" only makes sense for a rejected flag.
@@ -76,3 +76,23 @@ class UploadForm(forms.Form):
         if errors:
             raise forms.ValidationError(errors)
         return files
+
+
+class WebhookEndpointForm(forms.Form):
+    """A new webhook endpoint: whose, where, which events (none ticked: every type) and a note for admins."""
+
+    client = forms.ModelChoiceField(queryset=None, empty_label=None)
+    url = forms.CharField(
+        label="URL", max_length=500, help_text="https://, on a public address (checked again before every request)."
+    )
+    event_types = forms.MultipleChoiceField(
+        choices=[(value, label) for value, label in EventType.choices if value != EventType.TEST],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Tick none to receive every type.",
+    )
+    description = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["client"].queryset = Client.objects.order_by("name")

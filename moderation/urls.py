@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/", include("moderation.urls_api")),
     path("", include("moderation.urls_review")),
     path("training/", include("moderation.urls_training")),
+    path("webhooks/", include("moderation.urls_webhooks")),
 ]

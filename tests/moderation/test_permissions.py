@@ -21,6 +21,7 @@ from django.urls import URLResolver, get_resolver, reverse
 from moderation import permissions
 from moderation.models import (
     Decision,
+    DeliveryAttempt,
     Listing,
     ModelVersion,
     Score,
@@ -30,6 +31,7 @@ from moderation.models import (
 )
 from moderation.selectors.settings import get_settings
 from moderation.services import review
+from moderation.services.webhooks.endpoints import add_endpoint, send_test_event
 from tests.support.factories import make_flagged
 
 ROLES = ("anonymous", "user", "moderator", "admin")
@@ -94,6 +96,15 @@ MATRIX: dict[str, Case] = {
     # The matrix's version has no files in the registry, so an admin gets 404 for them.
     "model-version-file": admin_page(404, kwargs=lambda o: {"version": o["version"].version, "name": "curves.png"}),
     "moderation-settings": admin_page(),
+    # Webhook pages (moderation/urls_webhooks.py): admins only; every action redirects back to the endpoint.
+    "webhooks": admin_page(),
+    "webhook-add": admin_page(),
+    "webhook-endpoint": admin_page(kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-rotate": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-disable": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-enable": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-test": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-replay": admin_page(302, method="post", kwargs=lambda o: {"pk": o["delivery"].pk}),
     # REST API (moderation/urls_api.py): any authenticated account (the marketplace's API user is a plain user);
     # an empty POST is a 400, never a 500. Health, schema and docs are public; health is 503 while no worker runs.
     "api-listings": Case(expect=roles(401, 400, 400, 400), method="post"),
@@ -135,8 +146,19 @@ ADMIN_NO_ADD = {
     "moderation_trainingstate",
     "moderation_modelversion",
     "moderation_moderationsettings",
+    "moderation_webhookendpoint",
+    "moderation_webhooksecret",
+    "moderation_webhookdelivery",
+    "moderation_deliveryattempt",
 }
-ADMIN_NO_DELETE = {"moderation_moderationsettings"}
+# Webhook rows are history or belong to the desk's webhook pages: read-only in the admin.
+ADMIN_NO_DELETE = {
+    "moderation_moderationsettings",
+    "moderation_webhookendpoint",
+    "moderation_webhooksecret",
+    "moderation_webhookdelivery",
+    "moderation_deliveryattempt",
+}
 ADMIN_MODEL_VIEW = re.compile(r"^admin:(?P<model>\w+?)_(?P<view>changelist|add|change|delete|history)$")
 
 
@@ -217,6 +239,9 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     Score.objects.create(image=image, model_version="v0001", probabilities={"x": 0.8}, prohibited_probability=0.8)
     run = TrainingRun.objects.create(status=TrainingRunStatus.SUCCEEDED, trigger=TrainingTrigger.MANUAL)
     version = ModelVersion.objects.create(version="v0001", labels=["bag", "knife"], prohibited_labels=["knife"])
+    endpoint, _secret = add_endpoint(client=image.listing.client, url="https://hooks.example.com/vigia")
+    delivered = send_test_event(endpoint_id=endpoint.pk)
+    DeliveryAttempt.objects.create(delivery=delivered, attempted_at=delivered.created_at, status_code=204)
     return {
         "run": run,
         "version": version,
@@ -225,6 +250,8 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
         "image": image,
         "listing": image.listing,
         "decision": decision,
+        "endpoint": endpoint,
+        "delivery": delivered,
     }
 
 
