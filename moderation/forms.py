@@ -86,7 +86,7 @@ class WebhookEndpointForm(forms.Form):
         label="URL", max_length=500, help_text="https://, on a public address (checked again before every request)."
     )
     event_types = forms.MultipleChoiceField(
-        choices=[(value, label) for value, label in EventType.choices if value != EventType.TEST],
+        choices=[(value, f"{value}: {label}") for value, label in EventType.choices if value != EventType.TEST],
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Tick none to receive every type.",

@@ -6,6 +6,7 @@ at it with `manage.py add_webhook CLIENT http://127.0.0.1:9000/` (with DEBUG on,
 VIGIA_WEBHOOK_ALLOW_LOOPBACK set) and give it the secret that command printed.
 """
 
+import signal
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -49,6 +50,7 @@ class Command(BaseCommand):
             f"Listening for webhooks on http://{host}:{listener.server_address[1]}/ "
             f"({len(secrets)} secret{'s' if len(secrets) != 1 else ''}); Ctrl-C stops."
         )
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a supervisor's stop ends it like Ctrl-C
         try:
             listener.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:
