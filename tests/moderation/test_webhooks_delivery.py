@@ -264,3 +264,15 @@ def test_a_disabled_endpoint_sends_nothing(hook, receiver):
     assert deliver(hook).attempted == 0
     assert receiver.requests == []
     assert WebhookEndpoint.objects.get(pk=hook.pk).disabled_reason == "by hand"
+
+
+def test_relaxed_commits_end_with_the_batch(hook, receiver):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    relayed_events(hook, 2)
+    assert deliver(hook).delivered == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"

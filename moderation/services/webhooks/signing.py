@@ -37,12 +37,22 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def valid_secrets(*, endpoint_id: int, at: datetime) -> list[str]:
-    """The endpoint's secrets that have not expired at `at`, newest first."""
+def secrets_of(*, endpoint_id: int, at: datetime) -> list[tuple[str, datetime | None]]:
+    """The endpoint's secrets not expired at `at`, newest first, with their expiry (for `still_valid` later)."""
     rows = WebhookSecret.objects.filter(endpoint_id=endpoint_id).filter(
         Q(expires_at__isnull=True) | Q(expires_at__gt=at)
     )
-    return list(rows.order_by("-created_at", "-id").values_list("secret", flat=True))
+    return list(rows.order_by("-created_at", "-id").values_list("secret", "expires_at"))
+
+
+def still_valid(secrets: Sequence[tuple[str, datetime | None]], at: datetime) -> list[str]:
+    """Those of `secrets_of`'s secrets that have not expired by `at`."""
+    return [secret for secret, expires_at in secrets if expires_at is None or expires_at > at]
+
+
+def valid_secrets(*, endpoint_id: int, at: datetime) -> list[str]:
+    """The endpoint's secrets that have not expired at `at`, newest first."""
+    return still_valid(secrets_of(endpoint_id=endpoint_id, at=at), at)
 
 
 def payload(*, event: Event) -> bytes:
