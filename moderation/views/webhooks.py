@@ -5,6 +5,8 @@ A secret is shown once: the view that makes it keeps it in the session only unti
 and that page is never cached. Every change is a CSRF-protected POST that redirects back to the page it came from.
 """
 
+from functools import wraps
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404
@@ -95,64 +97,56 @@ def endpoint_view(request, pk: int):
     )
 
 
-def _act(request, pk: int, action, done: str):
-    endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+def _act(request, endpoint_id: int, action, done: str):
+    """Run one service call for the endpoint, say how it went, and go back to the endpoint's page."""
     try:
-        result = action(endpoint)
+        result = action()
     except services.WebhookError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, done.format(endpoint=endpoint, result=result))
-    return redirect("webhook-endpoint", pk=endpoint.pk)
+        messages.success(request, done.format(result=result))
+    return redirect("webhook-endpoint", pk=endpoint_id)
 
 
-@admin_required
-@require_POST
-def rotate_secret_view(request, pk: int):
+def endpoint_action(done: str):
+    """Make `action(request, endpoint)` a CSRF-protected POST view for admins on `/webhooks/<pk>/...`; `done` is
+    the message shown afterwards, formatted with the action's result."""
+
+    def decorate(action):
+        @admin_required
+        @require_POST
+        @wraps(action)
+        def view(request, pk: int):
+            endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+            return _act(request, endpoint.pk, lambda: action(request, endpoint), done)
+
+        return view
+
+    return decorate
+
+
+@endpoint_action("New secret made; the old one keeps signing for 24 hours.")
+def rotate_secret_view(request, endpoint: WebhookEndpoint):
     """Let an admin rotate the secret: a new one, shown once; the old ones keep signing for 24 hours."""
-
-    def rotate(endpoint):
-        secret = services.rotate_secret(endpoint_id=endpoint.pk)
-        _show_secret_once(request, endpoint.pk, secret)
-
-    return _act(request, pk, rotate, "New secret made; the old one keeps signing for 24 hours.")
+    _show_secret_once(request, endpoint.pk, services.rotate_secret(endpoint_id=endpoint.pk))
 
 
-@admin_required
-@require_POST
-def disable_view(request, pk: int):
+@endpoint_action("Endpoint disabled; its pending deliveries are cancelled.")
+def disable_view(request, endpoint: WebhookEndpoint):
     """Let an admin stop sending to an endpoint; what was pending for it is cancelled."""
-    reason = f"Disabled by {request.user.get_username()}."
-    return _act(
-        request,
-        pk,
-        lambda endpoint: services.disable_endpoint(endpoint_id=endpoint.pk, reason=reason),
-        "Endpoint disabled; its pending deliveries are cancelled.",
-    )
+    return services.disable_endpoint(endpoint_id=endpoint.pk, reason=f"Disabled by {request.user.get_username()}.")
 
 
-@admin_required
-@require_POST
-def enable_view(request, pk: int):
+@endpoint_action("Endpoint enabled; new events are sent to it again.")
+def enable_view(request, endpoint: WebhookEndpoint):
     """Let an admin send to an endpoint again, with its failing state cleared."""
-    return _act(
-        request,
-        pk,
-        lambda endpoint: services.enable_endpoint(endpoint_id=endpoint.pk),
-        "Endpoint enabled; new events are sent to it again.",
-    )
+    return services.enable_endpoint(endpoint_id=endpoint.pk)
 
 
-@admin_required
-@require_POST
-def send_test_view(request, pk: int):
+@endpoint_action("Test event queued as delivery {result.pk}.")
+def send_test_view(request, endpoint: WebhookEndpoint):
     """Let an admin send a test event to this endpoint only."""
-    return _act(
-        request,
-        pk,
-        lambda endpoint: services.send_test_event(endpoint_id=endpoint.pk),
-        "Test event queued as delivery {result.pk}.",
-    )
+    return services.send_test_event(endpoint_id=endpoint.pk)
 
 
 @admin_required
@@ -160,9 +154,5 @@ def send_test_view(request, pk: int):
 def replay_view(request, pk: int):
     """Let an admin send a delivery's event again (a new delivery with the same webhook-id)."""
     original = get_object_or_404(WebhookDelivery, pk=pk)
-    return _act(
-        request,
-        original.endpoint_id,
-        lambda endpoint: services.replay(delivery_id=original.pk),
-        f"Event {original.event_id} queued again as delivery {{result.pk}}.",
-    )
+    done = f"Event {original.event_id} queued again as delivery {{result.pk}}."
+    return _act(request, original.endpoint_id, lambda: services.replay(delivery_id=original.pk), done)

@@ -10,17 +10,9 @@ from moderation.api.serializers import EventSerializer
 from moderation.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from moderation.services.webhooks import delivery, endpoints
 from tests.support.receiver import Reply
-from tests.support.webhooks import client_endpoint, deliveries, relayed_events, verify
+from tests.support.webhooks import deliveries, relayed_events, verify
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def hook(local_webhooks, receiver, frozen_clock):
-    """An endpoint at the test receiver, with its secret."""
-    endpoint, secret = client_endpoint(receiver.url)
-    endpoint.secret = secret
-    return endpoint
 
 
 def deliver(endpoint) -> delivery.BatchResult:

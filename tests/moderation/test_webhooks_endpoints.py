@@ -18,13 +18,6 @@ from tests.support.webhooks import client_endpoint, deliveries, relayed_events, 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def hook(local_webhooks, receiver, frozen_clock):
-    endpoint, secret = client_endpoint(receiver.url)
-    endpoint.secret = secret
-    return endpoint
-
-
 def signed_by(secret: str, request) -> bool:
     """Whether one of the request's signatures is `secret`'s (the timestamp is not checked against the real time)."""
     when = datetime.fromtimestamp(int(request.headers["webhook-timestamp"]), tz=UTC)

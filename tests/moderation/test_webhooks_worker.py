@@ -10,18 +10,15 @@ from moderation.services import events, relay
 from moderation.services.webhooks import dispatch
 from tests.support.receiver import Reply
 from tests.support.waiting import wait_until
-from tests.support.webhooks import client_endpoint, verify
+from tests.support.webhooks import verify
 from tests.support.workers import clean_broker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
-@pytest.fixture
-def hook(webhooks_worker, local_webhooks, receiver):
+@pytest.fixture(autouse=True)
+def empty_queues(webhooks_worker):
     clean_broker(webhooks_worker.broker)
-    endpoint, secret = client_endpoint(receiver.url)
-    endpoint.secret = secret
-    return endpoint
 
 
 def commit_events(endpoint, count: int, name: str) -> list:

@@ -203,6 +203,16 @@ def webhooks_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         yield worker
 
 
+@pytest.fixture
+def hook(local_webhooks, receiver):
+    """An endpoint of client "acme" at the test receiver; its secret is `hook.secret`."""
+    from tests.support.webhooks import client_endpoint
+
+    endpoint, secret = client_endpoint(receiver.url)
+    endpoint.secret = secret
+    return endpoint
+
+
 #: Fixtures that start real processes: a test that uses one is marked `worker` (and needs PostgreSQL) whether or
 #: not it says so, so `make test-fast` can never pick it up by mistake.
 WORKER_FIXTURES = {"celery_worker_process", "training_worker", "webhooks_worker"}
