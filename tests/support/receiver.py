@@ -71,8 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
 class Receiver:
     """Start with `with Receiver() as receiver:`; `receiver.url` is where to point an endpoint."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, tls=None):
         self.port = port
+        self.tls = tls  # an ssl.SSLContext to serve https with
         self.requests: list[Received] = []
         self.replies: deque[Reply] = deque()
         self.default = Reply()
@@ -82,8 +83,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        """The receiver's URL (loopback, plain http)."""
-        return f"http://127.0.0.1:{self.port}/hooks"
+        """The receiver's URL (loopback; https when it serves TLS)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hooks"
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these, in order; then with `default`."""
@@ -102,6 +103,8 @@ class Receiver:
         server.block_on_close = False
         server.receiver = self
         server.connections = set()
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
