@@ -268,3 +268,20 @@ def test_relaxed_commits_end_with_the_batch(hook, receiver):
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
+
+
+def test_a_failure_seen_by_another_worker_is_cleared_by_the_next_success(hook, receiver, monkeypatch, frozen_clock):
+    relayed_events(hook, 3)
+    real_post = delivery.sending.post
+    calls = []
+
+    def post(**kwargs):
+        if not calls:  # meanwhile, another worker's attempt for this endpoint failed
+            WebhookEndpoint.objects.filter(pk=hook.pk).update(failing_since=frozen_clock.current)
+        calls.append(kwargs["url"])
+        return real_post(**kwargs)
+
+    monkeypatch.setattr(delivery.sending, "post", post)
+    assert deliver(hook).delivered == 3
+    hook.refresh_from_db()
+    assert hook.failing_since is None

@@ -170,9 +170,11 @@ def _record(
 
 
 def _recovered(endpoint: WebhookEndpoint) -> None:
-    """The first success after failures: the endpoint is healthy again and everything waiting is due now."""
-    if endpoint.failing_since is None:
-        return
+    """The first success after failures: the endpoint is healthy again and everything waiting is due now.
+
+    Asked of the database, not of the row read at the start of the batch: another worker may have seen this
+    endpoint fail meanwhile.
+    """
     endpoint.failing_since = None
     if WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=False).update(failing_since=None):
         endpoints.make_waiting_due(endpoint_id=endpoint.pk)
