@@ -2,10 +2,11 @@
 
 It does what a marketplace's receiver must do and nothing more: verify each request's Standard Webhooks signature
 with `standardwebhooks` (a tampered body, a wrong secret or a timestamp more than five minutes off is answered 400
-and reported), answer 204 at once, then print the event: type, listing, sequence and id, marked when the same
-`webhook-id` came before (a retry or a replay, which a real receiver would skip). Connections are kept alive
-(HTTP/1.1) and each one is served by its own thread, so one sender thread costs one connection and the receiver
-keeps up with hundreds of requests a second. `record` appends each verified event as a JSON line, for benchmarks.
+and reported), print the event (type, listing, sequence and id, marked when the same `webhook-id` came before: a
+retry or a replay, which a real receiver would skip) and answer 204, in that order, as a receiver must: what was
+acknowledged has been kept. Connections are kept alive (HTTP/1.1) and each one is served by its own thread, so one
+sender thread costs one connection and the receiver keeps up with hundreds of requests a second. `record` appends
+each verified event as a JSON line, for benchmarks.
 """
 
 from __future__ import annotations
@@ -146,11 +147,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             event = self.server.verifier.verify(body, self.headers)
         except VerificationFailed as error:
-            self._answer(400, f"signature verification failed: {error}\n")
             self.server.refused(str(error), webhook_id)
+            self._answer(400, f"signature verification failed: {error}\n")
             return
-        self._answer(204)
+        # Recorded before it is acknowledged, as a receiver must: what was answered 2xx is never lost.
         self.server.accepted(event, webhook_id)
+        self._answer(204)
 
     def do_GET(self):
         self._answer(200, "webhook_listen: POST signed webhooks here.\n")
