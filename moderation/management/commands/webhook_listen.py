@@ -1,6 +1,6 @@
 """`manage.py webhook_listen --port 9000 [--secret whsec_... | --secret-file PATH]`: a local webhook receiver.
 
-It verifies every request's signature (`moderation.devstack.listener`), answers 204 and prints each event, so a
+It verifies every request's signature (`moderation.devstack.listener`), prints each event and answers 204, so a
 developer sees what a marketplace would receive. `make run` starts it for the demo client; point your own endpoint
 at it with `manage.py add_webhook CLIENT http://127.0.0.1:9000/` (with DEBUG on, or VIGIA_WEBHOOK_ALLOW_HTTP and
 VIGIA_WEBHOOK_ALLOW_LOOPBACK set) and give it the secret that command printed.
