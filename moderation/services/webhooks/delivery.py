@@ -7,12 +7,13 @@ sent again with the same `webhook-id`. Only 2xx counts; 410 Gone disables the en
 is retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h (each +-20%, so retries of many
 deliveries do not arrive together), about three days in all, and then given up.
 
-Nothing is held open while a request is in flight: the lease is one UPDATE, the outcome one short transaction
-afterwards. On SQLite an open transaction blocks every writer, and on PostgreSQL a row lock held for up to the
-request timeout would stall whatever else touches the row. On PostgreSQL that bookkeeping is committed without
-waiting for the disk (`synchronous_commit = off`, for the batch only): two flushes per event would cap a sender
-at a few hundred events a second, and what a database crash could lose of it is the last fraction of a second of
-leases and outcomes, whose deliveries are then sent again with the same `webhook-id` (at least once, never lost).
+Nothing is held open while a request is in flight: the lease is one UPDATE, the outcome two statements (a
+success) or one short transaction (a failure, which changes more) afterwards. On SQLite an open transaction blocks
+every writer, and on PostgreSQL a row lock held for up to the request timeout would stall whatever else touches
+the row. On PostgreSQL that bookkeeping is committed without waiting for the disk (`synchronous_commit = off`, for
+the batch only): flushing it for every event would cap a sender at a couple of hundred events a second, and what a
+database crash could lose of it is the last fraction of a second of leases and outcomes, whose deliveries are then
+sent again with the same `webhook-id` (at least once, never lost).
 
 A dead receiver must not cost a timeout per queued event. When an attempt fails the batch stops and the endpoint's
 other due deliveries wait until the failed one's retry; while the endpoint is failing, new deliveries join that
@@ -21,7 +22,7 @@ a recovered receiver gets its backlog immediately rather than on each delivery's
 """
 
 import random
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -145,7 +146,9 @@ def _record(
         next_at = _next_attempt(delivery, sent, now)
         status = DeliveryStatus.PENDING if next_at else DeliveryStatus.FAILED
         fields.update(status=status, next_attempt_at=next_at)
-    with transaction.atomic():
+    # A success is two statements on their own: a crash between them leaves an attempt logged and the delivery
+    # pending, which is sent again (at least once). A failure changes more rows, together.
+    with nullcontext() if sent.ok else transaction.atomic():
         DeliveryAttempt.objects.create(
             delivery_id=delivery.pk,
             attempted_at=started,
@@ -156,7 +159,8 @@ def _record(
         )
         WebhookDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(**fields)
         if sent.ok:
-            _recovered(endpoint)
+            if endpoint.failing_since is not None:
+                _recovered(endpoint)
         elif sent.status_code == 410:
             endpoints.disable_endpoint(
                 endpoint_id=endpoint.pk, reason=f"The receiver answered 410 Gone on {now:%Y-%m-%d %H:%M} UTC."
@@ -170,20 +174,19 @@ def _record(
 
 
 def _recovered(endpoint: WebhookEndpoint) -> None:
-    """The first success after failures: the endpoint is healthy again and everything waiting is due now.
+    """A success after failures: the endpoint is healthy again and everything waiting is due now.
 
-    Asked of the database, not of the row read at the start of the batch: another worker may have seen this
-    endpoint fail meanwhile.
+    Asked of the database: a batch runs it on its first success after the endpoint was seen failing, and once more
+    at its end when its last attempt succeeded, since another worker may have seen the endpoint fail meanwhile.
     """
     endpoint.failing_since = None
     if WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=False).update(failing_since=None):
         endpoints.make_waiting_due(endpoint_id=endpoint.pk)
 
 
-def _attempt(delivery: WebhookDelivery, endpoint: WebhookEndpoint, secrets: list) -> bool:
+def _attempt(delivery: WebhookDelivery, endpoint: WebhookEndpoint, secrets: list, body: bytes) -> bool:
     started = clock.now()
     try:
-        body = signing.payload(event=delivery.event)
         secrets = signing.still_valid(secrets, started)
         headers = signing.headers(message_id=delivery.event.public_id, body=body, secrets=secrets, timestamp=started)
     except signing.NoSigningSecret as error:
@@ -241,18 +244,21 @@ def _deliver_due(endpoint_id: int, limit: int) -> BatchResult:
             ]
         )
         if not window:
-            return result
-        for delivery in window:
+            break
+        # Events never change: their bodies are serialised together, once per attempt.
+        bodies = signing.payloads(events=[delivery.event for delivery in window])
+        for delivery, body in zip(window, bodies, strict=True):
             if not _lease(delivery, clock.now()):
                 continue  # another worker took it
             result.attempted += 1
-            if _attempt(delivery, endpoint, secrets):
-                result.delivered += 1
-                continue
-            result.failed += 1
-            result.stopped = f"delivery {delivery.pk} failed"
-            return result
-    if due_deliveries(endpoint_id=endpoint_id, now=clock.now()).exists():
+            if not _attempt(delivery, endpoint, secrets, body):
+                result.failed += 1
+                result.stopped = f"delivery {delivery.pk} failed"
+                return result
+            result.delivered += 1
+    if result.delivered:
+        _recovered(endpoint)
+    if result.attempted >= limit and due_deliveries(endpoint_id=endpoint_id, now=clock.now()).exists():
         result.more_due = True
         with transaction.atomic():
             outbox.send_on_commit(outbox.DELIVER_WEBHOOKS, endpoint_id)

@@ -55,12 +55,17 @@ def valid_secrets(*, endpoint_id: int, at: datetime) -> list[str]:
     return still_valid(secrets_of(endpoint_id=endpoint_id, at=at), at)
 
 
-def payload(*, event: Event) -> bytes:
-    """The request body: the event as the feed shows it, compact JSON (the client must be loaded with the event)."""
+def payloads(*, events: Sequence[Event]) -> list[bytes]:
+    """The request bodies: each event as the feed shows it, compact JSON (load the client with the events)."""
     from moderation.api.serializers import EventSerializer
 
-    data = EventSerializer(event).data
-    return json.dumps(data, separators=(",", ":"), cls=DjangoJSONEncoder).encode()
+    rows = EventSerializer(list(events), many=True).data
+    return [json.dumps(row, separators=(",", ":"), cls=DjangoJSONEncoder).encode() for row in rows]
+
+
+def payload(*, event: Event) -> bytes:
+    """The request body of one event (`payloads`)."""
+    return payloads(events=[event])[0]
 
 
 @lru_cache(maxsize=256)
