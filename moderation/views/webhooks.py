@@ -1,7 +1,7 @@
 """Webhook pages for admins: each client's endpoints and their state, adding one, an endpoint's delivery log, and
 the actions on it (rotate the secret, enable, disable, send a test event, replay a delivery).
 
-A secret is shown once: the view that makes it keeps it in the session only until the endpoint page has shown it,
+A secret is shown once: the view that makes it keeps it for that admin only until the endpoint page has shown it,
 and that page is never cached. Every change is a CSRF-protected POST that redirects back to the page it came from.
 """
 
