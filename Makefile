@@ -16,7 +16,7 @@ WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
 FAST_MARKERS := not slow and not worker and not browser
 
-.PHONY: install dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout clean
+.PHONY: install dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -83,6 +83,9 @@ bench-rollout: $(STAMP)
 
 bench-retrain: $(STAMP) dataset
 	$(PY) bench/retrain.py --classes $(CLASSES) $(ARGS)
+
+bench-webhooks: $(STAMP) dataset
+	$(PY) bench/webhooks.py $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

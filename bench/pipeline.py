@@ -39,7 +39,13 @@ from bench.harness.stack import (  # noqa: E402
     scoring_services,
     start_from_nothing,
 )
-from bench.harness.workload import jpeg_photos, post_listing, train_served_model, wait_scored  # noqa: E402
+from bench.harness.workload import (  # noqa: E402
+    jpeg_photos,
+    post_listing,
+    post_paced,
+    train_served_model,
+    wait_scored,
+)
 
 
 def parse_args():
@@ -149,30 +155,10 @@ def bare_phase(version: str, photos: list[bytes], work: Path) -> dict:
 
 def latency_phase(args, services: Services, token: str, photos: list[bytes], rate: float, prefix: str) -> dict:
     """Single-photo listings at a steady `rate` per second; latency is upload start to the image being routed."""
-    import requests
-
     from moderation.models import ListingImage
 
-    local = threading.local()
-    starts: dict[int, float] = {}
-
-    def send(index):
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-        started, body = post_listing(local.session, services.base, token, f"{prefix}-{index}", [photos[index]])
-        starts[body["images"][0]["id"]] = started
-
-    interval = 1.0 / rate
-    with ThreadPoolExecutor(16) as pool:
-        origin = time.monotonic()
-        futures = []
-        for index in range(len(photos)):
-            delay = origin + index * interval - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            futures.append(pool.submit(send, index))
-        for future in futures:
-            future.result()
+    answers = post_paced(services.base, token, [[photo] for photo in photos], prefix, rate)
+    starts = {body["images"][0]["id"]: started for started, body in answers}
     wait_scored(list(starts), timeout=300)
     scored = dict(ListingImage.objects.filter(pk__in=list(starts)).values_list("pk", "scored_at"))
     latencies = [scored[pk].timestamp() - started for pk, started in starts.items()]

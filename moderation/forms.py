@@ -3,7 +3,7 @@
 from django import forms
 from django.conf import settings
 
-from moderation.models import DecisionOutcome, PolicyCategory
+from moderation.models import Client, DecisionOutcome, EventType, PolicyCategory
 from moderation.services.appeals import NOTE_LIMIT, OVERTURN, UPHOLD
 from moderation.validation import ImageValidationError, validate_image
 
@@ -88,3 +88,23 @@ class AppealDecisionForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Sent to the marketplace with the outcome, for the seller: say why.",
     )
+
+
+class WebhookEndpointForm(forms.Form):
+    """A new webhook endpoint: whose, where, which events (none ticked: every type) and a note for admins."""
+
+    client = forms.ModelChoiceField(queryset=None, empty_label=None)
+    url = forms.CharField(
+        label="URL", max_length=500, help_text="https://, on a public address (checked again before every request)."
+    )
+    event_types = forms.MultipleChoiceField(
+        choices=[(value, f"{value}: {label}") for value, label in EventType.choices if value != EventType.TEST],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Tick none to receive every type.",
+    )
+    description = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["client"].queryset = Client.objects.order_by("name")

@@ -226,6 +226,12 @@ VIGIA_WEBHOOK_ALLOW_PRIVATE = env_bool("VIGIA_WEBHOOK_ALLOW_PRIVATE", False)
 VIGIA_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("VIGIA_WEBHOOK_TIMEOUT_SECONDS", "15"))
 # An endpoint failing without a single success for this long is disabled (and shown on the settings page).
 VIGIA_WEBHOOK_DISABLE_AFTER_SECONDS = env_int("VIGIA_WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600)
+# Seconds to wait after the 1st, 2nd, ... failed attempt of a delivery (each +-20%), about three days in all; after
+# the last one the delivery is given up as failed.
+VIGIA_WEBHOOK_RETRY_SCHEDULE = [
+    float(seconds)
+    for seconds in env_list("VIGIA_WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,50400,72000,86400")
+]
 
 # Shared state every web worker sees: API request counts (rate limits). Redis, on the broker's server.
 CACHES = {

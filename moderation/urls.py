@@ -12,4 +12,5 @@ urlpatterns = [
     path("training/", include("moderation.urls_training")),
     path("clients/", include("moderation.urls_clients")),
     path("audit/", include("moderation.urls_audit")),
+    path("webhooks/", include("moderation.urls_webhooks")),
 ]

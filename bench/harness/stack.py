@@ -127,8 +127,9 @@ def gunicorn(port: int, workers: int, *options: str) -> list[str]:
     return [str(BIN / "gunicorn"), "moderation.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers), *options]
 
 
-def celery_worker(queues: str, concurrency: int, node: str, loglevel: str) -> list[str]:
-    """A prefork Celery worker on `queues`, without the cluster chatter a single-machine run does not need."""
+def celery_worker(queues: str, concurrency: int, node: str, loglevel: str, pool: str = "prefork") -> list[str]:
+    """A Celery worker on `queues` (prefork unless `pool` says otherwise), without the cluster chatter a
+    single-machine run does not need."""
     return [
         str(BIN / "celery"),
         "-A",
@@ -139,7 +140,7 @@ def celery_worker(queues: str, concurrency: int, node: str, loglevel: str) -> li
         "-c",
         str(concurrency),
         "--pool",
-        "prefork",
+        pool,
         "-n",
         node,
         "-l",

@@ -170,6 +170,37 @@ def post_listing(
     return started, response.json()
 
 
+def post_paced(
+    base: str, token: str, groups: list[list[bytes]], prefix: str, rate: float | None, threads: int = 16
+) -> list[tuple[float, dict]]:
+    """Post one listing per group of photos (`prefix-<index>`), started `rate` per second (open loop: a slow answer
+    does not delay the next upload), or as fast as `threads` uploads at once allow when `rate` is None.
+
+    Returns, in order, when each upload started and the API's answer.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    local = threading.local()
+
+    def send(index: int) -> tuple[float, dict]:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return post_listing(local.session, base, token, f"{prefix}-{index}", groups[index])
+
+    with ThreadPoolExecutor(threads) as pool:
+        origin = time.monotonic()
+        futures = []
+        for index in range(len(groups)):
+            delay = origin + index / rate - time.monotonic() if rate else 0
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(send, index))
+        return [future.result() for future in futures]
+
+
 def upload(index: int, data: bytes) -> tuple[str, bytes, str]:
     """A photo as one multipart file: a name and content type that match its format."""
     if data.startswith(b"\x89PNG"):

@@ -298,6 +298,16 @@ class ServingSerializer(serializers.Serializer):
     error = serializers.CharField(required=False, help_text="Why the report is unavailable (Redis unreachable).")
 
 
+class WebhookHealthSerializer(serializers.Serializer):
+    """Webhook endpoints by state and the deliveries waiting to be sent; information only, never a 503."""
+
+    enabled = serializers.IntegerField(required=False)
+    failing = serializers.IntegerField(required=False, help_text="Enabled, with no success since a failure.")
+    disabled = serializers.IntegerField(required=False)
+    pending_deliveries = serializers.IntegerField(required=False)
+    error = serializers.CharField(required=False, help_text="Why the counts are unavailable.")
+
+
 class HealthSerializer(serializers.Serializer):
     """The desk's health: one check each for the database, Redis, workers and the active model, plus serving."""
 
@@ -309,3 +319,4 @@ class HealthSerializer(serializers.Serializer):
     serving = ServingSerializer(
         required=False, help_text="Which model version each scoring worker process serves; information only."
     )
+    webhooks = WebhookHealthSerializer(required=False, help_text="Webhook endpoints and pending deliveries.")

@@ -74,9 +74,23 @@ def manage(*args: str) -> list[str]:
     return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args]
 
 
-def process_specs(host: str, port: int, env: dict[str, str], web_workers: int) -> list[ProcessSpec]:
-    """The desk's long-running processes: scoring and training workers, beat and the web server."""
+#: The demo's webhook receiver listens this far above the web port (9000 for the default 8000).
+LISTEN_PORT_OFFSET = 1000
+
+
+def listen_spec(port: int, secrets_file: Path, env: dict[str, str]) -> ProcessSpec:
+    """`webhook_listen` for the demo client's endpoint: verifies and prints every event the desk sends."""
+    return ProcessSpec("listen", manage("webhook_listen", "--port", str(port), "--secret-file", str(secrets_file)), env)
+
+
+def process_specs(
+    host: str, port: int, env: dict[str, str], web_workers: int, listen: ProcessSpec | None = None
+) -> list[ProcessSpec]:
+    """The desk's long-running processes: scoring, training and webhooks workers, beat, the web server, and the
+    demo's webhook receiver when there is one."""
     celery = [sys.executable, "-m", "celery", "-A", "moderation"]
+    # Sending webhooks waits on the network, not the CPU: a few threads, and no TensorFlow in this worker.
+    webhooks = [*celery, "worker", "-Q", "webhooks", "--pool", "threads", "-c", "4", "-n", "webhooks@%h", "-l", "INFO"]
     if settings.DEBUG:
         web = manage("runserver", f"{host}:{port}", "--noreload")
     else:
@@ -99,10 +113,12 @@ def process_specs(host: str, port: int, env: dict[str, str], web_workers: int) -
         ProcessSpec(
             "training", [*celery, "worker", "-Q", "training", "-c", "1", "-n", "training@%h", "-l", "INFO"], env
         ),
+        ProcessSpec("webhooks", webhooks, {**env, "VIGIA_PRELOAD_TENSORFLOW": "0"}),
         ProcessSpec(
             "beat", [*celery, "beat", "-l", "INFO", "-S", "django_celery_beat.schedulers:DatabaseScheduler"], env
         ),
         ProcessSpec("web", web, env),
+        *([listen] if listen else []),
     ]
 
 
@@ -212,6 +228,22 @@ class Desk:
         except (OSError, ValueError):
             return {}
 
+    def bootstrap_demo(self, env: dict[str, str]) -> ProcessSpec | None:
+        """Demo accounts, and a webhook endpoint of the demo client at a local receiver; returns the receiver."""
+        listen_port = self.port + LISTEN_PORT_OFFSET
+        if not port_is_free("127.0.0.1", listen_port):
+            self.say(f"warning: port {listen_port} is in use; starting without the demo webhook receiver")
+            self.run_step(manage("bootstrap_demo"), "Creating demo accounts", env)
+            return None
+        secrets_file = Path(settings.VAR_DIR) / "demo-webhook-secrets"
+        url = f"http://127.0.0.1:{listen_port}/"
+        self.run_step(
+            manage("bootstrap_demo", "--webhook-url", url, "--webhook-secrets-file", str(secrets_file)),
+            "Creating demo accounts and the demo webhook endpoint",
+            env,
+        )
+        return listen_spec(listen_port, secrets_file, env)
+
     def prepare_demo_photos(self, env: dict[str, str]) -> Path:
         """Fashion-MNIST test photos for the demo listings, exported on first use; returns their directory."""
         photos = Path(settings.VAR_DIR) / "demo-photos"
@@ -244,12 +276,12 @@ class Desk:
             with redis_for_run(settings.REDIS_URL, var_dir, log=self.say) as (redis_url, _embedded):
                 child_env["REDIS_URL"] = redis_url
                 self.ensure_model(child_env)
-                photos = None
+                photos = listen = None
                 if self.demo:
-                    self.run_step(manage("bootstrap_demo"), "Creating demo accounts", child_env)
+                    listen = self.bootstrap_demo(child_env)
                     if demo_listings_needed():
                         photos = self.prepare_demo_photos(child_env)
-                self.serve(process_specs(self.host, self.port, child_env, self.web_workers), photos)
+                self.serve(process_specs(self.host, self.port, child_env, self.web_workers, listen), photos)
         except KeyboardInterrupt:
             self.say("interrupted; everything started has been stopped")
 
@@ -289,6 +321,10 @@ class Desk:
                 lines.append(f"  {role:<9} {account['username']} / {account['password']}")
         if credentials.get("api_token"):
             lines.append(f"  API token {credentials['api_token']}")
+        if credentials.get("webhook_url"):
+            lines.append(
+                f"  webhooks  {credentials['client']} -> {credentials['webhook_url']} (printed under `listen`)"
+            )
         lines.append("Press Ctrl-C to stop everything.")
         for line in lines:
             self.say(line)

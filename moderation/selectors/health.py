@@ -12,6 +12,7 @@ from moderation.broker import broker_client
 from moderation.models import ImageStatus, ListingImage
 from moderation.selectors.models import active_model
 from moderation.selectors.serving import ServingReport, serving_report
+from moderation.selectors.webhooks import webhook_counts
 
 
 @dataclass
@@ -22,6 +23,9 @@ class Health:
     # Which version each scoring process serves: information for operators, not a check. A rollout in progress
     # or a lagging worker must not take the desk out of a load balancer.
     serving: dict | None = None
+    # Webhook endpoints and the deliveries waiting for them: information too. A marketplace's receiver being down is
+    # its problem to fix, not a reason to stop taking its listings.
+    webhooks: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -33,6 +37,8 @@ class Health:
         data = {"status": "ok" if self.ok else "unavailable", **self.checks}
         if self.serving is not None:
             data["serving"] = self.serving
+        if self.webhooks is not None:
+            data["webhooks"] = self.webhooks
         return data
 
 
@@ -93,8 +99,17 @@ def serving(timeout: float) -> dict:
         return ServingReport(error=f"{type(error).__name__}: {error}").as_dict()
 
 
+def webhooks() -> dict:
+    """Endpoints enabled, failing and disabled, and pending deliveries; a failure is described, never raised."""
+    try:
+        return webhook_counts()
+    except Exception as error:  # the database check reports a broken database; this stays informative
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
 def check_health(timeout: float = 1.0) -> Health:
-    """Database, Redis, workers and the active model, each ok or not; plus what each scoring process serves."""
+    """Database, Redis, workers and the active model, each ok or not; plus what each scoring process serves and
+    the state of webhook endpoints."""
     health = Health()
     health.checks["database"] = check_database()
     health.checks["redis"] = check_redis(timeout)
@@ -107,4 +122,5 @@ def check_health(timeout: float = 1.0) -> Health:
         health.serving = serving(timeout)
     else:
         health.serving = ServingReport(error="Redis is unreachable.").as_dict()
+    health.webhooks = webhooks()
     return health

@@ -8,12 +8,15 @@ in commit order and a reader that pages by position sees every event at least on
 
 Runs on commit of every transaction that wrote events (deduplicated per transaction) and from beat every few
 seconds, which also repairs a relay message lost with a broker outage.
+
+Test events are left alone: an admin sends one to one endpoint (`services.webhooks.endpoints.send_test_event`), so
+it is neither numbered into the feed nor fanned out to the client's other endpoints.
 """
 
 from django.db import transaction
 
 from moderation import clock, outbox
-from moderation.models import Event, EventRelayState, WebhookDelivery, WebhookEndpoint
+from moderation.models import Event, EventRelayState, EventType, WebhookDelivery, WebhookEndpoint
 
 RELAY_BATCH = 500
 
@@ -22,7 +25,7 @@ def relay_events(*, limit: int = RELAY_BATCH) -> int:
     """Number the committed events nobody numbered yet and queue their webhook deliveries; returns how many."""
     with transaction.atomic():
         state, _ = EventRelayState.objects.select_for_update().get_or_create(pk=1)
-        batch = list(Event.objects.filter(position__isnull=True).order_by("id")[:limit])
+        batch = list(Event.objects.filter(position__isnull=True).exclude(type=EventType.TEST).order_by("id")[:limit])
         if not batch:
             return 0
         now = clock.now()

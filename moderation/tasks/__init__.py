@@ -6,9 +6,12 @@ Split by queue; published by name through `moderation.outbox`, so nothing else i
 from moderation.tasks.events import relay_events, relay_outbox
 from moderation.tasks.scoring import score_images, sweep_pending
 from moderation.tasks.training import check_training_trigger, embed_examples, run_training, sweep_training_runs
+from moderation.tasks.webhooks import deliver_webhooks, dispatch_webhooks
 
 __all__ = [
     "check_training_trigger",
+    "deliver_webhooks",
+    "dispatch_webhooks",
     "embed_examples",
     "relay_events",
     "relay_outbox",

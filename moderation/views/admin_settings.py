@@ -1,4 +1,6 @@
-"""The admin's settings page: thresholds, batch size, leases, audit rate, holdout and gate, schedule, appeal window.
+"""The admin's settings page: thresholds, batch size, leases, audit rate, holdout and gate, schedule, appeal window;
+and the webhook endpoints that are failing or were disabled, so an admin sees a marketplace that stopped hearing
+back.
 
 It also answers the two questions admins ask before changing a knob: how many confirmations until the next
 retrain, and what a threshold would do (queue share, precision and recall estimated from past decisions).
@@ -14,6 +16,7 @@ from moderation.permissions import admin_required, recent_login_required
 from moderation.selectors import training as selectors
 from moderation.selectors.models import active_model_labels
 from moderation.selectors.settings import get_settings
+from moderation.selectors.webhooks import endpoints_needing_attention
 from moderation.services.settings import update_settings
 
 THRESHOLD_PREFIX = "threshold__"
@@ -120,5 +123,6 @@ def settings_view(request):
             "preview": _preview(request, settings_row),
             "preview_value": request.GET.get("preview", ""),
             "prohibited_labels": prohibited,
+            "webhook_alerts": endpoints_needing_attention(),
         },
     )

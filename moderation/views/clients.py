@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from moderation.models import Client, ClientKey
 from moderation.permissions import admin_required
 from moderation.selectors.clients import client_keys, client_list
+from moderation.selectors.webhooks import client_endpoints
 from moderation.services.clients import (
     ClientError,
     api_user,
@@ -58,6 +59,16 @@ class KeyForm(forms.Form):
         return username
 
 
+def _detail_context(client: Client, form: KeyForm) -> dict:
+    return {
+        "client": client,
+        "keys": client_keys(client),
+        "endpoints": client_endpoints(client=client),
+        "form": form,
+        "now": timezone.now(),
+    }
+
+
 def _superuser_only(request) -> None:
     if not request.user.is_superuser:
         raise PermissionDenied("Only superusers manage API keys.")
@@ -79,13 +90,9 @@ def clients_view(request):
 @admin_required
 @require_GET
 def client_detail_view(request, pk: int):
-    """Show one client: its keys (superusers may issue and revoke them) and its state."""
+    """Show one client: its keys (superusers may issue and revoke them), its webhook endpoints and its state."""
     client = get_object_or_404(Client, pk=pk)
-    return render(
-        request,
-        "moderation/clients/detail.html",
-        {"client": client, "keys": client_keys(client), "form": KeyForm(), "now": timezone.now()},
-    )
+    return render(request, "moderation/clients/detail.html", _detail_context(client, KeyForm()))
 
 
 @admin_required
@@ -106,8 +113,7 @@ def key_create_view(request, pk: int):
     client = get_object_or_404(Client, pk=pk)
     form = KeyForm(request.POST)
     if not form.is_valid():
-        context = {"client": client, "keys": client_keys(client), "form": form, "now": timezone.now()}
-        return render(request, "moderation/clients/detail.html", context, status=400)
+        return render(request, "moderation/clients/detail.html", _detail_context(client, form), status=400)
     expires_on = form.cleaned_data["expires_on"]
     expires_at = (
         timezone.make_aware(datetime.combine(expires_on, time.max), timezone.get_current_timezone())

@@ -21,6 +21,7 @@ from django.urls import URLResolver, get_resolver, reverse
 from moderation import permissions
 from moderation.models import (
     Decision,
+    DeliveryAttempt,
     Event,
     IdempotencyRecord,
     ImageStatus,
@@ -33,6 +34,7 @@ from moderation.models import (
 )
 from moderation.selectors.settings import get_settings
 from moderation.services import appeals, review
+from moderation.services.webhooks.endpoints import add_endpoint, send_test_event
 from tests.support.factories import make_api_key, make_flagged
 
 ROLES = ("anonymous", "user", "moderator", "admin")
@@ -113,6 +115,15 @@ MATRIX: dict[str, Case] = {
     # The matrix's version has no files in the registry, so an admin gets 404 for them.
     "model-version-file": admin_page(404, kwargs=lambda o: {"version": o["version"].version, "name": "curves.png"}),
     "moderation-settings": admin_page(),
+    # Webhook pages (moderation/urls_webhooks.py): admins only; every action redirects back to the endpoint.
+    "webhooks": admin_page(),
+    "webhook-add": admin_page(),
+    "webhook-endpoint": admin_page(kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-rotate": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-disable": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-enable": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-test": admin_page(302, method="post", kwargs=lambda o: {"pk": o["endpoint"].pk}),
+    "webhook-replay": admin_page(302, method="post", kwargs=lambda o: {"pk": o["delivery"].pk}),
     # REST API (moderation/urls_api.py): any authenticated account (the marketplace's API user is a plain user);
     # an empty POST is a 400, never a 500. Health, schema and docs are public; health is 503 while no worker runs.
     "api-listings": Case(expect=roles(401, 400, 400, 400), method="post"),
@@ -182,6 +193,11 @@ ADMIN_NO_ADD = {
     "moderation_idempotencyrecord",
     "moderation_outboxmessage",
     "moderation_clientkey",
+    # Webhook rows are history or belong to the desk's webhook pages: read-only in the admin.
+    "moderation_webhookendpoint",
+    "moderation_webhooksecret",
+    "moderation_webhookdelivery",
+    "moderation_deliveryattempt",
 }
 ADMIN_NO_DELETE = {
     "moderation_moderationsettings",
@@ -199,6 +215,10 @@ ADMIN_NO_DELETE = {
     "moderation_idempotencyrecord",
     "moderation_outboxmessage",
     "moderation_clientkey",
+    "moderation_webhookendpoint",
+    "moderation_webhooksecret",
+    "moderation_webhookdelivery",
+    "moderation_deliveryattempt",
 }
 # Users, groups, keys and login lockouts are for superusers only: an admin who could edit users could make anyone
 # a superuser, a key is a credential acting as an account, and unlocking an account is a security decision.
@@ -309,6 +329,9 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     make_api_key(plain)
     Event.objects.create(type="test", client=image.listing.client, occurred_at=image.created_at)
     IdempotencyRecord.objects.create(client=image.listing.client, key="k", fingerprint="f", listing=image.listing)
+    endpoint, _secret = add_endpoint(client=image.listing.client, url="https://hooks.example.com/vigia")
+    delivered = send_test_event(endpoint_id=endpoint.pk)
+    DeliveryAttempt.objects.create(delivery=delivered, attempted_at=delivered.created_at, status_code=204)
     return {
         "run": run,
         "version": version,
@@ -320,6 +343,8 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
         "client": image.listing.client,
         "appeal": appeal,
         "failed": failed,
+        "endpoint": endpoint,
+        "delivery": delivered,
     }
 
 

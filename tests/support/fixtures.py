@@ -180,9 +180,69 @@ def training_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         yield worker
 
 
+@pytest.fixture
+def local_webhooks(settings):
+    """Webhooks may go to http:// and loopback (a test receiver), with a short timeout."""
+    settings.VIGIA_WEBHOOK_ALLOW_HTTP = True
+    settings.VIGIA_WEBHOOK_ALLOW_LOOPBACK = True
+    settings.VIGIA_WEBHOOK_ALLOW_PRIVATE = False
+    settings.VIGIA_WEBHOOK_TIMEOUT_SECONDS = 1.0
+    return settings
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP receiver on a free loopback port (`tests.support.receiver.Receiver`), stopped afterwards."""
+    from moderation.services.webhooks import sending
+    from tests.support.receiver import Receiver
+
+    with Receiver() as running:
+        yield running
+    sending.close_connections()
+
+
+@pytest.fixture(scope="module")
+def webhooks_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker on the `webhooks` queue (threads pool, four threads, as `make run` starts it).
+
+    It may send to a loopback receiver over http, with a one-second timeout and ten retries a second apart.
+    """
+    from tests.support import workers
+
+    work = tmp_path_factory.mktemp("webhooks-worker")
+    worker = workers.start_worker(
+        queues=("webhooks",),
+        db=workers.WEBHOOKS_DB,
+        work=work,
+        env={
+            "VIGIA_WEBHOOK_ALLOW_HTTP": "1",
+            "VIGIA_WEBHOOK_ALLOW_LOOPBACK": "1",
+            "VIGIA_WEBHOOK_TIMEOUT_SECONDS": "1",
+            "VIGIA_WEBHOOK_RETRY_SCHEDULE": "1,1,1,1,1,1,1,1,1,1",
+            "VIGIA_PRELOAD_TENSORFLOW": "0",
+        },
+        name="webhooks",
+        pool="threads",
+        concurrency=4,
+    )
+    with workers.publishing_to(worker):
+        workers.wait_ready(worker, timeout=60)
+        yield worker
+
+
+@pytest.fixture
+def hook(local_webhooks, receiver):
+    """An endpoint of client "acme" at the test receiver; its secret is `hook.secret`."""
+    from tests.support.webhooks import client_endpoint
+
+    endpoint, secret = client_endpoint(receiver.url)
+    endpoint.secret = secret
+    return endpoint
+
+
 #: Fixtures that start real processes: a test that uses one is marked `worker` (and needs PostgreSQL) whether or
 #: not it says so, so `make test-fast` can never pick it up by mistake.
-WORKER_FIXTURES = {"celery_worker_process", "training_worker"}
+WORKER_FIXTURES = {"celery_worker_process", "training_worker", "webhooks_worker"}
 
 
 def pytest_collection_modifyitems(items):

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 DELIVERY_DB = 9
 TRAINING_DB = 10
 SERVING_DB = 11
+WEBHOOKS_DB = 12
 #: A database no worker ever listens on.
 SILENT_DB = 14
 
@@ -111,8 +112,11 @@ def start_worker(
     env: dict[str, str] | None = None,
     include: Sequence[str] = (),
     name: str = "worker",
+    pool: str = "prefork",
+    concurrency: int = 1,
 ) -> Worker:
-    """Start `celery worker` (prefork, one child) on `queues` against the test database and Redis database `db`.
+    """Start `celery worker` (prefork, one child, unless `pool` and `concurrency` say otherwise) on `queues` against
+    the test database and Redis database `db`.
 
     The worker reads the test database, its media folder (`work/media`) and model registry (`work/models`) from
     its environment; `env` adds to that. Its Redis database is emptied first. `broker_url` points it at another
@@ -138,7 +142,7 @@ def start_worker(
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     argv = [str(Path(sys.executable).with_name("celery")), "-A", "moderation", "worker", "-Q", ",".join(queues)]
-    argv += ["-c", "1", "--pool", "prefork", "-n", node, "-l", "info"]
+    argv += ["-c", str(concurrency), "--pool", pool, "-n", node, "-l", "info"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     for module in include:
         argv += ["--include", module]
