@@ -2,5 +2,6 @@
 appeal, follow events, score one photo, check health.
 
 One module a concern: `authentication` (client keys), `errors` (the one error shape), `listings`, `events`,
-`appeals`, `scoring` (score and health) and `serializers` (the API's shapes and OpenAPI components).
+`appeals`, `scoring` (score one photo), `health` (live, ready, the full report) and `serializers` (the API's
+shapes and OpenAPI components).
 """

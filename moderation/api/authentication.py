@@ -20,10 +20,25 @@ TOUCH_INTERVAL = timedelta(minutes=1)
 
 
 class ClientKeyAuthentication(authentication.BaseAuthentication):
-    """DRF authentication by client API key; `request.auth` is the `ClientKey`."""
+    """DRF authentication by client API key; `request.auth` is the `ClientKey`.
+
+    A `lenient` instance treats a bad key like no key: the health probes answer a caller with a stale key as
+    anonymous rather than with a 401 that would take the desk out of a load balancer.
+    """
+
+    def __init__(self, *, lenient: bool = False):
+        self.lenient = lenient
 
     def authenticate(self, request):
         """Return `(user, key)` for a valid key, None when no key was sent, or raise 401 for a bad one."""
+        try:
+            return self._authenticate(request)
+        except exceptions.AuthenticationFailed:
+            if self.lenient:
+                return None
+            raise
+
+    def _authenticate(self, request):
         parts = authentication.get_authorization_header(request).split()
         if not parts or parts[0].decode(errors="replace").lower() not in KEYWORDS:
             return None

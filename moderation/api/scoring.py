@@ -1,8 +1,8 @@
-"""Score one photo now, and the desk's health: the API's two endpoints that store nothing."""
+"""Score one photo now: nothing is stored."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -11,7 +11,6 @@ from moderation import worker
 from moderation.api import serializers
 from moderation.api.errors import ERRORS, ApiError
 from moderation.api.throttling import ClientRateThrottle, ScoreRateThrottle
-from moderation.selectors.health import check_health
 from moderation.validation import validate_image
 
 
@@ -44,18 +43,3 @@ class ScoreView(APIView):
             # The model's decoder refusing an image that passed validation (ImageDecodeError is a ValueError).
             raise ApiError("corrupt", f"The image could not be decoded for scoring: {error}") from error
         return Response({"model_version": prediction.model_version, "probabilities": prediction.probabilities[0]})
-
-
-class HealthView(APIView):
-    """Database, Redis, workers and the active model: 200 when all are fine, 503 otherwise. Anonymous."""
-
-    authentication_classes = []
-    permission_classes = [AllowAny]
-
-    @extend_schema(
-        operation_id="health", responses={200: serializers.HealthSerializer, 503: serializers.HealthSerializer}
-    )
-    def get(self, request):
-        """Check the database, Redis, workers and the active model: 200 when all are fine, 503 otherwise. Anonymous."""
-        health = check_health(timeout=1.0)
-        return Response(health.as_dict(), status=200 if health.ok else 503)

@@ -308,14 +308,26 @@ class WebhookHealthSerializer(serializers.Serializer):
     error = serializers.CharField(required=False, help_text="Why the counts are unavailable.")
 
 
-class HealthSerializer(serializers.Serializer):
-    """The desk's health: one check each for the database, Redis, workers and the active model, plus serving."""
+class StatusSerializer(serializers.Serializer):
+    """All an anonymous probe learns: one word."""
 
     status = serializers.CharField(help_text='"ok" when every check is ok, else "unavailable".')
-    database = HealthCheckSerializer()
-    redis = HealthCheckSerializer()
-    workers = HealthCheckSerializer()
-    model = HealthCheckSerializer()
+
+
+class ReadinessSerializer(StatusSerializer):
+    """Readiness: the status, and for staff and clients the check of each dependency."""
+
+    database = HealthCheckSerializer(required=False, help_text="Staff and clients only.")
+    redis = HealthCheckSerializer(required=False, help_text="Staff and clients only.")
+    workers = HealthCheckSerializer(
+        required=False, help_text="Scoring processes that reported in the last 30 s. Staff and clients only."
+    )
+    model = HealthCheckSerializer(required=False, help_text="Staff and clients only.")
+
+
+class HealthSerializer(ReadinessSerializer):
+    """The desk's health: the readiness checks, plus serving and webhooks (all but `status` for staff and clients)."""
+
     serving = ServingSerializer(
         required=False, help_text="Which model version each scoring worker process serves; information only."
     )

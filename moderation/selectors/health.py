@@ -1,7 +1,11 @@
-"""Health: can the desk take listings and score them right now? Each dependency is checked with a short timeout.
+"""Health: is the process up, can the desk take listings and score them right now, and what do operators see?
 
-A health check that hangs is worse than one that says "no", so every probe is bounded: the worker ping waits
-`timeout` seconds at most and Redis is asked with socket timeouts of the same length.
+Three levels, for three callers. Liveness depends on nothing (a load balancer restarts a process that stops
+answering, not one whose database is down). Readiness asks the database, Redis, the scoring workers and the
+active model, and nothing that takes time: the workers are read from the reports they write to Redis every few
+seconds (`selectors.serving`), never by broadcasting a ping that would hold a web worker for its whole timeout.
+The full report adds the backlog, what each scoring process serves and the webhook endpoints. A health check
+that hangs is worse than one that says "no", so Redis is asked with socket timeouts of `timeout` seconds.
 """
 
 from dataclasses import dataclass, field
@@ -11,7 +15,13 @@ from django.db import connection
 from moderation.broker import broker_client
 from moderation.models import ImageStatus, ListingImage
 from moderation.selectors.models import active_model
-from moderation.selectors.serving import ServingReport, serving_report
+from moderation.selectors.serving import (
+    SERVING_HEARTBEAT_SECONDS,
+    STALE_AFTER_HEARTBEATS,
+    ServingReport,
+    serving_report,
+    serving_workers,
+)
 from moderation.selectors.webhooks import webhook_counts
 
 
@@ -32,9 +42,14 @@ class Health:
         """True when every check passed; the serving report does not count."""
         return all(check["ok"] for check in self.checks.values())
 
+    @property
+    def status(self) -> str:
+        """The one word an anonymous caller gets: "ok" or "unavailable"."""
+        return "ok" if self.ok else "unavailable"
+
     def as_dict(self) -> dict:
         """Return the JSON body of the health endpoint (`serializers.HealthSerializer`)."""
-        data = {"status": "ok" if self.ok else "unavailable", **self.checks}
+        data = {"status": self.status, **self.checks}
         if self.serving is not None:
             data["serving"] = self.serving
         if self.webhooks is not None:
@@ -42,12 +57,17 @@ class Health:
         return data
 
 
-def check_database() -> dict:
-    """Run a trivial query and count pending images, which shows a scoring backlog at a glance."""
+def check_database(*, count_backlog: bool = True) -> dict:
+    """Run a trivial query and, for the full report, count pending images: the scoring backlog at a glance.
+
+    Readiness skips the count: on a large table it is the one part of a probe that grows with the data.
+    """
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
+        if not count_backlog:
+            return {"ok": True}
         pending = ListingImage.objects.filter(status=ImageStatus.PENDING).count()
     except Exception as error:  # any database failure is reported, not raised
         return {"ok": False, "detail": f"{type(error).__name__}: {error}"}
@@ -68,16 +88,20 @@ def check_redis(timeout: float) -> dict:
 
 
 def check_workers(timeout: float) -> dict:
-    """Ping the Celery workers and wait `timeout` seconds for replies; ok when at least one answers."""
-    from moderation.celery import app
+    """Count the scoring processes that reported recently (`vigia:serving`); ok when at least one did.
 
+    Reading their reports costs one Redis round trip; a broadcast ping would wait its whole timeout on every
+    probe. A scoring child reports when it starts and every few seconds after, so a stopped worker drops out
+    within three heartbeats.
+    """
     try:
-        replies = app.control.inspect(timeout=timeout).ping() or {}
-    except Exception as error:  # an unreachable broker means no worker can be reached either
+        workers = serving_workers(timeout=timeout)
+    except Exception as error:  # an unreachable broker means no report can be read either
         return {"ok": False, "count": 0, "detail": f"{type(error).__name__}: {error}"}
-    if not replies:
-        return {"ok": False, "count": 0, "detail": f"No worker answered a ping within {timeout} s."}
-    return {"ok": True, "count": len(replies), "names": sorted(replies)}
+    if not workers:
+        window = STALE_AFTER_HEARTBEATS * SERVING_HEARTBEAT_SECONDS
+        return {"ok": False, "count": 0, "detail": f"No scoring worker has reported in the last {window:.0f} s."}
+    return {"ok": True, "count": len(workers), "names": sorted({worker.node or worker.name for worker in workers})}
 
 
 def check_model() -> dict:
@@ -107,9 +131,22 @@ def webhooks() -> dict:
         return {"error": f"{type(error).__name__}: {error}"}
 
 
+def check_readiness(timeout: float = 1.0) -> Health:
+    """Database, Redis, scoring workers and the active model, each ok or not: can the desk do its job now?"""
+    health = Health()
+    health.checks["database"] = check_database(count_backlog=False)
+    health.checks["redis"] = check_redis(timeout)
+    if health.checks["redis"]["ok"]:
+        health.checks["workers"] = check_workers(timeout)
+    else:
+        health.checks["workers"] = {"ok": False, "count": 0, "detail": "Redis is unreachable."}
+    health.checks["model"] = check_model()
+    return health
+
+
 def check_health(timeout: float = 1.0) -> Health:
-    """Database, Redis, workers and the active model, each ok or not; plus what each scoring process serves and
-    the state of webhook endpoints."""
+    """The readiness checks with the backlog, plus what each scoring process serves and the state of webhook
+    endpoints: the operators' report."""
     health = Health()
     health.checks["database"] = check_database()
     health.checks["redis"] = check_redis(timeout)

@@ -6,6 +6,8 @@ import pytest
 import schemathesis
 from django.contrib.auth import get_user_model
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -30,7 +32,19 @@ CHECKS = [
 
 
 @pytest.fixture
-def api_schema(db, media_root, published, settings, monkeypatch, fake_scorer):
+def keep_the_test_connection():
+    """Requests run through the bare WSGI handler, whose start and end close the database connection (Django's
+    test client disconnects that for its requests); here it would close the test's transaction, so it is
+    disconnected too."""
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    yield
+    for signal in (request_started, request_finished):
+        signal.connect(close_old_connections)
+
+
+@pytest.fixture
+def api_schema(keep_the_test_connection, db, media_root, published, settings, monkeypatch, fake_scorer):
     """The schema as the app serves it, with a healthy desk behind it: a 503 then means something broke."""
     from moderation import worker
     from moderation.selectors import health

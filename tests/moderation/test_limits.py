@@ -65,6 +65,16 @@ def test_scoring_has_a_much_lower_rate_of_its_own(rates, monkeypatch):
     assert acme.get("/api/v1/listings").status_code == 200
 
 
+def test_health_probes_are_never_throttled(rates, monkeypatch, active_model):
+    from moderation.selectors import health
+
+    monkeypatch.setattr(health, "check_workers", lambda timeout: {"ok": True, "count": 1, "names": ["w@host"]})
+    anonymous = APIClient()
+    # A load balancer probes often from one address; a 429 would take the desk out of rotation.
+    statuses = {anonymous.get(path).status_code for path in ("/api/v1/health/live", "/api/v1/health/ready") * 5}
+    assert statuses == {200}
+
+
 def test_an_unreachable_rate_store_lets_requests_through(rates, monkeypatch):
     from django.core.cache import cache
 

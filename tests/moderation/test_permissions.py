@@ -148,6 +148,8 @@ MATRIX: dict[str, Case] = {
     "api-events": Case(expect=roles(401, 200, 200, 200)),
     "api-score": Case(expect=roles(401, 400, 400, 400), method="post"),
     "api-health": Case(expect=roles(*[(200, 503)] * 4)),
+    "api-health-ready": Case(expect=roles(*[(200, 503)] * 4)),
+    "api-health-live": Case(expect=roles(200, 200, 200, 200)),
     "api-schema": Case(expect=roles(200, 200, 200, 200)),
     "api-docs": Case(expect=roles(200, 200, 200, 200)),
     "api-not-found": Case(expect=roles(404, 404, 404, 404)),

@@ -11,7 +11,6 @@ import pytest
 import redis
 from django.test import Client
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from moderation import worker
 from moderation.models import ModelVersion
@@ -227,11 +226,11 @@ def test_the_versions_page_still_opens_without_redis(settings, active, admin_cli
 
 
 @pytest.mark.django_db
-def test_health_lists_the_serving_workers_without_failing_on_disagreement(store, active, monkeypatch):
+def test_health_lists_the_serving_workers_without_failing_on_disagreement(store, active, monkeypatch, admin_client):
     monkeypatch.setattr(health, "check_workers", lambda timeout: {"ok": True, "count": 2, "names": ["w@host"]})
     put(store, status("v0002", host="a", pid=1), seen_ago=1)
     put(store, status("v0001", host="b", pid=2), seen_ago=1)
-    response = APIClient().get("/api/v1/health")
+    response = admin_client.get("/api/v1/health")
     assert response.status_code == 200, response.content
     serving = response.json()["serving"]
     assert [(w["host"], w["pid"], w["version"]) for w in serving["workers"]] == [("a", 1, "v0002"), ("b", 2, "v0001")]
