@@ -6,11 +6,10 @@ import time
 import pytest
 from django.core.management import call_command
 
-from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
+from moderation.models import ImageStatus, ModelVersion, ModerationSettings, Score
 from moderation.services import model_versions
-from tests.support.images import PROHIBITED_COLOR
 from tests.support.waiting import wait_until
-from tests.support.workers import clean_broker, train_tiny_version
+from tests.support.workers import clean_broker, serving_reported, train_tiny_version, upload_red
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +74,6 @@ def test_a_failed_pointer_write_rolls_the_rows_back(registry_copy, rescores, mon
 
 # ------------------------------------------------------------------------------------------------- real worker
 
-_seed = iter(range(70_000, 10**9))
-
 
 def worker_registry_with_two_versions(worker, settings, tmp_path):
     """The worker's registry, with the inverted v0002 beside its model so that tests can switch between them."""
@@ -85,17 +82,6 @@ def worker_registry_with_two_versions(worker, settings, tmp_path):
     if "v0002" not in {info.version for info in registry.versions()}:
         train_tiny_version(settings.VIGIA_MODEL_REGISTRY, tmp_path / "cache", inverted=True, activate=False)
     return registry
-
-
-def upload_red(external_id: str) -> ListingImage:
-    from tests.support import images
-    from tests.support.factories import store_listing
-
-    data = images.noisy_png(PROHIBITED_COLOR, seed=next(_seed))
-    listing = store_listing(
-        external_id=external_id, title="a listing", description="", files=[images.upload(data, name="p.png")]
-    )
-    return listing.images.get()
 
 
 @pytest.mark.worker
@@ -152,17 +138,6 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
 def received_tasks(worker) -> int:
     """How many tasks the worker has taken off the queue so far (Celery logs one line each at INFO)."""
     return worker.log.read_text(errors="replace").count("] received")
-
-
-def serving_reported(worker, version: str) -> bool:
-    """Whether every scoring child of the worker reports `version` in Redis, and none is missing."""
-    import psutil
-
-    from moderation.selectors.serving import serving_workers
-
-    children = {child.pid for child in psutil.Process(worker.pid).children()}
-    entries = {entry.pid: entry.version for entry in serving_workers(client=worker.broker)}
-    return bool(children) and all(entries.get(pid) == version for pid in children)
 
 
 @pytest.mark.worker
