@@ -38,7 +38,7 @@ def test_save_converts_both_parts_and_checks_them_against_keras(saved):
         assert (registry.path(version) / f"{name}.sha256").is_file()
     model = LiteRTModel(registry.litert_content(version, "scoring"))
     keras_model = trained_result().model
-    for count in (1, 5, 1):  # the input follows each batch's size, back and forth
+    for count in (1, 5, 1, 37):  # the input follows each batch's size, back and forth; 37 runs in slices
         pixels = random_pixels(count, 32, seed=count)
         expected = np.asarray(keras_model(pixels, training=False))
         np.testing.assert_allclose(model(pixels), expected, atol=conversion.TOLERANCE)
