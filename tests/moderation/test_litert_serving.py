@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from moderation.models import ImageStatus, ModerationSettings, Score
+from moderation.models import ImageStatus, Score
 from moderation.services import model_versions
 from tests.support.waiting import wait_until
-from tests.support.workers import clean_broker, serving_reported, train_tiny_version, upload_red
+from tests.support.workers import route_through, serving_reported, train_tiny_version, upload_red
 
 
 def keras_only(registry, version: str) -> None:
@@ -37,10 +37,7 @@ def test_a_litert_child_has_no_tensorflow_and_switches_to_a_keras_only_version_a
     celery_worker_process, settings, tmp_path
 ):
     worker = celery_worker_process
-    clean_broker(worker.broker)
-    settings.MEDIA_ROOT = worker.media
-    settings.VIGIA_MODEL_REGISTRY = worker.models
-    ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
+    route_through(worker, settings)
     registry = model_versions.get_registry()
     litert_version = registry.active_version()
     keras_version = train_tiny_version(worker.models, tmp_path / "cache", inverted=True, activate=False)

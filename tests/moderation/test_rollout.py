@@ -6,10 +6,10 @@ import time
 import pytest
 from django.core.management import call_command
 
-from moderation.models import ImageStatus, ModelVersion, ModerationSettings, Score
+from moderation.models import ImageStatus, ModelVersion, Score
 from moderation.services import model_versions
 from tests.support.waiting import wait_until
-from tests.support.workers import clean_broker, serving_reported, train_tiny_version, upload_red
+from tests.support.workers import route_through, serving_reported, train_tiny_version, upload_red
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +91,8 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     celery_worker_process, settings, tmp_path
 ):
     worker = celery_worker_process
-    clean_broker(worker.broker)
-    settings.MEDIA_ROOT = worker.media
+    route_through(worker, settings)
     settings.VIGIA_FEATURE_CACHE = tmp_path / "cache"
-    ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
     registry = worker_registry_with_two_versions(worker, settings, tmp_path)
     active_before = registry.active_version()
     model_versions.sync_models()

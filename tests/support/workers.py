@@ -221,6 +221,16 @@ def train_tiny_version(root: Path, cache: Path, *, inverted: bool = False, activ
     return version
 
 
+def route_through(worker: Worker, settings) -> None:
+    """Point this test at the scoring worker's media and registry, empty its queues, route by score alone at 0.5."""
+    from moderation.models import ModerationSettings
+
+    clean_broker(worker.broker)
+    settings.MEDIA_ROOT = worker.media
+    settings.VIGIA_MODEL_REGISTRY = worker.models
+    ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
+
+
 _seed = iter(range(70_000, 10**9))
 
 
