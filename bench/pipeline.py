@@ -40,6 +40,7 @@ from bench.harness.report import load_average, log, machine_info, percentile, wr
 from bench.harness.stack import (  # noqa: E402
     Services,
     children_rss_mb,
+    cpu_seconds,
     marketplace_token,
     scoring_services,
     start_from_nothing,
@@ -92,8 +93,24 @@ class RssSampler(threading.Thread):
 # ---------------------------------------------------------------------------------------------------- phases
 
 
+def cpu_use(services: Services) -> dict[str, float]:
+    """CPU seconds used so far by the scoring worker, the web server, PostgreSQL, Redis and this process."""
+    return {
+        "worker": cpu_seconds([services["worker"].pid]),
+        "web": cpu_seconds([services["web"].pid]),
+        "postgres": cpu_seconds(name_prefix="postgres"),
+        "redis": cpu_seconds(name_prefix="redis"),
+        # This process alone (its uploads and polling), not the services it started.
+        "uploader": os.times().user + os.times().system,
+    }
+
+
 def throughput_phase(args, services: Services, token: str, photos: list[bytes], prefix: str) -> dict:
-    """Post `photos` in listings of `--per-listing`, `--concurrency` at once; images per second until all scored."""
+    """Post `photos` in listings of `--per-listing`, `--concurrency` at once; images per second until all scored.
+
+    Also the CPU milliseconds each part of the stack spent per image meanwhile: on one machine the web intake,
+    the database and the scoring worker share the cores that the bare forward pass has to itself.
+    """
     import requests
 
     from moderation.models import ImageStatus, ListingImage
@@ -107,6 +124,7 @@ def throughput_phase(args, services: Services, token: str, photos: list[bytes], 
             local.session = requests.Session()
         return post_listing(local.session, services.base, token, f"{prefix}-{index}", group)
 
+    cpu_before = cpu_use(services)
     started = time.time()
     with ThreadPoolExecutor(args.concurrency) as pool:
         answers = list(pool.map(send, enumerate(groups)))
@@ -117,7 +135,11 @@ def throughput_phase(args, services: Services, token: str, photos: list[bytes], 
     last = max(rows.values_list("scored_at", flat=True))
     failed = rows.filter(status__in=[ImageStatus.FAILED, ImageStatus.INVALID]).count()
     seconds = last.timestamp() - started
+    cpu_after = cpu_use(services)
     return {
+        "cpu_ms_per_image": {
+            part: round(1000 * (cpu_after[part] - cpu_before[part]) / len(ids), 2) for part in cpu_before
+        },
         "images": len(ids),
         "seconds": round(seconds, 2),
         "img_per_s": round(len(ids) / seconds, 2),
