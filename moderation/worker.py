@@ -51,17 +51,16 @@ _redis_pid: int | None = None
 _report_failing = False
 
 
-def configure_tensorflow_threads(*, for_scoring: bool = True) -> None:
-    """Set this process's TensorFlow threads, before TensorFlow's first operation.
+def configure_training_threads() -> None:
+    """Set this process's TensorFlow threads for training from `VIGIA_TF_THREADS`, before its first operation.
 
-    A scoring process uses `VIGIA_SCORING_THREADS` (one per pool child by default); training uses
-    `VIGIA_TF_THREADS`, by default TensorFlow's own choice (every core), since one retrain at a time runs on the
-    training queue. A scoring process never needs this: its `Scorer` sets them only if Keras serves.
+    Unset, TensorFlow's own choice (every core), since one retrain at a time runs on the training queue. A scoring
+    process never calls this: its `Scorer` sets `VIGIA_SCORING_THREADS` itself, and only if Keras serves.
     """
     from classifier.runtime import configure_threads, quiet_tensorflow_logs
 
     quiet_tensorflow_logs()
-    configure_threads(settings.VIGIA_SCORING_THREADS if for_scoring else settings.VIGIA_TF_THREADS)
+    configure_threads(settings.VIGIA_TF_THREADS)
 
 
 def _may_watch_here() -> bool:
