@@ -1,6 +1,8 @@
 """Measure the classifier from outside, like a user would, and write bench/results/classifier.json.
 
-Embedding vs bare model throughput, decode cost, cold vs warm retraining, peak memory.
+Keras against LiteRT on the same saved model (bare and through the Scorer, at each batch size, in alternating
+rounds), their equivalence on test photos, one LiteRT process with every thread against one per core, decode
+cost, cold vs warm retraining, peak memory.
 
 Run: `.venv/bin/python bench/classifier.py` (full: retrains on 2,000 and 10,000 images, ~half an hour on 2 cores)
 or `.venv/bin/python bench/classifier.py --quick` (a few minutes). Numbers are measured, never asserted.
@@ -14,7 +16,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -73,18 +74,12 @@ def decode_cost(size: int, repeats: int) -> dict:
     return result
 
 
-def throughput(size: int, batches: list[int], seconds: float, rounds: int, backbone: str) -> tuple:
-    """Images/s through the Scorer (decoded arrays in) and through the bare Keras model on the same arrays.
-
-    All run the same saved model from a registry; rounds alternate between them so host noise hits each. "bare"
-    is the eager `model(x, training=False)` call; "bare_traced" is the same call inside one tf.function, the
-    fastest forward pass available, which the Scorer should match minus its decode and copy cost.
-    """
+def saved_version(size: int, backbone: str, root: Path) -> str:
+    """Save the product's default model with an untrained head as the active version of a registry at ``root``."""
     from classifier.backbones import accepts_weights_file, build_backbone
     from classifier.hparams import HParams
     from classifier.model import build_classifier, build_head
     from classifier.registry import Registry
-    from classifier.scoring import Scorer, compiled_forward
     from classifier.training import TrainingResult
 
     settings = environment()
@@ -100,8 +95,6 @@ def throughput(size: int, batches: list[int], seconds: float, rounds: int, backb
         pooling=hparams.resolved_pooling(),
     )
     model = build_classifier(net, build_head(int(net.output_shape[-1]), 2, hparams), size)
-    root = Path(tempfile.mkdtemp(prefix="vigia-bench-registry-"))
-    registry = Registry(root)
     result = TrainingResult(
         model=model,
         labels=["allowed", "prohibited"],
@@ -116,36 +109,91 @@ def throughput(size: int, batches: list[int], seconds: float, rounds: int, backb
         seconds=0.0,
         image_size=size,
     )
-    registry.activate(registry.save(result))
-    scorer = Scorer(root)
-    bare = registry.load().model
-    compiled = compiled_forward(bare, size)
+    registry = Registry(root)
+    version = registry.save(result)
+    registry.activate(version)
+    return version
+
+
+def throughput(size: int, batches: list[int], seconds: float, rounds: int, backbone: str, threads: int) -> dict:
+    """Images/s of Keras and LiteRT on one saved model, bare and through the Scorer, rounds interleaved.
+
+    "bare" is the eager Keras call `model(x, training=False)`; "traced" the same call inside one tf.function,
+    Keras' fastest forward pass and how the Scorer runs Keras; "litert" the version's checked LiteRT file with
+    ``threads`` threads. The Scorer figures ("scorer_*", decoded arrays in) add its decode and copy cost.
+    """
+    from bench.harness.runtimes import alternating, served_forwards
+    from classifier.scoring import Scorer
+
+    root = Path(tempfile.mkdtemp(prefix="vigia-bench-registry-"))
+    version = saved_version(size, backbone, root)
+    served = served_forwards(root, version, threads)
+    scorers = {runtime: Scorer(root, runtime=runtime, threads=threads) for runtime in ("keras", "litert")}
+    from classifier.registry import Registry
+
+    bare = Registry(root).load(version).model
     rng = np.random.default_rng(0)
-    embed, plain, traced = {}, {}, {}
+    figures: dict[str, dict[str, float]] = {}
     for batch in batches:
         arrays = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch)]
         stacked = np.stack(arrays).astype(np.float32)
-        scorer.predict(arrays)
-        bare(stacked, training=False)
-        compiled(stacked)
-        runs = {"embed": [], "bare": [], "traced": []}
-        for _ in range(rounds):
-            for name, call in (
-                ("embed", lambda arrays=arrays: scorer.predict(arrays)),
-                ("bare", lambda stacked=stacked: bare(stacked, training=False)),
-                ("traced", lambda stacked=stacked: compiled(stacked)),
-            ):
-                count, started = 0, time.perf_counter()
-                while time.perf_counter() - started < seconds / rounds:
-                    call()
-                    count += batch
-                runs[name].append(count / (time.perf_counter() - started))
-        embed[str(batch)] = round(statistics.median(runs["embed"]), 2)
-        plain[str(batch)] = round(statistics.median(runs["bare"]), 2)
-        traced[str(batch)] = round(statistics.median(runs["traced"]), 2)
+        calls = {
+            "scorer_keras": lambda arrays=arrays: scorers["keras"].predict(arrays),
+            "scorer_litert": lambda arrays=arrays: scorers["litert"].predict(arrays),
+            "bare": lambda stacked=stacked: bare(stacked, training=False),
+            "traced": lambda stacked=stacked: served["keras"].forward(stacked),
+            "litert": lambda stacked=stacked: served["litert"].forward(stacked),
+        }
+        for name, rate in alternating(calls, batch, seconds, rounds).items():
+            figures.setdefault(name, {})[str(batch)] = rate
     shutil.rmtree(root, ignore_errors=True)
-    ratio = {b: round(embed[b] / plain[b], 3) for b in embed}
-    return embed, plain, ratio, traced
+    return figures
+
+
+def equivalence_run(size: int, train_per_class: int, images: int) -> dict:
+    """Keras against LiteRT on a model trained like the default one (Pullover vs Coat), over test photos.
+
+    The report has the largest and mean probability difference and how many photos keep their top label and
+    their routing (flagged or cleared at 0.5) under LiteRT.
+    """
+    from bench.harness.runtimes import equivalence, served_forwards
+    from bench.harness.workload import ClassPair, class_examples
+    from classifier.hparams import HParams
+    from classifier.registry import Registry
+    from classifier.training import train_model
+
+    settings = environment()
+    pair = ClassPair.parse("Pullover,Coat")
+    work = Path(tempfile.mkdtemp(prefix="vigia-bench-equivalence-"))
+    train = class_examples(pair, "train", train_per_class)
+    hparams = HParams(image_size=size)
+    result = train_model(
+        train,
+        list(pair.labels),
+        [pair.prohibited],
+        hparams,
+        cache_dir=work / "cache",
+        backbone_cache=settings.backbone_cache,
+    )
+    registry = Registry(work / "models")
+    version = registry.save(result)
+    served = served_forwards(work / "models", version, threads=None)
+    photos = [example.data for example in class_examples(pair, "test", images // 2)]
+    report = {**equivalence(served, photos), "saved_check": registry.litert(version).get("scoring")}
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def layout_run(size: int, backbone: str, seconds: float, rounds: int, images: int) -> dict:
+    """Images/s of one LiteRT process with every core's thread against one single-thread process per core."""
+    from bench.harness.runtimes import layouts
+    from bench.harness.workload import jpeg_photos
+
+    root = Path(tempfile.mkdtemp(prefix="vigia-bench-layout-"))
+    version = saved_version(size, backbone, root)
+    figures = layouts(root / version / "model.tflite", jpeg_photos("test", images), size, seconds, rounds)
+    shutil.rmtree(root, ignore_errors=True)
+    return figures
 
 
 def retrain_times(counts: list[int], hparams) -> tuple[dict, dict, dict]:
@@ -200,6 +248,9 @@ def main() -> int:
     parser.add_argument("--backbone", default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--equivalence-images", type=int, default=2000, help="test photos (0: skip the check)")
+    parser.add_argument("--equivalence-train-per-class", type=int, default=300)
+    parser.add_argument("--layout-seconds", type=float, default=None, help="per layout and round (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "classifier.json")
     args = parser.parse_args()
 
@@ -230,10 +281,23 @@ def main() -> int:
     decode = decode_cost(size, repeats=20 if args.quick else 100)
     report["decode_ms_per_image"] = decode["jpeg_1600x1200"]
     report["decode_ms_detail"] = decode
-    print("throughput...", file=sys.stderr)
-    embed, bare, ratio, traced = throughput(size, batches, seconds, rounds=3, backbone=hparams.backbone)
-    report.update(embed_img_per_s=embed, bare_img_per_s=bare, embed_over_bare=ratio, bare_traced_img_per_s=traced)
+    print("throughput, Keras and LiteRT...", file=sys.stderr)
+    threads = environment().tf_threads or os.cpu_count()
+    figures = throughput(size, batches, seconds, rounds=3, backbone=hparams.backbone, threads=threads)
+    embed, bare, traced, litert = (figures[name] for name in ("scorer_keras", "bare", "traced", "litert"))
+    report.update(embed_img_per_s=embed, bare_img_per_s=bare, bare_traced_img_per_s=traced)
+    report["embed_over_bare"] = {b: round(embed[b] / bare[b], 3) for b in embed}
     report["embed_over_bare_traced"] = {b: round(embed[b] / traced[b], 3) for b in embed}
+    report["keras_img_per_s"], report["litert_img_per_s"], report["litert_threads"] = traced, litert, threads
+    report["litert_over_keras"] = {b: round(litert[b] / traced[b], 3) for b in litert}
+    report["scorer_img_per_s"] = {"keras": embed, "litert": figures["scorer_litert"]}
+    if args.equivalence_images:
+        print(f"equivalence on {args.equivalence_images} test photos...", file=sys.stderr)
+        report["equivalence"] = equivalence_run(size, args.equivalence_train_per_class, args.equivalence_images)
+    layout_seconds = (3.0 if args.quick else 10.0) if args.layout_seconds is None else args.layout_seconds
+    if layout_seconds:
+        print("worker layouts...", file=sys.stderr)
+        report["layout_img_per_s"] = layout_run(size, hparams.backbone, layout_seconds, rounds=3, images=256)
     if not args.skip_retrain:
         print(f"retrain {counts}...", file=sys.stderr)
         cold, warm, details = retrain_times(counts, hparams)

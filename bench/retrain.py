@@ -12,6 +12,10 @@ platform, each decision's image is embedded on the training queue when it is dec
 one decision per call, timed separately: that time is spent while moderators work); `--no-embed-ahead` skips it
 and leaves all the embedding to the retrain. Then the timed retrain runs. The new images' cached features are
 deleted first, so a rerun measures the same work. Writes bench/results/retrain.json (or `--result-name`).
+
+Embedding runs on the first model's LiteRT feature extractor, as on the platform (`--runtime keras` embeds with
+the Keras backbone instead), and saving the candidate includes converting it to LiteRT and checking the file
+against Keras; the results say which runtime embedded and what the conversion cost.
 """
 
 import argparse
@@ -43,6 +47,9 @@ def parse_args():
         action=argparse.BooleanOptionalAction,
         default=True,
         help="embed each new decision's image as it is decided, as the platform does (default), before the retrain",
+    )
+    parser.add_argument(
+        "--runtime", choices=("litert", "keras"), default="litert", help="VIGIA_RUNTIME: what embeds new images"
     )
     parser.add_argument("--result-name", default="retrain.json")
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench-retrain")
@@ -77,7 +84,7 @@ def main() -> int:
     # The database starts from nothing, so the registry does too; the feature cache under --work survives reruns.
     if (work / "models").exists():
         shutil.rmtree(work / "models")
-    start_from_nothing(work, args.database_url)
+    start_from_nothing(work, args.database_url, VIGIA_RUNTIME=args.runtime)
 
     from moderation.models import ExampleSource, TrainingExample, TrainingRunStatus, TrainingTrigger
     from moderation.selectors.settings import get_settings
@@ -154,6 +161,7 @@ def main() -> int:
     run = execute_training_run(run_id=request_training(trigger=TrainingTrigger.MANUAL, dispatch=False).pk)
     seconds = time.monotonic() - started
     train_seconds = float(run.metrics.get("seconds", 0.0))
+    litert = get_registry().litert(run.model_version) if run.model_version else {}
     result = {
         "total_examples": run.total_examples,
         "new_examples": run.new_examples,
@@ -168,6 +176,9 @@ def main() -> int:
         "embed_ahead_ms_per_decision": round(1000 * embed_seconds / len(new), 1) if embed_seconds else None,
         "gate_embedded": run.gate.get("embedded"),
         "embedded": run.metrics.get("embedded"),
+        "embedding_runtime": run.metrics.get("embedding_runtime"),
+        "litert_conversion_seconds": {part: record.get("seconds") for part, record in litert.items()},
+        "litert_ok": {part: record.get("ok") for part, record in litert.items()},
         "cached": run.metrics.get("cached"),
         "test_accuracy": run.metrics.get("accuracy"),
         "target_seconds": 60,
@@ -179,7 +190,8 @@ def main() -> int:
     write_json(args.out / args.result_name, result)
     log(
         f"retrain of {run.total_examples} examples ({run.new_examples} new): {seconds:.1f} s "
-        f"(train_model {train_seconds:.1f} s, embedded {result['embedded']}); {run.status}: {run.reason}"
+        f"(train_model {train_seconds:.1f} s, embedded {result['embedded']} with {result['embedding_runtime']}); "
+        f"{run.status}: {run.reason}"
     )
     return 0
 

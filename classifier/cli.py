@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Commands that run TensorFlow, so the process sets its threads before starting.
-_TENSORFLOW_COMMANDS = frozenset({"train", "evaluate", "predict"})
+#: Commands that run TensorFlow, so the process sets its threads before starting. `predict` passes them to the
+#: Scorer instead, which sets TensorFlow's only if Keras serves (LiteRT needs no TensorFlow at all).
+_TENSORFLOW_COMMANDS = frozenset({"train", "evaluate"})
 
 
 class CommandError(Exception):
@@ -33,10 +34,12 @@ class Environment:
     ``VIGIA_BACKBONE_CACHE``: where converted backbones and the default bottleneck cache live (unset:
     ``~/.cache/vigia``). ``VIGIA_BACKBONE_WEIGHTS``: a local weights file, the default of ``--backbone-weights``
     for backbones that take one. ``FASHION_MNIST_DIR``: where the Fashion-MNIST IDX files are (unset: the Debian
-    package's directory). An empty variable counts as unset.
+    package's directory). ``VIGIA_RUNTIME``: ``litert`` (default: a version's checked LiteRT file when it has
+    one) or ``keras``, for ``predict``. An empty variable counts as unset.
     """
 
     tf_threads: int | None = None
+    runtime: str = "litert"
     backbone_cache: Path | None = None
     backbone_weights: str | None = None
     fashion_mnist_dir: Path | None = None
@@ -58,8 +61,12 @@ class Environment:
             tf_threads = int(threads) if threads else None
         except ValueError:
             raise CommandError(f"VIGIA_TF_THREADS must be a whole number, got {threads!r}") from None
+        runtime = (value("VIGIA_RUNTIME") or "litert").lower()
+        if runtime not in ("litert", "keras"):
+            raise CommandError(f"VIGIA_RUNTIME must be litert or keras, got {runtime!r}")
         return cls(
             tf_threads=tf_threads,
+            runtime=runtime,
             backbone_cache=directory("VIGIA_BACKBONE_CACHE"),
             backbone_weights=value("VIGIA_BACKBONE_WEIGHTS"),
             fashion_mnist_dir=directory("FASHION_MNIST_DIR"),
@@ -233,10 +240,11 @@ def _evaluate(args, environment: Environment) -> dict:
 def _predict(args, environment: Environment) -> dict:
     from classifier.scoring import Scorer
 
-    scorer = Scorer(args.registry)
+    scorer = Scorer(args.registry, runtime=environment.runtime, threads=environment.tf_threads)
     prediction = scorer.predict([Path(image) for image in args.images])
     return {
         "model_version": prediction.model_version,
+        "runtime": scorer.status()["runtime"],
         "predictions": dict(zip(args.images, prediction.probabilities, strict=True)),
     }
 

@@ -26,6 +26,32 @@ Progress = Callable[[str, int, int], None]
 EMBED_BATCH = 32
 
 
+@dataclass(frozen=True)
+class FeatureExtractor:
+    """A version's frozen backbone as a ready forward pass (its LiteRT file), and which cached features it makes.
+
+    ``variant`` is the cache namespace its features belong to and ``key`` the `feature_key` of the
+    hyper-parameters it was trained with: a caller whose hyper-parameters give the same key (or whose backbone
+    gives the same variant) can embed through it instead of building and tracing the Keras backbone.
+    """
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    variant: str
+    key: tuple
+    runtime: str = "litert"
+
+
+def feature_key(hparams: HParams) -> tuple:
+    """What decides a frozen backbone's features: backbone, image size, weights file, feature layers and pooling."""
+    return (
+        hparams.backbone,
+        hparams.resolved_image_size(),
+        str(hparams.backbone_weights or ""),
+        hparams.resolved_feature_layer(),
+        hparams.resolved_pooling(),
+    )
+
+
 def no_progress(phase: str, current: int, total: int) -> None:
     """A progress function that reports nowhere (for callers that pass none)."""
     return None
@@ -145,7 +171,7 @@ class Embedder:
             if not pending:
                 return
             batch = np.stack([pixels for _, pixels, _, _ in pending]).astype(np.float32)
-            vectors = self._forward(batch).numpy()
+            vectors = np.asarray(self._forward(batch))
             for (sha, _, into, cache), vector in zip(pending, vectors, strict=True):
                 into[sha] = vector
                 if cache is not None:
@@ -192,6 +218,7 @@ class EmbedResult:
     embedded: int
     cached: int
     skipped: list[tuple[str, str]]
+    runtime: str = "keras"
 
 
 # The frozen backbone a process last embedded with, by what defines its features: building one and hashing its
@@ -203,14 +230,7 @@ def _extractor(hparams: HParams, backbone_cache: str | Path | None) -> tuple[Any
     """``(backbone, cache variant, traced forward pass)`` for these hyper-parameters, built once per process."""
     from classifier.backbones import backbone_cache_dir, build_backbone
 
-    key = (
-        hparams.backbone,
-        hparams.resolved_image_size(),
-        str(hparams.backbone_weights or ""),
-        hparams.resolved_feature_layer(),
-        hparams.resolved_pooling(),
-        str(backbone_cache_dir(backbone_cache)),
-    )
+    key = (*feature_key(hparams), str(backbone_cache_dir(backbone_cache)))
     if key not in _EXTRACTORS:
         _EXTRACTORS.clear()
         backbone = build_backbone(
@@ -233,6 +253,7 @@ def embed_examples(
     progress: Progress | None = None,
     *,
     backbone_cache: str | Path | None = None,
+    extractor: FeatureExtractor | None = None,
 ) -> EmbedResult:
     """Fill the bottleneck cache for ``examples`` now, so that a later ``train_model`` finds them embedded.
 
@@ -242,11 +263,16 @@ def embed_examples(
     holdout images (``for_training=False``) are only ever scored, so they get their own features only.
     Hyper-parameters whose training never reads the cache (distortions, fine-tuning) have nothing to
     precompute: the result then says nothing was embedded. ``cache_dir`` and ``backbone_cache`` mean what they
-    mean to ``train_model``, which must get the same ones to find these features.
+    mean to ``train_model``, which must get the same ones to find these features. An ``extractor`` (the active
+    version's LiteRT backbone) whose key matches these hyper-parameters embeds instead of the Keras backbone, which
+    is then never built.
     """
     if hparams.distort or hparams.fine_tune_layers > 0 or not examples:
         return EmbedResult(embedded=0, cached=0, skipped=[])
-    backbone, variant, forward = _extractor(hparams, backbone_cache)
+    if extractor is not None and extractor.key == feature_key(hparams):
+        backbone, variant, forward, runtime = None, extractor.variant, extractor.forward, extractor.runtime
+    else:
+        (backbone, variant, forward), runtime = _extractor(hparams, backbone_cache), "keras"
     mirror = hparams.mirror and for_training
     cache, mirror_cache = feature_caches(bottleneck_root(cache_dir, backbone_cache), hparams, variant, mirror)
     embedder = Embedder(backbone, hparams.resolved_image_size(), cache, mirror_cache, forward)
@@ -256,4 +282,4 @@ def embed_examples(
         if mirror and split_of(e.sha256, hparams.test_share, hparams.validation_share) == "train"
     )
     _, _, skipped = embedder.features(list(examples), progress or no_progress, mirror=to_mirror)
-    return EmbedResult(embedded=embedder.embedded, cached=embedder.cached, skipped=skipped)
+    return EmbedResult(embedded=embedder.embedded, cached=embedder.cached, skipped=skipped, runtime=runtime)

@@ -20,19 +20,16 @@ def _parts_on_cached_features(loaded: LoadedModel):
     doubt (an older version without the record, a different structure, other weights) returns None and the
     caller scores pixels through the whole model instead.
     """
-    from classifier.model import weights_fingerprint
+    from classifier.model import classifier_parts, weights_fingerprint
 
     record = loaded.feature_cache or {}
     variant = str(record.get("variant") or "")
     if not variant or record.get("image_size") != loaded.image_size:
         return None
-    inner = [layer for layer in loaded.model.layers if layer.weights]
-    if len(inner) != 2 or inner[1].name != "head":
+    parts = classifier_parts(loaded.model)
+    if parts is None or not variant.startswith(weights_fingerprint(parts[0])):
         return None
-    backbone, head = inner
-    if not variant.startswith(weights_fingerprint(backbone)):
-        return None
-    return backbone, head
+    return parts
 
 
 def _probabilities_from_cache(loaded: LoadedModel, parts, examples: Sequence[Example], cache_dir: str | Path):

@@ -89,6 +89,34 @@ def build_classifier(backbone: keras.Model, head: keras.Model, image_size: int) 
     return keras.Model(inputs, outputs, name="classifier")
 
 
+def classifier_parts(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
+    """``(backbone, head)`` of a model `build_classifier` made, or None for a model of another shape.
+
+    Scoring cached features, embedding and LiteRT conversion take the saved classifier apart the same way.
+    """
+    inner = [layer for layer in getattr(model, "layers", []) if layer.weights]
+    if len(inner) != 2 or inner[1].name != "head":
+        return None
+    return inner[0], inner[1]
+
+
+def has_lambda_layer(config) -> bool:
+    """Whether a saved model's config (the parsed ``config.json`` of a .keras archive) holds a Lambda layer."""
+    if isinstance(config, dict):
+        return config.get("class_name") in {"Lambda", "TFOpLambda"} or any(map(has_lambda_layer, config.values()))
+    return isinstance(config, list) and any(map(has_lambda_layer, config))
+
+
+def shape_problem(input_shape, outputs: int, labels: int) -> str | None:
+    """What is wrong with a saved model's inputs and outputs for scoring ``labels`` labels, or None."""
+    shape = tuple(input_shape)
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] is None:
+        return f"does not take square RGB images (input shape {shape})"
+    if outputs != labels:
+        return f"outputs {outputs} classes for {labels} labels"
+    return None
+
+
 def build_distortion(hparams: HParams) -> keras.Model:
     """Random crop/scale, brightness and mirror, as retrain.py did; active only in training mode."""
     import keras

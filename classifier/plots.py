@@ -55,3 +55,10 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path,
     figure.subplots_adjust(left=0.25, right=0.95, bottom=0.25, top=0.9)
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def plot_result(result, curves: str | Path, confusion: str | Path) -> None:
+    """A training result's curves and its test confusion matrix (all zeros when it has none), as two PNG files."""
+    labels = list(result.labels)
+    plot_curves(result.history, curves)
+    plot_confusion(result.metrics.get("label_confusion_matrix") or [[0] * len(labels)] * len(labels), labels, confusion)

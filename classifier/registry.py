@@ -1,12 +1,15 @@
 """A versioned model registry on disk with an atomically switched `active` pointer.
 
-Layout: `root/v0001/` holds model.keras, model.sha256, labels.json, hparams.json, metrics.json, manifest.json,
-metadata.json, curves.png, confusion.png and logs/ (TensorBoard). `root/active` names the serving version and is
-replaced with write + rename, so a reader sees the old or the new name, never half of one. Models are programs:
-loading checks the sha256 recorded at save time, refuses Lambda layers and uses Keras safe_mode.
+Layout: `root/v0001/` holds model.keras, model.sha256, the LiteRT files model.tflite and features.tflite (each
+with its `.sha256`, present only when they passed their equivalence check), labels.json, hparams.json,
+metrics.json, manifest.json, metadata.json, curves.png, confusion.png and logs/ (TensorBoard). `root/active` names
+the serving version and is replaced with write + rename, so a reader sees the old or the new name, never half of
+one. Models are programs: loading checks the sha256 recorded at save time, refuses Lambda layers and uses Keras
+safe_mode; a LiteRT file is handed out only when its bytes match their recorded sha256.
 
 The layout is this module's business: other code reads a version through `Registry`'s readers (`info`,
-`hparams`, `manifest`, `metadata`, `load`), never by opening its files, so the files can change in one place.
+`hparams`, `manifest`, `metadata`, `litert`, `litert_content`, `load`), never by opening its files, so the files
+can change in one place.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from classifier.files import atomic_file
-from classifier.hashing import file_sha256
+from classifier.hashing import bytes_sha256, file_sha256
 from classifier.hparams import HParams
+from classifier.model import has_lambda_layer, shape_problem
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 MODEL_FILE = "model.keras"
@@ -35,9 +39,10 @@ HPARAMS_FILE = "hparams.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 METADATA_FILE = "metadata.json"
+#: The LiteRT file of each part (`classifier.conversion`): the whole scoring model and the bottleneck extractor.
+LITERT_FILES = {"scoring": "model.tflite", "features": "features.tflite"}
 
-# Marks a JSON file a version cannot do without (`Registry._read_json`).
-_REQUIRED = object()
+_REQUIRED = object()  # marks a JSON file a version cannot do without (`Registry._read_json`)
 
 
 class RegistryError(RuntimeError):
@@ -78,6 +83,16 @@ def _atomic_write(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def _check_recorded_sha256(path: Path, actual: str, recorded: Path) -> None:
+    """Raise unless ``actual`` (the sha256 of ``path``'s bytes) is the one written to ``recorded`` at save time."""
+    try:
+        expected = recorded.read_text().strip()
+    except OSError as error:
+        raise RegistryError(f"{path} has no recorded sha256; refusing to load it") from error
+    if actual != expected:
+        raise RegistryError(f"{path} does not match its recorded sha256; refusing to load it")
+
+
 def _refuse_lambda(model_path: Path) -> None:
     """Refuse a .keras archive whose config contains a Lambda layer, before Keras deserialises anything."""
     try:
@@ -85,18 +100,8 @@ def _refuse_lambda(model_path: Path) -> None:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
         raise RegistryError(f"{model_path} is not a valid .keras archive: {error}") from error
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("class_name") in {"Lambda", "TFOpLambda"}:
-                raise RegistryError(f"{model_path} contains a Lambda layer; refusing to load arbitrary code")
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
+    if has_lambda_layer(config):
+        raise RegistryError(f"{model_path} contains a Lambda layer; refusing to load arbitrary code")
 
 
 class Registry:
@@ -143,7 +148,7 @@ class Registry:
         Everything is written into a temporary directory first and renamed into place, so a crash never leaves
         a half-written version that `versions()` would list.
         """
-        from classifier.plots import plot_confusion, plot_curves
+        from classifier.plots import plot_result
 
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
@@ -151,6 +156,7 @@ class Registry:
             model_path = staging / MODEL_FILE
             result.model.save(model_path)
             (staging / "model.sha256").write_text(file_sha256(model_path) + "\n")
+            litert = self._write_litert(staging, result)
             _write_json(staging / LABELS_FILE, {"labels": list(result.labels), "prohibited": list(result.prohibited)})
             _write_json(staging / HPARAMS_FILE, result.hparams.to_dict())
             _write_json(staging / METRICS_FILE, {**result.metrics, "history": result.history})
@@ -169,14 +175,11 @@ class Registry:
                     "skipped": [list(item) for item in result.skipped],
                     "fine_tuned_layers": list(getattr(result, "fine_tuned_layers", [])),
                     "feature_cache": getattr(result, "feature_cache", None),
+                    "embedding_runtime": getattr(result, "embedding_runtime", "keras"),
+                    "litert": litert,
                 },
             )
-            plot_curves(result.history, staging / "curves.png")
-            plot_confusion(
-                result.metrics.get("label_confusion_matrix") or [[0] * len(result.labels)] * len(result.labels),
-                list(result.labels),
-                staging / "confusion.png",
-            )
+            plot_result(result, staging / "curves.png", staging / "confusion.png")
             log_dir = getattr(result, "log_dir", None)
             if log_dir and Path(log_dir).is_dir():
                 shutil.copytree(log_dir, staging / "logs")
@@ -193,6 +196,33 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return version
+
+    def _write_litert(self, staging: Path, result) -> dict:
+        """Convert and check the result's LiteRT files into ``staging``; the record of each part for metadata.json.
+
+        An earlier version's extractor of the same frozen backbone is reused if it passes, so a retrain converts
+        only the model whose head changed.
+        """
+        from classifier.conversion import convert_version, write_passing
+
+        feature_cache = getattr(result, "feature_cache", None)
+        converted = convert_version(
+            result.model,
+            result.image_size or result.hparams.resolved_image_size(),
+            getattr(result, "check_images", None),
+            features=feature_cache is not None,
+            features_content=self._features_of_variant(feature_cache),
+        )
+        return write_passing(staging, converted, LITERT_FILES)
+
+    def _features_of_variant(self, feature_cache: dict | None) -> bytes | None:
+        """The checked extractor file of the newest version whose backbone filled the same cache variant."""
+        for name in reversed(self._version_names() if feature_cache else []):
+            with contextlib.suppress(RegistryError):
+                same = self.metadata(name).get("feature_cache") == feature_cache
+                if same and (content := self.litert_content(name, "features")) is not None:
+                    return content
+        return None
 
     def _read_json(self, version: str, name: str, missing: Any = _REQUIRED) -> Any:
         """The parsed file ``name`` of ``version``; ``missing`` when it does not exist, unless it is required."""
@@ -244,15 +274,36 @@ class Registry:
     def metadata(self, version: str) -> dict:
         """What was recorded about ``version`` when it was saved.
 
-        That is the metadata the caller passed to `save`, plus ``created_at``, ``image_size``, ``backbone``,
-        ``embedded``, ``cached``, ``seconds``, ``skipped``, ``fine_tuned_layers`` and ``feature_cache``. An empty
-        dict when the version has no metadata.json; RegistryError when the file cannot be read or does not hold a
-        JSON object.
+        The metadata passed to `save`, plus ``created_at``, ``image_size``, ``backbone``, ``embedded``, ``cached``,
+        ``seconds``, ``skipped``, ``fine_tuned_layers``, ``feature_cache``, ``embedding_runtime`` and ``litert``.
+        Empty without metadata.json; RegistryError when the file cannot be read or does not hold a JSON object.
         """
         metadata = self._read_json(version, METADATA_FILE, missing={})
         if not isinstance(metadata, dict):
             raise RegistryError(f"version {version} has an unreadable {METADATA_FILE}: not a JSON object")
         return metadata
+
+    def litert(self, version: str) -> dict:
+        """Per LiteRT part (``"scoring"``, ``"features"``) of ``version``: ``ok``, the check's figures or ``reason``.
+
+        Empty for versions saved before LiteRT files existed (`classifier.conversion` says what a record holds).
+        """
+        record = self.metadata(version).get("litert")
+        return record if isinstance(record, dict) else {}
+
+    def litert_content(self, version: str, part: str) -> bytes | None:
+        """The bytes of ``version``'s LiteRT file for ``part``, or None when it has none.
+
+        RegistryError when the file's bytes do not match their recorded sha256 (or none is recorded): a caller
+        then serves with Keras rather than run a file nobody checked.
+        """
+        name = LITERT_FILES[part]
+        path = self.path(version) / name
+        if not path.is_file():
+            return None
+        content = path.read_bytes()
+        _check_recorded_sha256(path, bytes_sha256(content), path.parent / f"{name}.sha256")
+        return content
 
     def versions(self) -> list[VersionInfo]:
         """Every complete version, oldest first; incomplete ones are left out."""
@@ -307,17 +358,19 @@ class Registry:
             _atomic_write(self.active_file, previous + "\n")
         return previous
 
+    def verify(self, version: str) -> None:
+        """Raise RegistryError unless ``version`` is complete and its model file matches its recorded sha256."""
+        self._check_complete(version)
+        model_path = self.path(version) / MODEL_FILE
+        _check_recorded_sha256(model_path, file_sha256(model_path), model_path.parent / "model.sha256")
+
     def load(self, version: str | None = None) -> LoadedModel:
         """Load a version (default: the active one) after checking its sha256; Lambda layers are refused."""
         version = version or self.active_version()
         if version is None:
             raise RegistryError("no active model version")
-        self._check_complete(version)
-        path = self.path(version)
-        model_path = path / MODEL_FILE
-        expected = (path / "model.sha256").read_text().strip()
-        if file_sha256(model_path) != expected:
-            raise RegistryError(f"{model_path} does not match its recorded sha256; refusing to load it")
+        self.verify(version)
+        model_path = self.path(version) / MODEL_FILE
         _refuse_lambda(model_path)
         labels = self._read_json(version, LABELS_FILE)
         import keras
@@ -328,13 +381,8 @@ class Registry:
             raise RegistryError(
                 f"cannot load {model_path}: {str(error).splitlines()[0] if str(error) else error!r}"
             ) from error
-        shape = model.input_shape
-        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] is None:
-            raise RegistryError(f"{model_path} does not take square RGB images (input shape {shape})")
-        if model.output_shape[-1] != len(labels["labels"]):
-            raise RegistryError(
-                f"{model_path} outputs {model.output_shape[-1]} classes for {len(labels['labels'])} labels"
-            )
+        if problem := shape_problem(model.input_shape, model.output_shape[-1], len(labels["labels"])):
+            raise RegistryError(f"{model_path} {problem}")
         try:
             feature_cache = self.metadata(version).get("feature_cache")
         except RegistryError:
@@ -345,6 +393,6 @@ class Registry:
             model=model,
             labels=list(labels["labels"]),
             prohibited=list(labels["prohibited"]),
-            image_size=int(shape[1]),
+            image_size=int(model.input_shape[1]),
             feature_cache=feature_cache if isinstance(feature_cache, dict) else None,
         )

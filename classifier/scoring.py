@@ -4,6 +4,10 @@ A Celery child creates one Scorer and calls `predict` for each batch. Checking f
 `stat` of the pointer file, so it happens on every call; a new version only replaces the serving one after it
 loads (sha256, safe_mode) and passes a smoke prediction, otherwise the old model keeps serving.
 
+Each version serves with the runtime `classifier.serving` picks: its checked LiteRT file when it has one (a process
+that only ever serves LiteRT never imports TensorFlow), else the Keras model. Loading, the smoke test and the
+hot switch below are the same for both.
+
 A process that gets no task would otherwise keep the old model until its next task and pay the load then, so
 `Scorer.watch` starts a background thread that refreshes every few seconds and reports what the process serves.
 Loading happens outside the lock that guards the serving model: `predict` keeps answering with the old model
@@ -25,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from classifier.embedding import traced_forward
-from classifier.registry import LoadedModel, Registry
+from classifier.registry import Registry
+from classifier.serving import ServedModel, load_served
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +52,28 @@ class Prediction:
 compiled_forward = traced_forward
 
 
-def smoke_test(loaded: LoadedModel, forward) -> None:
+def smoke_batch(image_size: int) -> np.ndarray:
+    """The smoke image, a blank white one, as a batch of one: every version must score it before it serves."""
+    return np.full((1, image_size, image_size, 3), 255.0, dtype=np.float32)
+
+
+def smoke_test(loaded, forward) -> None:
     """Raise unless one blank image yields a finite probability vector over the labels."""
-    blank = np.full((1, loaded.image_size, loaded.image_size, 3), 255.0, dtype=np.float32)
-    output = np.asarray(forward(blank))
+    output = np.asarray(forward(smoke_batch(loaded.image_size)))
     if output.shape != (1, len(loaded.labels)):
         raise ValueError(f"smoke prediction has shape {output.shape}, expected (1, {len(loaded.labels)})")
     if not np.all(np.isfinite(output)) or abs(float(output.sum()) - 1.0) > 1e-3:
         raise ValueError("smoke prediction is not a probability distribution")
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MiB, from /proc (None where there is no /proc)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 StatusCallback = Callable[[dict], None]
@@ -71,15 +90,20 @@ class Scorer:
     waits for someone else's load, so a slow load does not stall scoring.
     """
 
-    def __init__(self, registry_root: str | Path):
+    def __init__(self, registry_root: str | Path, *, runtime: str = "litert", threads: int | None = None):
         self.registry = Registry(registry_root)
-        self._loaded: LoadedModel | None = None
-        self._forward = None
+        # "litert": a version's checked LiteRT file when it has one, else Keras; "keras": always Keras.
+        self.runtime = runtime
+        # Threads the serving model may use, in either runtime (None: the runtime's default).
+        self.threads = threads
+        self._loaded: ServedModel | None = None
         self._pointer_state: tuple | None = None
         self._failed: dict[str, str] = {}
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()
-        self._served: dict[str, Any] = {"version": None, "since": None, "load_seconds": None, "pointer_mtime": None}
+        self._served: dict[str, Any] = dict.fromkeys(
+            ("version", "since", "load_seconds", "pointer_mtime", "runtime", "runtime_note")
+        )
         self._identity: dict[str, Any] = {}
         self._heartbeat: float | None = None
         self._watcher: threading.Thread | None = None
@@ -127,9 +151,8 @@ class Scorer:
         """Load and smoke-test `version` without holding `_lock`, then swap it in; the caller holds `_load_lock`."""
         started = time.monotonic()
         try:
-            candidate = self.registry.load(version)
-            forward = traced_forward(candidate.model, candidate.image_size)
-            smoke_test(candidate, forward)
+            candidate = load_served(self.registry, version, self.runtime, self.threads)
+            smoke_test(candidate, candidate.forward)
         except Exception as error:
             with self._lock:
                 self._failed[version] = str(error)
@@ -139,35 +162,40 @@ class Scorer:
             return False
         seconds = time.monotonic() - started
         with self._lock:
-            self._loaded, self._forward = candidate, forward
+            self._loaded = candidate
             self._pointer_state = state
             self._served = {
                 "version": version,
                 "since": time.time(),
                 "load_seconds": round(seconds, 3),
                 "pointer_mtime": state[1] / 1e9,
+                "runtime": candidate.runtime,
+                "runtime_note": candidate.note,
             }
-        logger.info("serving model %s (loaded and checked in %.2f s)", version, seconds)
+        logger.info(
+            "serving model %s with %s (loaded and checked in %.2f s)%s",
+            version,
+            candidate.runtime,
+            seconds,
+            f": {candidate.note}" if candidate.note else "",
+        )
         return True
 
-    def _serving(self) -> tuple[LoadedModel, Any]:
-        """The model and forward pass to use now, after switching if the pointer moved.
+    def _current(self) -> ServedModel:
+        """The model to use now, after switching if the pointer moved.
 
         Only a process with nothing to serve yet waits for a load in progress; otherwise the old model answers
         until the new one has been swapped in.
         """
         self.refresh(wait=self._loaded is None)
         with self._lock:
-            loaded, forward, failed = self._loaded, self._forward, dict(self._failed)
+            loaded, failed = self._loaded, dict(self._failed)
         if loaded is None:
             reasons = "; ".join(f"{v}: {why}" for v, why in failed.items())
             raise NoActiveModel(
                 f"no usable active model in {self.registry.root}" + (f" ({reasons})" if reasons else "")
             )
-        return loaded, forward
-
-    def _current(self) -> LoadedModel:
-        return self._serving()[0]
+        return loaded
 
     @property
     def version(self) -> str:
@@ -191,7 +219,7 @@ class Scorer:
         """
         from classifier.images import ImageDecodeError, decode_image
 
-        loaded, forward = self._serving()
+        loaded = self._current()
         if not images:
             return Prediction(model_version=loaded.version, probabilities=[])
         batch = np.empty((len(images), loaded.image_size, loaded.image_size, 3), dtype=np.float32)
@@ -200,7 +228,7 @@ class Scorer:
                 batch[i] = decode_image(image, loaded.image_size)
             except ImageDecodeError as error:
                 raise ImageDecodeError(f"image {i}: {error}") from error
-        output = np.asarray(forward(batch), dtype=np.float64)
+        output = np.asarray(loaded.forward(batch), dtype=np.float64)
         labels = loaded.labels
         return Prediction(
             model_version=loaded.version,
@@ -214,13 +242,16 @@ class Scorer:
 
         `version` (None before the first load), `since` (wall clock of the switch), `load_seconds` (load and
         smoke test of that switch), `pointer_mtime` (the pointer file's mtime when the switch was noticed, i.e.
-        roughly when the version was activated), `failed` (versions that would not load, with the reason),
+        roughly when the version was activated), `runtime` ("litert" or "keras") and `runtime_note` (why Keras
+        serves a version that could have used LiteRT), `rss_mb` (this process's resident memory, what the runtime
+        costs), `failed` (versions that would not load, with the reason),
         `heartbeat_seconds` (how often a watcher reports, so a reader can tell a dead process from a quiet
         one) and whatever identity the caller passed to `watch` (host, pid).
         """
         with self._lock:
             return {
                 **self._served,
+                "rss_mb": resident_mb(),
                 "failed": dict(self._failed),
                 "heartbeat_seconds": self._heartbeat,
                 **self._identity,

@@ -27,9 +27,11 @@ from classifier.embedding import (
     EMBED_BATCH,
     Embedder,
     EmbedResult,
+    FeatureExtractor,
     Progress,
     batched_predict,
     bottleneck_root,
+    decode_example,
     embed_examples,
     feature_cache_variant,
     feature_caches,
@@ -47,6 +49,9 @@ from classifier.heads import (
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
 from classifier.pixel_training import decode_splits, train_on_pixels
+
+#: Training images decoded into every result as its check batch: the LiteRT files must score them as Keras does.
+CHECK_IMAGES = 16
 
 # `embed_examples` and `EmbedResult` live in classifier.embedding; callers of the package import them from here,
 # beside `train_model`, as the two things a training pipeline does.
@@ -76,6 +81,10 @@ class TrainingResult:
     feature_cache: dict | None = None
     # True when log_dir is a temporary directory made by train_model, which the registry may remove once copied.
     log_dir_is_temporary: bool = False
+    # A sample of the training images (uint8, (n, size, size, 3)) the registry checks LiteRT files on.
+    check_images: np.ndarray | None = None
+    # What ran the backbone over images the cache lacked: "keras", or "litert" through a version's extractor.
+    embedding_runtime: str = "keras"
 
 
 def _assign_splits(
@@ -118,6 +127,8 @@ class _Run:
     cached: int = 0
     feature_cache: dict | None = None
     l2_search: dict[str, float] = field(default_factory=dict)
+    extractor: FeatureExtractor | None = None
+    embedding_runtime: str = "keras"
 
     @property
     def size(self) -> int:
@@ -146,6 +157,7 @@ def train_model(
     split: Callable[[Example], str] | None = None,
     *,
     backbone_cache: str | Path | None = None,
+    extractor: FeatureExtractor | None = None,
 ) -> TrainingResult:
     """Train an image -> softmax model over `labels` and evaluate it on the test split.
 
@@ -156,7 +168,9 @@ def train_model(
     Without distortions, the bottleneck cache (`cache_dir`, default ``bottlenecks/`` in the backbone cache) holds
     the frozen part's output: pooled features, or with fine-tuning the feature map below the fine-tuned layers,
     so warm retrains stay cheap in both cases. `backbone_cache` is where converted backbones are kept (default
-    ``~/.cache/vigia``). TensorFlow's threads are the process owner's to set (`classifier.runtime`).
+    ``~/.cache/vigia``). TensorFlow's threads are the process owner's to set (`classifier.runtime`). An
+    ``extractor`` (the active version's LiteRT backbone) embeds the images the cache lacks when its variant is the
+    one this backbone fills; otherwise the Keras backbone does.
     """
     import keras
 
@@ -173,7 +187,7 @@ def train_model(
     temporary_logs = log_dir is None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(hparams, labels, groups, skipped, progress or no_progress, log_dir, backbone)
+    run = _Run(hparams, labels, groups, skipped, progress or no_progress, log_dir, backbone, extractor=extractor)
 
     fine_tune = hparams.fine_tune_layers > 0
     # Fine-tuning on cached feature maps needs the backbone's top as a simple chain; otherwise it runs on pixels.
@@ -217,7 +231,17 @@ def train_model(
         fine_tuned_layers=run.fine_tuned_layers,
         feature_cache=run.feature_cache,
         log_dir_is_temporary=temporary_logs,
+        check_images=_check_images(run),
+        embedding_runtime=run.embedding_runtime,
     )
+
+
+def _check_images(run: _Run) -> np.ndarray | None:
+    """Up to `CHECK_IMAGES` training images spread over the split (by hash, so the same ones each time), decoded."""
+    train = sorted(run.groups["train"], key=lambda example: example.sha256)
+    sample = train[:: max(1, len(train) // CHECK_IMAGES)][:CHECK_IMAGES]
+    pixels = [image for image in (decode_example(e, run.size, []) for e in sample) if image is not None]
+    return np.stack(pixels) if pixels else None
 
 
 def _build_backbone(hparams: HParams, backbone_cache: str | Path | None):
@@ -243,7 +267,10 @@ def _embed(run: _Run, cache_root: Path, cut: tuple | None) -> tuple[dict[str, np
     # Garments, like most product photos, mean the same mirrored: training on both doubles the examples for
     # one more cached vector per training image. Validation and test images stay as photographed.
     cache, mirror_cache = feature_caches(cache_root, hparams, variant, hparams.mirror)
-    embedder = Embedder(cut[0] if cut else run.backbone, run.size, cache, mirror_cache)
+    forward = None
+    if run.extractor is not None and not cut and run.extractor.variant == variant:
+        forward, run.embedding_runtime = run.extractor.forward, run.extractor.runtime
+    embedder = Embedder(cut[0] if cut else run.backbone, run.size, cache, mirror_cache, forward)
     everything = [e for name in SPLITS for e in run.groups[name]]
     to_mirror = frozenset(e.sha256 for e in run.groups["train"]) if hparams.mirror else frozenset()
     features, mirrored, bad = embedder.features(everything, run.progress, mirror=to_mirror)

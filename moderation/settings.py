@@ -207,11 +207,20 @@ VIGIA_SCORING_RETRY_MAX_SECONDS = env_int("VIGIA_SCORING_RETRY_MAX_SECONDS", 600
 # Every scoring worker process checks the active pointer this often in the background, so a promotion is
 # loaded, smoke-tested and serving within seconds even in a process that gets no task.
 VIGIA_MODEL_WATCH_SECONDS = float(os.environ.get("VIGIA_MODEL_WATCH_SECONDS", "1.0"))
-# TensorFlow threads per process: unset, each scoring child uses one (two single-thread children beat one
-# two-thread process on a small machine) and training uses TensorFlow's default (every core).
+# TensorFlow threads per process: unset, training uses TensorFlow's default (every core), and so does the
+# LiteRT extractor that embeds images for it.
 VIGIA_TF_THREADS = env_int("VIGIA_TF_THREADS", 0) or None
-# A Celery worker's parent imports TensorFlow (never running it) so that replacement children start in well
-# under a second; 0 turns it off.
+# Threads of the model in each scoring process (worker child, web process answering /score), for either runtime;
+# unset, VIGIA_TF_THREADS if that is set, else 1 (docs/operations.md: one child per core beats one two-thread child).
+VIGIA_SCORING_THREADS = env_int("VIGIA_SCORING_THREADS", 0) or VIGIA_TF_THREADS or 1
+# Which runtime serves and embeds: "litert" (a version's checked LiteRT file when it has one, else Keras) or
+# "keras" (always the Keras model, as before LiteRT files existed).
+VIGIA_RUNTIME = os.environ.get("VIGIA_RUNTIME", "litert").strip().lower() or "litert"
+if VIGIA_RUNTIME not in ("litert", "keras"):
+    raise ImproperlyConfigured(f"VIGIA_RUNTIME must be litert or keras, got {VIGIA_RUNTIME!r}")
+# A Celery worker's parent preloads what its children will run (never running it) so that replacement children
+# start in well under a second: TensorFlow for training and Keras serving, only the LiteRT interpreter for a
+# scoring worker whose active version serves with LiteRT. 0 turns it off.
 VIGIA_PRELOAD_TENSORFLOW = env_bool("VIGIA_PRELOAD_TENSORFLOW", True)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -1,9 +1,13 @@
 """Per-process model for scoring: created in each worker child, never in the parent, and watched in the background.
 
 TensorFlow run in a process that then forks leaves the children's predictions hanging, so nothing here touches
-TensorFlow at import time and the `Scorer` is built in the process that will use it. Each child gets one
-intra-op and one inter-op thread: on a small machine two single-threaded children beat one child with two
-threads, and their throughput stops swinging with whatever else runs on the host.
+TensorFlow at import time and the `Scorer` is built in the process that will use it. Each scoring process gives
+its model `VIGIA_SCORING_THREADS` threads (default one): on a small machine one single-threaded child per core
+beats one child with two threads, and their throughput stops swinging with whatever else runs on the host.
+
+A version with a checked LiteRT file is served by the LiteRT interpreter (`classifier.serving`; `VIGIA_RUNTIME`
+chooses), and a child serving it never imports TensorFlow: it sits at a fraction of a TensorFlow child's resident
+memory. The parent therefore preloads only what its children will run (`_preload_in_parent`).
 
 A worker that consumes the `scoring` queue starts the scorer's watcher as soon as the process that scores
 exists: each prefork child at `worker_process_init`, the single process of the solo and threads pools once the
@@ -12,6 +16,7 @@ and reports what the process serves into the Redis hash `vigia:serving` (`select
 workers (training) and the web keep building a scorer on first use, without a watcher.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +32,7 @@ from moderation.selectors.serving import SERVING_HEARTBEAT_SECONDS, SERVING_KEY
 logger = logging.getLogger(__name__)
 
 SCORING_QUEUE = "scoring"
+TRAINING_QUEUE = "training"
 # Readers ignore an entry after three heartbeats; an entry this old belongs to a process long gone, and whichever
 # worker reports next deletes it, so restarts (max_tasks_per_child, crashes) do not grow the hash for ever.
 SERVING_PRUNE_SECONDS = 3600
@@ -45,17 +51,16 @@ _redis_pid: int | None = None
 _report_failing = False
 
 
-def configure_tensorflow_threads(*, for_scoring: bool = True) -> None:
-    """Set this process's TensorFlow threads from `VIGIA_TF_THREADS`, before TensorFlow's first operation.
+def configure_training_threads() -> None:
+    """Set this process's TensorFlow threads for training from `VIGIA_TF_THREADS`, before its first operation.
 
-    A scoring process defaults to one thread (one per pool child); training defaults to TensorFlow's own choice
-    (every core), since one retrain at a time runs on the training queue.
+    Unset, TensorFlow's own choice (every core), since one retrain at a time runs on the training queue. A scoring
+    process never calls this: its `Scorer` sets `VIGIA_SCORING_THREADS` itself, and only if Keras serves.
     """
     from classifier.runtime import configure_threads, quiet_tensorflow_logs
 
     quiet_tensorflow_logs()
-    threads = settings.VIGIA_TF_THREADS
-    configure_threads((threads or 1) if for_scoring else threads)
+    configure_threads(settings.VIGIA_TF_THREADS)
 
 
 def _may_watch_here() -> bool:
@@ -72,10 +77,13 @@ def get_scorer():
     """
     global _scorer, _owner_pid
     if _scorer is None or _owner_pid != os.getpid():
-        configure_tensorflow_threads()
+        from classifier.runtime import quiet_tensorflow_logs
         from classifier.scoring import Scorer
 
-        _scorer = Scorer(settings.VIGIA_MODEL_REGISTRY)
+        quiet_tensorflow_logs()
+        _scorer = Scorer(
+            settings.VIGIA_MODEL_REGISTRY, runtime=settings.VIGIA_RUNTIME, threads=settings.VIGIA_SCORING_THREADS
+        )
         _owner_pid = os.getpid()
     if _may_watch_here():
         _start_watching(_scorer)
@@ -221,17 +229,50 @@ def _worker_stops(**_kwargs) -> None:
     _withdraw_serving_status()
 
 
+def preload_plan(*, queues: set[str]) -> str | None:
+    """What a worker consuming ``queues`` preloads in its parent: "tensorflow", "litert" or nothing (None).
+
+    Training needs TensorFlow. Scoring needs it only when Keras serves: `VIGIA_RUNTIME=keras`, or an active
+    version without a usable LiteRT file (then the children would import it anyway); otherwise the children run
+    only the LiteRT interpreter, and TensorFlow in the parent would sit in every child's memory for nothing.
+    Other queues run no model.
+    """
+    if TRAINING_QUEUE in queues:
+        return "tensorflow"
+    if SCORING_QUEUE not in queues:
+        return None
+    if settings.VIGIA_RUNTIME == "keras":
+        return "tensorflow"
+    from classifier.registry import Registry, RegistryError
+
+    registry = Registry(settings.VIGIA_MODEL_REGISTRY)
+    try:
+        active = registry.active_version()
+        usable = active is None or registry.litert_content(active, "scoring") is not None
+    except (RegistryError, OSError):
+        usable = False
+    return "litert" if usable else "tensorflow"
+
+
 @worker_init.connect
-def _import_tensorflow_in_parent(**_kwargs) -> None:
-    """Import TensorFlow in the parent, without running anything, so children inherit the loaded library.
+def _preload_in_parent(sender=None, **_kwargs) -> None:
+    """Import what the children will run in the parent, without running anything, so children inherit it loaded.
 
     Importing is safe before a fork (running an operation is not); a replacement child, after a crash or
-    `max_tasks_per_child`, then starts scoring in well under a second instead of paying the multi-second import
-    again. VIGIA_PRELOAD_TENSORFLOW=0 turns this off.
+    `max_tasks_per_child`, then starts scoring in well under a second instead of paying the import again.
+    `preload_plan` says what; VIGIA_PRELOAD_TENSORFLOW=0 turns this off.
     """
-    if not settings.VIGIA_PRELOAD_TENSORFLOW:
+    if not settings.VIGIA_PRELOAD_TENSORFLOW or sender is None:
         return
-    from classifier.runtime import quiet_tensorflow_logs
+    plan = preload_plan(queues=set(sender.app.amqp.queues.consume_from))
+    if plan == "tensorflow":
+        from classifier.runtime import quiet_tensorflow_logs
 
-    quiet_tensorflow_logs()
-    import tensorflow  # noqa: F401
+        quiet_tensorflow_logs()
+        import tensorflow  # noqa: F401
+    elif plan == "litert":
+        from classifier.litert import interpreter_class
+
+        with contextlib.suppress(Exception):  # not installed: the children serve with Keras and say why
+            interpreter_class()
+    logger.info("worker parent preloaded %s", plan or "nothing")

@@ -232,3 +232,28 @@ def children_rss_mb(pid: int) -> list[float]:
         return [child.memory_info().rss / 2**20 for child in children]
     except psutil.Error:
         return []
+
+
+def cpu_seconds(pids: list[int] | None = None, name_prefix: str | None = None) -> float:
+    """CPU time (user + system) used so far by the processes ``pids`` and their descendants, or by every process
+    whose name starts with ``name_prefix`` (the machine's PostgreSQL or Redis); what has exited is not counted."""
+    import psutil
+
+    if name_prefix is not None:
+        processes = [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith(name_prefix)]
+    else:
+        processes = []
+        for pid in pids or []:
+            try:
+                root = psutil.Process(pid)
+                processes += [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total

@@ -285,6 +285,9 @@ class ServingWorkerSerializer(serializers.Serializer):
     pointer_mtime = serializers.DateTimeField(allow_null=True, help_text="When the version it noticed was activated.")
     failed = serializers.DictField(child=serializers.CharField(), help_text="Versions that would not load, and why.")
     age_seconds = serializers.FloatField(help_text="Seconds since the process last reported.")
+    runtime = serializers.CharField(allow_null=True, help_text='What runs the model: "litert" or "keras".')
+    runtime_note = serializers.CharField(allow_null=True, help_text="Why Keras serves a version despite LiteRT.")
+    rss_mb = serializers.FloatField(allow_null=True, help_text="The process's resident memory in MiB.")
 
 
 class ServingSerializer(serializers.Serializer):

@@ -37,6 +37,10 @@ class ServingWorker:
     pointer_mtime: datetime | None
     failed: dict[str, str]
     age_seconds: float
+    # What runs the model ("litert" or "keras"), why Keras where LiteRT could have, and the resident memory.
+    runtime: str | None = None
+    runtime_note: str | None = None
+    rss_mb: float | None = None
 
     @property
     def name(self) -> str:
@@ -104,6 +108,9 @@ def _entry(name: str, raw: bytes | str, now: float) -> ServingWorker | None:
         pointer_mtime=_timestamp(data.get("pointer_mtime")),
         failed=dict(data.get("failed") or {}),
         age_seconds=max(0.0, age),
+        runtime=data.get("runtime"),
+        runtime_note=data.get("runtime_note"),
+        rss_mb=data.get("rss_mb"),
     )
 
 

@@ -123,6 +123,47 @@ def list_model_versions():
     return ModelVersion.objects.select_related("training_run").order_by("-created_at", "-version")
 
 
+@dataclass(frozen=True)
+class VersionRuntime:
+    """How scoring processes run a version: with its checked LiteRT file or with Keras, and why."""
+
+    runtime: str
+    reason: str
+    max_abs_diff: float | None = None
+    check_images: int | None = None
+    embedding: str = "keras"
+
+
+def version_runtime(*, version: str) -> VersionRuntime:
+    """What serves ``version`` (read from the registry), with the equivalence check's figures or the reason for Keras.
+
+    The same rule as the scoring processes' (`classifier.serving`): a LiteRT file that passed its check and still
+    matches its sha256, unless `VIGIA_RUNTIME=keras`.
+    """
+    from classifier.registry import Registry, RegistryError
+
+    if django_settings.VIGIA_RUNTIME == "keras":
+        return VersionRuntime(runtime="keras", reason="VIGIA_RUNTIME=keras makes every version serve with Keras.")
+    registry = Registry(django_settings.VIGIA_MODEL_REGISTRY)
+    try:
+        record = registry.litert(version)
+        intact = registry.litert_content(version, "scoring") is not None
+        extractor = registry.litert_content(version, "features") is not None
+    except RegistryError as error:
+        return VersionRuntime(runtime="keras", reason=f"The LiteRT file is refused: {error}.")
+    scoring = record.get("scoring") or {}
+    if not intact:
+        why = scoring.get("reason") or "the version was saved before LiteRT files existed"
+        return VersionRuntime(runtime="keras", reason=f"No LiteRT file: {why}.")
+    return VersionRuntime(
+        runtime="litert",
+        reason="Checked equal to the Keras model before it was saved.",
+        max_abs_diff=scoring.get("max_abs_diff"),
+        check_images=scoring.get("check_images"),
+        embedding="litert" if extractor else "keras",
+    )
+
+
 def examples_that_trained(version: ModelVersion):
     """Decision examples a version learned from (label lineage).
 

@@ -15,7 +15,7 @@ from moderation.services.training import embedding, runs, trigger
 @shared_task(name=outbox.RUN_TRAINING, bind=True)
 def run_training(self, run_id: int) -> str:
     """Run one queued training. The task id tells a redelivery (the worker died) from a duplicate message."""
-    worker.configure_tensorflow_threads(for_scoring=False)
+    worker.configure_training_threads()
     run = runs.execute_training_run(run_id=run_id, task_id=self.request.id)
     return run.status
 
@@ -23,7 +23,7 @@ def run_training(self, run_id: int) -> str:
 @shared_task(name=outbox.EMBED_EXAMPLES, ignore_result=True)
 def embed_examples(example_ids: list[int]) -> dict:
     """Embed decided images ahead of the next retrain (training queue; idempotent, the cache is by content)."""
-    worker.configure_tensorflow_threads(for_scoring=False)
+    worker.configure_training_threads()
     return embedding.embed_decision_examples(example_ids=example_ids)
 
 

@@ -102,6 +102,7 @@ def version_detail_view(request, version: str):
             "lineage_page": page,
             "lineage_count": page.paginator.count,
             "metrics": model_version.metrics or {},
+            "runtime": selectors.version_runtime(version=model_version.version),
         },
     )
 

@@ -105,10 +105,16 @@ def test_threads_come_from_vigia_tf_threads_for_commands_that_run_tensorflow(tmp
     calls = []
     monkeypatch.setattr("classifier.runtime.configure_threads", calls.append)
     monkeypatch.setenv("VIGIA_TF_THREADS", "3")
-    run(capsys, "predict", "--registry", str(tmp_path / "none"), "image.png")
+    run(capsys, "train", "--registry", str(tmp_path / "none"), "--data", str(tmp_path / "no-data"), "--prohibited", "x")
     monkeypatch.delenv("VIGIA_TF_THREADS")
     run(capsys, "evaluate", "--registry", str(tmp_path / "none"), "--data", str(tmp_path))
+    # `predict` leaves TensorFlow alone: its Scorer sets the threads only if Keras serves.
+    run(capsys, "predict", "--registry", str(tmp_path / "none"), "image.png")
     assert calls == [3, None]
     monkeypatch.setenv("VIGIA_TF_THREADS", "many")
     code, out, err = run(capsys, "predict", "--registry", str(tmp_path / "none"), "image.png")
     assert code == 2 and out == [] and len(err) == 1 and "VIGIA_TF_THREADS" in err[0]
+    monkeypatch.delenv("VIGIA_TF_THREADS")
+    monkeypatch.setenv("VIGIA_RUNTIME", "onnx")
+    code, out, err = run(capsys, "predict", "--registry", str(tmp_path / "none"), "image.png")
+    assert code == 2 and "VIGIA_RUNTIME" in err[0]

@@ -50,15 +50,16 @@ def scorers():
 def hold_loads_of(version: str, scorer: Scorer, monkeypatch) -> tuple[threading.Event, threading.Event]:
     """Make `scorer` block while loading `version`: `loading` is set once it blocks, setting `release` lets it go."""
     loading, release = threading.Event(), threading.Event()
-    real_load = scorer.registry.load
+    real_verify = scorer.registry.verify
 
-    def slow_load(name=None):
+    def slow_verify(name):
+        # Every load checks the release first, whichever runtime then serves it.
         if name == version:
             loading.set()
             release.wait(TIMEOUT)
-        return real_load(name)
+        return real_verify(name)
 
-    monkeypatch.setattr(scorer.registry, "load", slow_load)
+    monkeypatch.setattr(scorer.registry, "verify", slow_verify)
     return loading, release
 
 

@@ -116,3 +116,20 @@ def test_a_real_training_worker_embeds_each_decided_image_after_the_commit(train
         worker=training_worker,
     )
     assert "moderation.embed_examples" in training_worker.log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["litert", "keras"])
+def test_a_retrain_embeds_new_images_with_the_active_version_s_litert_extractor_unless_keras_is_forced(
+    tmp_path, settings, rescores, runtime
+):
+    settings.VIGIA_RUNTIME = runtime
+    import_initial_set(tmp_path, per_label=8)
+    first = execute_training_run(run_id=request_training(dispatch=False).pk)
+    assert first.status == TrainingRunStatus.SUCCEEDED and first.metrics["embedding_runtime"] == "keras"
+    moderator = make_user("mod")
+    for label in (PROHIBITED, ALLOWED) * 4:
+        decide(moderator, label)
+    run = execute_training_run(run_id=request_training(dispatch=False).pk)
+    assert run.status in (TrainingRunStatus.SUCCEEDED, TrainingRunStatus.REJECTED), run.reason
+    assert run.metrics["embedded"] > 0 and run.metrics["embedding_runtime"] == runtime

@@ -6,11 +6,10 @@ import time
 import pytest
 from django.core.management import call_command
 
-from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
+from moderation.models import ImageStatus, ModelVersion, Score
 from moderation.services import model_versions
-from tests.support.images import PROHIBITED_COLOR
 from tests.support.waiting import wait_until
-from tests.support.workers import clean_broker, train_tiny_version
+from tests.support.workers import route_through, serving_reported, train_tiny_version, upload_red
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +74,6 @@ def test_a_failed_pointer_write_rolls_the_rows_back(registry_copy, rescores, mon
 
 # ------------------------------------------------------------------------------------------------- real worker
 
-_seed = iter(range(70_000, 10**9))
-
 
 def worker_registry_with_two_versions(worker, settings, tmp_path):
     """The worker's registry, with the inverted v0002 beside its model so that tests can switch between them."""
@@ -87,17 +84,6 @@ def worker_registry_with_two_versions(worker, settings, tmp_path):
     return registry
 
 
-def upload_red(external_id: str) -> ListingImage:
-    from tests.support import images
-    from tests.support.factories import store_listing
-
-    data = images.noisy_png(PROHIBITED_COLOR, seed=next(_seed))
-    listing = store_listing(
-        external_id=external_id, title="a listing", description="", files=[images.upload(data, name="p.png")]
-    )
-    return listing.images.get()
-
-
 @pytest.mark.worker
 @pytest.mark.timeout(360)
 @pytest.mark.django_db(transaction=True)
@@ -105,10 +91,8 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
     celery_worker_process, settings, tmp_path
 ):
     worker = celery_worker_process
-    clean_broker(worker.broker)
-    settings.MEDIA_ROOT = worker.media
+    route_through(worker, settings)
     settings.VIGIA_FEATURE_CACHE = tmp_path / "cache"
-    ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
     registry = worker_registry_with_two_versions(worker, settings, tmp_path)
     active_before = registry.active_version()
     model_versions.sync_models()
@@ -153,17 +137,6 @@ def test_promotion_and_rollback_reach_a_running_worker_and_open_images_are_resco
 def received_tasks(worker) -> int:
     """How many tasks the worker has taken off the queue so far (Celery logs one line each at INFO)."""
     return worker.log.read_text(errors="replace").count("] received")
-
-
-def serving_reported(worker, version: str) -> bool:
-    """Whether every scoring child of the worker reports `version` in Redis, and none is missing."""
-    import psutil
-
-    from moderation.selectors.serving import serving_workers
-
-    children = {child.pid for child in psutil.Process(worker.pid).children()}
-    entries = {entry.pid: entry.version for entry in serving_workers(client=worker.broker)}
-    return bool(children) and all(entries.get(pid) == version for pid in children)
 
 
 @pytest.mark.worker

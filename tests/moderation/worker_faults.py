@@ -7,6 +7,8 @@ The worker's scorer is wrapped; what it does is read on every forward pass from 
 - `hold_once`: a marker path. The first forward pass writes its pid there and sleeps, so the test can SIGKILL
   the child in the middle of a batch; later passes (marker present) run normally.
 - `poison`: sha256 digests of stored images that kill the process (SIGKILL) whenever they are in the batch.
+- `modules`: a file that gets one JSON line per forward pass, after it: the pid, the version and runtime that
+  served it, the process's resident memory and whether `tensorflow` is among its loaded modules.
 
 Nothing here is imported by the application itself.
 """
@@ -15,6 +17,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -59,7 +62,19 @@ class FaultyScorer:
         poison = set(faults.get("poison", []))
         if poison and any(hashlib.sha256(bytes(data)).hexdigest() in poison for data in images):
             os.kill(os.getpid(), signal.SIGKILL)
-        return self._scorer.predict(images)
+        prediction = self._scorer.predict(images)
+        if faults.get("modules"):
+            status = self._scorer.status()
+            line = {
+                "pid": os.getpid(),
+                "version": prediction.model_version,
+                "runtime": status.get("runtime"),
+                "rss_mb": status.get("rss_mb"),
+                "tensorflow": "tensorflow" in sys.modules,
+            }
+            with open(faults["modules"], "a") as log:
+                log.write(json.dumps(line) + "\n")
+        return prediction
 
 
 def get_scorer():

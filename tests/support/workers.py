@@ -234,3 +234,42 @@ def train_tiny_version(root: Path, cache: Path, *, inverted: bool = False, activ
     if activate:
         registry.activate(version)
     return version
+
+
+def route_through(worker: Worker, settings) -> None:
+    """Point this test at the scoring worker's media and registry, empty its queues, route by score alone at 0.5."""
+    from moderation.models import ModerationSettings
+
+    clean_broker(worker.broker)
+    settings.MEDIA_ROOT = worker.media
+    settings.VIGIA_MODEL_REGISTRY = worker.models
+    ModerationSettings.objects.update_or_create(pk=1, defaults={"audit_rate": 0.0, "default_threshold": 0.5})
+
+
+_seed = iter(range(70_000, 10**9))
+
+
+def upload_red(external_id: str):
+    """Store a listing with one red (prohibited-coloured) photo, as the API would; returns its image."""
+    from tests.support import images
+    from tests.support.factories import store_listing
+
+    data = images.noisy_png(PROHIBITED_COLOR, seed=next(_seed))
+    listing = store_listing(
+        external_id=external_id, title="a listing", description="", files=[images.upload(data, name="p.png")]
+    )
+    return listing.images.get()
+
+
+def serving_reported(worker: Worker, version: str, runtime: str | None = None) -> bool:
+    """Whether every scoring child of the worker reports `version` (with `runtime`, if given), none missing."""
+    import psutil
+
+    from moderation.selectors.serving import serving_workers
+
+    children = {child.pid for child in psutil.Process(worker.pid).children()}
+    entries = {entry.pid: entry for entry in serving_workers(client=worker.broker)}
+    return bool(children) and all(
+        pid in entries and entries[pid].version == version and runtime in (None, entries[pid].runtime)
+        for pid in children
+    )

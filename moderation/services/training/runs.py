@@ -26,6 +26,7 @@ from moderation.selectors.settings import get_settings
 from moderation.selectors.training import trainable_examples
 from moderation.services.model_versions import activate_version, get_registry, mirror_version
 from moderation.services.training.dataset import labels_for_run, mean_one, weighted_examples
+from moderation.services.training.embedding import feature_extractor
 from moderation.services.training.gate import evaluate_gate
 from moderation.services.training.hparams import hparams_for
 
@@ -207,6 +208,7 @@ def _train_and_gate(run: TrainingRun) -> None:
         cache_dir=django_settings.VIGIA_FEATURE_CACHE,
         progress=progress,
         backbone_cache=django_settings.VIGIA_BACKBONE_CACHE,
+        extractor=feature_extractor(active=active),
     )
     progress("saving", 0, 1)
     registry = get_registry()
@@ -230,6 +232,7 @@ def _train_and_gate(run: TrainingRun) -> None:
     metrics["cached"] = result.cached
     metrics["skipped"] = len(result.skipped)
     metrics["seconds"] = round(float(result.seconds), 3)
+    metrics["embedding_runtime"] = result.embedding_runtime
 
     with transaction.atomic():
         locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
