@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+DARKNET_DATA := /usr/share/darknet/data
 # Demo defaults: debug on (demo accounts, runserver), port 8000. `make run DEBUG=0 PORT=9000` overrides them.
 DEBUG ?= 1
 PORT ?= 8000
@@ -31,16 +32,20 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-# The demo data: Debian's Fashion-MNIST package, installed when missing and apt is usable (root).
+# The demo data: Debian's Fashion-MNIST package (product photos) and darknet's sample photos (photos of other
+# things: classifier/other_photos.py), installed when missing and apt is usable (root).
 dataset:
-	@if [ ! -d $(FASHION_MNIST) ]; then \
+	@missing=""; \
+	[ -d $(FASHION_MNIST) ] || missing="$$missing dataset-fashion-mnist"; \
+	[ -d $(DARKNET_DATA) ] || missing="$$missing darknet"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing dataset-fashion-mnist with apt-get"; \
+	    echo "Installing$$missing with apt-get"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist </dev/null >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing </dev/null >/dev/null; \
 	  else \
-	    echo "Fashion-MNIST is not in $(FASHION_MNIST): run 'sudo apt-get install dataset-fashion-mnist'" \
-	      "(online machines can also let Keras download it)." >&2; \
+	    echo "Missing:$$missing. Run 'sudo apt-get install$$missing'" \
+	      "(online machines can also let Keras download Fashion-MNIST; without darknet its photos are skipped)." >&2; \
 	  fi; \
 	fi
 

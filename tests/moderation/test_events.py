@@ -107,10 +107,15 @@ def test_the_relay_numbers_events_in_the_order_it_sees_them_committed_and_queues
 ):
     client = Client.objects.create(name="acme")
     now = timezone.now()
-    wanted = WebhookEndpoint.objects.create(client=client, url="https://hooks.example.com/a", event_types=["listing.status_changed"])
+    wanted = WebhookEndpoint.objects.create(
+        client=client, url="https://hooks.example.com/a", event_types=["listing.status_changed"]
+    )
     WebhookEndpoint.objects.create(client=client, url="https://hooks.example.com/b", event_types=["image.scored"])
     WebhookEndpoint.objects.create(client=client, url="https://hooks.example.com/c", is_enabled=False)
-    later = [Event.objects.create(id=100 + n, type="listing.status_changed", client=client, occurred_at=now) for n in range(2)]
+    later = [
+        Event.objects.create(id=100 + n, type="listing.status_changed", client=client, occurred_at=now)
+        for n in range(2)
+    ]
     with django_capture_on_commit_callbacks(execute=True):
         assert relay_events() == 2
     # An event with a lower id committed after the relay moved on: it still gets the next position.
