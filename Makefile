@@ -17,7 +17,7 @@ WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
 FAST_MARKERS := not slow and not worker and not browser
 
-.PHONY: install dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks clean
+.PHONY: install dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -91,6 +91,9 @@ bench-retrain: $(STAMP) dataset
 
 bench-webhooks: $(STAMP) dataset
 	$(PY) bench/webhooks.py $(ARGS)
+
+bench-web-memory: $(STAMP) dataset
+	$(PY) bench/web_memory.py $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

@@ -12,11 +12,18 @@ never import `moderation.tasks`) and gives every publish the same guarantees:
 
 Tasks are named, not imported, so this module needs nothing from the code that runs them; Celery routes a task to
 its queue by name (`CELERY_TASK_ROUTES`).
+
+One kind of task is not durable: `call` runs a task for a request that waits on its answer (scoring one photo for
+`POST /api/v1/score` on a scoring worker, so no web process loads a model). Nothing is written for it; a call the
+broker or the workers cannot answer in time fails at once, and its message expires rather than making a worker
+do work nobody waits for any more.
 """
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -34,6 +41,11 @@ RELAY_OUTBOX = "moderation.relay_outbox"
 RELAY_EVENTS = "moderation.relay_events"
 DELIVER_WEBHOOKS = "moderation.deliver_webhooks"
 DISPATCH_WEBHOOKS = "moderation.dispatch_webhooks"
+SCORE_NOW = "moderation.score_now"
+
+#: The queue of calls someone waits on; every scoring worker consumes it beside `scoring` (`moderation.worker`),
+#: so a backlog of uploads to score never holds a call up for longer than one batch.
+INTERACTIVE_QUEUE = "interactive"
 
 #: The relay leaves a message this young to the publish its own transaction is about to make.
 RELAY_GRACE_SECONDS = 2.0
@@ -57,6 +69,41 @@ def publish(task_name: str, args: Sequence) -> bool:
         logger.warning("could not publish %s%s (%s); the outbox relay will retry", task_name, tuple(args), error)
         return False
     return True
+
+
+class CallFailed(Exception):
+    """A call could not be sent, or no worker answered it within its timeout; the message says which."""
+
+
+def call(task_name: str, args: Sequence, *, timeout: float) -> Any:
+    """Run `task_name(*args)` on a worker and return its result, waiting `timeout` seconds at most.
+
+    Raises `CallFailed` when the broker cannot be reached or no answer comes in time. In eager mode (tests of
+    task bodies) the task runs in this process.
+    """
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from moderation.celery import app
+
+    if app.conf.task_always_eager:
+        # Task modules are found when a worker starts; a test process may not have imported them yet.
+        app.loader.import_default_modules()
+        return app.tasks[task_name].apply(args=list(args)).get()
+    # Any failure of the broker, the result store or the task itself means the same to the waiting request: no
+    # answer. Kombu, redis-py and Celery's result backend each raise their own kinds, so they are caught as one.
+    try:
+        result = app.send_task(task_name, args=list(args), expires=timeout, ignore_result=False)
+    except Exception as error:
+        raise CallFailed(f"the workers cannot be reached ({type(error).__name__}: {error})") from error
+    try:
+        return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
+    except ResultTimeout:
+        raise CallFailed(f"no worker answered within {timeout:g} s") from None
+    except Exception as error:
+        raise CallFailed(f"the call failed ({type(error).__name__}: {error})") from error
+    finally:
+        with contextlib.suppress(Exception):
+            result.forget()
 
 
 class _PublishAfterCommit:

@@ -200,6 +200,8 @@ VIGIA_PENDING_SWEEP_SECONDS = env_int("VIGIA_PENDING_SWEEP_SECONDS", 120)
 # kills the child (its images then count the attempt, like a crash); the soft one lets the task hand them back.
 VIGIA_SCORING_TIME_LIMIT = env_int("VIGIA_SCORING_TIME_LIMIT", 120)
 VIGIA_SCORING_SOFT_TIME_LIMIT = max(1, VIGIA_SCORING_TIME_LIMIT - 10)
+# `POST /api/v1/score` waits this long for a scoring worker's answer before a 503 (the web never loads a model).
+VIGIA_SCORE_TIMEOUT_SECONDS = float(os.environ.get("VIGIA_SCORE_TIMEOUT_SECONDS", "10"))
 # An infrastructure error (database, lock timeout, unreadable shared file) gives the attempt back; the image is
 # retried by the sweeper after a delay that doubles with each such error, from the first value up to the second.
 VIGIA_SCORING_RETRY_SECONDS = env_int("VIGIA_SCORING_RETRY_SECONDS", 30)
@@ -253,7 +255,15 @@ CACHES = {
 }
 
 CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = None
+# Results are kept only for calls someone waits on (`outbox.call`, e.g. `/api/v1/score`); every other task ignores
+# its result. They live a few minutes in the broker's Redis and are deleted once read.
+CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+CELERY_RESULT_EXPIRES = 300
+# A caller waits seconds at most, so the result store is retried briefly (Celery's default, 20 retries a second
+# apart, would hold a web worker for 20 s while Redis is down).
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -277,6 +287,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # By task name (`moderation.outbox` names them).
 CELERY_TASK_ROUTES = {
     "moderation.score_images": {"queue": "scoring"},
+    "moderation.score_now": {"queue": "interactive"},
     "moderation.run_training": {"queue": "training"},
     "moderation.embed_examples": {"queue": "training"},
     "moderation.deliver_webhooks": {"queue": "webhooks"},

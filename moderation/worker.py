@@ -27,6 +27,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from django.conf import settings
 
 from moderation.broker import broker_client
+from moderation.outbox import INTERACTIVE_QUEUE
 from moderation.selectors.serving import SERVING_HEARTBEAT_SECONDS, SERVING_KEY
 
 logger = logging.getLogger(__name__)
@@ -193,6 +194,10 @@ def _note_scoring_worker(sender=None, **_kwargs) -> None:
     if sender is None:
         return
     _watch_scoring = SCORING_QUEUE in set(sender.app.amqp.queues.consume_from)
+    if _watch_scoring:
+        # Every scoring worker also answers the calls someone waits on (`POST /api/v1/score`), from a queue of
+        # their own so a backlog of uploads never stands in front of them.
+        sender.app.amqp.queues.select_add(INTERACTIVE_QUEUE)
     _pool_forks = _pool_is_prefork(sender.pool_cls)
     _worker_pid = os.getpid()
     _node_name = str(getattr(sender, "hostname", "") or "")

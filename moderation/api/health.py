@@ -32,6 +32,7 @@ class Probe(APIView):
     def get_authenticators(self):
         """A valid client key or a desk session; a bad key makes the caller anonymous, never a 401."""
         return [ClientKeyAuthentication(lenient=True), SessionAuthentication()]
+
     permission_classes = [AllowAny]
     throttle_classes = []
 

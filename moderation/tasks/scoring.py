@@ -1,17 +1,19 @@
-"""Scoring tasks, on the `scoring` queue (routed in settings). Thin: ids in, the service does the work.
+"""Scoring tasks, on the `scoring` queue (routed in settings), and the calls of `/api/v1/score` on the `interactive`
+queue every scoring worker also consumes. Thin: ids (or the photo) in, the service does the work.
 
 A scoring task is one forward pass and two short transactions, so it has its own time limit
 (`VIGIA_SCORING_TIME_LIMIT`, two minutes) rather than the half hour the default allows a retrain: a wedged child
 is replaced in minutes, and the leases it held run out soon after.
 """
 
+import base64
 import logging
 
 from celery import shared_task
 from django.conf import settings
 
 from moderation import outbox, worker
-from moderation.services import queueing, scoring
+from moderation.services import queueing, score_now, scoring
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,19 @@ def score_images(self, image_ids: list[int]) -> dict:
         "retry": outcome.retry,
         "deferred": outcome.deferred,
     }
+
+
+@shared_task(
+    name=outbox.SCORE_NOW,
+    ignore_result=False,
+    # Nobody waits for a redelivery: the caller has its answer or its 503 long before a lost task would return.
+    acks_late=False,
+    time_limit=settings.VIGIA_SCORING_TIME_LIMIT,
+    soft_time_limit=settings.VIGIA_SCORING_SOFT_TIME_LIMIT,
+)
+def score_photo(image: str) -> dict:
+    """Score one photo (base64) for `POST /api/v1/score` with this child's model; nothing is stored."""
+    return score_now.score_photo(content=base64.b64decode(image), scorer=worker.get_scorer())
 
 
 @shared_task(name=outbox.SWEEP_PENDING, ignore_result=True)

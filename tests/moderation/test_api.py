@@ -166,7 +166,7 @@ class _Prediction:
     probabilities = [{"allowed": 0.25, "weapon": 0.75}]
 
 
-def test_score_answers_synchronously_and_stores_nothing(client, media_root, monkeypatch):
+def test_score_answers_synchronously_and_stores_nothing(client, media_root, monkeypatch, calls_in_process):
     seen = []
 
     class Scorer:
@@ -184,7 +184,7 @@ def test_score_answers_synchronously_and_stores_nothing(client, media_root, monk
     assert not media_root.exists()
 
 
-def test_score_without_an_active_model_is_503_json(client, monkeypatch):
+def test_score_without_an_active_model_is_503_json(client, monkeypatch, calls_in_process):
     from classifier.scoring import NoActiveModel
 
     class Scorer:
@@ -196,7 +196,7 @@ def test_score_without_an_active_model_is_503_json(client, monkeypatch):
     assert_error(response, 503, "no_active_model")
 
 
-def test_score_refuses_bad_images_before_the_model(client, monkeypatch):
+def test_score_refuses_bad_images_before_the_model(client, monkeypatch, calls_in_process):
     monkeypatch.setattr(worker, "get_scorer", lambda: pytest.fail("the model must not run"))
     response = client.post("/api/v1/score", {"image": images.upload(images.truncated_jpeg())}, format="multipart")
     assert_error(response, 400, "corrupt")
@@ -265,9 +265,25 @@ def test_schema_is_valid_without_warnings(tmp_path):
     assert "ServingWorker" in schema and "load_seconds" in schema
 
 
-def test_score_with_the_real_scorer_and_an_empty_registry_is_503(client, settings, tmp_path, monkeypatch):
+def test_score_with_the_real_scorer_and_an_empty_registry_is_503(
+    client, settings, tmp_path, monkeypatch, calls_in_process
+):
     settings.VIGIA_MODEL_REGISTRY = tmp_path / "models"
     monkeypatch.setattr(worker, "_scorer", None)
     monkeypatch.setattr(worker, "_owner_pid", None)
     response = client.post("/api/v1/score", {"image": images.upload(images.png_bytes())}, format="multipart")
     assert_error(response, 503, "no_active_model")
+
+
+@pytest.mark.parametrize("broker", ["nobody listening", "unreachable"])
+def test_score_without_a_worker_to_answer_is_503_with_retry_after(client, settings, broker):
+    from tests.support.workers import SILENT_DB, point_celery_at, redis_url
+
+    settings.VIGIA_SCORE_TIMEOUT_SECONDS = 0.5
+    original = point_celery_at(redis_url(SILENT_DB) if broker == "nobody listening" else "redis://127.0.0.1:1/0")
+    try:
+        response = client.post("/api/v1/score", {"image": images.upload(images.png_bytes())}, format="multipart")
+    finally:
+        point_celery_at(original)
+    assert_error(response, 503, "scoring_unavailable")
+    assert response["Retry-After"] == "5"

@@ -44,7 +44,9 @@ def keep_the_test_connection():
 
 
 @pytest.fixture
-def api_schema(keep_the_test_connection, db, media_root, published, settings, monkeypatch, fake_scorer):
+def api_schema(
+    keep_the_test_connection, calls_in_process, db, media_root, published, settings, monkeypatch, fake_scorer
+):
     """The schema as the app serves it, with a healthy desk behind it: a 503 then means something broke."""
     from moderation import worker
     from moderation.selectors import health

@@ -9,10 +9,13 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -27,6 +30,7 @@ from tests.support.workers import clean_broker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
+REPO = Path(__file__).resolve().parents[2]
 _seed = iter(range(50_000, 10**9))
 
 
@@ -196,3 +200,57 @@ def test_health_counts_the_running_worker_from_its_own_report(delivery, settings
         lambda: check_workers(timeout=2.0)["ok"], timeout=30, what="the worker's serving report", worker=delivery
     )
     assert delivery.node in check_workers(timeout=2.0)["names"]
+
+
+SERVE_ONE_SCORE = """
+import json, sys
+import django
+django.setup()
+from django.contrib.auth.models import User
+from rest_framework.test import APIRequestFactory, force_authenticate
+from moderation.api.scoring import ScoreView
+from tests.support import images
+
+ScoreView.throttle_classes = []  # the rate store is not what this process is about
+request = APIRequestFactory().post(
+    "/api/v1/score", {"image": images.upload(images.png_bytes(color=images.PROHIBITED_COLOR))}, format="multipart"
+)
+force_authenticate(request, user=User(pk=1, username="marketplace"))
+response = ScoreView.as_view()(request)
+response.render()
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras", "ai_edge_litert"))
+print(json.dumps({"status": response.status_code, "body": json.loads(response.content), "loaded": loaded}))
+"""
+
+
+def test_score_is_answered_by_a_scoring_worker_and_the_web_process_loads_no_model(delivery, monkeypatch):
+    from rest_framework.test import APIClient
+
+    from moderation import worker
+    from tests.support.factories import make_api_key
+    from tests.support.workers import database_url
+
+    # Were the model run here, in the web process, this would fail the test.
+    monkeypatch.setattr(worker, "get_scorer", lambda: pytest.fail("the web process ran the model"))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_api_key(get_user_model().objects.create_user('acme-api'))}")
+    response = client.post("/api/v1/score", {"image": images.upload(photo(PROHIBITED_COLOR))}, format="multipart")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["model_version"] == delivery.extra["version"]
+    assert max(body["probabilities"], key=body["probabilities"].get) == images.PROHIBITED
+
+    # A fresh process serving the same call never imports TensorFlow, Keras or the LiteRT interpreter.
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "moderation.test_settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": delivery.broker_url,
+    }
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_ONE_SCORE], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert served.returncode == 0, served.stderr[-2000:]
+    answer = json.loads(served.stdout.strip().splitlines()[-1])
+    assert answer["status"] == 200 and answer["body"]["model_version"] == delivery.extra["version"]
+    assert answer["loaded"] == []

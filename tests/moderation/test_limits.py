@@ -48,7 +48,7 @@ def test_each_client_has_its_own_rate_and_over_it_gets_json_429_with_retry_after
     assert other.get("/api/v1/listings").status_code == 200  # another client is not slowed down
 
 
-def test_scoring_has_a_much_lower_rate_of_its_own(rates, monkeypatch):
+def test_scoring_has_a_much_lower_rate_of_its_own(rates, monkeypatch, calls_in_process):
     from moderation import worker
 
     class Scorer:

@@ -73,7 +73,8 @@ def test_an_unreachable_broker_fails_nothing_and_the_relay_sends_the_task_once_i
 @pytest.mark.django_db(transaction=True)
 def test_redis_stopped_during_an_upload_then_restarted_empty_loses_nothing(tmp_path, settings, monkeypatch):
     """A real Redis of the test's own is stopped, an upload comes in (201, files kept), Redis comes back empty, and
-    once the relay has run (what beat does every few seconds) the image is scored, once, by a real worker."""
+    once the relay has run (what beat does every few seconds) the image is scored, once, by a real worker. Calls
+    of `/api/v1/score` fail with 503 while Redis is down and are answered again once it is back."""
     from moderation.devstack.redis import EmbeddedRedis
     from tests.support import workers
 
@@ -92,11 +93,18 @@ def test_redis_stopped_during_an_upload_then_restarted_empty_loses_nothing(tmp_p
 
             sync_models()
             key = make_api_key(get_user_model().objects.create_user("api"))
-            redis_server.stop()
-
             client = APIClient()
             client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
             photo = images.noisy_png(images.PROHIBITED_COLOR, seed=5)
+            settings.VIGIA_SCORE_TIMEOUT_SECONDS = 5
+
+            def score_call() -> int:
+                return client.post("/api/v1/score", {"image": images.upload(photo)}, format="multipart").status_code
+
+            wait_until(lambda: score_call() == 200, timeout=60, what="a /score call to be answered")
+            redis_server.stop()
+            # While Redis is down a call fails at once with a 503, and the upload below is still accepted.
+            assert score_call() == 503
             response = client.post(
                 "/api/v1/listings",
                 {"external_id": "during-outage", "images": [images.upload(photo, name="p.png")]},
@@ -121,6 +129,8 @@ def test_redis_stopped_during_an_upload_then_restarted_empty_loses_nothing(tmp_p
             )
             assert Score.objects.filter(image=image).count() == 1
             assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+            # The web side's result store reconnects too: calls are answered again without a restart.
+            wait_until(lambda: score_call() == 200, timeout=30, what="/score to be answered after Redis came back")
     finally:
         worker.process.stop(grace=5, signum=signal.SIGQUIT, group=True)
         redis_server.stop()

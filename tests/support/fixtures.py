@@ -49,6 +49,16 @@ def reviewer(db):
 
 
 @pytest.fixture
+def calls_in_process():
+    """Run `outbox.call`s (e.g. `/api/v1/score`'s) in this process, as Celery's eager mode does for task bodies."""
+    from moderation.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
 def published(monkeypatch) -> Published:
     """Every task the outbox publishes in this test, recorded by name instead of sent to Redis."""
     recorder = Published()

@@ -53,13 +53,17 @@ def database_url() -> str:
 
 
 def point_celery_at(url: str) -> str:
-    """Make this process publish to `url`; returns the previous broker URL."""
+    """Make this process publish to `url` (and read call results there); returns the previous broker URL."""
     from kombu import pools
 
     from moderation.celery import app
 
     previous = app.conf.broker_url
     app.conf.broker_url = url
+    # Calls (`outbox.call`) read their answers from the same Redis database the worker writes them to.
+    app.conf.result_backend = url
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
     # kombu keeps connection and producer pools in process-wide registries keyed by broker; closing a pool
     # without clearing the registry would hand the closed pool back on the next switch, so reset both.
     pools.reset()
