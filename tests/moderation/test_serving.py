@@ -120,15 +120,17 @@ def test_only_processes_that_score_and_never_fork_start_a_watcher(
 ):
     for name in ("_watch_scoring", "_pool_forks", "_worker_pid", "_node_name"):
         monkeypatch.setattr(worker, name, getattr(worker, name))
+    added = []
+    selected = SimpleNamespace(consume_from=dict.fromkeys(queues), select_add=added.append)
     sender = SimpleNamespace(
-        app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from=dict.fromkeys(queues)))),
-        pool_cls=pool,
-        hostname="w@host",
+        app=SimpleNamespace(amqp=SimpleNamespace(queues=selected)), pool_cls=pool, hostname="w@host"
     )
     worker._note_scoring_worker(sender=sender)
     assert worker._may_watch_here() is watch_in_parent
     monkeypatch.setattr(worker, "_worker_pid", worker._worker_pid + 1)  # as seen from a forked child
     assert worker._may_watch_here() is watch_in_child
+    # A scoring worker also answers the calls of /api/v1/score; no other worker does.
+    assert added == (["interactive"] if "scoring" in queues else [])
 
 
 # ---------------------------------------------------------------------------------------------------- selector
