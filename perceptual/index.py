@@ -198,3 +198,12 @@ class HashIndex:
         # A pair found through several chunks is one answer.
         pairs, first = np.unique(query * n + rows, return_index=True)
         return Found(pairs // n, self._ids[pairs % n], dist[first])
+
+
+def within(queries, codes, ids, radius: int) -> Found:
+    """Every (question, entry) pair within `radius`: by brute force for small sets, through an index otherwise."""
+    queries, codes = as_codes(queries), as_codes(codes)
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(queries) * len(codes) <= 4_000_000:
+        return brute_force(queries, codes, ids, radius)
+    return HashIndex(codes, ids).search(queries, radius)

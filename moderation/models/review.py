@@ -46,7 +46,11 @@ class Decision(models.Model):
         "BankEntry", null=True, blank=True, on_delete=models.PROTECT, related_name="automated_decisions"
     )
     applied_from = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="applied_to",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="applied_to",
         help_text="The decision on the group's lead this one was applied from.",
     )
     outcome = models.CharField(max_length=10, choices=DecisionOutcome.choices)

@@ -11,7 +11,7 @@ from celery import shared_task
 from django.conf import settings
 
 from moderation import outbox, worker
-from moderation.services import queueing, scoring
+from moderation.services import grouping, queueing, retroaction, scoring
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,23 @@ def score_images(self, image_ids: list[int]) -> dict:
     }
 
 
+@shared_task(name=outbox.MATCH_IMAGES, ignore_result=True)
+def match_images(image_ids: list[int]) -> list[int]:
+    """Match photos that reused an earlier score against this process's banks (scoring queue: the banks are here)."""
+    return retroaction.match_stored(image_ids=image_ids)
+
+
+@shared_task(name=outbox.APPLY_TAKEDOWN_ENTRIES, ignore_result=True)
+def apply_takedown_entries() -> int:
+    """After entries were added to a take-down bank: take down the live copies they match (default queue)."""
+    return retroaction.apply_takedown_entries()
+
+
 @shared_task(name=outbox.SWEEP_PENDING, ignore_result=True)
 def sweep_pending() -> int:
-    """Periodic (Celery beat): queue again images that have waited too long, whatever lost their message."""
+    """Periodic (Celery beat): queue again images that have waited too long, whatever lost their message; and
+    give a near-duplicate group whose lead left the queue a new lead, should any change have slipped past."""
+    grouping.repair_all()
     queued = queueing.sweep_pending()
     if queued:
         logger.info("sweeper queued %s pending images again", queued)
