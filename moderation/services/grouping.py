@@ -81,6 +81,7 @@ def repair_listing(listing_id: int) -> None:
     orphaned = (
         ListingImage.objects.filter(status=ImageStatus.FLAGGED, duplicate_of__listing_id=listing_id)
         .exclude(duplicate_of__status=ImageStatus.FLAGGED)
+        .order_by()
         .values_list("duplicate_of_id", flat=True)
         .distinct()
     )
@@ -103,6 +104,7 @@ def repair_all() -> int:
     orphaned = list(
         ListingImage.objects.filter(status=ImageStatus.FLAGGED, duplicate_of__isnull=False)
         .exclude(duplicate_of__status=ImageStatus.FLAGGED)
+        .order_by()
         .values_list("duplicate_of_id", flat=True)
         .distinct()
     )

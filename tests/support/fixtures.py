@@ -198,3 +198,13 @@ def _empty_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_bank_index():
+    """Each test's scoring starts from an empty bank index: the database under it starts empty too."""
+    from moderation.services import bank_index
+
+    bank_index._process_index = None
+    yield
+    bank_index._process_index = None

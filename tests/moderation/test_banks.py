@@ -1,0 +1,163 @@
+"""Hash banks: decisions fill them, admins change them (audited), imports are all or nothing, workers follow them."""
+
+import pytest
+
+from moderation.models import AuditAction, AuditEntry, BankAction, BankEntry, BankKind, DecisionOutcome, HashBank
+from moderation.selectors.banks import export_lines
+from moderation.services import banks, review
+from moderation.services.bank_index import BankIndex
+from moderation.services.banks import BankError, ImportRejected
+from perceptual.pdq import hash_image
+from tests.support.banks import decided, scored_photo, set_threshold
+from tests.support.factories import make_user
+from tests.support.images import photo
+
+pytestmark = pytest.mark.django_db
+
+HASH_A, HASH_B = "a" * 64, "0123456789abcdef" * 4
+
+
+@pytest.fixture(autouse=True)
+def _setup(media_root, published):
+    set_threshold()
+
+
+@pytest.fixture
+def admin(db):
+    return make_user("boss", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def imported(admin):
+    return banks.create_bank(user=admin, name="Shared", action=BankAction.REVIEW, labels="weapons, drugs")
+
+
+def live_hashes(bank) -> set[str]:
+    return set(BankEntry.objects.filter(bank=bank, removed_at__isnull=True).values_list("pdq_hash", flat=True))
+
+
+def test_a_confirmation_fills_the_confirmed_bank_and_a_rejection_the_cleared_one(moderator):
+    cat, coffee = scored_photo("chelsea"), scored_photo("coffee")
+    confirm = decided(cat, moderator, DecisionOutcome.CONFIRM)
+    decided(coffee, moderator, DecisionOutcome.REJECT)
+    entry = BankEntry.objects.get(bank__kind=BankKind.CONFIRMED)
+    assert (entry.pdq_hash, entry.quality, entry.source_decision, entry.source_image) == (
+        cat.pdq_hash,
+        cat.pdq_quality,
+        confirm,
+        cat,
+    )
+    assert live_hashes(banks.decision_bank(BankKind.CLEARED)) == {coffee.pdq_hash}
+
+
+def test_an_undone_decision_takes_its_entry_out_again_and_says_so(moderator):
+    decision = decided(scored_photo(), moderator, DecisionOutcome.CONFIRM)
+    review.undo_decision(user=moderator, decision_id=decision.pk)
+    entry = BankEntry.objects.get()
+    assert entry.removed_at is not None and entry.removal_reason == "Decision undone."
+    assert AuditEntry.objects.filter(action=AuditAction.BANK_ENTRY_REMOVED, object_id=str(entry.pk)).exists()
+
+
+def test_a_photo_without_a_hash_adds_nothing(moderator):
+    from tests.support.factories import make_flagged
+
+    image = make_flagged(with_file=True)
+    decided(image, moderator, DecisionOutcome.CONFIRM)
+    assert not BankEntry.objects.exists()
+
+
+def test_every_change_bumps_the_version_and_a_worker_index_follows_adds_and_removals(admin, imported):
+    index = BankIndex(refresh_seconds=0)
+    index.refresh()
+    assert len(index) == 0
+    banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A}\n{HASH_B},weapons\n", user=admin)
+    assert index.refresh() and len(index) == 2
+    entry = BankEntry.objects.get(pdq_hash=HASH_A)
+    banks.remove_entry(entry_id=entry.pk, reason="shared by mistake", user=admin)
+    assert index.refresh() and len(index) == 1
+    assert not index.refresh()  # nothing changed since
+
+
+def test_a_good_import_adds_every_line_with_its_label_and_is_audited(admin, imported):
+    text = f"# from the programme\n{HASH_A.upper()},weapons\n\n{HASH_B}\n"
+    assert banks.import_hashes(bank_id=imported.pk, text=text, user=admin) == 2
+    assert dict(BankEntry.objects.values_list("pdq_hash", "label")) == {HASH_A: "weapons", HASH_B: ""}
+    entry = AuditEntry.objects.get(action=AuditAction.BANK_IMPORTED)
+    assert entry.after == {"entries": 2} and entry.actor == admin
+
+
+def test_a_bad_import_names_every_bad_line_and_stores_nothing(admin, imported):
+    banks.import_hashes(bank_id=imported.pk, text=HASH_B, user=admin)
+    text = "\n".join(
+        [
+            HASH_A,  # 1: fine
+            "zz" * 32,  # 2: not hex
+            "abc",  # 3: too short
+            HASH_A,  # 4: twice in the file
+            f"{'b' * 64},guns",  # 5: a label the bank does not have
+            HASH_B,  # 6: in the bank already
+            "c" * 65,  # 7: too long
+        ]
+    )
+    with pytest.raises(ImportRejected) as rejected:
+        banks.import_hashes(bank_id=imported.pk, text=text, user=admin)
+    lines = dict(rejected.value.errors)
+    assert sorted(lines) == [2, 3, 4, 5, 6, 7]
+    assert "0-9 and a-f" in lines[2] and "has 3" in lines[3] and "line 1" in lines[4]
+    assert "unknown label 'guns'" in lines[5] and "in the bank already" in lines[6] and "has 65" in lines[7]
+    assert live_hashes(imported) == {HASH_B}
+
+
+def test_an_import_past_the_line_limit_or_without_hashes_is_refused(admin, imported, settings):
+    settings.VIGIA_BANK_IMPORT_MAX_LINES = 2
+    with pytest.raises(ImportRejected, match="bad line"):
+        banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A}\n{HASH_B}\n{'c' * 64}", user=admin)
+    with pytest.raises(ImportRejected):
+        banks.import_hashes(bank_id=imported.pk, text="# nothing\n", user=admin)
+    assert not BankEntry.objects.exists()
+
+
+def test_changing_a_bank_is_audited_with_what_changed(admin):
+    bank = banks.decision_bank(BankKind.CLEARED)
+    banks.update_bank(bank_id=bank.pk, user=admin, action=BankAction.CLEAR, match_distance=20)
+    entry = AuditEntry.objects.get(action=AuditAction.BANK_CHANGED)
+    assert entry.before == {"action": BankAction.REVIEW, "match_distance": 31}
+    assert entry.after == {"action": BankAction.CLEAR, "match_distance": 20}
+
+
+@pytest.mark.parametrize(
+    "change", [{"match_distance": 64}, {"quality_floor": 101}, {"action": "delete"}, {"name": " "}, {"colour": 1}]
+)
+def test_bad_bank_settings_are_refused(admin, change):
+    bank = banks.decision_bank(BankKind.CONFIRMED)
+    with pytest.raises(BankError):
+        banks.update_bank(bank_id=bank.pk, user=admin, **change)
+    assert not AuditEntry.objects.filter(action=AuditAction.BANK_CHANGED).exists()
+
+
+def test_removing_needs_a_reason_and_happens_once(admin, imported):
+    banks.import_hashes(bank_id=imported.pk, text=HASH_A, user=admin)
+    entry = BankEntry.objects.get()
+    with pytest.raises(BankError, match="why"):
+        banks.remove_entry(entry_id=entry.pk, reason=" ", user=admin)
+    banks.remove_entry(entry_id=entry.pk, reason="wrong", user=admin)
+    with pytest.raises(BankError, match="already removed"):
+        banks.remove_entry(entry_id=entry.pk, reason="again", user=admin)
+
+
+def test_export_writes_the_live_entries_as_an_import_reads_them(admin, imported):
+    banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A},weapons\n{HASH_B}", user=admin)
+    banks.remove_entry(entry_id=BankEntry.objects.get(pdq_hash=HASH_B).pk, reason="gone", user=admin)
+    lines = list(export_lines(imported.pk))
+    assert lines[-1] == f"{HASH_A},weapons\n" and all(line.startswith("#") for line in lines[:-1])
+    other = banks.create_bank(user=admin, name="Copy", labels=["weapons"])
+    assert banks.import_hashes(bank_id=other.pk, text="".join(lines), user=admin) == 1
+
+
+def test_only_one_confirmed_and_one_cleared_bank_exist():
+    assert banks.decision_bank(BankKind.CONFIRMED) == banks.decision_bank(BankKind.CONFIRMED)
+    assert HashBank.objects.filter(kind=BankKind.CONFIRMED).count() == 1
+
+
+def test_a_flat_image_hash_has_no_quality():
+    assert hash_image(photo("chelsea", transform=lambda im: im.point(lambda _v: 128))).quality < 50
