@@ -35,7 +35,7 @@ def bank_entries(bank_id: int, *, before_id: int | None = None, removed: bool = 
 def export_lines(bank_id: int) -> Iterator[str]:
     """The bank's live entries as an import file (`<hash>,<label>` lines) with a header, streamed in id order."""
     bank = HashBank.objects.get(pk=bank_id)
-    yield f"# Vigia hash bank {bank.name!r} ({bank.get_kind_display()}), PDQ hashes, exported {clock.now():%Y-%m-%d %H:%M} UTC\n"
+    yield f"# Vigia hash bank {bank.name!r} ({bank.get_kind_display()}): PDQ hashes, {clock.now():%Y-%m-%d %H:%M}\n"
     yield "# hash,label\n"
     rows = BankEntry.objects.filter(bank_id=bank_id, removed_at__isnull=True).order_by("pk")
     for digest, label in rows.values_list("pdq_hash", "label").iterator(chunk_size=5000):

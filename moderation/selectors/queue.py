@@ -1,10 +1,10 @@
 """Reads for the review desk: the queue in priority order, its counters, an item, a listing.
 
-The queue is ordered like the partial index `queue_lead_order_idx` (prohibited probability desc, then age, then
-id, only flagged rows that lead their near-duplicate group or have none), and pages with a keyset cursor, so page one costs the same with a hundred or a hundred thousand
-open items: PostgreSQL walks the index and stops after `limit` rows. Images without a score (sent to human review
-after scoring failed on them) come first: NULLS FIRST is how a descending index sorts on PostgreSQL, said out
-loud so SQLite agrees; they waited through every attempt already.
+The queue is ordered like the partial index `queue_lead_order_idx` (prohibited probability desc, then age, then id,
+only flagged rows that lead their near-duplicate group or have none), and pages with a keyset cursor, so page one
+costs the same with a hundred or a hundred thousand open items: PostgreSQL walks the index and stops after `limit`
+rows. Images without a score (sent to human review after scoring failed on them) come first: NULLS FIRST is how a
+descending index sorts on PostgreSQL, said out loud so SQLite agrees; they waited through every attempt already.
 """
 
 from dataclasses import dataclass, field
