@@ -11,5 +11,6 @@ urlpatterns = [
     path("", include("moderation.urls_attention")),
     path("training/", include("moderation.urls_training")),
     path("clients/", include("moderation.urls_clients")),
+    path("banks/", include("moderation.urls_banks")),
     path("audit/", include("moderation.urls_audit")),
 ]

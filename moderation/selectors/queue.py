@@ -14,7 +14,7 @@ from django.db.models import Count, F, Prefetch, Q
 from django.utils.dateparse import parse_datetime
 
 from moderation import clock
-from moderation.models import Decision, ImageStatus, Listing, ListingImage, ModelVersion, Score
+from moderation.models import Decision, ImageMatch, ImageStatus, Listing, ListingImage, ModelVersion, Score
 
 QUEUE_ORDER = (F("prohibited_probability").desc(nulls_first=True), "created_at", "id")
 #: How a cursor spells "no score" (an image sent to human review without one).
@@ -232,6 +232,7 @@ def listing_detail(listing_id: int) -> Listing:
                     Prefetch(
                         "decisions", queryset=Decision.objects.select_related("moderator").order_by("-created_at")
                     ),
+                    Prefetch("matches", queryset=ImageMatch.objects.select_related("bank", "entry")),
                 ),
             )
         )
