@@ -16,7 +16,7 @@ WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
 FAST_MARKERS := not slow and not worker and not browser
 
-.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout clean
+.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-hashes bench-data clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -96,6 +96,27 @@ bench-rollout: $(STAMP)
 
 bench-retrain: $(STAMP) dataset
 	$(PY) bench/retrain.py --classes $(CLASSES) $(ARGS)
+
+# Real photos for the hash benchmark: Debian's darknet data images (apt-get, root) and the ImageNet samples inside
+# the PyPI foolbox wheel (downloaded into var/bench-data, never installed). Missing ones are skipped and named.
+BENCH_DATA := var/bench-data
+bench-data: $(STAMP)
+	@mkdir -p $(BENCH_DATA)
+	@ls $(BENCH_DATA)/foolbox-*.whl >/dev/null 2>&1 || \
+	  $(PY) -m pip download --quiet --disable-pip-version-check --no-input --no-deps foolbox==3.3.4 -d $(BENCH_DATA) || \
+	  echo "Could not download the foolbox wheel: its ImageNet samples are skipped." >&2
+	@if [ ! -d /usr/share/darknet/data ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing darknet (its data photos) with apt-get"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq darknet </dev/null >/dev/null || true; \
+	  else \
+	    echo "darknet is not installed ('sudo apt-get install darknet'): its photos are skipped." >&2; \
+	  fi; \
+	fi
+
+bench-hashes: $(STAMP) dataset bench-data
+	$(PY) bench/hashes.py $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

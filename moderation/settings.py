@@ -210,6 +210,8 @@ VIGIA_MODEL_WATCH_SECONDS = float(os.environ.get("VIGIA_MODEL_WATCH_SECONDS", "1
 # Before matching a batch, a scoring process reads the banks' version if it last did longer ago than this, and
 # loads what changed: a decision's hash matches uploads on every worker within about a second of its commit.
 VIGIA_BANK_REFRESH_SECONDS = float(os.environ.get("VIGIA_BANK_REFRESH_SECONDS", "1.0"))
+# Near-duplicates waiting for review are one queue entry decided once (`services.grouping`); 0 turns it off.
+VIGIA_QUEUE_GROUPING = env_bool("VIGIA_QUEUE_GROUPING", True)
 # Most lines a hash file imported into a bank may have (all of it is checked before anything is stored).
 VIGIA_BANK_IMPORT_MAX_LINES = env_int("VIGIA_BANK_IMPORT_MAX_LINES", 1_000_000)
 # TensorFlow threads per process: unset, each scoring child uses one (two single-thread children beat one

@@ -34,6 +34,7 @@ class Migration(migrations.Migration):
                 ('pdq_hash', models.CharField(max_length=64)),
                 ('quality', models.PositiveSmallIntegerField(blank=True, help_text='Unknown for imported hashes.', null=True)),
                 ('label', models.CharField(blank=True, max_length=100)),
+                ('derived', models.CharField(blank=True, help_text='Empty for the photo itself; "crop_5" for its centred crop 5% a side.', max_length=20)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('version', models.PositiveBigIntegerField(help_text="The banks' version that added it.")),
                 ('removed_at', models.DateTimeField(blank=True, null=True)),

@@ -1,9 +1,11 @@
 """Hash banks: PDQ hashes of photos already decided, so a copy is decided once, not reviewed again from scratch.
 
-A bank holds entries (a 256-bit PDQ hash, its quality when known, a label, and where it came from: the decision
-that put it there, or an import). The `confirmed` bank is filled by confirmations, the `cleared` bank by rejections
-(false positives); imported banks come from hash files, such as a hash-sharing programme's export. Each bank says
-how close a photo must be to count as a copy, which hashes are too poor to trust, and what a match does.
+A bank holds entries (a 256-bit PDQ hash, its quality when known, a label, and where it came from: the decision that
+put it there, or an import). A decision adds its photo and two centred crops of it (`derived`): PDQ does not follow
+cropping, and trimming the borders is a seller's easiest disguise. The `confirmed` bank is filled by confirmations,
+the `cleared` bank by rejections (false positives); imported banks come from hash files, such as a hash-sharing
+programme's export. Each bank says how close a photo must be to count as a copy, which hashes are too poor to trust,
+and what a match does.
 
 Entries are never deleted: removing one stamps it, so the history of what a bank held, and of every automated
 decision citing an entry, stays readable. Every change to banks or entries bumps `BankState.version` under its row
@@ -86,6 +88,9 @@ class BankEntry(models.Model):
     pdq_hash = models.CharField(max_length=64)
     quality = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Unknown for imported hashes.")
     label = models.CharField(max_length=100, blank=True)
+    derived = models.CharField(
+        max_length=20, blank=True, help_text='Empty for the photo itself; "crop_5" for its centred crop 5% a side.'
+    )
     source_decision = models.ForeignKey(
         "Decision", null=True, blank=True, on_delete=models.PROTECT, related_name="bank_entries"
     )

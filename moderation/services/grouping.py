@@ -13,6 +13,7 @@ re-score that cleared it, a bank match): `refresh_listing_status`, which every s
 hidden behind a photo that is no longer in the queue. The sweeper repairs whatever slipped through anyway.
 """
 
+from django.conf import settings
 from django.db.models import Min
 
 from moderation.models import BankKind, HashBank, ImageStatus, ListingImage
@@ -32,6 +33,8 @@ def join_groups(*, images: list[ListingImage]) -> int:
 
     Returns how many photos changed group. Photos whose quality is at or under the floor never group.
     """
+    if not settings.VIGIA_QUEUE_GROUPING:
+        return 0
     distance, floor = group_rule()
     new = [
         image

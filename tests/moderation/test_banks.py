@@ -40,22 +40,36 @@ def test_a_confirmation_fills_the_confirmed_bank_and_a_rejection_the_cleared_one
     cat, coffee = scored_photo("chelsea"), scored_photo("coffee")
     confirm = decided(cat, moderator, DecisionOutcome.CONFIRM)
     decided(coffee, moderator, DecisionOutcome.REJECT)
-    entry = BankEntry.objects.get(bank__kind=BankKind.CONFIRMED)
+    entry = BankEntry.objects.get(bank__kind=BankKind.CONFIRMED, derived="")
     assert (entry.pdq_hash, entry.quality, entry.source_decision, entry.source_image) == (
         cat.pdq_hash,
         cat.pdq_quality,
         confirm,
         cat,
     )
-    assert live_hashes(banks.decision_bank(BankKind.CLEARED)) == {coffee.pdq_hash}
+    crops = BankEntry.objects.filter(bank__kind=BankKind.CONFIRMED).exclude(derived="")
+    assert sorted(crops.values_list("derived", flat=True)) == ["crop_2.5", "crop_5"]
+    assert {crop.source_decision for crop in crops} == {confirm}
+    assert coffee.pdq_hash in live_hashes(banks.decision_bank(BankKind.CLEARED))
+
+
+def test_a_copy_with_its_borders_trimmed_matches_through_the_crop_entries(moderator):
+    from perceptual.pdq import distance
+
+    original = scored_photo("chelsea")
+    decided(original, moderator, DecisionOutcome.CONFIRM)
+    trimmed = scored_photo("chelsea", transform=lambda im: im.crop((5, 4, im.width - 5, im.height - 4)))
+    assert distance(bytes.fromhex(trimmed.pdq_hash), bytes.fromhex(original.pdq_hash)) > 31
+    assert trimmed.status == "confirmed" and trimmed.matches.get().entry.derived.startswith("crop_")
 
 
 def test_an_undone_decision_takes_its_entry_out_again_and_says_so(moderator):
     decision = decided(scored_photo(), moderator, DecisionOutcome.CONFIRM)
     review.undo_decision(user=moderator, decision_id=decision.pk)
-    entry = BankEntry.objects.get()
-    assert entry.removed_at is not None and entry.removal_reason == "Decision undone."
-    assert AuditEntry.objects.filter(action=AuditAction.BANK_ENTRY_REMOVED, object_id=str(entry.pk)).exists()
+    entries = list(BankEntry.objects.all())
+    assert len(entries) == 3 and all(e.removed_at and e.removal_reason == "Decision undone." for e in entries)
+    removed = AuditEntry.objects.filter(action=AuditAction.BANK_ENTRY_REMOVED).values_list("object_id", flat=True)
+    assert sorted(removed) == sorted(str(e.pk) for e in entries)
 
 
 def test_a_photo_without_a_hash_adds_nothing(moderator):

@@ -7,7 +7,15 @@ import pytest
 from PIL import Image, ImageEnhance
 from skimage import data
 
-from perceptual.pdq import DIHEDRAL, HashFormatError, distance, hash_image, parse_hex, split_dihedral
+from perceptual.pdq import (
+    DIHEDRAL,
+    HashFormatError,
+    center_crop_hashes,
+    distance,
+    hash_image,
+    parse_hex,
+    split_dihedral,
+)
 
 MATCH = 31
 
@@ -87,3 +95,12 @@ def test_distance_counts_differing_bits():
     assert distance(a, a) == 0
     assert distance(a, bytes([0xFF]) + bytes(31)) == 8
     assert distance(a, np.full(32, 0xFF, np.uint8).tobytes()) == 256
+
+
+def test_pdq_does_not_follow_a_trim_but_a_centred_crop_hash_does(cat):
+    image = photo()
+    dx, dy = round(image.width * 0.025), round(image.height * 0.025)
+    trimmed = hash_image(encoded(image.crop((dx, dy, image.width - dx, image.height - dy))))
+    assert distance(trimmed.hash, cat.hash) > MATCH
+    crops = center_crop_hashes(encoded(image))
+    assert len(crops) == 2 and distance(trimmed.hash, crops[0].hash) <= 8
