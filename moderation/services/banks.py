@@ -103,12 +103,12 @@ def bank_decision(*, decision: Decision) -> BankEntry | None:
             added_by=decision.moderator,
             version=version,
         )
-        for derived, digest, quality in dict.fromkeys(hashes)
+        for digest, (derived, quality) in {h: (d, q) for d, h, q in reversed(hashes)}.items()
         if digest not in live
     ]
     if entries:
         _queue_retroaction(bank)
-    return entries[0] if entries and not entries[0].derived else None
+    return next((entry for entry in entries if not entry.derived), None)
 
 
 def _crops(image) -> list[tuple[str, str, int]]:

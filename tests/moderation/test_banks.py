@@ -175,3 +175,13 @@ def test_only_one_confirmed_and_one_cleared_bank_exist():
 
 def test_a_flat_image_hash_has_no_quality():
     assert hash_image(photo("chelsea", transform=lambda im: im.point(lambda _v: 128))).quality < 50
+
+
+def test_a_tiny_photo_whose_crops_hash_alike_is_banked_once_per_hash(moderator, monkeypatch):
+    from moderation.services import banks as service
+
+    image = scored_photo("chelsea")
+    monkeypatch.setattr(service, "_crops", lambda _image: [("crop_2.5", image.pdq_hash, 90), ("crop_5", "e" * 64, 90)])
+    decided(image, moderator, DecisionOutcome.CONFIRM)
+    entries = dict(BankEntry.objects.values_list("pdq_hash", "derived"))
+    assert entries == {image.pdq_hash: "", "e" * 64: "crop_5"}
