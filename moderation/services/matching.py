@@ -71,11 +71,13 @@ def match_data(match: ImageMatch) -> dict:
 def apply_matches(*, image: ListingImage, hits: list[Hit]) -> ImageMatch | None:
     """Record the photo's matches and do what the strongest one says; call inside the write transaction.
 
-    Returns the match that decided (None without matches). A photo with a live decision is never changed here:
-    it was decided already. Entries removed since the index was read are ignored.
+    Returns the match that decided (None without matches). A photo a moderator rejected keeps that verdict: its
+    matches are recorded and announced, not applied. A confirmed or withdrawn photo is left alone, and so are
+    entries removed since the index was read.
     """
-    if not hits or image.status in (ImageStatus.CONFIRMED, ImageStatus.REJECTED, ImageStatus.WITHDRAWN):
+    if not hits or image.status in (ImageStatus.CONFIRMED, ImageStatus.WITHDRAWN):
         return None
+    act = image.status != ImageStatus.REJECTED
     entries = BankEntry.objects.select_related("bank", "source_decision").in_bulk([hit.entry_id for hit in hits])
     live = [hit for hit in hits if hit.entry_id in entries and entries[hit.entry_id].removed_at is None]
     live = [hit for hit in live if entries[hit.entry_id].bank.enabled]
@@ -93,13 +95,15 @@ def apply_matches(*, image: ListingImage, hits: list[Hit]) -> ImageMatch | None:
                 "distance": hit.distance,
                 "variant": hit.variant,
                 "action": entry.bank.action,
-                "applied": hit is strongest,
+                "applied": act and hit is strongest,
             },
         )
         if hit is strongest:
             deciding = match
         if created:
             events.emit(type=EventType.IMAGE_MATCHED, listing=image.listing, data=match_data(match))
+    if not act:
+        return None
     _act(image, deciding)
     return deciding
 

@@ -12,7 +12,7 @@ person's call. Passes are idempotent (a photo already confirmed is left alone), 
 
 from django.db import transaction
 
-from moderation.models import BankAction, BankEntry, BankState, ImageMatch, ImageStatus, ListingImage
+from moderation.models import BankAction, BankEntry, BankState, ImageStatus, ListingImage
 from moderation.services.bank_index import BankIndex, process_index
 from moderation.services.grouping import join_groups
 from moderation.services.listings import refresh_listing_status
@@ -28,27 +28,12 @@ def _stored_hash(dihedral: str, quality: int | None) -> PdqHash:
     return PdqHash(hash=variants[0], quality=quality or 0, dihedral=variants)
 
 
-def _apply(hits: dict, *, record_only: set[int] = frozenset()) -> list[int]:
-    """Apply each photo's hits in its own short transaction; photos in `record_only` only get the match rows."""
+def _apply(hits: dict) -> list[int]:
+    """Apply each photo's hits in its own short transaction; returns the photos acted on."""
     applied = []
     for image_id, found in hits.items():
         with transaction.atomic():
             image = ListingImage.objects.select_for_update().select_related("listing").get(pk=image_id)
-            if image.pk in record_only or image.status == ImageStatus.REJECTED:
-                for hit in found:
-                    entry = BankEntry.objects.select_related("bank").get(pk=hit.entry_id)
-                    ImageMatch.objects.get_or_create(
-                        image=image,
-                        entry=entry,
-                        defaults={
-                            "bank": entry.bank,
-                            "distance": hit.distance,
-                            "variant": hit.variant,
-                            "action": entry.bank.action,
-                            "applied": False,
-                        },
-                    )
-                continue
             if apply_matches(image=image, hits=found) is not None:
                 join_groups(images=[image])
                 refresh_listing_status(image.listing_id)

@@ -5,27 +5,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from moderation.models import AuditAction, AuditEntry, BankAction, BankEntry, BankKind, DecisionOutcome, HashBank
-from moderation.permissions import ensure_groups
 from moderation.services import banks
-from tests.support.banks import decided, scored_photo, set_threshold
+from tests.support.banks import decided, scored_photo
 from tests.support.factories import make_user
 from tests.support.images import mirrored
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bank_desk")]
 GOOD, OTHER = "a" * 64, "b" * 64
-
-
-@pytest.fixture(autouse=True)
-def _setup(media_root, published):
-    set_threshold()
-
-
-@pytest.fixture
-def boss(db):
-    _moderators, admins = ensure_groups()
-    user = make_user("boss", is_staff=True)
-    user.groups.add(admins)
-    return user
 
 
 @pytest.fixture

@@ -8,28 +8,17 @@ from moderation.services import banks, review
 from moderation.services.bank_index import BankIndex
 from moderation.services.banks import BankError, ImportRejected
 from perceptual.pdq import hash_image
-from tests.support.banks import decided, scored_photo, set_threshold
-from tests.support.factories import make_user
+from tests.support.banks import decided, scored_photo
 from tests.support.images import photo
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bank_desk")]
 
 HASH_A, HASH_B = "a" * 64, "0123456789abcdef" * 4
 
 
-@pytest.fixture(autouse=True)
-def _setup(media_root, published):
-    set_threshold()
-
-
 @pytest.fixture
-def admin(db):
-    return make_user("boss", is_superuser=True, is_staff=True)
-
-
-@pytest.fixture
-def imported(admin):
-    return banks.create_bank(user=admin, name="Shared", action=BankAction.REVIEW, labels="weapons, drugs")
+def imported(boss):
+    return banks.create_bank(user=boss, name="Shared", action=BankAction.REVIEW, labels="weapons, drugs")
 
 
 def live_hashes(bank) -> set[str]:
@@ -80,28 +69,28 @@ def test_a_photo_without_a_hash_adds_nothing(moderator):
     assert not BankEntry.objects.exists()
 
 
-def test_every_change_bumps_the_version_and_a_worker_index_follows_adds_and_removals(admin, imported):
+def test_every_change_bumps_the_version_and_a_worker_index_follows_adds_and_removals(boss, imported):
     index = BankIndex(refresh_seconds=0)
     index.refresh()
     assert len(index) == 0
-    banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A}\n{HASH_B},weapons\n", user=admin)
+    banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A}\n{HASH_B},weapons\n", user=boss)
     assert index.refresh() and len(index) == 2
     entry = BankEntry.objects.get(pdq_hash=HASH_A)
-    banks.remove_entry(entry_id=entry.pk, reason="shared by mistake", user=admin)
+    banks.remove_entry(entry_id=entry.pk, reason="shared by mistake", user=boss)
     assert index.refresh() and len(index) == 1
     assert not index.refresh()  # nothing changed since
 
 
-def test_a_good_import_adds_every_line_with_its_label_and_is_audited(admin, imported):
+def test_a_good_import_adds_every_line_with_its_label_and_is_audited(boss, imported):
     text = f"# from the programme\n{HASH_A.upper()},weapons\n\n{HASH_B}\n"
-    assert banks.import_hashes(bank_id=imported.pk, text=text, user=admin) == 2
+    assert banks.import_hashes(bank_id=imported.pk, text=text, user=boss) == 2
     assert dict(BankEntry.objects.values_list("pdq_hash", "label")) == {HASH_A: "weapons", HASH_B: ""}
     entry = AuditEntry.objects.get(action=AuditAction.BANK_IMPORTED)
-    assert entry.after == {"entries": 2} and entry.actor == admin
+    assert entry.after == {"entries": 2} and entry.actor == boss
 
 
-def test_a_bad_import_names_every_bad_line_and_stores_nothing(admin, imported):
-    banks.import_hashes(bank_id=imported.pk, text=HASH_B, user=admin)
+def test_a_bad_import_names_every_bad_line_and_stores_nothing(boss, imported):
+    banks.import_hashes(bank_id=imported.pk, text=HASH_B, user=boss)
     text = "\n".join(
         [
             HASH_A,  # 1: fine
@@ -114,7 +103,7 @@ def test_a_bad_import_names_every_bad_line_and_stores_nothing(admin, imported):
         ]
     )
     with pytest.raises(ImportRejected) as rejected:
-        banks.import_hashes(bank_id=imported.pk, text=text, user=admin)
+        banks.import_hashes(bank_id=imported.pk, text=text, user=boss)
     lines = dict(rejected.value.errors)
     assert sorted(lines) == [2, 3, 4, 5, 6, 7]
     assert "0-9 and a-f" in lines[2] and "has 3" in lines[3] and "line 1" in lines[4]
@@ -122,18 +111,18 @@ def test_a_bad_import_names_every_bad_line_and_stores_nothing(admin, imported):
     assert live_hashes(imported) == {HASH_B}
 
 
-def test_an_import_past_the_line_limit_or_without_hashes_is_refused(admin, imported, settings):
+def test_an_import_past_the_line_limit_or_without_hashes_is_refused(boss, imported, settings):
     settings.VIGIA_BANK_IMPORT_MAX_LINES = 2
     with pytest.raises(ImportRejected, match="bad line"):
-        banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A}\n{HASH_B}\n{'c' * 64}", user=admin)
+        banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A}\n{HASH_B}\n{'c' * 64}", user=boss)
     with pytest.raises(ImportRejected):
-        banks.import_hashes(bank_id=imported.pk, text="# nothing\n", user=admin)
+        banks.import_hashes(bank_id=imported.pk, text="# nothing\n", user=boss)
     assert not BankEntry.objects.exists()
 
 
-def test_changing_a_bank_is_audited_with_what_changed(admin):
+def test_changing_a_bank_is_audited_with_what_changed(boss):
     bank = banks.decision_bank(BankKind.CLEARED)
-    banks.update_bank(bank_id=bank.pk, user=admin, action=BankAction.CLEAR, match_distance=20)
+    banks.update_bank(bank_id=bank.pk, user=boss, action=BankAction.CLEAR, match_distance=20)
     entry = AuditEntry.objects.get(action=AuditAction.BANK_CHANGED)
     assert entry.before == {"action": BankAction.REVIEW, "match_distance": 31}
     assert entry.after == {"action": BankAction.CLEAR, "match_distance": 20}
@@ -142,30 +131,30 @@ def test_changing_a_bank_is_audited_with_what_changed(admin):
 @pytest.mark.parametrize(
     "change", [{"match_distance": 64}, {"quality_floor": 101}, {"action": "delete"}, {"name": " "}, {"colour": 1}]
 )
-def test_bad_bank_settings_are_refused(admin, change):
+def test_bad_bank_settings_are_refused(boss, change):
     bank = banks.decision_bank(BankKind.CONFIRMED)
     with pytest.raises(BankError):
-        banks.update_bank(bank_id=bank.pk, user=admin, **change)
+        banks.update_bank(bank_id=bank.pk, user=boss, **change)
     assert not AuditEntry.objects.filter(action=AuditAction.BANK_CHANGED).exists()
 
 
-def test_removing_needs_a_reason_and_happens_once(admin, imported):
-    banks.import_hashes(bank_id=imported.pk, text=HASH_A, user=admin)
+def test_removing_needs_a_reason_and_happens_once(boss, imported):
+    banks.import_hashes(bank_id=imported.pk, text=HASH_A, user=boss)
     entry = BankEntry.objects.get()
     with pytest.raises(BankError, match="why"):
-        banks.remove_entry(entry_id=entry.pk, reason=" ", user=admin)
-    banks.remove_entry(entry_id=entry.pk, reason="wrong", user=admin)
+        banks.remove_entry(entry_id=entry.pk, reason=" ", user=boss)
+    banks.remove_entry(entry_id=entry.pk, reason="wrong", user=boss)
     with pytest.raises(BankError, match="already removed"):
-        banks.remove_entry(entry_id=entry.pk, reason="again", user=admin)
+        banks.remove_entry(entry_id=entry.pk, reason="again", user=boss)
 
 
-def test_export_writes_the_live_entries_as_an_import_reads_them(admin, imported):
-    banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A},weapons\n{HASH_B}", user=admin)
-    banks.remove_entry(entry_id=BankEntry.objects.get(pdq_hash=HASH_B).pk, reason="gone", user=admin)
+def test_export_writes_the_live_entries_as_an_import_reads_them(boss, imported):
+    banks.import_hashes(bank_id=imported.pk, text=f"{HASH_A},weapons\n{HASH_B}", user=boss)
+    banks.remove_entry(entry_id=BankEntry.objects.get(pdq_hash=HASH_B).pk, reason="gone", user=boss)
     lines = list(export_lines(imported.pk))
     assert lines[-1] == f"{HASH_A},weapons\n" and all(line.startswith("#") for line in lines[:-1])
-    other = banks.create_bank(user=admin, name="Copy", labels=["weapons"])
-    assert banks.import_hashes(bank_id=other.pk, text="".join(lines), user=admin) == 1
+    other = banks.create_bank(user=boss, name="Copy", labels=["weapons"])
+    assert banks.import_hashes(bank_id=other.pk, text="".join(lines), user=boss) == 1
 
 
 def test_only_one_confirmed_and_one_cleared_bank_exist():

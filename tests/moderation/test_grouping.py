@@ -7,15 +7,10 @@ from moderation.models import Decision, DecisionOutcome, ImageStatus, ListingIma
 from moderation.selectors.queue import queue_page
 from moderation.services import grouping, review
 from moderation.services.listings import withdraw_listing
-from tests.support.banks import scored_photo, set_threshold
+from tests.support.banks import scored_photo
 from tests.support.images import mirrored
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _setup(media_root, published):
-    set_threshold()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bank_desk")]
 
 
 def brighter(image):

@@ -19,20 +19,9 @@ from moderation.services import banks, retroaction
 from moderation.services.bank_index import BankIndex
 from moderation.views.audit import DECISION_COLUMNS, _statement
 from tests.support.banks import decided, scored_photo, set_threshold
-from tests.support.factories import make_user
 from tests.support.images import mirrored, photo, upload
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _setup(media_root, published):
-    set_threshold()
-
-
-@pytest.fixture
-def admin(db):
-    return make_user("boss", is_superuser=True, is_staff=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bank_desk")]
 
 
 def test_a_mirrored_copy_of_a_confirmed_photo_is_taken_down_by_an_automated_decision(moderator):
@@ -80,31 +69,31 @@ def test_a_copy_of_a_rejected_photo_waits_for_review_with_the_match_shown(modera
     assert (match.bank.kind, match.action) == (BankKind.CLEARED, BankAction.REVIEW)
 
 
-def test_an_admin_may_switch_the_cleared_bank_to_clearing_without_review(moderator, admin):
+def test_an_admin_may_switch_the_cleared_bank_to_clearing_without_review(moderator, boss):
     decided(scored_photo("coffee"), moderator, DecisionOutcome.REJECT)
-    banks.update_bank(bank_id=banks.decision_bank(BankKind.CLEARED).pk, user=admin, action=BankAction.CLEAR)
+    banks.update_bank(bank_id=banks.decision_bank(BankKind.CLEARED).pk, user=boss, action=BankAction.CLEAR)
     copy = scored_photo("coffee", transform=mirrored)
     assert copy.status == ImageStatus.CLEARED and copy.prohibited_probability >= 0.4
 
 
-def test_other_photos_flat_photos_and_disabled_banks_never_match(moderator, admin):
+def test_other_photos_flat_photos_and_disabled_banks_never_match(moderator, boss):
     decided(scored_photo("chelsea"), moderator, DecisionOutcome.CONFIRM)
     assert scored_photo("coffee").status == ImageStatus.FLAGGED
     flat = photo("chelsea", transform=lambda im: im.point(lambda _v: 200))
-    bank = banks.create_bank(user=admin, name="Flat", action=BankAction.TAKE_DOWN, quality_floor=0)
+    bank = banks.create_bank(user=boss, name="Flat", action=BankAction.TAKE_DOWN, quality_floor=0)
     from perceptual.pdq import hash_image
 
-    banks.import_hashes(bank_id=bank.pk, text=hash_image(flat).hex, user=admin)
+    banks.import_hashes(bank_id=bank.pk, text=hash_image(flat).hex, user=boss)
     assert scored_photo("chelsea", transform=lambda im: im.point(lambda _v: 200)).status != ImageStatus.CONFIRMED
-    banks.update_bank(bank_id=banks.decision_bank(BankKind.CONFIRMED).pk, user=admin, enabled=False)
+    banks.update_bank(bank_id=banks.decision_bank(BankKind.CONFIRMED).pk, user=boss, enabled=False)
     assert scored_photo("chelsea", transform=mirrored).status == ImageStatus.FLAGGED
     assert not Decision.objects.filter(automated=True).exists()
 
 
-def test_a_removed_entry_stops_matching(moderator, admin):
+def test_a_removed_entry_stops_matching(moderator, boss):
     decided(scored_photo("chelsea"), moderator, DecisionOutcome.CONFIRM)
     for entry in banks.decision_bank(BankKind.CONFIRMED).entries.all():
-        banks.remove_entry(entry_id=entry.pk, reason="it was fine", user=admin)
+        banks.remove_entry(entry_id=entry.pk, reason="it was fine", user=boss)
     assert scored_photo("chelsea", transform=mirrored).status == ImageStatus.FLAGGED
 
 

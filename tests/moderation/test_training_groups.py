@@ -9,15 +9,10 @@ from moderation.models import AuditAction, AuditEntry, DecisionOutcome, ExampleS
 from moderation.selectors.settings import get_settings
 from moderation.services.training import groups
 from perceptual.pdq import hash_image
-from tests.support.banks import decided, scored_photo, set_threshold
+from tests.support.banks import decided, scored_photo
 from tests.support.images import mirrored, photo
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _setup(media_root, published, active_model):
-    set_threshold()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bank_desk", "active_model")]
 
 
 def example(
