@@ -12,6 +12,7 @@ person's call. Passes are idempotent (a photo already confirmed is left alone), 
 
 from django.db import transaction
 
+from moderation import outbox
 from moderation.models import BankAction, BankEntry, BankState, ImageStatus, ListingImage
 from moderation.services.bank_index import BankIndex, process_index
 from moderation.services.grouping import join_groups
@@ -84,3 +85,13 @@ def apply_takedown_entries() -> int:
     # Unless an admin's change asked for a pass from the start meanwhile, entries up to `until` are done.
     BankState.objects.filter(pk=1, retroactive_version=since).update(retroactive_version=until)
     return acted
+
+
+def queue_if_behind() -> bool:
+    """The sweeper's safety net: queue the retroactive pass if bank changes are past it (a lost message)."""
+    state = BankState.objects.filter(pk=1).values("version", "retroactive_version").first()
+    if not state or state["retroactive_version"] >= state["version"]:
+        return False
+    with transaction.atomic():
+        outbox.send_once_on_commit(outbox.APPLY_TAKEDOWN_ENTRIES)
+    return True

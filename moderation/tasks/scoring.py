@@ -58,8 +58,10 @@ def apply_takedown_entries() -> int:
 @shared_task(name=outbox.SWEEP_PENDING, ignore_result=True)
 def sweep_pending() -> int:
     """Periodic (Celery beat): queue again images that have waited too long, whatever lost their message; and
-    give a near-duplicate group whose lead left the queue a new lead, should any change have slipped past."""
+    give a near-duplicate group whose lead left the queue a new lead, and run the retroactive take-down pass if a
+    bank change is past it, should anything have slipped past."""
     grouping.repair_all()
+    retroaction.queue_if_behind()
     queued = queueing.sweep_pending()
     if queued:
         logger.info("sweeper queued %s pending images again", queued)

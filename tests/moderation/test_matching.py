@@ -143,3 +143,24 @@ def test_same_bytes_reuse_the_score_copy_the_hash_and_are_matched_on_a_worker(
     assert retroaction.match_stored(image_ids=[again.pk]) == [again.pk]
     again.refresh_from_db()
     assert again.status == ImageStatus.CONFIRMED
+
+
+def test_the_sweeper_queues_the_retroactive_pass_when_bank_changes_are_past_it(moderator, monkeypatch):
+    from moderation import outbox
+
+    sent = []
+    assert retroaction.queue_if_behind() is False
+    decided(scored_photo("chelsea"), moderator, DecisionOutcome.CONFIRM)
+    monkeypatch.setattr(outbox, "send_once_on_commit", lambda *task: sent.append(task))
+    assert retroaction.queue_if_behind() is True and sent == [(outbox.APPLY_TAKEDOWN_ENTRIES,)]
+    retroaction.apply_takedown_entries()
+    assert retroaction.queue_if_behind() is False and len(sent) == 1
+
+
+def test_the_moderator_record_leaves_automated_decisions_out(moderator):
+    from moderation.selectors.appeals import moderator_records
+
+    decided(scored_photo("chelsea"), moderator, DecisionOutcome.CONFIRM)
+    scored_photo("chelsea", transform=mirrored)
+    records = {record.user.username: record.decisions for record in moderator_records()}
+    assert records == {"first": 1}
