@@ -17,7 +17,7 @@ WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
 FAST_MARKERS := not slow and not worker and not browser
 
-.PHONY: install dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory clean
+.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory bench-hashes clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -25,12 +25,25 @@ $(STAMP): requirements.txt
 	  echo "Creating $(VENV) with $(PYTHON)"; \
 	  $(PYTHON) -m venv $(VENV); \
 	fi
+	@$(MAKE) --no-print-directory compiler
 	@echo "Installing requirements.txt into $(VENV) (the first time downloads TensorFlow: a few minutes)"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-input --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-input -r requirements.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# pdqhash is built from source by pip: a C++ compiler must be there (installed with apt-get when root).
+compiler:
+	@if ! command -v c++ >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing g++ with apt-get (pdqhash is compiled from source)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ </dev/null >/dev/null; \
+	  else \
+	    echo "A C++ compiler is needed to build pdqhash: run 'sudo apt-get install g++'." >&2; exit 2; \
+	  fi; \
+	fi
 
 # The demo data: Debian's Fashion-MNIST package (product photos) and darknet's sample photos (photos of other
 # things: classifier/other_photos.py), installed when missing and apt is usable (root).
@@ -94,6 +107,9 @@ bench-webhooks: $(STAMP) dataset
 
 bench-web-memory: $(STAMP) dataset
 	$(PY) bench/web_memory.py $(ARGS)
+
+bench-hashes: $(STAMP) dataset
+	$(PY) bench/hashes.py $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

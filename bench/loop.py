@@ -12,6 +12,7 @@ Writes bench/results/loop.json ({"rounds": [...]}) and bench/results/loop.png.
 """
 
 import argparse
+import io
 import json
 import os
 import random
@@ -59,6 +60,7 @@ def parse_args():
         help="JSON hyper-parameters for retrains (VIGIA_TRAINING_HPARAMS), on top of the image size and the "
         "classifier's defaults",
     )
+    parser.add_argument("--reupload-share", type=float, default=0.2, help="share of transformed re-uploads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench-loop")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -140,13 +142,22 @@ def start_services(services: Services) -> None:
     return services
 
 
-def photo_stream(args, pair: ClassPair, labels) -> list[tuple[int, str]]:
-    """Train-split rows after the initial ones, both classes shuffled together: (dataset row, true label)."""
+def photo_stream(args, pair: ClassPair, labels) -> list[tuple[int, str, str]]:
+    """Train-split rows after the initial ones, both classes shuffled together: (dataset row, true label, how it
+    was transformed). A `--reupload-share` of the stream re-uploads an earlier photo, transformed as a seller
+    would (`bench.harness.photos.TRANSFORMS`); the rest are new photos ("")."""
+    from bench.harness.photos import TRANSFORMS
+
     stream = []
     for label in pair.labels:
         rows = pair.rows(labels, label)[args.initial_per_class : args.initial_per_class + args.stream_per_class]
-        stream += [(row, label) for row in rows]
+        stream += [(row, label, "") for row in rows]
     random.Random(args.seed).shuffle(stream)
+    rng = random.Random(args.seed + 1)
+    for position in range(1, len(stream)):
+        if rng.random() < args.reupload_share:
+            row, label, _ = stream[rng.randrange(position)]
+            stream[position] = (row, label, rng.choice(sorted(TRANSFORMS)))
     return stream
 
 
@@ -180,11 +191,17 @@ class Simulation:
             self.evaluated[version] = evaluate_model(model, self.test_set, threshold=self.args.threshold)
         return self.evaluated[version]
 
-    def post(self, index: int, row: int, label: str) -> int:
-        """Post stream photo `row` as listing `loop-{index}`; returns the listing's ID."""
+    def post(self, index: int, row: int, label: str, transform: str = "") -> int:
+        """Post stream photo `row` (transformed if it is a re-upload) as listing `loop-{index}`; its listing's ID."""
         external_id = f"loop-{index}"
         self.truth[external_id] = label
         photo = product_photo(self.x_train[row])
+        if transform:
+            from PIL import Image
+
+            from bench.harness.photos import TRANSFORMS, jpeg
+
+            photo = jpeg(TRANSFORMS[transform](Image.open(io.BytesIO(photo))))
         _, body = post_listing(
             self.session, self.services.base, self.token, external_id, [photo], title=f"listing {index}", timeout=60
         )
@@ -278,8 +295,8 @@ class Simulation:
             if time.monotonic() > deadline:
                 raise TimeoutError("the loop did not reach its retrains in time")
             chunk = self.stream[self.streamed : self.streamed + self.args.chunk]
-            for offset, (row, label) in enumerate(chunk):
-                self.post(self.streamed + offset, row, label)
+            for offset, (row, label, transform) in enumerate(chunk):
+                self.post(self.streamed + offset, row, label, transform)
             self.streamed += len(chunk)
             wait(self.settled, 600, "scores of the posted images")
             self.work_queue()
@@ -349,9 +366,18 @@ def main() -> int:
         "min_holdout": args.min_holdout,
         "retrain_hparams": json.loads(args.retrain_hparams),
         "seed": args.seed,
+        "reupload_share": args.reupload_share,
+        "reuploads": sum(1 for _row, _label, transform in simulation.stream[: simulation.streamed] if transform),
         "seconds": round(time.monotonic() - started, 1),
     }
-    write_json(args.out / "loop.json", {"rounds": rounds, "rollout": rollout, "config": config})
+    from bench.harness.report import holdout_near_duplicates
+
+    near = holdout_near_duplicates()
+    log(f"holdout examples with a near-duplicate in training: {near}")
+    write_json(
+        args.out / "loop.json",
+        {"rounds": rounds, "rollout": rollout, "holdout_near_duplicates": near, "config": config},
+    )
     plot_loop_rounds(rounds, args.out / "loop.png", pair.prohibited, pair.allowed, args.threshold)
     log(f"wrote {args.out / 'loop.json'} and loop.png in {time.monotonic() - started:.0f} s")
     last = rounds[-1]

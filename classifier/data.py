@@ -26,7 +26,8 @@ class Example:
 
     `weight` scales the example's loss in training and its count in metrics: a caller whose examples are a
     biased sample of the population (e.g. only what a model flagged, plus a small random audit) passes the
-    inverse of each example's inclusion probability, so weighted sums estimate the population's.
+    inverse of each example's inclusion probability, so weighted sums estimate the population's. `group` (a hex
+    key, e.g. the sha256 of a near-duplicate group's first image) keeps copies of one picture in one split.
     """
 
     sha256: str
@@ -34,6 +35,16 @@ class Example:
     path: Path | None = None
     data: bytes | None = None
     weight: float = 1.0
+    group: str = ""
+
+    @property
+    def split_key(self) -> str:
+        """What decides the split: the near-duplicate group when the caller gave one, else the image's own hash.
+
+        Copies of one picture (re-encoded, resized, mirrored) have different bytes; splitting them by their own
+        hashes would put some in test and some in train, and the test figure would measure memory.
+        """
+        return self.group or self.sha256
 
     @property
     def name(self) -> str:
@@ -130,7 +141,8 @@ def scan_folder(directory: str | Path) -> FolderScan:
 
 
 def split_of(sha256: str, test_share: float = 0.3, validation_share: float = 0.1) -> str:
-    """Assign an image to "train", "validation" or "test" by its content hash: stable as the data grows."""
+    """Assign an image to "train", "validation" or "test" by its content hash (or its group's key, a hash too):
+    stable as the data grows."""
     # The first 64 bits of a sha256 are uniformly distributed, so this is a fair draw from [0, 1).
     draw = int(sha256[:16], 16) / float(1 << 64)
     if draw < test_share:

@@ -279,7 +279,7 @@ def embed_examples(
     to_mirror = frozenset(
         e.sha256
         for e in examples
-        if mirror and split_of(e.sha256, hparams.test_share, hparams.validation_share) == "train"
+        if mirror and split_of(e.split_key, hparams.test_share, hparams.validation_share) == "train"
     )
     _, _, skipped = embedder.features(list(examples), progress or no_progress, mirror=to_mirror)
     return EmbedResult(embedded=embedder.embedded, cached=embedder.cached, skipped=skipped, runtime=runtime)

@@ -101,7 +101,7 @@ def _assign_splits(
                 skipped.append((example.name, f"same image already labelled {previous.label!r}"))
             continue
         seen[example.sha256] = example
-        name = split(example) if split else split_of(example.sha256, hparams.test_share, hparams.validation_share)
+        name = split(example) if split else split_of(example.split_key, hparams.test_share, hparams.validation_share)
         if name == "exclude":
             continue
         if name not in groups:

@@ -32,6 +32,8 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 
 SCORE_IMAGES = "moderation.score_images"
+MATCH_IMAGES = "moderation.match_images"
+APPLY_TAKEDOWN_ENTRIES = "moderation.apply_takedown_entries"
 SWEEP_PENDING = "moderation.sweep_pending"
 RUN_TRAINING = "moderation.run_training"
 EMBED_EXAMPLES = "moderation.embed_examples"

@@ -209,6 +209,13 @@ VIGIA_SCORING_RETRY_MAX_SECONDS = env_int("VIGIA_SCORING_RETRY_MAX_SECONDS", 600
 # Every scoring worker process checks the active pointer this often in the background, so a promotion is
 # loaded, smoke-tested and serving within seconds even in a process that gets no task.
 VIGIA_MODEL_WATCH_SECONDS = float(os.environ.get("VIGIA_MODEL_WATCH_SECONDS", "1.0"))
+# Before matching a batch, a scoring process reads the banks' version if it last did longer ago than this, and
+# loads what changed: a decision's hash matches uploads on every worker within about a second of its commit.
+VIGIA_BANK_REFRESH_SECONDS = float(os.environ.get("VIGIA_BANK_REFRESH_SECONDS", "1.0"))
+# Near-duplicates waiting for review are one queue entry decided once (`services.grouping`); 0 turns it off.
+VIGIA_QUEUE_GROUPING = env_bool("VIGIA_QUEUE_GROUPING", True)
+# Most lines a hash file imported into a bank may have (all of it is checked before anything is stored).
+VIGIA_BANK_IMPORT_MAX_LINES = env_int("VIGIA_BANK_IMPORT_MAX_LINES", 1_000_000)
 # TensorFlow threads per process: unset, training uses TensorFlow's default (every core), and so does the
 # LiteRT extractor that embeds images for it.
 VIGIA_TF_THREADS = env_int("VIGIA_TF_THREADS", 0) or None
@@ -288,6 +295,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "moderation.score_images": {"queue": "scoring"},
     "moderation.score_now": {"queue": "interactive"},
+    "moderation.match_images": {"queue": "scoring"},
     "moderation.run_training": {"queue": "training"},
     "moderation.embed_examples": {"queue": "training"},
     "moderation.deliver_webhooks": {"queue": "webhooks"},

@@ -21,3 +21,5 @@ WHITENOISE_USE_FINDERS = True
 VIGIA_EMBED_DECISIONS = False
 # Rate-limit counts per test process, emptied before each test (tests.support.fixtures); production shares Redis.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Every scoring batch reads the banks' version, so a test that adds an entry sees it in the next batch.
+VIGIA_BANK_REFRESH_SECONDS = 0.0

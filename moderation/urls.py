@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("moderation.urls_attention")),
     path("training/", include("moderation.urls_training")),
     path("clients/", include("moderation.urls_clients")),
+    path("banks/", include("moderation.urls_banks")),
     path("audit/", include("moderation.urls_audit")),
     path("webhooks/", include("moderation.urls_webhooks")),
 ]

@@ -150,3 +150,16 @@ def rollout_report() -> list[dict]:
             }
         )
     return report
+
+
+def holdout_near_duplicates() -> dict:
+    """Holdout examples with a near-duplicate among the training examples: as each image's own hash would have
+    split them (before near-duplicate groups), and as the groups did; and how many retrains moved there."""
+    from moderation.models import AuditAction, AuditEntry
+    from moderation.services.training.groups import holdout_with_training_copies
+
+    return {
+        "by_image_hash": holdout_with_training_copies(by_image_hash=True),
+        "by_group": holdout_with_training_copies(),
+        "moved_to_training": AuditEntry.objects.filter(action=AuditAction.EXAMPLE_MOVED_TO_TRAINING).count(),
+    }

@@ -7,7 +7,17 @@ and storing is the ingest service's job. Each class's docstring is its component
 from django.conf import settings
 from rest_framework import serializers
 
-from moderation.models import APPEAL_TEXT_LIMIT, Appeal, Decision, Event, Listing, ListingImage, ListingStatus, Score
+from moderation.models import (
+    APPEAL_TEXT_LIMIT,
+    Appeal,
+    Decision,
+    Event,
+    ImageMatch,
+    Listing,
+    ListingImage,
+    ListingStatus,
+    Score,
+)
 
 
 class ListingCreateSerializer(serializers.Serializer):
@@ -75,7 +85,16 @@ class DecisionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Decision
-        fields = ["outcome", "policy_category", "model_version", "created_at", "undone", "overturned", "via_appeal"]
+        fields = [
+            "outcome",
+            "policy_category",
+            "model_version",
+            "created_at",
+            "undone",
+            "overturned",
+            "via_appeal",
+            "automated",
+        ]
 
     def get_overturned(self, decision) -> bool:
         """Whether an appeal overturned this decision."""
@@ -90,12 +109,24 @@ class DecisionSerializer(serializers.ModelSerializer):
         return decision.undone_at is not None
 
 
+class MatchSerializer(serializers.ModelSerializer):
+    """A hash bank match of a photo: which bank and entry, how far (bits of 256) and what it did."""
+
+    bank = serializers.CharField(source="bank.name")
+
+    class Meta:
+        model = ImageMatch
+        fields = ["bank", "entry_id", "distance", "action", "applied", "created_at"]
+
+
 class ImageDetailSerializer(serializers.ModelSerializer):
-    """A photo of a listing: its status, the current score and every model version's score, and its decisions."""
+    """A photo of a listing: its status, the current score and every model version's score, its decisions and its
+    hash bank matches."""
 
     format = serializers.CharField(source="image_format")
     scores = ScoreSerializer(many=True, read_only=True)
     decisions = DecisionSerializer(many=True, read_only=True)
+    matches = MatchSerializer(many=True, read_only=True)
 
     class Meta:
         model = ListingImage
@@ -115,6 +146,7 @@ class ImageDetailSerializer(serializers.ModelSerializer):
             "scored_at",
             "scores",
             "decisions",
+            "matches",
         ]
 
 

@@ -7,6 +7,15 @@ module a concern; everything is importable from `moderation.models`, where Djang
 
 from moderation.models.appeals import APPEAL_TEXT_LIMIT, Appeal, AppealStatus
 from moderation.models.audit import AuditAction, AuditEntry
+from moderation.models.banks import (
+    ACTION_STRENGTH,
+    BankAction,
+    BankEntry,
+    BankKind,
+    BankState,
+    HashBank,
+    ImageMatch,
+)
 from moderation.models.clients import DESK_CLIENT_NAME, Client, ClientKey, IdempotencyRecord
 from moderation.models.events import Event, EventRelayState, EventType, OutboxMessage
 from moderation.models.listings import ImageStatus, Listing, ListingImage, ListingStatus, Score
@@ -25,6 +34,13 @@ from moderation.models.training import (
 from moderation.models.webhooks import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookSecret
 
 __all__ = [
+    "ACTION_STRENGTH",
+    "BankAction",
+    "BankEntry",
+    "BankKind",
+    "BankState",
+    "HashBank",
+    "ImageMatch",
     "APPEAL_TEXT_LIMIT",
     "DESK_CLIENT_NAME",
     "OPEN_RUN_STATUSES",

@@ -21,6 +21,7 @@ class EventType(models.TextChoices):
     IMAGE_FAILED = "image.failed", "An image could not be scored"
     IMAGE_RETRIED = "image.retried", "A moderator had a failed image scored again"
     IMAGE_SENT_TO_REVIEW = "image.sent_to_review", "A moderator sent a failed image to human review"
+    IMAGE_MATCHED = "image.matched", "An image matched a hash bank entry"
     IMAGE_DECIDED = "image.decided", "A moderator confirmed or rejected an image"
     DECISION_UNDONE = "decision.undone", "A moderator took a decision back"
     LISTING_STATUS_CHANGED = "listing.status_changed", "A listing's status changed"

@@ -88,6 +88,9 @@ class ListingImage(models.Model):
     claimed an image names itself in `scoring_lease_key` until it has written the score (or its lease expires,
     after the task's time limit), and other tasks leave the image alone meanwhile. `deferrals` and
     `next_attempt_at` are the backoff of attempts given back after infrastructure errors.
+
+    The PDQ fields are filled by the worker beside the forward pass (`services.matching`); `duplicate_of` makes
+    flagged near-duplicates one queue entry: the group's lead has none, its members point at it.
     """
 
     listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="images")
@@ -125,6 +128,19 @@ class ListingImage(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="claims"
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
+    pdq_hash = models.CharField(max_length=64, blank=True, help_text="PDQ hash (hex), made by the scoring worker.")
+    pdq_quality = models.PositiveSmallIntegerField(null=True, blank=True)
+    pdq_dihedral = models.CharField(
+        max_length=512, blank=True, help_text="The hashes of its 8 rotations and mirror images, joined."
+    )
+    duplicate_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="duplicates",
+        help_text="While flagged: the queue entry of its near-duplicate group it is shown under.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     scored_at = models.DateTimeField(null=True, blank=True)
@@ -139,10 +155,11 @@ class ListingImage(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
+            # The queue lists one entry per near-duplicate group: the leads, in review order.
             models.Index(
                 fields=["-prohibited_probability", "created_at", "id"],
-                name="queue_order_idx",
-                condition=Q(status="flagged"),
+                name="queue_lead_order_idx",
+                condition=Q(status="flagged", duplicate_of__isnull=True),
             ),
             models.Index(fields=["status", "enqueued_at"], name="image_status_idx"),
             # The queue page's counters read these instead of scanning every open item: the oldest flag time is

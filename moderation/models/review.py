@@ -31,10 +31,28 @@ class Decision(models.Model):
 
     An appeal that overturns a confirmation stamps the confirmation `undone_at` and `overturned_at` and records a new
     rejection made through the appeal (`appeal`, `overturns`), so the lineage of every label stays readable.
+
+    An automated decision (a photo matched a take-down bank) has no moderator: `automated` is set and it cites the
+    bank entry, whose source decision is the human one it repeats. A decision taken on a near-duplicate group is
+    one row per member; the members' rows point at the lead's (`applied_from`), so undo takes the group back.
     """
 
     image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="decisions")
-    moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
+    moderator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    automated = models.BooleanField(default=False, help_text="Made by a bank match, not by a person.")
+    bank_entry = models.ForeignKey(
+        "BankEntry", null=True, blank=True, on_delete=models.PROTECT, related_name="automated_decisions"
+    )
+    applied_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="applied_to",
+        help_text="The decision on the group's lead this one was applied from.",
+    )
     outcome = models.CharField(max_length=10, choices=DecisionOutcome.choices)
     policy_category = models.CharField(max_length=30, choices=PolicyCategory.choices, blank=True)
     label = models.CharField(max_length=100, blank=True, help_text="Training label this decision implies.")
@@ -55,8 +73,21 @@ class Decision(models.Model):
         ordering = ["-created_at"]
         constraints = [
             # The database, not the view, guarantees a double submit stores one live decision per image.
-            models.UniqueConstraint(fields=["image"], condition=Q(undone_at__isnull=True), name="one_live_decision")
+            models.UniqueConstraint(fields=["image"], condition=Q(undone_at__isnull=True), name="one_live_decision"),
+            # A person decided, or a bank match did (citing its entry): never neither, never both.
+            models.CheckConstraint(
+                condition=Q(automated=False, moderator__isnull=False, bank_entry__isnull=True)
+                | Q(automated=True, moderator__isnull=True, bank_entry__isnull=False),
+                name="decided_by_a_person_or_a_bank",
+            ),
         ]
 
     def __str__(self):
-        return f"{self.outcome} on image {self.image_id} by {self.moderator_id}"
+        return f"{self.outcome} on image {self.image_id} by {self.decided_by}"
+
+    @property
+    def decided_by(self) -> str:
+        """Who decided, for pages and exports: the moderator's username, or "automated (bank match)"."""
+        if self.automated:
+            return "automated (bank match)"
+        return self.moderator.get_username() if self.moderator_id else ""

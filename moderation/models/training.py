@@ -19,8 +19,8 @@ class TrainingExample(models.Model):
     """One labelled image the classifier may learn from.
 
     Decisions produce examples (confirm: the prohibited label; reject: the allowed label), and the initial
-    training set is imported once. `is_holdout` is fixed by the image hash, so the gate's holdout never moves and
-    is never trained on.
+    training set is imported once. `is_holdout` is decided by the image's near-duplicate group (the oldest
+    example's hash), so the gate's holdout never holds a copy of a training image and is never trained on.
     """
 
     sha256 = models.CharField(max_length=64)
@@ -35,6 +35,9 @@ class TrainingExample(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="examples"
     )
     is_holdout = models.BooleanField(default=False)
+    pdq_dihedral = models.CharField(
+        max_length=512, blank=True, help_text="PDQ hashes of the image and its 7 rotations and mirror images, joined."
+    )
     active = models.BooleanField(default=True, help_text="False once the decision behind it was undone.")
     weight = models.FloatField(
         default=1.0,

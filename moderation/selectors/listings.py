@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.db.models import Count, Prefetch
 
-from moderation.models import Appeal, Client, Decision, Listing, ListingImage, Score
+from moderation.models import Appeal, Client, Decision, ImageMatch, Listing, ListingImage, Score
 
 MAX_PAGE = 200
 
@@ -18,6 +18,7 @@ def get_listing_detail(*, client: Client, listing_id: int) -> Listing:
     images = ListingImage.objects.order_by("id").prefetch_related(
         Prefetch("scores", queryset=Score.objects.order_by("-created_at", "-id")),
         Prefetch("decisions", queryset=Decision.objects.order_by("created_at", "id")),
+        Prefetch("matches", queryset=ImageMatch.objects.select_related("bank").order_by("distance", "id")),
     )
     appeals = Appeal.objects.order_by("created_at", "id").prefetch_related("contested")
     return Listing.objects.prefetch_related(

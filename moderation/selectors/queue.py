@@ -1,20 +1,20 @@
 """Reads for the review desk: the queue in priority order, its counters, an item, a listing.
 
-The queue is ordered like the partial index `queue_order_idx` (prohibited probability desc, then age, then id,
-only flagged rows), and pages with a keyset cursor, so page one costs the same with a hundred or a hundred thousand
-open items: PostgreSQL walks the index and stops after `limit` rows. Images without a score (sent to human review
-after scoring failed on them) come first: NULLS FIRST is how a descending index sorts on PostgreSQL, said out
-loud so SQLite agrees; they waited through every attempt already.
+The queue is ordered like the partial index `queue_lead_order_idx` (prohibited probability desc, then age, then id,
+only flagged rows that lead their near-duplicate group or have none), and pages with a keyset cursor, so page one
+costs the same with a hundred or a hundred thousand open items: PostgreSQL walks the index and stops after `limit`
+rows. Images without a score (sent to human review after scoring failed on them) come first: NULLS FIRST is how a
+descending index sorts on PostgreSQL, said out loud so SQLite agrees; they waited through every attempt already.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Prefetch, Q
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q
 from django.utils.dateparse import parse_datetime
 
 from moderation import clock
-from moderation.models import Decision, ImageStatus, Listing, ListingImage, ModelVersion, Score
+from moderation.models import Decision, ImageMatch, ImageStatus, Listing, ListingImage, ModelVersion, Score
 
 QUEUE_ORDER = (F("prohibited_probability").desc(nulls_first=True), "created_at", "id")
 #: How a cursor spells "no score" (an image sent to human review without one).
@@ -80,11 +80,13 @@ class QueueStats:
 
 @dataclass
 class ItemView:
-    """What the item page shows: the image, its per-label probabilities (with a prohibited flag) and decisions."""
+    """What the item page shows: the image, its per-label probabilities (with a prohibited flag), decisions and
+    the near-duplicates a decision here applies to as well."""
 
     image: ListingImage
     probabilities: list[tuple[str, float, bool]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    group: list[ListingImage] = field(default_factory=list)
 
 
 def encode_cursor(image: ListingImage) -> str:
@@ -122,14 +124,36 @@ def _after(probability: float | None, created_at: datetime, pk: int) -> Q:
 
 
 def queue_page(cursor: str | None = None, limit: int = PAGE_SIZE) -> QueuePage:
-    """One page of flagged images in review order, with their listing in the same query (no N+1)."""
-    images = ListingImage.objects.filter(status=ImageStatus.FLAGGED).select_related("listing", "claimed_by")
+    """One page of queue entries in review order, with their listing in the same query (no N+1).
+
+    An entry is a flagged image that leads its near-duplicate group (or has none); each carries `group`, the
+    group's other flagged images, oldest first, read in one more query only when the page has a group.
+    """
+    members = ListingImage.objects.filter(status=ImageStatus.FLAGGED, duplicate_of=OuterRef("pk")).order_by()
+    images = (
+        ListingImage.objects.filter(status=ImageStatus.FLAGGED, duplicate_of__isnull=True)
+        .select_related("listing", "claimed_by")
+        .annotate(has_group=Exists(members))
+    )
     position = decode_cursor(cursor) if cursor else None
     if position is not None:
         images = images.filter(_after(*position))
     rows = list(images.order_by(*QUEUE_ORDER)[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return QueuePage(items=rows[:limit], next_cursor=next_cursor)
+    items = rows[:limit]
+    members = group_members([item.pk for item in items if item.has_group]) if any(i.has_group for i in items) else {}
+    for item in items:
+        item.group = members.get(item.pk, [])
+    return QueuePage(items=items, next_cursor=next_cursor)
+
+
+def group_members(lead_ids) -> dict[int, list[ListingImage]]:
+    """The flagged members of each lead's near-duplicate group, oldest first."""
+    members: dict[int, list[ListingImage]] = {}
+    rows = ListingImage.objects.filter(status=ImageStatus.FLAGGED, duplicate_of_id__in=list(lead_ids))
+    for image in rows.select_related("listing").order_by("pk"):
+        members.setdefault(image.duplicate_of_id, []).append(image)
+    return members
 
 
 def queue_stats(cap: int | None = None) -> QueueStats:
@@ -177,8 +201,9 @@ def item_view(image_id: int) -> ItemView:
             ((label, float(p), label in prohibited) for label, p in (score.probabilities or {}).items()),
             key=lambda row: -row[1],
         )
-    decisions = list(image.decisions.select_related("moderator").order_by("-created_at"))
-    return ItemView(image=image, probabilities=probabilities, decisions=decisions)
+    decisions = list(image.decisions.select_related("moderator", "bank_entry__bank").order_by("-created_at"))
+    group = group_members([image.pk]).get(image.pk, []) if image.status == ImageStatus.FLAGGED else []
+    return ItemView(image=image, probabilities=probabilities, decisions=decisions, group=group)
 
 
 def listing_page(
@@ -210,6 +235,7 @@ def listing_detail(listing_id: int) -> Listing:
                     Prefetch(
                         "decisions", queryset=Decision.objects.select_related("moderator").order_by("-created_at")
                     ),
+                    Prefetch("matches", queryset=ImageMatch.objects.select_related("bank", "entry")),
                 ),
             )
         )

@@ -46,7 +46,7 @@ from moderation.models import (
 )
 from moderation.permissions import is_moderator
 from moderation.selectors.settings import get_settings
-from moderation.services import events
+from moderation.services import banks, events
 from moderation.services.ingest import idempotency_record, request_fingerprint
 from moderation.services.labels import label_for_outcome
 from moderation.services.listings import refresh_listing_status
@@ -266,6 +266,7 @@ def _overturn(*, appeal: Appeal, contested: list[Decision], user, note: str, now
         old.undone_at, old.overturned_at = now, now
         old.save(update_fields=["undone_at", "overturned_at"])
         withdraw_decision(decision=old)
+        banks.unbank_decision(decision=old, reason=f"Overturned on appeal {appeal.pk}.")
         new = Decision.objects.create(
             image=image,
             moderator=user,
@@ -286,5 +287,6 @@ def _overturn(*, appeal: Appeal, contested: list[Decision], user, note: str, now
         image.save(update_fields=["status", "rejected_at", "confirmed_at"])
         events.image_decided(decision=new)
         record_decision(decision=new)
+        banks.bank_decision(decision=new)
         made.append(new)
     return made

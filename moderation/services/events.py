@@ -86,13 +86,15 @@ def failed_image_handled(*, image: ListingImage, moderator_id: int, sent_to_revi
 
 
 def decision_data(decision: Decision) -> dict:
-    """What the marketplace learns of a decision: the verdict, its ground, who (pseudonymously) and when."""
+    """What the marketplace learns of a decision: the verdict, its ground, who (pseudonymously; no one when a bank
+    match decided it, `automated`) and when."""
     return {
         "image_id": decision.image_id,
         "decision_id": decision.pk,
         "outcome": decision.outcome,
         "policy_category": decision.policy_category,
-        "moderator": moderator_pseudonym(decision.moderator_id),
+        "moderator": moderator_pseudonym(decision.moderator_id) if decision.moderator_id else None,
+        "automated": decision.automated,
         "decided_at": decision.created_at.isoformat(),
         "via_appeal": decision.appeal_id is not None,
     }

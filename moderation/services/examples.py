@@ -23,6 +23,7 @@ from moderation.models import AuditAction, Decision, ExampleSource, TrainingExam
 from moderation.selectors.settings import get_settings
 from moderation.services import audit
 from moderation.services.labels import label_for_outcome
+from moderation.services.training.groups import group_holdout
 
 
 class ExampleLabelUnknown(ValueError):
@@ -64,7 +65,8 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
     """Create or relabel the example of the decided image; call inside the decision's transaction.
 
     One row per image (`one_example_per_image_source`): an overturned decision moves the existing row to the new
-    label and decision instead of adding a contradicting one. The holdout flag is kept from the first time. The
+    label and decision instead of adding a contradicting one. The holdout flag is decided the first time, by the
+    image's near-duplicate group when it has one (`training.groups`), and kept. The
     weight uses the probability the image was sampled with, as the decision recorded it (older decisions: the
     audit rate in force now).
     """
@@ -78,7 +80,9 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
         TrainingExample.objects.select_for_update().filter(sha256=image.sha256, source=ExampleSource.DECISION).first()
     )
     if example is None:
-        holdout = is_holdout(sha256=image.sha256, share=settings_row.holdout_share)
+        holdout = group_holdout(dihedral=image.pdq_dihedral, exclude_sha256=image.sha256)
+        if holdout is None:
+            holdout = is_holdout(sha256=image.sha256, share=settings_row.holdout_share)
         return TrainingExample.objects.create(
             sha256=image.sha256,
             path=image.file.name,
@@ -88,6 +92,7 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
             decision=decision,
             moderator=decision.moderator,
             is_holdout=holdout,
+            pdq_dihedral=image.pdq_dihedral,
             active=True,
             weight=weight,
         )
@@ -98,7 +103,8 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
     example.moderator = decision.moderator
     example.active = True
     example.weight = weight
-    example.save(update_fields=["label", "path", "image", "decision", "moderator", "active", "weight"])
+    example.pdq_dihedral = image.pdq_dihedral or example.pdq_dihedral
+    example.save(update_fields=["label", "path", "image", "decision", "moderator", "active", "weight", "pdq_dihedral"])
     return example
 
 
@@ -140,6 +146,16 @@ class ImportReport:
     labels: list[str]
 
 
+def _dihedral_of(path: Path) -> str:
+    """The PDQ hashes of an imported file (so a copy of it never lands in the holdout); "" if it cannot be read."""
+    from perceptual.pdq import hash_image
+
+    try:
+        return hash_image(path).dihedral_hex
+    except Exception:  # an unreadable file is skipped by the training scan anyway
+        return ""
+
+
 def import_training_set(*, directory: Path, copy: bool = True) -> ImportReport:
     """Import a folder-per-class training set as `initial` examples (idempotent: known images are skipped).
 
@@ -170,7 +186,13 @@ def import_training_set(*, directory: Path, copy: bool = True) -> ImportReport:
         else:
             stored = str(source_path)
         to_create.append(
-            TrainingExample(sha256=example.sha256, path=stored, label=example.label, source=ExampleSource.INITIAL)
+            TrainingExample(
+                sha256=example.sha256,
+                path=stored,
+                label=example.label,
+                source=ExampleSource.INITIAL,
+                pdq_dihedral=_dihedral_of(source_path),
+            )
         )
     TrainingExample.objects.bulk_create(to_create, ignore_conflicts=True)
     return ImportReport(created=len(to_create), existing=existing, skipped=list(scan.skipped), labels=list(scan.labels))

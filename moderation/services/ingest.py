@@ -3,7 +3,8 @@
 Every photo is validated before anything is written, the listing and its images are created in one transaction,
 and scoring is queued through the outbox in that transaction, so a rolled-back upload never reaches a worker and a
 committed one always does, even if the broker is down at that moment. Photos whose exact bytes the active model
-already scored reuse that score and are routed at once.
+already scored reuse that score and are routed at once; they take the earlier photo's PDQ hash too and are
+matched against the hash banks on a scoring worker (`match_images`), where the banks are.
 
 A client that did not hear back (a timeout) sends the same request again. The same `external_id` with the same
 photos (by sha256 of what was sent) is that retry and gets the listing it already created; different photos under
@@ -21,7 +22,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
-from moderation import clock
+from moderation import clock, outbox
 from moderation.models import Client, IdempotencyRecord, ImageStatus, Listing, ListingImage
 from moderation.selectors.models import active_model
 from moderation.services.listings import refresh_listing_status
@@ -213,7 +214,7 @@ def _store_images(listing: Listing, validated: Sequence[ValidatedImage], written
     """Write the files and rows of `validated` photos (inside the caller's transaction) and queue their scoring."""
     active = active_model()
     now = clock.now()
-    to_score = []
+    to_score, to_match = [], []
     for item in validated:
         image = ListingImage(
             listing=listing,
@@ -231,5 +232,24 @@ def _store_images(listing: Listing, validated: Sequence[ValidatedImage], written
         image.save()
         if not (active and reuse_existing_score(image=image, model_version=active.version)):
             to_score.append(image.pk)
+        elif copy_hash(image):
+            to_match.append(image.pk)
     refresh_listing_status(listing.pk)
     queue_scoring(image_ids=to_score)
+    if to_match:
+        outbox.send_on_commit(outbox.MATCH_IMAGES, to_match)
+
+
+def copy_hash(image: ListingImage) -> bool:
+    """Give a photo the PDQ hash of an earlier photo with the same bytes; False when none was hashed yet."""
+    earlier = (
+        ListingImage.objects.filter(sha256=image.sha256)
+        .exclude(pk=image.pk)
+        .exclude(pdq_hash="")
+        .values("pdq_hash", "pdq_quality", "pdq_dihedral")
+        .first()
+    )
+    if earlier is None:
+        return False
+    ListingImage.objects.filter(pk=image.pk).update(**earlier)
+    return True

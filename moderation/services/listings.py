@@ -9,6 +9,7 @@ from django.db import transaction
 from moderation import clock
 from moderation.models import AuditAction, ImageStatus, Listing, ListingImage, ListingStatus
 from moderation.services import audit, events
+from moderation.services.grouping import repair_listing
 
 #: Images whose fate is still open: withdrawing their listing takes them out of the pipeline.
 UNDECIDED = (ImageStatus.PENDING, ImageStatus.FLAGGED, ImageStatus.FAILED)
@@ -35,8 +36,13 @@ def derive_listing_status(image_statuses: list[str], *, withdrawn: bool = False)
 
 
 def refresh_listing_status(listing_id: int) -> str:
-    """Recompute and store a listing's status; call inside the transaction that changed an image."""
+    """Recompute and store a listing's status; call inside the transaction that changed an image.
+
+    Its photos that stopped waiting for review leave their near-duplicate groups here too (`grouping`), since
+    every change of a photo's status passes through this.
+    """
     listing = Listing.objects.get(pk=listing_id)
+    repair_listing(listing_id)
     statuses = list(listing.images.values_list("status", flat=True))
     status = derive_listing_status(statuses, withdrawn=listing.withdrawn_at is not None)
     if status != listing.status:

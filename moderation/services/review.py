@@ -14,7 +14,7 @@ from moderation import clock
 from moderation.models import AuditAction, Decision, DecisionOutcome, ImageStatus, ListingImage, PolicyCategory
 from moderation.selectors.queue import QUEUE_ORDER, UNDO_WINDOW
 from moderation.selectors.settings import get_settings
-from moderation.services import audit, events
+from moderation.services import audit, banks, events
 from moderation.services.labels import label_for_outcome
 from moderation.services.listings import refresh_listing_status
 from moderation.services.training.trigger import record_decision, withdraw_decision
@@ -65,14 +65,14 @@ def claim_next(*, user, exclude_ids: Sequence[int] = ()) -> ListingImage | None:
             )
         held = (
             ListingImage.objects.select_for_update(skip_locked=True)
-            .filter(status=ImageStatus.FLAGGED, claimed_by=user, claim_expires_at__gt=now)
+            .filter(status=ImageStatus.FLAGGED, duplicate_of__isnull=True, claimed_by=user, claim_expires_at__gt=now)
             .exclude(pk__in=list(exclude_ids))
             .order_by(*QUEUE_ORDER)
             .first()
         )
         image = held or (
             ListingImage.objects.select_for_update(skip_locked=True)
-            .filter(status=ImageStatus.FLAGGED)
+            .filter(status=ImageStatus.FLAGGED, duplicate_of__isnull=True)
             .filter(Q(claimed_by__isnull=True) | Q(claim_expires_at__lte=now) | Q(claim_expires_at__isnull=True))
             .exclude(pk__in=list(exclude_ids))
             .order_by(*QUEUE_ORDER)
@@ -128,69 +128,94 @@ def _check_claim(image: ListingImage, user) -> None:
 
 
 def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note: str = "") -> Decision:
-    """Record a moderator's verdict on a claimed item and apply it.
+    """Record a moderator's verdict on a claimed item and apply it, to its near-duplicate group as well.
 
     Confirm takes the listing down; reject returns the image to the cleared side. The decision also becomes
-    training data in the same transaction, so a rolled-back decision never trains a model.
-    Raises `StaleClaim` or `AlreadyDecided` (both 409 to the browser); nothing is stored then.
+    training data and a bank entry in the same transaction, so a rolled-back decision never trains a model or
+    matches a copy. When the item leads a near-duplicate group, every member still waiting gets its own decision,
+    marked as applied from this one. Raises `StaleClaim` or `AlreadyDecided` (both 409 to the browser); nothing is
+    stored then.
     """
     if outcome not in DecisionOutcome.values:
         raise ValueError(f"Unknown outcome {outcome!r}.")
     if policy_category and policy_category not in PolicyCategory.values:
         raise ValueError(f"Unknown policy category {policy_category!r}.")
+    policy_category = policy_category or (
+        PolicyCategory.NONE if outcome == DecisionOutcome.REJECT else PolicyCategory.PROHIBITED_ITEM
+    )
     with transaction.atomic():
         image = ListingImage.objects.select_for_update().select_related("listing").get(pk=image_id)
         _check_claim(image, user)
-        now = clock.now()
+        verdict = {"user": user, "outcome": outcome, "policy_category": policy_category, "note": note}
+        # Read before the lead leaves the queue, which hands its group to the next member.
+        members = list(
+            ListingImage.objects.select_for_update()
+            .select_related("listing")
+            .filter(status=ImageStatus.FLAGGED, duplicate_of=image)
+            .order_by("pk")
+        )
         try:
             with transaction.atomic():
-                decision = Decision.objects.create(
-                    image=image,
-                    moderator=user,
-                    outcome=outcome,
-                    policy_category=policy_category
-                    or (PolicyCategory.NONE if outcome == DecisionOutcome.REJECT else PolicyCategory.PROHIBITED_ITEM),
-                    label=label_for_outcome(outcome=outcome, flagged_label=image.prohibited_label),
-                    note=note,
-                    model_version=image.model_version,
-                    prohibited_probability=image.prohibited_probability,
-                    was_audit=image.is_audit,
-                    audit_probability=image.audit_probability,
-                )
+                decision = _apply(image=image, **verdict)
         except IntegrityError as exc:
             # The one_live_decision constraint: a concurrent submit got there first.
             raise AlreadyDecided(f"Image {image.pk} already has a decision.") from exc
-        # auto_now_add stamps the wall clock; the desk's clock decides undo windows and SLA reports.
-        Decision.objects.filter(pk=decision.pk).update(created_at=now)
-        decision.created_at = now
-        if outcome == DecisionOutcome.CONFIRM:
-            image.status, image.confirmed_at = ImageStatus.CONFIRMED, now
-        else:
-            image.status, image.rejected_at = ImageStatus.REJECTED, now
-        image.claimed_by, image.claim_expires_at = None, None
-        image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
-        events.image_decided(decision=decision)
-        refresh_listing_status(image.listing_id)
-        record_decision(decision=decision)
-        audit.record(
-            action=AuditAction.DECISION_MADE,
-            obj=decision,
-            actor=user,
-            after={
-                "image": image.pk,
-                "outcome": outcome,
-                "policy_category": decision.policy_category,
-                "label": decision.label,
-            },
-            note=note,
-        )
+        for member in members:
+            _apply(image=member, applied_from=decision, **verdict)
         return decision
+
+
+def _apply(*, image: ListingImage, user, outcome: str, policy_category: str, note: str, applied_from=None) -> Decision:
+    """One image's decision with everything that follows from it: status, event, listing, training, bank, audit."""
+    now = clock.now()
+    decision = Decision.objects.create(
+        image=image,
+        moderator=user,
+        outcome=outcome,
+        policy_category=policy_category,
+        label=label_for_outcome(outcome=outcome, flagged_label=image.prohibited_label),
+        note=note,
+        model_version=image.model_version,
+        prohibited_probability=image.prohibited_probability,
+        was_audit=image.is_audit,
+        audit_probability=image.audit_probability,
+        applied_from=applied_from,
+    )
+    # auto_now_add stamps the wall clock; the desk's clock decides undo windows and SLA reports.
+    Decision.objects.filter(pk=decision.pk).update(created_at=now)
+    decision.created_at = now
+    if outcome == DecisionOutcome.CONFIRM:
+        image.status, image.confirmed_at = ImageStatus.CONFIRMED, now
+    else:
+        image.status, image.rejected_at = ImageStatus.REJECTED, now
+    image.claimed_by, image.claim_expires_at = None, None
+    image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
+    events.image_decided(decision=decision)
+    refresh_listing_status(image.listing_id)
+    record_decision(decision=decision)
+    banks.bank_decision(decision=decision)
+    audit.record(
+        action=AuditAction.DECISION_MADE,
+        obj=decision,
+        actor=user,
+        after={
+            "image": image.pk,
+            "outcome": outcome,
+            "policy_category": decision.policy_category,
+            "label": decision.label,
+            **({"applied_from": applied_from.pk} if applied_from else {}),
+        },
+        note=note,
+    )
+    return decision
 
 
 def undo_decision(*, user, decision_id: int) -> ListingImage:
     """Withdraw a decision within the undo window: the image is flagged again and claimed back by its moderator.
 
-    The row stays (stamped `undone_at`) so the audit trail shows both the decision and its undo.
+    A decision taken on a near-duplicate group takes the whole group back: every decision applied from it is
+    undone too and its image rejoins the group. The rows stay (stamped `undone_at`) so the audit trail shows both
+    the decisions and their undo.
     """
     with transaction.atomic():
         decision = Decision.objects.select_related("image").get(pk=decision_id)
@@ -203,24 +228,36 @@ def undo_decision(*, user, decision_id: int) -> ListingImage:
             raise UndoNotAllowed("Only the moderator who decided can undo.")
         if now - decision.created_at > UNDO_WINDOW:
             raise UndoNotAllowed(f"Decisions can be undone for {int(UNDO_WINDOW.total_seconds())} seconds only.")
-        decision.undone_at = now
-        decision.save(update_fields=["undone_at"])
         # The item handed out after the decision goes back to the queue: one live claim per moderator.
         ListingImage.objects.filter(claimed_by=user, status=ImageStatus.FLAGGED).exclude(pk=image.pk).update(
             claimed_by=None, claim_expires_at=None
         )
-        image.status = ImageStatus.FLAGGED
-        image.confirmed_at, image.rejected_at = None, None
+        _take_back(decision, image, user=user, now=now, lead=None)
         image.claimed_by, image.claim_expires_at = user, now + _lease()
-        image.save(update_fields=["status", "confirmed_at", "rejected_at", "claimed_by", "claim_expires_at"])
-        events.decision_undone(decision=decision)
-        refresh_listing_status(image.listing_id)
-        withdraw_decision(decision=decision)
-        audit.record(
-            action=AuditAction.DECISION_UNDONE,
-            obj=decision,
-            actor=user,
-            before={"outcome": decision.outcome},
-            after={"undone_at": decision.undone_at},
-        )
+        image.save(update_fields=["claimed_by", "claim_expires_at"])
+        applied = decision.applied_to.filter(undone_at__isnull=True).select_related("image").order_by("image_id")
+        for member_decision in applied:
+            member = ListingImage.objects.select_for_update().get(pk=member_decision.image_id)
+            _take_back(member_decision, member, user=user, now=now, lead=image)
         return image
+
+
+def _take_back(decision: Decision, image: ListingImage, *, user, now, lead: ListingImage | None) -> None:
+    """Undo one decision: the image waits for review again (in `lead`'s group), and nothing it taught stays."""
+    decision.undone_at = now
+    decision.save(update_fields=["undone_at"])
+    image.status = ImageStatus.FLAGGED
+    image.confirmed_at, image.rejected_at = None, None
+    image.duplicate_of = lead
+    image.save(update_fields=["status", "confirmed_at", "rejected_at", "duplicate_of"])
+    events.decision_undone(decision=decision)
+    refresh_listing_status(image.listing_id)
+    withdraw_decision(decision=decision)
+    banks.unbank_decision(decision=decision, reason="Decision undone.")
+    audit.record(
+        action=AuditAction.DECISION_UNDONE,
+        obj=decision,
+        actor=user,
+        before={"outcome": decision.outcome},
+        after={"undone_at": decision.undone_at},
+    )

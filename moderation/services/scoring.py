@@ -11,6 +11,11 @@ re-score, and still leased to it: an image withdrawn, decided or scored by anoth
 and writes scores, routing and events through `routing.record_score`, one score per image and model version, so
 a redelivered message never writes twice.
 
+Beside the forward pass, still outside any transaction, each photo gets its PDQ hash and is looked up in this
+process's hash banks (`services.bank_index`); the write stores the hash, routes by the score, then lets a bank
+match override the routing (`services.matching`) and puts a flagged photo into its near-duplicate group
+(`services.grouping`).
+
 What went wrong decides what an image pays (`leases`): an infrastructure error gives the attempt back and retries
 later with backoff; an error of the image itself keeps it, and `max_scoring_attempts` of those make it `failed`.
 """
@@ -29,6 +34,8 @@ from moderation import clock
 from moderation.models import ImageStatus, ListingImage, ModerationSettings
 from moderation.selectors.audit import AuditPlan, audit_plan
 from moderation.selectors.settings import get_settings
+from moderation.services.bank_index import process_index
+from moderation.services.grouping import join_groups
 from moderation.services.leases import (
     RELEASED_FIELDS,
     claim_batch,
@@ -41,6 +48,7 @@ from moderation.services.leases import (
     requeue_skipped,
 )
 from moderation.services.listings import refresh_listing_status
+from moderation.services.matching import HASH_FIELDS, apply_matches, hash_payloads, store_hash
 from moderation.services.queueing import queue_scoring
 from moderation.services.routing import Rng, record_score
 
@@ -73,6 +81,9 @@ class ForwardPass:
     results: dict[int, tuple[str, dict]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     unreadable: dict[int, str] = field(default_factory=dict)
+    payloads: dict[int, bytes] = field(default_factory=dict)
+    hashes: dict = field(default_factory=dict)
+    hits: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -135,6 +146,7 @@ def score_batch(
         # The audit plan is one query over recent scores: read once per batch, before the write transaction.
         plan = audit_plan(row)
         forward = _forward_pass(scorer, images)
+        _match(forward)
         written = _write(
             batch=claim.batch, key=key, version=version, forward=forward, scorer=scorer, row=row, rng=rng, plan=plan
         )
@@ -180,6 +192,7 @@ def _forward_pass(scorer, images: list[ListingImage]) -> ForwardPass:
             payloads[image.pk] = _read(image)
         except OSError as error:
             forward.unreadable[image.pk] = f"Stored file unreadable: {error}"
+    forward.payloads = payloads
     if not payloads:
         return forward
     try:
@@ -203,6 +216,15 @@ def _forward_pass(scorer, images: list[ListingImage]) -> ForwardPass:
     for pk, probabilities in zip(payloads, prediction.probabilities, strict=True):
         forward.results[pk] = (prediction.model_version, probabilities)
     return forward
+
+
+def _match(forward: ForwardPass) -> None:
+    """Hash what the model scored and look it up in this process's banks: still outside any transaction."""
+    scored = {pk: data for pk, data in forward.payloads.items() if pk in forward.results}
+    forward.hashes = hash_payloads(scored)
+    index = process_index()
+    index.refresh()
+    forward.hits = index.lookup(forward.hashes)
 
 
 def _limit_lock_waits() -> None:
@@ -248,6 +270,9 @@ def _write(
         for image in sorted(images, key=_by_listing):
             if image.pk in forward.results:
                 model_version, probabilities = forward.results[image.pk]
+                if image.pk in forward.hashes:
+                    store_hash(image, forward.hashes[image.pk])
+                    image.save(update_fields=HASH_FIELDS)
                 record_score(
                     image=image,
                     model_version=model_version,
@@ -257,6 +282,7 @@ def _write(
                     rng=rng,
                     plan=plan,
                 )
+                apply_matches(image=image, hits=forward.hits.get(image.pk, []))
                 written.scored.append(image.pk)
             elif image.pk in forward.unreadable:
                 defer_image(image, forward.unreadable[image.pk], now)
@@ -270,6 +296,7 @@ def _write(
                     image.scoring_lease_key, image.scoring_lease_expires_at = "", None
                     image.save(update_fields=["last_error", *RELEASED_FIELDS])
                     written.retry.append(image.pk)
+        join_groups(images=[image for image in images if image.pk in written.scored])
         # Sorted, so two workers updating overlapping listings take the row locks in one order (no deadlock).
         for listing_id in sorted({image.listing_id for image in images}):
             refresh_listing_status(listing_id)

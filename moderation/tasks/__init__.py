@@ -4,11 +4,13 @@ Split by queue; published by name through `moderation.outbox`, so nothing else i
 """
 
 from moderation.tasks.events import relay_events, relay_outbox
-from moderation.tasks.scoring import score_images, sweep_pending
+from moderation.tasks.scoring import apply_takedown_entries, match_images, score_images, sweep_pending
 from moderation.tasks.training import check_training_trigger, embed_examples, run_training, sweep_training_runs
 from moderation.tasks.webhooks import deliver_webhooks, dispatch_webhooks
 
 __all__ = [
+    "apply_takedown_entries",
+    "match_images",
     "check_training_trigger",
     "deliver_webhooks",
     "dispatch_webhooks",

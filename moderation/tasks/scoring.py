@@ -13,7 +13,7 @@ from celery import shared_task
 from django.conf import settings
 
 from moderation import outbox, worker
-from moderation.services import queueing, score_now, scoring
+from moderation.services import grouping, queueing, retroaction, score_now, scoring
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,25 @@ def score_photo(image: str) -> dict:
     return score_now.score_photo(content=base64.b64decode(image), scorer=worker.get_scorer())
 
 
+@shared_task(name=outbox.MATCH_IMAGES, ignore_result=True)
+def match_images(image_ids: list[int]) -> list[int]:
+    """Match photos that reused an earlier score against this process's banks (scoring queue: the banks are here)."""
+    return retroaction.match_stored(image_ids=image_ids)
+
+
+@shared_task(name=outbox.APPLY_TAKEDOWN_ENTRIES, ignore_result=True)
+def apply_takedown_entries() -> int:
+    """After entries were added to a take-down bank: take down the live copies they match (default queue)."""
+    return retroaction.apply_takedown_entries()
+
+
 @shared_task(name=outbox.SWEEP_PENDING, ignore_result=True)
 def sweep_pending() -> int:
-    """Periodic (Celery beat): queue again images that have waited too long, whatever lost their message."""
+    """Periodic (Celery beat): queue again images that have waited too long, whatever lost their message; and
+    give a near-duplicate group whose lead left the queue a new lead, and run the retroactive take-down pass if a
+    bank change is past it, should anything have slipped past."""
+    grouping.repair_all()
+    retroaction.queue_if_behind()
     queued = queueing.sweep_pending()
     if queued:
         logger.info("sweeper queued %s pending images again", queued)

@@ -2,8 +2,8 @@
 the fields of a DSA statement of reasons.
 
 The statement-of-reasons columns say, per decision: whether the image was found by automated means (the model
-flagged it; an audit sample was picked at random instead), whether the decision itself was automated (a moderator's
-never is), the policy ground, and the time from upload to the action.
+flagged it; an audit sample was picked at random instead), whether the decision itself was automated (a bank
+match's take-down is; a moderator's never is), the policy ground, and the time from upload to the action.
 """
 
 import csv
@@ -132,9 +132,9 @@ def _statement(decision) -> tuple:
         decision.outcome,
         decision.policy_category,
         "no" if decision.was_audit else "yes",
-        "no",
+        "yes" if decision.automated else "no",
         round((decision.created_at - image.created_at).total_seconds(), 1),
-        decision.moderator.get_username(),
+        decision.decided_by,
         decision.undone_at.isoformat() if decision.undone_at else "",
         decision.overturned_at.isoformat() if decision.overturned_at else "",
         "yes" if decision.appeal_id else "no",

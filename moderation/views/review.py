@@ -18,6 +18,7 @@ from moderation.models import Client, Decision, ImageStatus, Listing, ListingIma
 from moderation.permissions import moderator_required
 from moderation.selectors import queue as queue_selectors
 from moderation.selectors.appeals import listing_appeals
+from moderation.selectors.banks import image_matches
 from moderation.selectors.settings import get_settings
 from moderation.services import review
 from moderation.services.ingest import DuplicateListing, create_listing
@@ -96,6 +97,7 @@ def item_view(request, pk: int):
         "can_decide": can_decide,
         "conflict": conflict,
         "lease_seconds": settings_row.claim_lease_seconds,
+        "matches": image_matches(pk),
         **_undo_context(request),
     }
     return render(request, "moderation/item.html", context)

@@ -254,3 +254,27 @@ def test_score_is_answered_by_a_scoring_worker_and_the_web_process_loads_no_mode
     answer = json.loads(served.stdout.strip().splitlines()[-1])
     assert answer["status"] == 200 and answer["body"]["model_version"] == delivery.extra["version"]
     assert answer["loaded"] == []
+
+
+def test_a_confirmation_takes_down_a_mirrored_copy_scored_by_the_worker_within_seconds(delivery):
+    """The worker process has its own bank index: a decision made here reaches it through the banks' version."""
+    from moderation.models import Decision, DecisionOutcome
+    from moderation.services import review
+    from tests.support.factories import make_moderator
+
+    ModerationSettings.objects.filter(pk=1).update(default_threshold=0.0, thresholds={})
+    original = store_listing(external_id="bank-a", files=[images.upload(images.photo(size=(96, 72)))]).images.get()
+    flagged = ListingImage.objects.filter(pk=original.pk, status=ImageStatus.FLAGGED).exclude(pdq_hash="")
+    wait_until(flagged.exists, timeout=60, what="the original scored and hashed", worker=delivery)
+    moderator = make_moderator("bank-mod")
+    review.claim_item(user=moderator, image_id=original.pk)
+    review.decide(user=moderator, image_id=original.pk, outcome=DecisionOutcome.CONFIRM)
+    decided_at = time.monotonic()
+    mirrored = images.photo(transform=images.mirrored, size=(96, 72))
+    copy = store_listing(external_id="bank-b", files=[images.upload(mirrored)]).images.get()
+    taken_down = ListingImage.objects.filter(pk=copy.pk, status=ImageStatus.CONFIRMED)
+    wait_until(taken_down.exists, timeout=30, what="the copy taken down", worker=delivery)
+    assert time.monotonic() - decided_at < 10
+    decision = Decision.objects.get(image=copy)
+    assert decision.automated and decision.bank_entry.source_decision.image_id == original.pk
+    assert Listing.objects.get(pk=copy.listing_id).status == ListingStatus.TAKEN_DOWN

@@ -24,6 +24,7 @@ from moderation.models import (
     DeliveryAttempt,
     Event,
     IdempotencyRecord,
+    ImageMatch,
     ImageStatus,
     Listing,
     ModelVersion,
@@ -33,7 +34,7 @@ from moderation.models import (
     TrainingTrigger,
 )
 from moderation.selectors.settings import get_settings
-from moderation.services import appeals, review
+from moderation.services import appeals, banks, review
 from moderation.services.webhooks.endpoints import add_endpoint, send_test_event
 from tests.support.factories import make_api_key, make_flagged
 
@@ -176,10 +177,23 @@ MATRIX: dict[str, Case] = {
     "audit": admin_page(),
     "audit-export": admin_page(),
     "decisions-export": admin_page(),
+    # Hash banks (moderation/urls_banks.py): admins. An empty import is a 400 listing what is missing; removing an
+    # entry without a reason says so and goes back to the bank (302).
+    "banks": admin_page(),
+    "bank-detail": admin_page(kwargs=lambda o: {"pk": o["bank"].pk}),
+    "bank-import": admin_page(400, method="post", kwargs=lambda o: {"pk": o["bank"].pk}),
+    "bank-export": admin_page(kwargs=lambda o: {"pk": o["bank"].pk}),
+    "bank-entry-remove": admin_page(
+        302, method="post", kwargs=lambda o: {"pk": o["bank"].pk, "entry_pk": o["entry"].pk}
+    ),
 }
 
 # Rows only services create (pipeline state) have no "add" in the admin; the settings row is never deleted.
 ADMIN_NO_ADD = {
+    "moderation_hashbank",
+    "moderation_bankentry",
+    "moderation_imagematch",
+    "moderation_bankstate",
     "moderation_appeal",
     "moderation_auditentry",
     "moderation_listingimage",
@@ -202,6 +216,10 @@ ADMIN_NO_ADD = {
     "moderation_deliveryattempt",
 }
 ADMIN_NO_DELETE = {
+    "moderation_hashbank",
+    "moderation_bankentry",
+    "moderation_imagematch",
+    "moderation_bankstate",
     "moderation_moderationsettings",
     "moderation_auditentry",
     "moderation_listing",
@@ -334,7 +352,12 @@ def matrix_objects(db, frozen_clock, settings, tmp_path):
     endpoint, _secret = add_endpoint(client=image.listing.client, url="https://hooks.example.com/vigia")
     delivered = send_test_event(endpoint_id=endpoint.pk)
     DeliveryAttempt.objects.create(delivery=delivered, attempted_at=delivered.created_at, status_code=204)
+    bank = banks.create_bank(user=boss, name="Shared")
+    banks.import_hashes(bank_id=bank.pk, text="f" * 64, user=boss)
+    ImageMatch.objects.create(image=image, entry=bank.entries.get(), bank=bank, distance=3, action="review")
     return {
+        "bank": bank,
+        "entry": bank.entries.get(),
         "run": run,
         "version": version,
         "users": {"anonymous": None, "user": plain, "moderator": moderator, "admin": boss},

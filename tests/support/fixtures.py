@@ -268,3 +268,33 @@ def _empty_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_bank_index():
+    """Each test's scoring starts from an empty bank index: the database under it starts empty too."""
+    from moderation.services import bank_index
+
+    bank_index._process_index = None
+    yield
+    bank_index._process_index = None
+
+
+@pytest.fixture
+def bank_desk(media_root, published):
+    """Photos scored by the fake scorer at threshold 0.4 with no audit sample (`tests.support.banks`)."""
+    from tests.support.banks import set_threshold
+
+    set_threshold()
+
+
+@pytest.fixture
+def boss(db):
+    """An admin: staff and in the admins group, as the hash bank pages and services expect."""
+    from moderation.permissions import ensure_groups
+    from tests.support.factories import make_user
+
+    _moderators, admins = ensure_groups()
+    user = make_user("boss", is_staff=True)
+    user.groups.add(admins)
+    return user

@@ -182,3 +182,25 @@ def write_training_folder(root: Path, per_label: int = 12, fashion: bool = False
             data = fashion_png(label, index) if fashion else labelled_png(label)
             (root / label / f"{index}.png").write_bytes(data)
     return root
+
+
+def photo(name: str = "chelsea", transform=None, size: tuple[int, int] | None = None) -> bytes:
+    """A real photo from scikit-image's samples as a JPEG, optionally transformed (a PIL image -> PIL image).
+
+    PDQ needs real pictures: solid test images are flat, and a flat image's hash has no quality.
+    """
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, name)()).convert("RGB")
+    if size:
+        image = image.resize(size)
+    if transform is not None:
+        image = transform(image)
+    output = io.BytesIO()
+    image.save(output, format="JPEG", quality=90)
+    return output.getvalue()
+
+
+def mirrored(image):
+    """The photo mirrored left to right: a copy PDQ finds through its dihedral variants."""
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

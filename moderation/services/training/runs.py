@@ -28,6 +28,7 @@ from moderation.services.model_versions import activate_version, get_registry, m
 from moderation.services.training.dataset import labels_for_run, mean_one, weighted_examples
 from moderation.services.training.embedding import feature_extractor
 from moderation.services.training.gate import evaluate_gate
+from moderation.services.training.groups import grouped_examples, keep_holdout_apart
 from moderation.services.training.hparams import hparams_for
 
 logger = logging.getLogger(__name__)
@@ -193,9 +194,13 @@ def _train_and_gate(run: TrainingRun) -> None:
     settings_row = get_settings()
     active = active_model()
     labels, prohibited = labels_for_run(active=active, settings_row=settings_row)
+    moved = keep_holdout_apart()
+    if moved:
+        logger.info("moved %s holdout examples with a near-duplicate in training into training", moved)
     rows = trainable_examples().filter(label__in=labels)
     new_ids = list(rows.filter(used_in_run__isnull=True).values_list("id", flat=True))
-    examples = mean_one(weighted_examples(rows.order_by("id")))
+    ordered = list(rows.order_by("id"))
+    examples = mean_one(grouped_examples(weighted_examples(ordered), ordered))
     TrainingRun.objects.filter(pk=run.pk).update(
         new_examples=len(new_ids), total_examples=len(examples), phase="embedding", heartbeat_at=clock.now()
     )

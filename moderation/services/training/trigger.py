@@ -62,7 +62,12 @@ def record_decision(*, decision: Decision) -> TrainingRun | None:
 
 
 def withdraw_decision(*, decision: Decision) -> None:
-    """Deactivate the example an undone decision produced and give back its count (same transaction)."""
+    """Deactivate the example an undone decision produced and give back its count (same transaction).
+
+    An automated decision (a bank match) produced neither, so it has nothing to give back.
+    """
+    if decision.automated:
+        return
     changed = deactivate_decision_example(decision=decision)
     state = _locked_state()
     if changed:

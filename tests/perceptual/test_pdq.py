@@ -1,0 +1,106 @@
+"""PDQ hashes of real photos (scikit-image's samples): copies match, other photos and flat images do not."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+from skimage import data
+
+from perceptual.pdq import (
+    DIHEDRAL,
+    HashFormatError,
+    center_crop_hashes,
+    distance,
+    hash_image,
+    parse_hex,
+    split_dihedral,
+)
+
+MATCH = 31
+
+
+def photo(name: str = "chelsea") -> Image.Image:
+    return Image.fromarray(getattr(data, name)())
+
+
+def encoded(image: Image.Image, quality: int = 90) -> bytes:
+    output = io.BytesIO()
+    image.convert("RGB").save(output, format="JPEG", quality=quality)
+    return output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return hash_image(encoded(photo()))
+
+
+def test_a_hash_is_256_bits_with_its_eight_dihedral_variants_and_a_quality(cat):
+    assert len(cat.hash) == 32 and len(cat.hex) == 64
+    assert len(cat.dihedral) == len(DIHEDRAL) == 8 and cat.dihedral[0] == cat.hash
+    assert len(set(cat.dihedral)) == 8
+    assert 50 <= cat.quality <= 100
+    assert split_dihedral(cat.dihedral_hex) == list(cat.dihedral)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda im: Image.open(io.BytesIO(encoded(im, quality=40))),
+        lambda im: im.resize((im.width // 2, im.height // 2)),
+        lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+        lambda im: ImageEnhance.Brightness(im).enhance(0.75),
+    ],
+    ids=["jpeg40", "half-size", "brighter", "darker"],
+)
+def test_a_reencoded_resized_or_brightened_copy_is_within_the_match_distance(cat, transform):
+    copy = hash_image(encoded(transform(photo())))
+    assert distance(copy.hash, cat.hash) <= MATCH
+
+
+def test_a_mirrored_or_rotated_copy_matches_one_of_the_variants_not_the_original(cat):
+    for transform in (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_90):
+        copy = hash_image(encoded(photo().transpose(transform)))
+        assert distance(copy.hash, cat.hash) > MATCH
+        assert min(distance(copy.hash, variant) for variant in cat.dihedral) <= MATCH
+
+
+def test_different_photos_are_far_apart(cat):
+    for name in ("astronaut", "coffee", "rocket"):
+        other = hash_image(encoded(photo(name)))
+        assert min(distance(other.hash, variant) for variant in cat.dihedral) > 60
+
+
+def test_a_flat_or_tiny_image_has_a_quality_under_the_floor():
+    flat = hash_image(encoded(Image.new("RGB", (300, 200), (128, 128, 128))))
+    tiny = hash_image(encoded(Image.new("RGB", (4, 4), (10, 200, 30))))
+    assert flat.quality < 50 and tiny.quality < 50
+
+
+def test_large_photos_are_downsampled_first_so_their_size_changes_nothing_that_matters(cat):
+    big = photo().resize((1800, 1200))
+    assert distance(hash_image(encoded(big)).hash, cat.hash) <= 16
+
+
+def test_hex_round_trips_and_bad_spellings_say_what_is_wrong(cat):
+    assert parse_hex(cat.hex.upper()) == cat.hash
+    with pytest.raises(HashFormatError, match="64 hex digits, this one has 63"):
+        parse_hex(cat.hex[:-1])
+    with pytest.raises(HashFormatError, match="0-9 and a-f"):
+        parse_hex("z" * 64)
+
+
+def test_distance_counts_differing_bits():
+    a = bytes(32)
+    assert distance(a, a) == 0
+    assert distance(a, bytes([0xFF]) + bytes(31)) == 8
+    assert distance(a, np.full(32, 0xFF, np.uint8).tobytes()) == 256
+
+
+def test_pdq_does_not_follow_a_trim_but_a_centred_crop_hash_does(cat):
+    image = photo()
+    dx, dy = round(image.width * 0.025), round(image.height * 0.025)
+    trimmed = hash_image(encoded(image.crop((dx, dy, image.width - dx, image.height - dy))))
+    assert distance(trimmed.hash, cat.hash) > MATCH
+    crops = center_crop_hashes(encoded(image))
+    assert len(crops) == 2 and distance(trimmed.hash, crops[0].hash) <= 8
