@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness import photos  # noqa: E402
 from bench.harness.report import log, machine_info, write_json  # noqa: E402
-from perceptual.index import HashIndex, brute_force  # noqa: E402
-from perceptual.pdq import center_crop_hashes, hash_image  # noqa: E402
+from classifier.perceptual.index import HashIndex, brute_force  # noqa: E402
+from classifier.perceptual.pdq import center_crop_hashes, hash_image  # noqa: E402
 
 DISTANCE, FLOOR = 31, 49
 

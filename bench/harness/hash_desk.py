@@ -138,7 +138,7 @@ def propagation(args) -> dict:
         defaults={"labels": [ALLOWED, PROHIBITED], "prohibited_labels": [PROHIBITED], "is_active": True},
     )
     scorer, moderator = StandIn(), _moderator()
-    from perceptual.pdq import distance, hash_image
+    from classifier.perceptual.pdq import distance, hash_image
 
     sources = list(photos.skimage_photos().values()) + list(photos.darknet_photos().values())
     # Photos whose mirrored copy PDQ matches (a periodic texture such as the brick wall does not): what is timed

@@ -14,8 +14,8 @@ import django
 def main() -> int:
     """Watch until the given photo matches a bank entry."""
     django.setup()
+    from classifier.perceptual.pdq import PdqHash, split_dihedral
     from moderation.services.bank_index import BankIndex
-    from perceptual.pdq import PdqHash, split_dihedral
 
     variants = tuple(split_dihedral(sys.argv[1]))
     copy = {1: PdqHash(hash=variants[0], quality=100, dihedral=variants)}

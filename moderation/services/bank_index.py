@@ -1,11 +1,11 @@
 """Each scoring process's copy of the hash banks: an exact index of every live entry, kept current by version.
 
 Matching runs on the worker beside the forward pass, so the banks must be in memory there: a million entries
-take about 60 MB and a lookup well under a millisecond (`perceptual.index`). Before matching a batch, a process
-that last looked longer than `VIGIA_BANK_REFRESH_SECONDS` ago reads the banks' version (one indexed read); if it
-moved, it loads the banks' settings (a handful of rows) and the entries added or removed past the version it holds
-(`models.banks` says why that is exactly what changed), so a confirmation matches the next upload on every worker
-about a second after it commits, without reloading a million entries. Nothing here writes.
+take about 60 MB and a lookup well under a millisecond (`classifier.perceptual.index`). Before matching a batch,
+a process that last looked longer than `VIGIA_BANK_REFRESH_SECONDS` ago reads the banks' version (one indexed
+read); if it moved, it loads the banks' settings (a handful of rows) and the entries added or removed past the
+version it holds (`models.banks` says why that is exactly what changed), so a confirmation matches the next
+upload on every worker about a second after it commits, without reloading a million entries. Nothing here writes.
 """
 
 import time
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
+from classifier.perceptual.index import HashIndex
+from classifier.perceptual.pdq import PdqHash
 from moderation.models import BankEntry, BankState, HashBank
-from perceptual.index import HashIndex
-from perceptual.pdq import PdqHash
 
 #: Entries read from the database per query when loading.
 LOAD_CHUNK = 50_000

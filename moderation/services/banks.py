@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
+from classifier.perceptual.pdq import CROP_FRACTIONS, HashFormatError, center_crop_hashes, parse_hex
 from moderation import clock, outbox
 from moderation.models import (
     AuditAction,
@@ -29,7 +30,6 @@ from moderation.models import (
 )
 from moderation.models.banks import MAX_MATCH_DISTANCE
 from moderation.services import audit
-from perceptual.pdq import CROP_FRACTIONS, HashFormatError, center_crop_hashes, parse_hex
 
 #: The bank each human verdict fills.
 BANK_OF_OUTCOME = {DecisionOutcome.CONFIRM: BankKind.CONFIRMED, DecisionOutcome.REJECT: BankKind.CLEARED}
@@ -76,9 +76,10 @@ def _queue_retroaction(bank: HashBank) -> None:
 def bank_decision(*, decision: Decision) -> BankEntry | None:
     """Add a human decision's photo to the bank its outcome fills (inside the decision's transaction).
 
-    The photo's two centred crops are added too (`perceptual.pdq.CROP_FRACTIONS`), read from its file here (about
-    10 ms). Photos without a hash yet (decided before the worker hashed them, or never hashed) add nothing; a hash
-    already live in the bank is kept as it is (the first decision stays its source). Returns the photo's entry.
+    The photo's two centred crops are added too (`classifier.perceptual.pdq.CROP_FRACTIONS`), read from its file
+    here (about 10 ms). Photos without a hash yet (decided before the worker hashed them, or never hashed) add
+    nothing; a hash already live in the bank is kept as it is (the first decision stays its source). Returns the
+    photo's entry.
     """
     image = decision.image
     if decision.automated or not image.pdq_hash or decision.outcome not in BANK_OF_OUTCOME:

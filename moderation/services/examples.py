@@ -148,7 +148,7 @@ class ImportReport:
 
 def _dihedral_of(path: Path) -> str:
     """The PDQ hashes of an imported file (so a copy of it never lands in the holdout); "" if it cannot be read."""
-    from perceptual.pdq import hash_image
+    from classifier.perceptual.pdq import hash_image
 
     try:
         return hash_image(path).dihedral_hex

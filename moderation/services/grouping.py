@@ -16,10 +16,10 @@ hidden behind a photo that is no longer in the queue. The sweeper repairs whatev
 from django.conf import settings
 from django.db.models import Min
 
+from classifier.perceptual.index import within
+from classifier.perceptual.pdq import split_dihedral
 from moderation.models import BankKind, HashBank, ImageStatus, ListingImage
 from moderation.models.banks import DEFAULT_MATCH_DISTANCE, DEFAULT_QUALITY_FLOOR
-from perceptual.index import within
-from perceptual.pdq import split_dihedral
 
 
 def group_rule() -> tuple[int, int]:

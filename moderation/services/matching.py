@@ -15,6 +15,7 @@ Each match is an `image.matched` event (bank, entry, distance, action taken) for
 
 import logging
 
+from classifier.perceptual.pdq import PdqHash, hash_image
 from moderation import clock
 from moderation.models import (
     ACTION_STRENGTH,
@@ -31,7 +32,6 @@ from moderation.models import (
 )
 from moderation.services import audit, events
 from moderation.services.bank_index import Hit
-from perceptual.pdq import PdqHash, hash_image
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ person's call. Passes are idempotent (a photo already confirmed is left alone), 
 
 from django.db import transaction
 
+from classifier.perceptual.pdq import PdqHash, split_dihedral
 from moderation import outbox
 from moderation.models import BankAction, BankEntry, BankState, ImageStatus, ListingImage
 from moderation.services.bank_index import BankIndex, process_index
 from moderation.services.grouping import join_groups
 from moderation.services.listings import refresh_listing_status
 from moderation.services.matching import apply_matches
-from perceptual.pdq import PdqHash, split_dihedral
 
 SCAN_CHUNK = 2000
 LIVE = (ImageStatus.CLEARED, ImageStatus.FLAGGED, ImageStatus.REJECTED)

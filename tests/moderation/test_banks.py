@@ -2,12 +2,12 @@
 
 import pytest
 
+from classifier.perceptual.pdq import hash_image
 from moderation.models import AuditAction, AuditEntry, BankAction, BankEntry, BankKind, DecisionOutcome, HashBank
 from moderation.selectors.banks import export_lines
 from moderation.services import banks, review
 from moderation.services.bank_index import BankIndex
 from moderation.services.banks import BankError, ImportRejected
-from perceptual.pdq import hash_image
 from tests.support.banks import decided, scored_photo
 from tests.support.images import photo
 
@@ -43,7 +43,7 @@ def test_a_confirmation_fills_the_confirmed_bank_and_a_rejection_the_cleared_one
 
 
 def test_a_copy_with_its_borders_trimmed_matches_through_the_crop_entries(moderator):
-    from perceptual.pdq import distance
+    from classifier.perceptual.pdq import distance
 
     original = scored_photo("chelsea")
     decided(original, moderator, DecisionOutcome.CONFIRM)

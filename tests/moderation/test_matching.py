@@ -81,7 +81,7 @@ def test_other_photos_flat_photos_and_disabled_banks_never_match(moderator, boss
     assert scored_photo("coffee").status == ImageStatus.FLAGGED
     flat = photo("chelsea", transform=lambda im: im.point(lambda _v: 200))
     bank = banks.create_bank(user=boss, name="Flat", action=BankAction.TAKE_DOWN, quality_floor=0)
-    from perceptual.pdq import hash_image
+    from classifier.perceptual.pdq import hash_image
 
     banks.import_hashes(bank_id=bank.pk, text=hash_image(flat).hex, user=boss)
     assert scored_photo("chelsea", transform=lambda im: im.point(lambda _v: 200)).status != ImageStatus.CONFIRMED
@@ -101,7 +101,7 @@ def test_another_process_sees_a_decision_at_its_next_refresh(moderator):
     other = BankIndex(refresh_seconds=0)
     other.refresh()
     decided(scored_photo("chelsea"), moderator, DecisionOutcome.CONFIRM)
-    from perceptual.pdq import hash_image
+    from classifier.perceptual.pdq import hash_image
 
     copy = hash_image(photo("chelsea", transform=mirrored, size=(96, 72)))
     assert other.lookup({1: copy}) == {}

@@ -4,11 +4,11 @@ import pytest
 
 from classifier.data import Example
 from classifier.hparams import HParams
+from classifier.perceptual.pdq import hash_image
 from classifier.training import _assign_splits
 from moderation.models import AuditAction, AuditEntry, DecisionOutcome, ExampleSource, TrainingExample
 from moderation.selectors.settings import get_settings
 from moderation.services.training import groups
-from perceptual.pdq import hash_image
 from tests.support.banks import decided, scored_photo
 from tests.support.images import mirrored, photo
 

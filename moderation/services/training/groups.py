@@ -2,7 +2,8 @@
 
 The gate's holdout used to be chosen by each image's own sha256, so a re-encoded copy of a training image could
 sit in the holdout and flatter every candidate (the model has seen the picture). Here the near-duplicate group
-decides (`perceptual.groups`: PDQ within the confirmed bank's distance, through rotations and mirror images too):
+decides (`classifier.perceptual.groups`: PDQ within the confirmed bank's distance, through rotations and mirror
+images too):
 
 - a new decision example joins the holdout only if its group does: near-duplicates already known decide (all in
   the holdout: holdout; any in training: training), an image without any is decided by its own hash as before;
@@ -18,12 +19,12 @@ Finding an image's near-duplicates compares its 8 variants with every active exa
 from collections import defaultdict
 from dataclasses import replace
 
+from classifier.perceptual.groups import near_duplicate_labels
+from classifier.perceptual.index import within
+from classifier.perceptual.pdq import split_dihedral
 from moderation.models import AuditAction, TrainingExample
 from moderation.services import audit
 from moderation.services.grouping import group_rule
-from perceptual.groups import near_duplicate_labels
-from perceptual.index import within
-from perceptual.pdq import split_dihedral
 
 
 def _hashed_examples():

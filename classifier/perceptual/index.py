@@ -25,7 +25,7 @@ from itertools import combinations
 
 import numpy as np
 
-from perceptual.pdq import HASH_BYTES
+from classifier.perceptual.pdq import HASH_BYTES
 
 CHUNKS = 16
 CHUNK_VALUES = 1 << 16

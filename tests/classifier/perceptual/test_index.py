@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from perceptual.groups import component_labels, near_duplicate_labels
-from perceptual.index import MERGE_AT, HashIndex, brute_force
+from classifier.perceptual.groups import component_labels, near_duplicate_labels
+from classifier.perceptual.index import MERGE_AT, HashIndex, brute_force
 
 
 def flipped(codes, rng, bits):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from skimage import data
 
-from perceptual.pdq import (
+from classifier.perceptual.pdq import (
     DIHEDRAL,
     HashFormatError,
     center_crop_hashes,

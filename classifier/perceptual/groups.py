@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from perceptual.index import HashIndex, as_codes
-from perceptual.pdq import HASH_BYTES
+from classifier.perceptual.index import HashIndex, as_codes
+from classifier.perceptual.pdq import HASH_BYTES
 
 
 def _find(parent: np.ndarray, item: int) -> int:
