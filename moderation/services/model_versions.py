@@ -36,12 +36,26 @@ def _rescore_open_images() -> None:
 
 
 def mirror_version(*, info, training_run: TrainingRun | None = None) -> ModelVersion:
-    """Create or update the row of one registry version (`classifier.registry.VersionInfo`)."""
+    """Create or update the row of one registry version (`classifier.registry.VersionInfo`).
+
+    The version's `allowed_label` metadata, when it has one, is mirrored too: it is what a rejection teaches.
+    """
     defaults = {"labels": list(info.labels), "prohibited_labels": list(info.prohibited), "metrics": info.metrics or {}}
+    defaults["allowed_label"] = _allowed_label(info.version)
     if training_run is not None:
         defaults["training_run"] = training_run
     version, _ = ModelVersion.objects.update_or_create(version=info.version, defaults=defaults)
     return version
+
+
+def _allowed_label(version: str) -> str:
+    from classifier.registry import RegistryError
+
+    try:
+        value = get_registry().metadata(version).get("allowed_label")
+    except RegistryError:
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def sync_models() -> dict:
