@@ -3,6 +3,8 @@
 The registry's `active` file is what scoring workers watch; `ModelVersion.is_active` is what pages and audits join
 on. Activation changes both in one call: the rows inside a transaction, the pointer (an atomic rename) as its last
 step, so a failed pointer write rolls the rows back. Once committed, open images are re-scored with the new model.
+Every activation recalibrates the thresholds for the version it makes active (`services.calibration`), in the same
+transaction, so the thresholds in force always belong to the model that serves.
 """
 
 import logging
@@ -13,6 +15,7 @@ from django.db import transaction
 from moderation import clock
 from moderation.models import AuditAction, ModelVersion, TrainingRun
 from moderation.services import audit
+from moderation.services.calibration import recalibrate
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +111,9 @@ def activate_version(*, version: str, rescore: bool = True, note: str = "") -> M
             before={"active": current},
             after={"active": version},
             note=note,
+        )
+        recalibrate(
+            version=version, reason=("Rolled back" if rollback else "Activated") + (f": {note}" if note else ".")
         )
         if rescore:
             transaction.on_commit(_rescore_open_images)
