@@ -1,0 +1,141 @@
+"""What the two thresholds would do, for the active model, at every threshold from 0 to 1 (the settings page's plot).
+
+Four curves on a grid of 101 thresholds:
+
+- queue volume per day: scored images of the last `DAYS` days at or above a review threshold and below the
+  auto-action threshold in force, per day;
+- auto-action volume per day: those at or above an auto-action threshold;
+- precision and recall of "at or above the threshold", twice: on the active model's own holdout scores (what the
+  thresholds were derived from) and on the past decisions with the score they were decided at, each audit
+  decision weighted 1 / the probability it was drawn with (as the threshold preview does). The two are kept
+  apart, not pooled: the holdout is made of decisions too, scored by another model at the time.
+
+Everything is counted in 1% score buckets by the database (scores) or from the version's stored holdout, so the
+cost does not grow with the stream beyond one grouped query over `DAYS` days.
+"""
+
+from datetime import timedelta
+
+from django.db.models import Count, FloatField, IntegerField, Sum
+from django.db.models.functions import Cast, Floor, Least
+
+from moderation import clock
+from moderation.models import Decision, DecisionOutcome, ListingImage, ModelVersion, ModerationSettings
+from moderation.selectors.training import decision_weight
+
+DAYS = 7
+BUCKETS = 100
+GRID = [i / BUCKETS for i in range(BUCKETS + 1)]
+
+
+def _bucket(field: str):
+    return Cast(Least(Floor(Cast(field, FloatField()) * BUCKETS), BUCKETS), IntegerField())
+
+
+def _at_or_above(counts: dict[int, float]) -> list[float]:
+    """Per grid threshold i/100, the sum of the buckets >= i (a score s sits in bucket floor(100 s))."""
+    out, running = [0.0] * (BUCKETS + 1), 0.0
+    for index in range(BUCKETS, -1, -1):
+        running += counts.get(index, 0.0)
+        out[index] = running
+    return out
+
+
+def _rates(positive: dict[int, float], everything: dict[int, float]) -> tuple[list, list]:
+    pos, total = _at_or_above(positive), _at_or_above(everything)
+    all_positive = pos[0]
+    precision = [p / t if t else None for p, t in zip(pos, total, strict=True)]
+    recall = [p / all_positive if all_positive else None for p in pos]
+    return precision, recall
+
+
+def _holdout_buckets(version: ModelVersion, label: str) -> tuple[dict, dict]:
+    from moderation.services.thresholds import label_view
+
+    data = version.holdout_scores or {}
+    if not data.get("keys"):
+        return {}, {}
+    scores, positive, weights = label_view(
+        label=label,
+        prohibited=version.prohibited_labels,
+        labels=data["labels"],
+        scores=data["scores"],
+        weights=data["weights"],
+    )
+    pos, total = {}, {}
+    for score, is_positive, weight in zip(scores, positive, weights, strict=True):
+        index = min(BUCKETS, int(score * BUCKETS))
+        total[index] = total.get(index, 0.0) + weight
+        if is_positive:
+            pos[index] = pos.get(index, 0.0) + weight
+    return pos, total
+
+
+def _decision_buckets(label: str, audit_rate: float) -> tuple[dict, dict]:
+    rows = Decision.objects.filter(
+        undone_at__isnull=True, prohibited_probability__isnull=False, image__prohibited_label=label
+    )
+    grouped = (
+        rows.annotate(bucket=_bucket("prohibited_probability"))
+        .values("bucket", "outcome")
+        .annotate(weight=Sum(decision_weight(audit_rate)))
+    )
+    pos, total = {}, {}
+    for row in grouped:
+        total[row["bucket"]] = total.get(row["bucket"], 0.0) + row["weight"]
+        if row["outcome"] == DecisionOutcome.CONFIRM:
+            pos[row["bucket"]] = pos.get(row["bucket"], 0.0) + row["weight"]
+    return pos, total
+
+
+def _daily_buckets(label: str) -> dict[int, float]:
+    since = clock.now() - timedelta(days=DAYS)
+    grouped = (
+        ListingImage.objects.filter(scored_at__gte=since, prohibited_label=label, prohibited_probability__isnull=False)
+        .annotate(bucket=_bucket("prohibited_probability"))
+        .values("bucket")
+        .annotate(n=Count("id"))
+    )
+    return {row["bucket"]: row["n"] / DAYS for row in grouped}
+
+
+def whatif(*, version: ModelVersion, label: str, settings_row: ModerationSettings) -> dict:
+    """The four curves for one prohibited label of the active model, with both thresholds in force."""
+    review = settings_row.threshold_for(label)
+    auto = settings_row.auto_threshold_for(label)
+    per_day = _at_or_above(_daily_buckets(label))
+    auto_index = None if auto is None else min(BUCKETS, int(round(auto * BUCKETS)))
+    below_auto = per_day[auto_index] if auto_index is not None else 0.0
+    queue = [max(0.0, value - below_auto) for value in per_day]
+    holdout_precision, holdout_recall = _rates(*_holdout_buckets(version, label))
+    decision_precision, decision_recall = _rates(*_decision_buckets(label, settings_row.audit_rate))
+    review_index = min(BUCKETS, int(round(review * BUCKETS)))
+
+    def at(series, index):
+        return None if index is None else series[index]
+
+    today = {
+        "queue_per_day": at(queue, review_index),
+        "auto_per_day": at(per_day, auto_index) if auto_index is not None else 0.0,
+        "holdout_precision_review": at(holdout_precision, review_index),
+        "holdout_recall_review": at(holdout_recall, review_index),
+        "holdout_precision_auto": at(holdout_precision, auto_index),
+        "decision_precision_review": at(decision_precision, review_index),
+        "decision_recall_review": at(decision_recall, review_index),
+        "decision_precision_auto": at(decision_precision, auto_index),
+    }
+    return {
+        "label": label,
+        "version": version.version,
+        "grid": GRID,
+        "review": review,
+        "auto": auto,
+        "days": DAYS,
+        "queue_per_day": queue,
+        "auto_per_day": per_day,
+        "holdout_precision": holdout_precision,
+        "holdout_recall": holdout_recall,
+        "decision_precision": decision_precision,
+        "decision_recall": decision_recall,
+        "today": today,
+    }
