@@ -162,3 +162,17 @@ def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_mode
     row.refresh_from_db()
     assert row.last_calibration["version"] == "v0002"
     assert len(ModelVersion.objects.get(version="v0002").holdout_scores["keys"]) == 20
+
+
+@pytest.mark.django_db
+def test_a_changed_precision_target_recalibrates_the_active_model_at_once():
+    from moderation.services.settings import update_settings
+
+    # 300 violations without a false positive: the bound is 0.991, enough for 0.99 but not for 0.995.
+    version_with("v0001", [(0.9, True, 300, 1.0), (0.1, False, 300, 1.0)], active=True)
+    recalibrate(version="v0001", reason="test")
+    assert get_settings().auto_thresholds == {"bad": 0.9}
+    update_settings(values={"precision_target": 0.995})
+    row = get_settings()
+    assert row.auto_thresholds == {} and "cannot support precision 0.995" in row.auto_off_reasons["bad"]
+    assert row.last_calibration["reason"] == "The precision or recall target changed."
