@@ -20,8 +20,8 @@ from django.db.models import Count, FloatField, IntegerField, Sum
 from django.db.models.functions import Cast, Floor, Least
 
 from moderation import clock
-from moderation.models import Decision, DecisionOutcome, ListingImage, ModelVersion, ModerationSettings
-from moderation.selectors.training import decision_weight
+from moderation.models import DecisionOutcome, ListingImage, ModelVersion, ModerationSettings
+from moderation.selectors.training import decision_weight, measured_decisions
 
 DAYS = 7
 BUCKETS = 100
@@ -72,9 +72,7 @@ def _holdout_buckets(version: ModelVersion, label: str) -> tuple[dict, dict]:
 
 
 def _decision_buckets(label: str, audit_rate: float) -> tuple[dict, dict]:
-    rows = Decision.objects.filter(
-        undone_at__isnull=True, prohibited_probability__isnull=False, image__prohibited_label=label
-    )
+    rows = measured_decisions().filter(image__prohibited_label=label)
     grouped = (
         rows.annotate(bucket=_bucket("prohibited_probability"))
         .values("bucket", "outcome")

@@ -67,7 +67,9 @@ def test_the_settings_page_shows_the_plot_to_admins_and_refuses_moderators(desk)
     admin = signed_in(make_user("boss", is_superuser=True, is_staff=True))
     html = admin.get(reverse("moderation-settings")).content.decode()
     svg = re.search(r'<svg class="whatif".*?</svg>', html, re.S).group(0)
-    assert svg.count("<polyline") >= 5
+    # Holdout precision and recall, queue and auto-actions per day; no decision curves: the one decision is an
+    # auto-action nobody has checked yet, which measures nothing.
+    assert svg.count("<polyline") == 4 and 'class="curve decisions precision"' not in svg
     assert 'class="mark review"' in svg and 'class="mark auto-action"' in svg
     assert "holdout precision" in svg and "queue per day" in svg
     today = re.search(r'<table class="compact whatif-today".*?</table>', html, re.S).group(0)
@@ -91,3 +93,24 @@ def test_a_moderator_overturns_a_qa_item_from_the_queue_page(desk):
     html = admin.get(reverse("moderation-settings")).content.decode()
     row = re.search(r'<table class="compact auto-precision".*?</table>', html, re.S).group(0)
     assert "<td>0.000</td>" in row  # one verdict, overturned
+
+
+def test_the_preview_leaves_unchecked_auto_actions_out_and_weighs_qa_verdicts_by_the_qa_rate(desk):
+    from moderation.selectors.training import threshold_preview
+    from moderation.services import auto_action
+
+    row = get_settings()
+    row.qa_rate = 0.25
+    row.save()
+    assert threshold_preview(0.9)["decisions"] == 0  # the QA item is the model's word only, not yet checked
+    Decision.objects.filter(pk=desk["qa"].pk).update(qa_probability=0.25)
+    auto_action.qa_verdict(user=make_moderator(), decision_id=desk["qa"].pk, outcome=DecisionOutcome.REJECT)
+    preview = threshold_preview(0.9)
+    # The overturn is the one measured decision: a rejection at 0.99 standing for 4 takedowns.
+    assert preview["decisions"] == 1 and preview["precision"] == 0.0
+    from moderation.selectors.training import decision_weight
+
+    weights = list(
+        Decision.objects.filter(undone_at__isnull=True).annotate(w=decision_weight(0.02)).values_list("w", flat=True)
+    )
+    assert weights == [pytest.approx(4.0)]
