@@ -114,3 +114,12 @@ def test_the_preview_leaves_unchecked_auto_actions_out_and_weighs_qa_verdicts_by
         Decision.objects.filter(undone_at__isnull=True).annotate(w=decision_weight(0.02)).values_list("w", flat=True)
     )
     assert weights == [pytest.approx(4.0)]
+
+
+def test_a_versions_page_shows_the_thresholds_derived_for_it(desk):
+    admin = signed_in(make_user("boss", is_superuser=True, is_staff=True))
+    response = admin.get(reverse("model-version-detail", args=["v0001"]))
+    assert response.status_code == 200
+    table = re.search(r'<table class="compact version-thresholds".*?</table>', response.content.decode(), re.S)
+    assert "<td>0.6000</td><td>0.6000</td>" in table.group(0)
+    assert "1200 holdout examples" in response.content.decode()
