@@ -118,6 +118,9 @@ def configure_desk(args, pair: ClassPair, initial: Path):
     settings_row = get_settings()
     settings_row.default_threshold = args.threshold
     settings_row.thresholds = {pair.prohibited: args.threshold}
+    # Pinned: recalibration after each promotion keeps the benchmark's one threshold and no auto-action, so the
+    # rounds stay comparable with the runs recorded before the two thresholds existed.
+    settings_row.pinned_labels = [pair.prohibited]
     settings_row.retrain_batch_size = args.batch_size
     settings_row.gate_min_holdout_per_label = args.min_holdout
     settings_row.audit_rate = args.audit_rate

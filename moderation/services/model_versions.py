@@ -65,7 +65,8 @@ def sync_models() -> dict:
     """Mirror every registry version into ModelVersion and make `is_active` agree with the registry pointer.
 
     The pointer wins: it is what workers serve, so after a crash between the two writes this puts the rows back
-    in line with reality.
+    in line with reality. A pointer moved outside the desk (`python -m classifier train --activate`) is an
+    activation too: the thresholds are recalibrated for the version it names.
     """
     registry = get_registry()
     infos = registry.versions()
@@ -75,9 +76,11 @@ def sync_models() -> dict:
     with transaction.atomic():
         ModelVersion.objects.filter(is_active=True).exclude(version=active or "").update(is_active=False)
         if active:
-            ModelVersion.objects.filter(version=active, is_active=False).update(
+            moved = ModelVersion.objects.filter(version=active, is_active=False).update(
                 is_active=True, activated_at=clock.now()
             )
+            if moved:
+                recalibrate(version=active, reason="The registry's active pointer named it (sync_models).")
     return {"versions": len(infos), "active": active}
 
 

@@ -176,3 +176,18 @@ def test_a_changed_precision_target_recalibrates_the_active_model_at_once():
     row = get_settings()
     assert row.auto_thresholds == {} and "cannot support precision 0.995" in row.auto_off_reasons["bad"]
     assert row.last_calibration["reason"] == "The precision or recall target changed."
+
+
+@pytest.mark.django_db
+def test_a_pointer_moved_outside_the_desk_recalibrates_when_it_is_mirrored(monkeypatch):
+    class PointerOnly(FakeRegistry):
+        def active_version(self):
+            return "v0001"
+
+    monkeypatch.setattr(model_versions, "get_registry", PointerOnly)
+    version_with("v0001", [(0.9, True, 1000, 1.0), (0.1, False, 1000, 1.0)])
+    model_versions.sync_models()
+    row = get_settings()
+    assert row.auto_thresholds == {"bad": 0.9} and "sync_models" in row.last_calibration["reason"]
+    model_versions.sync_models()  # nothing moved: no second recalibration
+    assert AuditEntry.objects.filter(action=AuditAction.MODEL_RECALIBRATED).count() == 1
