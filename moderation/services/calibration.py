@@ -1,7 +1,8 @@
 """Recalibration: each model version's thresholds derived from its own holdout scores, and made the desk's.
 
-A training run stores the candidate's prohibited score on every holdout example the gate scored it on
-(`store_holdout_scores`), so deriving thresholds later needs no model in the web process. `recalibrate` runs in
+A training run stores the candidate's prohibited score on every example the gate judged it on (the holdout,
+extended by test-split images neither model trained on while the holdout is small; `store_holdout_scores`), so
+deriving thresholds later needs no model in the web process. `recalibrate` runs in
 the transaction of every activation (a promotion, a manual activation, a rollback): it derives both thresholds per
 prohibited label from the version's holdout scores and the admin's targets (`services.thresholds`), stores them
 on the version, and makes them the settings' thresholds, except for the labels an admin pinned, whose hand-set

@@ -135,3 +135,16 @@ def test_a_qa_verdict_only_applies_to_a_sampled_model_takedown(two_thresholds):
         auto_action.qa_verdict(
             user=make_user("m"), decision_id=Decision.objects.get(image=image).pk, outcome=DecisionOutcome.REJECT
         )
+
+
+def test_the_listing_page_says_the_model_decided_and_where_qa_stands(two_thresholds):
+    from django.test import Client
+    from django.urls import reverse
+
+    from tests.support.factories import make_moderator
+
+    image = score(make_image(status=ImageStatus.PENDING), 0.97, rng=lambda: 0.01)
+    browser = Client()
+    browser.force_login(make_moderator())
+    page = browser.get(reverse("listing-detail", args=[image.listing_id])).content.decode()
+    assert "by automated (model)" in page and "auto-action at 0.9500" in page and "waiting for QA" in page
