@@ -123,3 +123,14 @@ def test_a_versions_page_shows_the_thresholds_derived_for_it(desk):
     table = re.search(r'<table class="compact version-thresholds".*?</table>', response.content.decode(), re.S)
     assert "<td>0.6000</td><td>0.6000</td>" in table.group(0)
     assert "1200 holdout examples" in response.content.decode()
+
+
+def test_todays_numbers_are_counted_at_the_exact_thresholds_not_the_grid(desk):
+    row = get_settings()
+    row.auto_thresholds = {PROHIBITED: 0.975}  # between the grid's 0.97 and 0.98
+    row.save()
+    today = whatif(version=ModelVersion.objects.get(), label=PROHIBITED, settings_row=row)["today"]
+    # 14 at 0.7 and 7 at 0.97 wait for review; the one at 0.99 was taken down.
+    assert today["queue_per_day"] == pytest.approx(21 / 7) and today["auto_per_day"] == pytest.approx(1 / 7)
+    assert today["holdout_precision_auto"] is None  # no holdout example scores 0.975 or more
+    assert today["holdout_recall_review"] == pytest.approx(1.0)
