@@ -114,8 +114,10 @@ def qa_verdict(*, user, decision_id: int, outcome: str, note: str = "") -> Decis
         decision = Decision.objects.select_for_update().get(pk=decision_id)
         if not (decision.automated and decision.bank_entry_id is None and decision.qa_sampled):
             raise QAError(f"Decision {decision.pk} is not in the QA sample.")
-        if decision.qa_outcome or decision.undone_at is not None:
+        if decision.qa_outcome:
             raise QAError(f"Decision {decision.pk} already has a QA verdict.")
+        if decision.undone_at is not None:
+            raise QAError(f"Decision {decision.pk} no longer stands (overturned on appeal): nothing to check.")
         now = clock.now()
         decision.qa_outcome, decision.qa_by, decision.qa_at = outcome, user, now
         live = decision
