@@ -94,7 +94,7 @@ bench-classifier: $(STAMP)
 
 bench-loop: $(STAMP)
 	@test -f bench/loop.py || { echo "bench/loop.py is not in this checkout." >&2; exit 2; }
-	$(PY) bench/loop.py --classes $(CLASSES) $(ARGS)
+	$(PY) bench/loop.py $(if $(filter command line environment,$(origin CLASSES)),--classes $(CLASSES)) $(ARGS)
 
 bench-rollout: $(STAMP)
 	$(PY) bench/rollout.py $(ARGS)

@@ -1,12 +1,20 @@
-"""Learning-loop simulation: does the desk get better as moderators work? (`make bench-loop CLASSES=Pullover,Coat`)
+"""Learning-loop simulation: does the desk get better as moderators work? (`make bench-loop`)
 
-A labelled Fashion-MNIST stream (the first class prohibited, the second allowed) is posted through the real API
-to a real web server; a real Celery scoring worker scores it and a real training worker retrains. A simulated
-moderator works the review queue with the true labels through the review services (the same calls the review
-pages make). The first model is trained on 20 images per class; every 100 confirmations trigger a retrain, which
-the gate promotes or rejects. After each retrain the active model and the never-retrained first model are scored
-on a frozen test set (Fashion-MNIST's test split, never streamed) at the threshold: precision and recall of what
-would go to the queue.
+A marketplace's stream is posted through the real API to a real web server; a real Celery scoring worker scores
+it and a real training worker retrains. By default the stream is realistic (`bench.harness.stream`): the
+prohibited Fashion-MNIST class (`--prohibited Pullover`) at `--prevalence 0.05`, the rest every other class plus
+photos of other kinds (real samples, synthetic blanks and noise), all trained as one allowed label; the desk
+routes by two thresholds derived from its targets (auto-action, review) and samples automated takedowns into QA.
+`--prevalence 0.5 --allowed Coat` is the benchmark as it was: two classes, half each, one pinned threshold.
+
+A simulated moderator works the review queue and the QA queue with the true labels through the review services
+(the same calls the pages make). The first model is trained on `--initial-prohibited` and `--initial-allowed`
+photos; every `--batch-size` confirmations trigger a retrain, which the gate promotes or rejects. After each
+retrain the active model, the never-retrained first model and (`--random-baseline`) a model trained by the same
+code on as many photos drawn uniformly from the stream are scored on a frozen test stream at the same prevalence:
+precision and recall of what would be actioned (auto-actions plus what moderators confirm in review), the
+auto-actions' precision and share of the violations, the review share of uploads, out-of-distribution photos
+auto-actioned, and the queue's precision and recall at the review threshold (`precision`, `recall`).
 
 Writes bench/results/loop.json ({"rounds": [...]}) and bench/results/loop.png.
 """
@@ -28,7 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness.report import log, machine_info, plot_loop_rounds, rollout_report, write_json  # noqa: E402
 from bench.harness.stack import Services, api_token, celery_worker, start_from_nothing  # noqa: E402
-from bench.harness.workload import ClassPair, class_examples, fashion_mnist, post_listing, product_photo  # noqa: E402
+from bench.harness.stream import Item, Streams  # noqa: E402
+from bench.harness.workload import post_listing  # noqa: E402
 
 PYTHON = Path(sys.executable)
 
@@ -36,14 +45,40 @@ PYTHON = Path(sys.executable)
 def parse_args():
     """The command line: classes, sizes, retrains, gate and audit settings, backbone, state and output."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", default=os.environ.get("CLASSES", "Pullover,Coat"))
-    parser.add_argument("--initial-per-class", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument(
+        "--classes", default=os.environ.get("CLASSES", ""), help="'Prohibited,Allowed': --prohibited and --allowed"
+    )
+    parser.add_argument("--prohibited", default="Pullover")
+    parser.add_argument(
+        "--allowed", default="", help="allowed classes, comma-separated; empty: every other class and other photos"
+    )
+    parser.add_argument("--prevalence", type=float, default=0.05, help="share of the stream that is prohibited")
+    parser.add_argument(
+        "--other-share", type=float, default=None, help="share of the allowed side that is photos of other kinds "
+        "(default 0.1 for the mixture, 0 with --allowed)"
+    )  # fmt: skip
+    parser.add_argument("--initial-prohibited", type=int, default=20)
+    parser.add_argument(
+        "--initial-allowed", type=int, default=None, help="default 100; --initial-prohibited with --allowed"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="default 25; 100 with --allowed")
     parser.add_argument("--retrains", type=int, default=5)
-    parser.add_argument("--chunk", type=int, default=100, help="images posted between two looks at the queue")
-    parser.add_argument("--stream-per-class", type=int, default=1500)
-    parser.add_argument("--test-per-class", type=int, default=500)
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--chunk", type=int, default=None, help="images posted between two looks at the queue")
+    parser.add_argument("--stream-size", type=int, default=None, help="default 6000; 3000 with --allowed")
+    parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument("--threshold", type=float, default=0.5, help="the review threshold before any recalibration")
+    parser.add_argument(
+        "--thresholds", choices=("targets", "pinned"), default=None,
+        help="targets: two thresholds derived after each promotion (default); pinned: --threshold, no auto-action "
+        "(default with --allowed)",
+    )  # fmt: skip
+    parser.add_argument("--precision-target", type=float, default=0.99)
+    parser.add_argument("--recall-target", type=float, default=0.95)
+    parser.add_argument("--qa-rate", type=float, default=0.05)
+    parser.add_argument(
+        "--random-baseline", action=argparse.BooleanOptionalAction, default=True,
+        help="train a model on as many photos drawn at random from the stream after each retrain",
+    )  # fmt: skip
     parser.add_argument("--backbone", default=os.environ.get("VIGIA_BACKBONE", "mobilenet_v1"))
     parser.add_argument("--image-size", type=int, default=None, help="default: the backbone's native size")
     parser.add_argument("--min-holdout", type=int, default=10, help="gate_min_holdout_per_label")
@@ -70,7 +105,21 @@ def parse_args():
     )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/12"))
     parser.add_argument("--timeout", type=float, default=3600)
-    return parser.parse_args()
+    return resolve(parser.parse_args())
+
+
+def resolve(args):
+    """Fill the defaults that depend on the stream: the mixture's, or the old two-class benchmark's."""
+    if args.classes:
+        args.prohibited, args.allowed = args.classes.split(",", 1)
+    named = bool(args.allowed)
+    args.initial_allowed = args.initial_allowed or (args.initial_prohibited if named else 100)
+    args.batch_size = args.batch_size or (100 if named else 25)
+    args.stream_size = args.stream_size or (3000 if named else 6000)
+    args.chunk = args.chunk or (100 if named else 250)
+    args.thresholds = args.thresholds or ("pinned" if named else "targets")
+    args.streams = Streams.from_names(args.prohibited, args.allowed, args.prevalence, args.other_share, args.seed)
+    return args
 
 
 def clean_work_dir(work: Path) -> Path:
@@ -84,20 +133,18 @@ def clean_work_dir(work: Path) -> Path:
     return work
 
 
-def train_first_model(args, pair: ClassPair, work: Path, env: dict) -> tuple[Path, str]:
-    """Export `--initial-per-class` photos per class and train the first model with the classifier's command line.
+def train_first_model(args, work: Path, env: dict) -> tuple[Path, str]:
+    """Export the initial photos and train the first model with the classifier's command line.
 
     Returns the exported directory (imported as the initial training set afterwards) and the model's version.
     """
+    streams = args.streams
     initial = work / "initial"
-    subprocess.run(
-        [str(PYTHON), "-m", "classifier", "export-fashion-mnist", "--out", str(initial), "--classes",
-         ",".join(pair.labels), "--split", "train", "--per-class", str(args.initial_per_class)],
-        check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    count = args.initial_prohibited + args.initial_allowed
+    streams.export(streams.draw("train", count, prohibited=args.initial_prohibited, purpose="initial"), initial)
     trained = subprocess.run(
         [str(PYTHON), "-m", "classifier", "train", "--data", str(initial), "--registry", str(work / "models"),
-         "--prohibited", pair.prohibited, "--backbone", args.backbone,
+         "--prohibited", streams.prohibited, "--backbone", args.backbone,
          "--cache-dir", str(work / "feature-cache"), "--seed", str(args.seed), "--activate", "--no-progress"]
         + (["--image-size", str(args.image_size)] if args.image_size else []),
         check=True, env=env, cwd=REPO, capture_output=True, text=True,
@@ -105,7 +152,7 @@ def train_first_model(args, pair: ClassPair, work: Path, env: dict) -> tuple[Pat
     return initial, json.loads(trained.stdout.strip().splitlines()[-1])["version"]
 
 
-def configure_desk(args, pair: ClassPair, initial: Path):
+def configure_desk(args, initial: Path):
     """Mirror the registry, import the initial set, apply the run's settings; returns the moderator and API token."""
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
@@ -117,7 +164,13 @@ def configure_desk(args, pair: ClassPair, initial: Path):
     call_command("import_training_set", str(initial), verbosity=0)
     settings_row = get_settings()
     settings_row.default_threshold = args.threshold
-    settings_row.thresholds = {pair.prohibited: args.threshold}
+    prohibited = args.streams.prohibited
+    settings_row.thresholds = {prohibited: args.threshold}
+    # Pinned: recalibration after each promotion keeps the one threshold and no auto-action, as the benchmark was
+    # before the two thresholds existed. With targets, each promotion derives both from the holdout.
+    settings_row.pinned_labels = [prohibited] if args.thresholds == "pinned" else []
+    settings_row.precision_target, settings_row.recall_target = args.precision_target, args.recall_target
+    settings_row.qa_rate = args.qa_rate
     settings_row.retrain_batch_size = args.batch_size
     settings_row.gate_min_holdout_per_label = args.min_holdout
     settings_row.audit_rate = args.audit_rate
@@ -142,83 +195,126 @@ def start_services(services: Services) -> None:
     return services
 
 
-def photo_stream(args, pair: ClassPair, labels) -> list[tuple[int, str, str]]:
-    """Train-split rows after the initial ones, both classes shuffled together: (dataset row, true label, how it
-    was transformed). A `--reupload-share` of the stream re-uploads an earlier photo, transformed as a seller
-    would (`bench.harness.photos.TRANSFORMS`); the rest are new photos ("")."""
+def photo_stream(args) -> list[tuple[Item, str]]:
+    """The stream after the initial photos, drawn at the prevalence: (photo, how it was transformed). A
+    `--reupload-share` of it re-uploads an earlier photo, transformed as a seller would
+    (`bench.harness.photos.TRANSFORMS`); the rest are new photos ("")."""
     from bench.harness.photos import TRANSFORMS
 
-    stream = []
-    for label in pair.labels:
-        rows = pair.rows(labels, label)[args.initial_per_class : args.initial_per_class + args.stream_per_class]
-        stream += [(row, label, "") for row in rows]
-    random.Random(args.seed).shuffle(stream)
+    stream = [(item, "") for item in args.streams.draw("train", args.stream_size, purpose="stream")]
     rng = random.Random(args.seed + 1)
     for position in range(1, len(stream)):
         if rng.random() < args.reupload_share:
-            row, label, _ = stream[rng.randrange(position)]
-            stream[position] = (row, label, rng.choice(sorted(TRANSFORMS)))
+            item, _ = stream[rng.randrange(position)]
+            stream[position] = (item, rng.choice(sorted(TRANSFORMS)))
     return stream
 
 
-class Simulation:
-    """The desk under a simulated moderator: photos streamed in, the queue worked by true labels, rounds recorded."""
+def figures(scores, truths, ood, review: float, auto: float | None) -> dict:
+    """What two thresholds do to a scored test stream, moderators deciding the review band by the true labels.
 
-    def __init__(self, args, pair: ClassPair, services: Services, token: str, moderator, first_version: str, work):
+    Actioned: auto-actions plus the violations confirmed in review. `precision` and `recall` are the queue's at
+    the review threshold, as the benchmark reported before auto-action existed.
+    """
+    positives = sum(truths) or 1
+    auto_hit = [auto is not None and score >= auto for score in scores]
+    in_review = [not hit and score >= review for score, hit in zip(scores, auto_hit, strict=True)]
+    flagged = [score >= review for score in scores]
+    tp_auto = sum(hit and truth for hit, truth in zip(auto_hit, truths, strict=True))
+    tp_review = sum(hit and truth for hit, truth in zip(in_review, truths, strict=True))
+    tp_flagged = sum(hit and truth for hit, truth in zip(flagged, truths, strict=True))
+    actioned = sum(auto_hit) + tp_review
+    precision = (tp_auto + tp_review) / actioned if actioned else 0.0
+    recall = (tp_auto + tp_review) / positives
+    return {
+        "precision": round(tp_flagged / sum(flagged), 4) if any(flagged) else 0.0,
+        "recall": round(tp_flagged / positives, 4),
+        "actioned_precision": round(precision, 4),
+        "actioned_recall": round(recall, 4),
+        "actioned_f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
+        "auto_precision": round(tp_auto / sum(auto_hit), 4) if any(auto_hit) else None,
+        "auto_share": round(tp_auto / positives, 4),
+        "review_share": round(sum(in_review) / len(scores), 4) if scores else 0.0,
+        "ood_auto_actioned": sum(hit and other for hit, other in zip(auto_hit, ood, strict=True)),
+    }
+
+
+class Simulation:
+    """The desk under a simulated moderator: photos streamed in, the queues worked by true labels, rounds recorded."""
+
+    def __init__(self, args, services: Services, token: str, moderator, first_version: str, work):
         import requests
 
         from classifier.registry import Registry
 
-        self.args, self.pair, self.services, self.token, self.moderator = args, pair, services, token, moderator
-        self.x_train, y_train = fashion_mnist("train")
-        self.stream = photo_stream(args, pair, y_train)
-        # The frozen test set: the test split, never streamed and never trained on.
-        self.test_set = class_examples(pair, "test", args.test_per_class)
+        self.args, self.services, self.token, self.moderator = args, services, token, moderator
+        self.streams, self.work = args.streams, work
+        self.stream = photo_stream(args)
+        # The frozen test stream: the test split at the same prevalence, never streamed and never trained on.
+        self.test_items = self.streams.draw("test", args.test_size, purpose="test")
+        self.test_set = self.streams.labelled(self.test_items)
         self.registry = Registry(work / "models")
         self.session = requests.Session()
         self.truth: dict[str, str] = {}
-        self.evaluated: dict[str, dict] = {}
+        self.scored: dict[tuple[str, str], list[float]] = {}
         self.rounds: list[dict] = []
         self.streamed = 0
-        self.static = self.evaluate(first_version)
+        self.first_version = first_version
 
-    def evaluate(self, version: str) -> dict:
-        """A version's figures on the frozen test set at the threshold (each version evaluated once)."""
+    def scores(self, version: str, registry=None) -> list[float]:
+        """A version's prohibited score on each photo of the frozen test stream (each version scored once)."""
         from classifier.evaluation import evaluate_model
 
-        if version not in self.evaluated:
-            model = self.registry.load(version)
-            self.evaluated[version] = evaluate_model(model, self.test_set, threshold=self.args.threshold)
-        return self.evaluated[version]
+        registry = registry or self.registry
+        key = (str(registry.root), version)
+        if key not in self.scored:
+            model = registry.load(version)
+            outcomes = evaluate_model(model, self.test_set, keep_outcomes=True)["outcomes"]
+            by_key = dict(zip(outcomes["keys"], outcomes["scores"], strict=True))
+            self.scored[key] = [by_key.get(example.sha256, 0.0) for example in self.test_set]
+        return self.scored[key]
 
-    def post(self, index: int, row: int, label: str, transform: str = "") -> int:
-        """Post stream photo `row` (transformed if it is a re-upload) as listing `loop-{index}`; its listing's ID."""
+    def judged(self, version: str, review: float, auto: float | None, registry=None) -> dict:
+        """`figures` of a version on the frozen test stream."""
+        truths = [item.truth == self.streams.prohibited for item in self.test_items]
+        ood = [item.out_of_distribution for item in self.test_items]
+        return figures(self.scores(version, registry), truths, ood, review, auto)
+
+    def post(self, index: int, item: Item, transform: str = "") -> int:
+        """Post a stream photo (transformed if it is a re-upload) as listing `loop-{index}`; its listing's ID."""
         external_id = f"loop-{index}"
-        self.truth[external_id] = label
-        photo = product_photo(self.x_train[row])
+        self.truth[external_id] = item.truth
+        photo = self.streams.content(item)
         if transform:
             from PIL import Image
 
             from bench.harness.photos import TRANSFORMS, jpeg
 
-            photo = jpeg(TRANSFORMS[transform](Image.open(io.BytesIO(photo))))
+            photo = jpeg(TRANSFORMS[transform](Image.open(io.BytesIO(photo)).convert("RGB")))
         _, body = post_listing(
             self.session, self.services.base, self.token, external_id, [photo], title=f"listing {index}", timeout=60
         )
         return body["id"]
 
     def work_queue(self) -> int:
-        """The simulated moderator: claim the next item, decide it by its true label, until the queue is empty."""
-        from moderation.services import review
+        """The simulated moderator: the review queue, then the QA sample, each decided by its true label."""
+        from moderation.selectors.calibration import qa_queue
+        from moderation.services import auto_action, review
 
         decided = 0
         while True:
             image = review.claim_next(user=self.moderator)
             if image is None:
-                return decided
-            outcome = "confirm" if self.truth[image.listing.external_id] == self.pair.prohibited else "reject"
+                break
+            outcome = "confirm" if self.truth[image.listing.external_id] == self.streams.prohibited else "reject"
             review.decide(user=self.moderator, image_id=image.pk, outcome=outcome)
             decided += 1
+        for decision in list(qa_queue(limit=10_000)):
+            truth = self.truth[decision.image.listing.external_id]
+            outcome = "confirm" if truth == self.streams.prohibited else "reject"
+            auto_action.qa_verdict(user=self.moderator, decision_id=decision.pk, outcome=outcome)
+            decided += 1
+        return decided
 
     def settled(self) -> bool:
         """Nothing waits for a score, and every flagged image was scored by the active model."""
@@ -231,23 +327,56 @@ class Simulation:
             and not open_images.exclude(model_version=active).exists()
         )
 
+    def random_baseline(self, decisions: int) -> str:
+        """Train, by the same command as the first model, on the initial photos plus `decisions` stream photos drawn
+        uniformly at random with their true labels; returns the version (in its own registry)."""
+        folder = self.work / f"random-{decisions}"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(self.work / "initial", folder)
+        streamed = [item for item, _ in self.stream[: self.streamed]]
+        drawn = random.Random(self.args.seed + decisions).sample(streamed, min(decisions, len(streamed)))
+        self.streams.export(drawn, folder / "drawn")
+        for label_dir in (folder / "drawn").iterdir():
+            for photo in label_dir.iterdir():
+                photo.rename(folder / label_dir.name / f"drawn-{photo.name}")
+        shutil.rmtree(folder / "drawn")
+        trained = subprocess.run(
+            [str(PYTHON), "-m", "classifier", "train", "--data", str(folder), "--registry",
+             str(self.work / "random-models"), "--prohibited", self.streams.prohibited, "--backbone",
+             self.args.backbone, "--cache-dir", str(self.work / "feature-cache"), "--seed", str(self.args.seed),
+             "--no-progress"] + (["--image-size", str(self.args.image_size)] if self.args.image_size else []),
+            check=True, env=self.services.env, cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        return json.loads(trained.stdout.strip().splitlines()[-1])["version"]
+
     def record(self, round_number: int, run=None) -> None:
-        """One round's entry: the active model (and the run's candidate) on the frozen test set, the gate's view."""
+        """One round's entry: the active model, the first model and the random baseline on the frozen test stream."""
+        from classifier.registry import Registry
         from moderation.models import Decision, ModelVersion
+        from moderation.selectors.settings import get_settings
 
         active = ModelVersion.objects.get(is_active=True).version
-        metrics, static = self.evaluate(active), self.static
+        row = get_settings()
+        prohibited = self.streams.prohibited
+        review, auto = row.threshold_for(prohibited), row.auto_threshold_for(prohibited)
+        decisions = Decision.objects.filter(undone_at__isnull=True, automated=False).count()
         entry = {
             "round": round_number,
             "model_version": active,
-            "decisions": Decision.objects.filter(undone_at__isnull=True).count(),
-            "precision": round(float(metrics["precision"] or 0.0), 4),
-            "recall": round(float(metrics["recall"]), 4),
-            "static_precision": round(float(static["precision"] or 0.0), 4),
-            "static_recall": round(float(static["recall"]), 4),
-            "accuracy": round(float(metrics["accuracy"]), 4),
+            "decisions": decisions,
+            "review_threshold": review,
+            "auto_threshold": auto,
+            "auto_off_reason": row.auto_off_reasons.get(prohibited, ""),
+            **self.judged(active, review, auto),
             "streamed": self.streamed,
         }
+        # The never-retrained first model at the initial threshold: it has no holdout to support auto-action.
+        static = self.judged(self.first_version, self.args.threshold, None)
+        entry.update({f"static_{key}": value for key, value in static.items()})
+        if self.args.random_baseline and round_number > 0:
+            version = self.random_baseline(decisions)
+            baseline = self.judged(version, self.args.threshold, None, Registry(self.work / "random-models"))
+            entry.update({f"random_{key}": value for key, value in baseline.items()})
         if run is not None:
             entry.update(
                 {
@@ -261,25 +390,23 @@ class Simulation:
                 }
             )
             if run.model_version:
-                # The candidate on the frozen test set too, so a reader can check each of the gate's calls.
-                judged = self.evaluate(run.model_version)
-                entry["candidate_test"] = {
-                    "precision": round(float(judged["precision"] or 0.0), 4),
-                    "recall": round(float(judged["recall"]), 4),
-                }
-            # What the gate saw on the weighted holdout, next to what the frozen test set says.
+                # The candidate on the frozen test stream too, so a reader can check each of the gate's calls.
+                judged = self.judged(run.model_version, review, auto)
+                entry["candidate_test"] = {key: judged[key] for key in ("precision", "recall")}
+            # What the gate saw on the weighted holdout, next to what the frozen test stream says.
             for side in ("candidate", "active"):
-                figures = (run.gate or {}).get(side) or {}
-                if figures:
+                figures_seen = (run.gate or {}).get(side) or {}
+                if figures_seen:
                     entry[f"gate_{side}"] = {
-                        key: round(float(figures[key]), 4) if figures.get(key) is not None else None
+                        key: round(float(figures_seen[key]), 4) if figures_seen.get(key) is not None else None
                         for key in ("precision", "recall", "weighted_n")
                     }
         self.rounds.append(entry)
         log(
-            f"round {round_number}: {active} precision {entry['precision']:.3f} recall {entry['recall']:.3f} "
-            f"(static {entry['static_precision']:.3f}/{entry['static_recall']:.3f}), "
-            f"{entry['decisions']} decisions"
+            f"round {round_number}: {active} actioned precision {entry['actioned_precision']:.3f} recall "
+            f"{entry['actioned_recall']:.3f}, auto {entry['auto_share']:.3f} of violations (threshold {auto}), "
+            f"review share {entry['review_share']:.3f} (static {static['actioned_precision']:.3f}/"
+            f"{static['actioned_recall']:.3f}), {decisions} decisions"
             + (f"; run {run.pk} {run.status}: {run.reason}" if run is not None else "")
         )
 
@@ -295,8 +422,8 @@ class Simulation:
             if time.monotonic() > deadline:
                 raise TimeoutError("the loop did not reach its retrains in time")
             chunk = self.stream[self.streamed : self.streamed + self.args.chunk]
-            for offset, (row, label, transform) in enumerate(chunk):
-                self.post(self.streamed + offset, row, label, transform)
+            for offset, (item, transform) in enumerate(chunk):
+                self.post(self.streamed + offset, item, transform)
             self.streamed += len(chunk)
             wait(self.settled, 600, "scores of the posted images")
             self.work_queue()
@@ -314,7 +441,7 @@ class Simulation:
 def main() -> int:
     """Run the simulation against a fresh desk and write loop.json and loop.png."""
     args = parse_args()
-    pair = ClassPair.parse(args.classes)
+    streams = args.streams
     work = clean_work_dir(args.work)
     args.out.mkdir(parents=True, exist_ok=True)
     # A plain SIGTERM would end the run without the `finally` below and leave its workers consuming the queues.
@@ -322,7 +449,10 @@ def main() -> int:
     started = time.monotonic()
     machine = machine_info()
     size = args.image_size or "native"
-    log(f"classes: {pair.prohibited} (prohibited) vs {pair.allowed}; backbone {args.backbone} at {size} px")
+    log(
+        f"{streams.prohibited} (prohibited) at prevalence {args.prevalence} against {streams.allowed_label} "
+        f"({', '.join(streams.allowed)}, other photos {streams.other_share}); backbone {args.backbone} at {size} px"
+    )
     retrain_hparams = {
         **({"image_size": args.image_size} if args.image_size else {}),
         **json.loads(args.retrain_hparams),
@@ -337,13 +467,13 @@ def main() -> int:
         VIGIA_BACKBONE_CACHE=os.environ.get("VIGIA_BACKBONE_CACHE", str(Path.home() / ".cache" / "vigia")),
         VIGIA_TRAINING_HPARAMS=json.dumps(retrain_hparams),
     )
-    initial, first_version = train_first_model(args, pair, work, env)
-    log(f"initial model {first_version} trained on {args.initial_per_class} images per class")
-    moderator, token = configure_desk(args, pair, initial)
+    initial, first_version = train_first_model(args, work, env)
+    log(f"initial model {first_version} trained on {args.initial_prohibited} + {args.initial_allowed} photos")
+    moderator, token = configure_desk(args, initial)
     services = Services(env, work)
     try:
         start_services(services)
-        simulation = Simulation(args, pair, services, token, moderator, first_version, work)
+        simulation = Simulation(args, services, token, moderator, first_version, work)
         finished_runs = simulation.run(deadline=started + args.timeout)
         rollout = rollout_report()
     finally:
@@ -356,7 +486,18 @@ def main() -> int:
     rounds = simulation.rounds
     config = {
         "machine": machine,
-        "classes": list(pair.labels),
+        "prohibited": streams.prohibited,
+        "allowed": streams.allowed,
+        "allowed_label": streams.allowed_label,
+        "prevalence": args.prevalence,
+        "other_share": streams.other_share,
+        "initial": [args.initial_prohibited, args.initial_allowed],
+        "stream_size": args.stream_size,
+        "test_size": args.test_size,
+        "thresholds": args.thresholds,
+        "precision_target": args.precision_target,
+        "recall_target": args.recall_target,
+        "qa_rate": args.qa_rate,
         "backbone": args.backbone,
         "image_size": args.image_size,
         "threshold": args.threshold,
@@ -367,7 +508,7 @@ def main() -> int:
         "retrain_hparams": json.loads(args.retrain_hparams),
         "seed": args.seed,
         "reupload_share": args.reupload_share,
-        "reuploads": sum(1 for _row, _label, transform in simulation.stream[: simulation.streamed] if transform),
+        "reuploads": sum(1 for _item, transform in simulation.stream[: simulation.streamed] if transform),
         "seconds": round(time.monotonic() - started, 1),
     }
     from bench.harness.report import holdout_near_duplicates
@@ -378,16 +519,31 @@ def main() -> int:
         args.out / "loop.json",
         {"rounds": rounds, "rollout": rollout, "holdout_near_duplicates": near, "config": config},
     )
-    plot_loop_rounds(rounds, args.out / "loop.png", pair.prohibited, pair.allowed, args.threshold)
+    plot_loop_rounds(rounds, args.out / "loop.png", streams.prohibited, streams.allowed_label, args.threshold)
     log(f"wrote {args.out / 'loop.json'} and loop.png in {time.monotonic() - started:.0f} s")
     last = rounds[-1]
-    ok = (
-        finished_runs >= args.retrains
-        and last["precision"] >= 0.9
-        and last["recall"] >= 0.9
-        and last["precision"] > last["static_precision"]
-        and last["recall"] > last["static_recall"]
-    )
+    if args.thresholds == "pinned":
+        ok = (
+            finished_runs >= args.retrains
+            and last["precision"] >= 0.9
+            and last["recall"] >= 0.9
+            and last["precision"] > last["static_precision"]
+            and last["recall"] > last["static_recall"]
+        )
+    else:
+        baselines = [last["static_actioned_f1"]] + (
+            [last["random_actioned_f1"]] if "random_actioned_f1" in last else []
+        )
+        ok = (
+            finished_runs >= args.retrains
+            and last["actioned_precision"] >= 0.95
+            and last["actioned_recall"] >= 0.85
+            and (last["auto_precision"] or 0.0) >= 0.99
+            and last["auto_share"] >= 0.3
+            and last["review_share"] <= 3 * args.prevalence + args.audit_rate
+            and last["ood_auto_actioned"] == 0
+            and all(last["actioned_f1"] > value for value in baselines)
+        )
     log("target met" if ok else "target NOT met")
     return 0
 

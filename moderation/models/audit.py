@@ -17,10 +17,12 @@ class AuditAction(models.TextChoices):
 
     DECISION_MADE = "decision.made", "Decision made"
     DECISION_UNDONE = "decision.undone", "Decision undone"
+    DECISION_QA = "decision.qa", "Automated decision given a QA verdict"
     APPEAL_DECIDED = "appeal.decided", "Appeal decided"
     SETTINGS_CHANGED = "settings.changed", "Settings changed"
     MODEL_ACTIVATED = "model.activated", "Model version activated"
     MODEL_ROLLED_BACK = "model.rolled_back", "Model version rolled back"
+    MODEL_RECALIBRATED = "model.recalibrated", "Thresholds recalibrated for a model version"
     TRAINING_REQUESTED = "training.requested", "Retrain requested"
     EXAMPLE_DEACTIVATED = "example.deactivated", "Training example deactivated"
     EXAMPLE_MOVED_TO_TRAINING = "example.moved_to_training", "Holdout example moved to training (a copy trains)"

@@ -32,19 +32,36 @@ class Decision(models.Model):
     An appeal that overturns a confirmation stamps the confirmation `undone_at` and `overturned_at` and records a new
     rejection made through the appeal (`appeal`, `overturns`), so the lineage of every label stays readable.
 
-    An automated decision (a photo matched a take-down bank) has no moderator: `automated` is set and it cites the
-    bank entry, whose source decision is the human one it repeats. A decision taken on a near-duplicate group is
-    one row per member; the members' rows point at the lead's (`applied_from`), so undo takes the group back.
+    An automated decision has no moderator: `automated` is set and it cites what caused it. A bank match cites the
+    bank entry, whose source decision is the human one it repeats; a model auto-action cites the model version, its
+    score and the auto-action threshold it reached (`auto_threshold`), and may be drawn into the QA sample
+    (`qa_probability`, `qa_sampled`), where a moderator's verdict (`qa_outcome`) measures the auto precision. A
+    decision taken on a near-duplicate group is one row per member; the members' rows point at the lead's
+    (`applied_from`), so undo takes the group back.
     """
 
     image = models.ForeignKey(ListingImage, on_delete=models.CASCADE, related_name="decisions")
     moderator = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
     )
-    automated = models.BooleanField(default=False, help_text="Made by a bank match, not by a person.")
+    automated = models.BooleanField(default=False, help_text="Made by a bank match or the model, not by a person.")
     bank_entry = models.ForeignKey(
         "BankEntry", null=True, blank=True, on_delete=models.PROTECT, related_name="automated_decisions"
     )
+    auto_threshold = models.FloatField(
+        null=True, blank=True, help_text="The auto-action threshold a model auto-action reached (none for others)."
+    )
+    qa_probability = models.FloatField(
+        null=True, blank=True, help_text="The chance a model auto-action was drawn into the QA sample (the QA rate)."
+    )
+    qa_sampled = models.BooleanField(
+        default=False, help_text="A model auto-action waiting for, or given, a QA verdict."
+    )
+    qa_outcome = models.CharField(max_length=10, choices=DecisionOutcome.choices, blank=True)
+    qa_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="qa_verdicts"
+    )
+    qa_at = models.DateTimeField(null=True, blank=True)
     applied_from = models.ForeignKey(
         "self",
         null=True,
@@ -74,11 +91,17 @@ class Decision(models.Model):
         constraints = [
             # The database, not the view, guarantees a double submit stores one live decision per image.
             models.UniqueConstraint(fields=["image"], condition=Q(undone_at__isnull=True), name="one_live_decision"),
-            # A person decided, or a bank match did (citing its entry): never neither, never both.
+            # A person decided, or a bank match did (citing its entry), or the model did (citing its version, score
+            # and auto-action threshold): never nobody, never a person and a machine at once.
             models.CheckConstraint(
                 condition=Q(automated=False, moderator__isnull=False, bank_entry__isnull=True)
-                | Q(automated=True, moderator__isnull=True, bank_entry__isnull=False),
-                name="decided_by_a_person_or_a_bank",
+                | Q(automated=True, moderator__isnull=True, bank_entry__isnull=False)
+                | (
+                    Q(automated=True, moderator__isnull=True, bank_entry__isnull=True)
+                    & ~Q(model_version="")
+                    & Q(prohibited_probability__isnull=False, auto_threshold__isnull=False)
+                ),
+                name="decided_by_a_person_a_bank_or_the_model",
             ),
         ]
 
@@ -87,7 +110,7 @@ class Decision(models.Model):
 
     @property
     def decided_by(self) -> str:
-        """Who decided, for pages and exports: the moderator's username, or "automated (bank match)"."""
+        """Who decided, for pages and exports: the moderator's username, or which automated means did."""
         if self.automated:
-            return "automated (bank match)"
+            return "automated (bank match)" if self.bank_entry_id else "automated (model)"
         return self.moderator.get_username() if self.moderator_id else ""

@@ -26,7 +26,41 @@ class AuditSampling(models.TextChoices):
 class ModerationSettings(models.Model):
     """The admin's knobs, one row (pk=1). Read through `selectors.get_settings()`."""
 
-    thresholds = models.JSONField(default=dict, blank=True, help_text="Threshold per prohibited label.")
+    thresholds = models.JSONField(default=dict, blank=True, help_text="Review threshold per prohibited label.")
+    auto_thresholds = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Auto-action threshold per prohibited label; a label without one is never taken down by the model.",
+    )
+    auto_off_reasons = models.JSONField(
+        default=dict, blank=True, help_text="Why auto-action is off for a label, as the last recalibration found."
+    )
+    pinned_labels = models.JSONField(
+        default=list, blank=True, help_text="Labels whose thresholds an admin set by hand: recalibration keeps them."
+    )
+    precision_target = models.FloatField(
+        default=0.99,
+        validators=[MinValueValidator(0.5), MaxValueValidator(0.9999)],
+        help_text=(
+            "Auto-action takes an image down without review only above the lowest score at which the holdout's "
+            "95% lower confidence bound on precision reaches this."
+        ),
+    )
+    recall_target = models.FloatField(
+        default=0.95,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=(
+            "The review threshold is the highest score that still catches this share of the holdout's violations."
+        ),
+    )
+    qa_rate = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of automated takedowns sent to the QA queue, where moderators measure the auto precision.",
+    )
+    last_calibration = models.JSONField(
+        default=dict, blank=True, help_text="The last recalibration: version, when, thresholds before and after."
+    )
     default_threshold = models.FloatField(default=0.5, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     retrain_batch_size = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
     claim_lease_seconds = models.PositiveIntegerField(default=120, validators=[MinValueValidator(10)])
@@ -75,3 +109,8 @@ class ModerationSettings(models.Model):
     def threshold_for(self, label: str) -> float:
         """Return the score at or above which an image with this top label is flagged, or the default threshold."""
         return float(self.thresholds.get(label, self.default_threshold))
+
+    def auto_threshold_for(self, label: str) -> float | None:
+        """Return the score at or above which the model takes an image down on its own, or None (auto-action off)."""
+        value = self.auto_thresholds.get(label)
+        return None if value is None else float(value)

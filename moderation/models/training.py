@@ -143,6 +143,19 @@ class ModelVersion(models.Model):
     training_run = models.ForeignKey(
         TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
     )
+    allowed_label = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The label a rejection teaches, from the version's metadata (allowed_label).",
+    )
+    holdout_scores = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The version's prohibited score on each holdout example (keys, labels, scores, weights).",
+    )
+    calibration = models.JSONField(
+        default=dict, blank=True, help_text="The thresholds derived for this version from its holdout, per label."
+    )
     is_active = models.BooleanField(default=False)
     activated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

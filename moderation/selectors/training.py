@@ -187,10 +187,17 @@ def decision_weight(audit_rate: float):
     """A decision's inverse-propensity weight as a database expression (`services.examples.inclusion_weight`).
 
     An audit decision counts 1 / the probability its image was drawn with (the current audit rate for decisions
-    recorded before images kept it); every other decision counts 1.
+    recorded before images kept it); a QA verdict on an automated takedown 1 / the QA rate it was drawn with;
+    every other decision counts 1.
     """
     fallback = 1.0 / audit_rate if 0 < audit_rate < 1 else 1.0
     return Case(
+        When(
+            ~Q(qa_outcome=""),
+            qa_probability__gt=0,
+            qa_probability__lt=1,
+            then=Value(1.0) / F("qa_probability"),
+        ),
         When(
             was_audit=True,
             audit_probability__gt=0,
@@ -201,6 +208,13 @@ def decision_weight(audit_rate: float):
         default=Value(1.0),
         output_field=FloatField(),
     )
+
+
+def measured_decisions():
+    """Live decisions that measure the model: every person's and bank's, and the model's own takedowns only once QA
+    gave them a verdict (an unchecked auto-action would count the model's output as its own confirmation)."""
+    unchecked = Q(automated=True, bank_entry__isnull=True, qa_outcome="")
+    return Decision.objects.filter(undone_at__isnull=True, prohibited_probability__isnull=False).exclude(unchecked)
 
 
 def threshold_preview(threshold: float, prohibited_label: str | None = None) -> dict:
@@ -216,7 +230,7 @@ def threshold_preview(threshold: float, prohibited_label: str | None = None) -> 
         scored = scored.filter(prohibited_label=prohibited_label)
     total = scored.count()
     above = scored.filter(prohibited_probability__gte=threshold).count()
-    decided = Decision.objects.filter(undone_at__isnull=True, prohibited_probability__isnull=False)
+    decided = measured_decisions()
     weight = decision_weight(get_settings().audit_rate)
     confirmed = Q(outcome=DecisionOutcome.CONFIRM)
     is_above = Q(prohibited_probability__gte=threshold)

@@ -48,7 +48,7 @@ from moderation.permissions import is_moderator
 from moderation.selectors.settings import get_settings
 from moderation.services import banks, events
 from moderation.services.ingest import idempotency_record, request_fingerprint
-from moderation.services.labels import label_for_outcome
+from moderation.services.labels import label_or_blank
 from moderation.services.listings import refresh_listing_status
 from moderation.services.training.trigger import record_decision, withdraw_decision
 
@@ -272,7 +272,7 @@ def _overturn(*, appeal: Appeal, contested: list[Decision], user, note: str, now
             moderator=user,
             outcome=DecisionOutcome.REJECT,
             policy_category=PolicyCategory.NONE,
-            label=label_for_outcome(outcome=DecisionOutcome.REJECT, flagged_label=image.prohibited_label),
+            label=label_or_blank(outcome=DecisionOutcome.REJECT, flagged_label=image.prohibited_label),
             note=note,
             model_version=old.model_version,
             prohibited_probability=old.prohibited_probability,

@@ -87,7 +87,7 @@ def failed_image_handled(*, image: ListingImage, moderator_id: int, sent_to_revi
 
 def decision_data(decision: Decision) -> dict:
     """What the marketplace learns of a decision: the verdict, its ground, who (pseudonymously; no one when a bank
-    match decided it, `automated`) and when."""
+    match or the model's auto-action decided it, `automated`) and when."""
     return {
         "image_id": decision.image_id,
         "decision_id": decision.pk,

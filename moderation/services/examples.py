@@ -22,7 +22,7 @@ from django.db import transaction
 from moderation.models import AuditAction, Decision, ExampleSource, TrainingExample
 from moderation.selectors.settings import get_settings
 from moderation.services import audit
-from moderation.services.labels import label_for_outcome
+from moderation.services.labels import AllowedLabelUnknown, label_for_outcome
 from moderation.services.training.groups import group_holdout
 
 
@@ -45,7 +45,9 @@ def is_holdout(*, sha256: str, share: float) -> bool:
 def inclusion_weight(*, decision: Decision, audit_rate: float) -> float:
     """The inverse-propensity weight of a decided image: 1 / the probability it reached a moderator at all.
 
-    A flagged image (score at or above the threshold) is always reviewed: weight 1. An audit item was one of the
+    A QA verdict on a model auto-action was one of the automated takedowns, drawn with its `qa_probability` (the
+    QA rate), so it stands for 1 / that many takedowns nobody looked at. A flagged image (score at or above the
+    threshold) is always reviewed: weight 1. An audit item was one of the
     images below the threshold, picked with its recorded `audit_probability` (the audit rate itself when sampled
     uniformly, or for decisions recorded before images kept their probability), so it stands for 1 / that many
     such images that nobody looked at. Weighting by this makes sums over decisions unbiased estimates of sums
@@ -53,6 +55,8 @@ def inclusion_weight(*, decision: Decision, audit_rate: float) -> float:
     what the model already flags. A probability of 0 cannot have produced an audit item (the setting changed
     since), so it weighs 1.
     """
+    if decision.qa_outcome and decision.qa_probability is not None:
+        return 1.0 / decision.qa_probability if 0 < decision.qa_probability < 1 else 1.0
     if not decision.was_audit:
         return 1.0
     probability = decision.audit_probability if decision.audit_probability is not None else audit_rate
@@ -71,7 +75,10 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
     audit rate in force now).
     """
     image = decision.image
-    label = decision.label or label_for_outcome(outcome=decision.outcome, flagged_label=image.prohibited_label)
+    try:
+        label = decision.label or label_for_outcome(outcome=decision.outcome, flagged_label=image.prohibited_label)
+    except AllowedLabelUnknown as error:
+        raise ExampleLabelUnknown(f"decision {decision.pk}: {error}") from error
     if not label:
         raise ExampleLabelUnknown(f"decision {decision.pk} has no label and no active model names one")
     settings_row = get_settings()
@@ -90,7 +97,7 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
             source=ExampleSource.DECISION,
             image=image,
             decision=decision,
-            moderator=decision.moderator,
+            moderator=decision.moderator or decision.qa_by,
             is_holdout=holdout,
             pdq_dihedral=image.pdq_dihedral,
             active=True,
@@ -100,7 +107,7 @@ def upsert_decision_example(*, decision: Decision) -> TrainingExample:
     example.path = image.file.name
     example.image = image
     example.decision = decision
-    example.moderator = decision.moderator
+    example.moderator = decision.moderator or decision.qa_by
     example.active = True
     example.weight = weight
     example.pdq_dihedral = image.pdq_dihedral or example.pdq_dihedral

@@ -3,6 +3,8 @@
 The registry's `active` file is what scoring workers watch; `ModelVersion.is_active` is what pages and audits join
 on. Activation changes both in one call: the rows inside a transaction, the pointer (an atomic rename) as its last
 step, so a failed pointer write rolls the rows back. Once committed, open images are re-scored with the new model.
+Every activation recalibrates the thresholds for the version it makes active (`services.calibration`), in the same
+transaction, so the thresholds in force always belong to the model that serves.
 """
 
 import logging
@@ -13,6 +15,7 @@ from django.db import transaction
 from moderation import clock
 from moderation.models import AuditAction, ModelVersion, TrainingRun
 from moderation.services import audit
+from moderation.services.calibration import recalibrate
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +39,34 @@ def _rescore_open_images() -> None:
 
 
 def mirror_version(*, info, training_run: TrainingRun | None = None) -> ModelVersion:
-    """Create or update the row of one registry version (`classifier.registry.VersionInfo`)."""
+    """Create or update the row of one registry version (`classifier.registry.VersionInfo`).
+
+    The version's `allowed_label` metadata, when it has one, is mirrored too: it is what a rejection teaches.
+    """
     defaults = {"labels": list(info.labels), "prohibited_labels": list(info.prohibited), "metrics": info.metrics or {}}
+    defaults["allowed_label"] = _allowed_label(info.version)
     if training_run is not None:
         defaults["training_run"] = training_run
     version, _ = ModelVersion.objects.update_or_create(version=info.version, defaults=defaults)
     return version
 
 
+def _allowed_label(version: str) -> str:
+    from classifier.registry import RegistryError
+
+    try:
+        value = get_registry().metadata(version).get("allowed_label")
+    except RegistryError:
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def sync_models() -> dict:
     """Mirror every registry version into ModelVersion and make `is_active` agree with the registry pointer.
 
     The pointer wins: it is what workers serve, so after a crash between the two writes this puts the rows back
-    in line with reality.
+    in line with reality. A pointer moved outside the desk (`python -m classifier train --activate`) is an
+    activation too: the thresholds are recalibrated for the version it names.
     """
     registry = get_registry()
     infos = registry.versions()
@@ -58,9 +76,11 @@ def sync_models() -> dict:
     with transaction.atomic():
         ModelVersion.objects.filter(is_active=True).exclude(version=active or "").update(is_active=False)
         if active:
-            ModelVersion.objects.filter(version=active, is_active=False).update(
+            moved = ModelVersion.objects.filter(version=active, is_active=False).update(
                 is_active=True, activated_at=clock.now()
             )
+            if moved:
+                recalibrate(version=active, reason="The registry's active pointer named it (sync_models).")
     return {"versions": len(infos), "active": active}
 
 
@@ -94,6 +114,9 @@ def activate_version(*, version: str, rescore: bool = True, note: str = "") -> M
             before={"active": current},
             after={"active": version},
             note=note,
+        )
+        recalibrate(
+            version=version, reason=("Rolled back" if rollback else "Activated") + (f": {note}" if note else ".")
         )
         if rescore:
             transaction.on_commit(_rescore_open_images)

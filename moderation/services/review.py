@@ -15,7 +15,7 @@ from moderation.models import AuditAction, Decision, DecisionOutcome, ImageStatu
 from moderation.selectors.queue import QUEUE_ORDER, UNDO_WINDOW
 from moderation.selectors.settings import get_settings
 from moderation.services import audit, banks, events
-from moderation.services.labels import label_for_outcome
+from moderation.services.labels import label_or_blank
 from moderation.services.listings import refresh_listing_status
 from moderation.services.training.trigger import record_decision, withdraw_decision
 
@@ -173,7 +173,7 @@ def _apply(*, image: ListingImage, user, outcome: str, policy_category: str, not
         moderator=user,
         outcome=outcome,
         policy_category=policy_category,
-        label=label_for_outcome(outcome=outcome, flagged_label=image.prohibited_label),
+        label=label_or_blank(outcome=outcome, flagged_label=image.prohibited_label),
         note=note,
         model_version=image.model_version,
         prohibited_probability=image.prohibited_probability,

@@ -1,7 +1,9 @@
 """Routing: what a score means for an image, and the one place scores are written.
 
-Above its label's threshold an image waits for review; below, it is cleared, except for the audit sample that
-humans review anyway so the threshold's misses stay measured.
+Each prohibited label has two thresholds (`services.calibration` derives them from targets): at or above the
+auto-action threshold the model takes the image down on its own (`services.auto_action`, an automated decision
+with a QA sample); at or above the review threshold it waits for review; below, it is cleared, except for the
+audit sample that humans review anyway so the threshold's misses stay measured.
 
 `record_score` is the only writer of scores: one row per image and model version, so a redelivered task or two
 racing workers never write twice, and the stored score is what routes the image whichever write came first.
@@ -14,7 +16,7 @@ from moderation import clock
 from moderation.models import ImageStatus, ListingImage, ModelVersion, ModerationSettings, Score
 from moderation.selectors.audit import AuditPlan, audit_plan, closeness
 from moderation.selectors.settings import get_settings
-from moderation.services import events
+from moderation.services import auto_action, events
 
 Rng = Callable[[], float]
 
@@ -110,12 +112,15 @@ def record_score(
     settings_row: ModerationSettings,
     rng: Rng | None = None,
     plan: AuditPlan | None = None,
+    auto_act: bool = True,
 ) -> Score:
     """Write the (image, version) score once and route the image by it; call inside a transaction.
 
     When the score already exists (a redelivered task, or two workers racing) the stored one wins, so the image
     is routed by the same numbers whichever write came first. The marketplace hears of the first routing
-    (`image.scored`) and of a new model routing an open image differently (`image.rescored`).
+    (`image.scored`) and of a new model routing an open image differently (`image.rescored`). A score at or above
+    an auto-action threshold then takes the image down (`image.decided`; the caller refreshes the listing), unless
+    `auto_act` is off: the scoring worker first lets the photo's hash bank matches speak (`auto_act_on_score`).
     """
     previous_status = image.status
     probability, label = prohibited_summary(probabilities, prohibited)
@@ -138,7 +143,20 @@ def record_score(
         events.image_scored(image=image, score=score, rescored=False, previous_status=previous_status)
     elif previous_status != image.status:
         events.image_scored(image=image, score=score, rescored=True, previous_status=previous_status)
+    if auto_act:
+        auto_act_on_score(image=image, score=score, prohibited=prohibited, settings_row=settings_row, rng=rng)
     return score
+
+
+def auto_act_on_score(
+    *, image: ListingImage, score: Score, prohibited: Sequence[str], settings_row: ModerationSettings, rng=None
+):
+    """Take a flagged image down when its score reaches a label's auto-action threshold; the decision, or None."""
+    reached = auto_action.over_auto_threshold(score.probabilities, prohibited, settings_row)
+    if reached is None or image.status != ImageStatus.FLAGGED:
+        return None
+    label, threshold = reached
+    return auto_action.take_down(image=image, label=label, threshold=threshold, settings_row=settings_row, rng=rng)
 
 
 def prohibited_labels_of(model_version: str, fallback: Iterable[str] = ()) -> list[str]:

@@ -13,8 +13,8 @@ a redelivered message never writes twice.
 
 Beside the forward pass, still outside any transaction, each photo gets its PDQ hash and is looked up in this
 process's hash banks (`services.bank_index`); the write stores the hash, routes by the score, then lets a bank
-match override the routing (`services.matching`) and puts a flagged photo into its near-duplicate group
-(`services.grouping`).
+match override the routing (`services.matching`); without one, a score at its label's auto-action threshold takes
+the photo down (`services.auto_action`); a photo still flagged joins its near-duplicate group (`services.grouping`).
 
 What went wrong decides what an image pays (`leases`): an infrastructure error gives the attempt back and retries
 later with backoff; an error of the image itself keeps it, and `max_scoring_attempts` of those make it `failed`.
@@ -50,7 +50,7 @@ from moderation.services.leases import (
 from moderation.services.listings import refresh_listing_status
 from moderation.services.matching import HASH_FIELDS, apply_matches, hash_payloads, store_hash
 from moderation.services.queueing import queue_scoring
-from moderation.services.routing import Rng, record_score
+from moderation.services.routing import Rng, auto_act_on_score, record_score
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def _write(
                 if image.pk in forward.hashes:
                     store_hash(image, forward.hashes[image.pk])
                     image.save(update_fields=HASH_FIELDS)
-                record_score(
+                score = record_score(
                     image=image,
                     model_version=model_version,
                     probabilities=probabilities,
@@ -281,8 +281,11 @@ def _write(
                     settings_row=row,
                     rng=rng,
                     plan=plan,
+                    auto_act=False,
                 )
-                apply_matches(image=image, hits=forward.hits.get(image.pk, []))
+                # A bank match (a person's earlier verdict on a copy) outranks the model's own auto-action.
+                if apply_matches(image=image, hits=forward.hits.get(image.pk, [])) is None:
+                    auto_act_on_score(image=image, score=score, prohibited=prohibited, settings_row=row, rng=rng)
                 written.scored.append(image.pk)
             elif image.pk in forward.unreadable:
                 defer_image(image, forward.unreadable[image.pk], now)

@@ -3,7 +3,8 @@ the fields of a DSA statement of reasons.
 
 The statement-of-reasons columns say, per decision: whether the image was found by automated means (the model
 flagged it; an audit sample was picked at random instead), whether the decision itself was automated (a bank
-match's take-down is; a moderator's never is), the policy ground, and the time from upload to the action.
+match's take-down and the model's auto-action are; a moderator's never is), the policy ground, and the time from
+upload to the action.
 """
 
 import csv

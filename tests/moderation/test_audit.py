@@ -77,6 +77,9 @@ def test_a_rolled_back_change_leaves_no_entry(published):
 def test_settings_changes_record_only_what_changed_before_and_after_from_the_page(boss, published):
     browser = signed_in(boss)
     form = {
+        "precision_target": 0.99,
+        "recall_target": 0.95,
+        "qa_rate": 0.05,
         "default_threshold": 0.7,
         "retrain_batch_size": 100,
         "claim_lease_seconds": 120,

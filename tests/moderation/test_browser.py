@@ -114,3 +114,38 @@ def test_open_item_page_renews_its_claim_and_leaving_releases_it(browser_page, l
             break
         page.wait_for_timeout(100)
     assert ListingImage.objects.get(pk=image.pk).claimed_by_id is None
+
+
+def test_an_admin_sees_the_whatif_plot_drawn_with_both_thresholds_marked(browser_page, live_server):
+    from django.contrib.auth import get_user_model
+
+    from moderation.models import ModelVersion
+
+    page = browser_page
+    get_user_model().objects.create_superuser("ada", password="settings-desk-pass")
+    holdout = {"keys": [f"k{i}" for i in range(40)], "labels": ["weapon"] * 20 + ["ok"] * 20,
+               "scores": [0.9] * 20 + [0.1] * 20, "weights": [1.0] * 40}  # fmt: skip
+    ModelVersion.objects.create(version="v0001", labels=["ok", "weapon"], prohibited_labels=["weapon"],
+                                is_active=True, holdout_scores=holdout)  # fmt: skip
+    settings_row = get_settings()
+    settings_row.thresholds, settings_row.auto_thresholds = {"weapon": 0.5}, {"weapon": 0.95}
+    settings_row.save()
+
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", "settings-desk-pass")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/training/settings/")
+    plot = page.locator("svg.whatif")
+    box = plot.bounding_box()
+    assert box is not None and box["width"] >= 600 and box["height"] >= 380
+    # The browser laid the curves out: the holdout's precision line spans most of the axis.
+    assert page.locator("svg.whatif polyline.curve").count() >= 3
+    line = page.locator("svg.whatif polyline.curve").first.bounding_box()
+    assert line["width"] > 400
+    assert page.locator("svg.whatif line.mark.review").count() == 2
+    assert page.locator("svg.whatif line.mark.auto-action").count() == 2
+    assert "to the queue" in page.locator("table.whatif-today").inner_text()
+    # The only resource the page lacks is the site's favicon (a 404 every page of the desk logs).
+    assert [error for error in page.console_errors if "404" not in error] == []

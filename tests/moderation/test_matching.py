@@ -164,3 +164,20 @@ def test_the_moderator_record_leaves_automated_decisions_out(moderator):
     scored_photo("chelsea", transform=mirrored)
     records = {record.user.username: record.decisions for record in moderator_records()}
     assert records == {"first": 1}
+
+
+def test_a_copy_of_a_rejected_photo_goes_to_review_even_above_the_auto_action_threshold(moderator):
+    from moderation.selectors.settings import get_settings
+
+    decided(scored_photo("coffee"), moderator, DecisionOutcome.REJECT)
+    row = get_settings()
+    row.auto_thresholds = {"weapon": 0.42}
+    row.save()
+    copy = scored_photo("coffee", transform=mirrored)  # 0.54: the model alone would take it down
+    assert copy.status == ImageStatus.FLAGGED and copy.prohibited_probability >= 0.42
+    assert not Decision.objects.filter(image=copy).exists()
+    assert ImageMatch.objects.get(image=copy).action == BankAction.REVIEW
+    fresh = scored_photo("chelsea")  # 0.43 and no match: taken down by the model
+    assert fresh.status == ImageStatus.CONFIRMED
+    decision = Decision.objects.get(image=fresh)
+    assert decision.automated and decision.bank_entry is None and decision.auto_threshold == 0.42

@@ -82,6 +82,11 @@ MATRIX: dict[str, Case] = {
     "review-release": moderator_page(302, method="post", kwargs=image_pk),
     # The decision was made by the moderator role: only they may undo it.
     "decision-undo": moderator_page(302, admin_ok=409, method="post", kwargs=lambda o: {"pk": o["decision"].pk}),
+    # The QA queue; the matrix's decision is a moderator's, not a sampled automated takedown: 409, nothing written.
+    "qa-queue": moderator_page(),
+    "qa-verdict": moderator_page(
+        409, method="post", kwargs=lambda o: {"pk": o["decision"].pk}, data={"outcome": "reject"}
+    ),
     "image-file": moderator_page(kwargs=image_pk),
     "upload": moderator_page(),
     "listings": moderator_page(),

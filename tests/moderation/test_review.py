@@ -142,9 +142,13 @@ def test_confirm_takes_the_listing_down_and_records_everything(moderator, frozen
 
 
 @pytest.mark.django_db
-def test_reject_teaches_the_first_allowed_label_of_the_active_model(moderator):
+def test_reject_teaches_the_allowed_label_the_active_model_names(moderator):
     ModelVersion.objects.create(
-        version="v0001", labels=["bag", "knife", "shirt"], prohibited_labels=["knife"], is_active=True
+        version="v0001",
+        labels=["bag", "knife", "shirt"],
+        prohibited_labels=["knife"],
+        allowed_label="shirt",
+        is_active=True,
     )
     image = make_flagged(label="knife")
     review.claim_next(user=moderator)
@@ -153,8 +157,22 @@ def test_reject_teaches_the_first_allowed_label_of_the_active_model(moderator):
     assert image.status == ImageStatus.REJECTED
     assert image.rejected_at is not None
     assert image.listing.status == ListingStatus.LIVE
-    assert decision.label == "bag"
+    assert decision.label == "shirt"
     assert decision.policy_category == PolicyCategory.NONE
+
+
+@pytest.mark.django_db
+def test_reject_under_a_model_with_several_allowed_labels_and_no_allowed_label_stands_but_teaches_nothing(moderator):
+    ModelVersion.objects.create(
+        version="v0001", labels=["bag", "knife", "shirt"], prohibited_labels=["knife"], is_active=True
+    )
+    image = make_flagged(label="knife")
+    review.claim_next(user=moderator)
+    decision = review.decide(user=moderator, image_id=image.pk, outcome=DecisionOutcome.REJECT)
+    image.refresh_from_db()
+    assert image.status == ImageStatus.REJECTED
+    assert decision.label == ""
+    assert not TrainingExample.objects.exists()
 
 
 @pytest.mark.django_db

@@ -211,6 +211,10 @@ def test_settings_page_saves_thresholds_and_knobs(objects):
     admin = clients()["admin"]
     form = {
         "threshold__bad": "0.65",
+        "auto__bad": "0.98",
+        "precision_target": "0.99",
+        "recall_target": "0.95",
+        "qa_rate": "0.1",
         "default_threshold": "0.5",
         "retrain_batch_size": "25",
         "claim_lease_seconds": "90",
@@ -228,6 +232,10 @@ def test_settings_page_saves_thresholds_and_knobs(objects):
     assert admin.post(reverse("moderation-settings"), form).status_code == 302
     saved = get_settings()
     assert saved.thresholds == {"bad": 0.65} and saved.threshold_for("bad") == 0.65
+    # Thresholds set by hand pin their label: recalibration after the next model keeps them.
+    assert saved.auto_thresholds == {"bad": 0.98} and saved.pinned_labels == ["bad"] and saved.qa_rate == 0.1
+    below = admin.post(reverse("moderation-settings"), {**form, "auto__bad": "0.5"})
+    assert below.status_code == 200 and get_settings().auto_thresholds == {"bad": 0.98}
     assert (saved.retrain_batch_size, saved.audit_rate, saved.gate_metric) == (25, 0.05, "f1")
     assert (saved.gate_tolerance, saved.audit_sampling) == (1.5, "uniform")
     assert saved.retrain_on_schedule is False and saved.appeal_window_days == 90

@@ -7,7 +7,7 @@ noise. The verdict is one `GateVerdict`, stored on the run as JSON and shown on 
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from django.conf import settings as django_settings
 
@@ -66,10 +66,16 @@ class GateVerdict:
     precision_change_se: float | None = None
     auc_change: float | None = None
     auc_change_se: float | None = None
+    #: The candidate's score on each example it was judged on, and each example's true label by sha256: what
+    #: recalibration derives the version's thresholds from. Not part of the stored verdict.
+    candidate_outcomes: dict | None = field(default=None, repr=False)
+    labels_by_key: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         """The JSON stored on `TrainingRun.gate` (and read by the run and version pages and the benchmarks)."""
         data = asdict(self)
+        data.pop("candidate_outcomes")
+        data.pop("labels_by_key")
         for key in _OPTIONAL:
             if data[key] is None:
                 data.pop(key)
@@ -210,6 +216,8 @@ def evaluate_gate(
             candidate_model, evaluation_set, threshold=verdict.threshold, keep_outcomes=True, cache_dir=cache_dir
         )
         candidate_outcomes = scored["outcomes"]
+        verdict.candidate_outcomes = candidate_outcomes
+        verdict.labels_by_key = {row.sha256: row.label for row in rows}
         verdict.candidate = _summary(scored)
         verdict.embedded = scored["embedded"]
     if active_version is None:

@@ -24,6 +24,7 @@ from moderation.models import TrainingRun, TrainingRunStatus
 from moderation.selectors.models import active_model
 from moderation.selectors.settings import get_settings
 from moderation.selectors.training import trainable_examples
+from moderation.services.calibration import store_holdout_scores
 from moderation.services.model_versions import activate_version, get_registry, mirror_version
 from moderation.services.training.dataset import labels_for_run, mean_one, weighted_examples
 from moderation.services.training.embedding import feature_extractor
@@ -245,6 +246,7 @@ def _train_and_gate(run: TrainingRun) -> None:
             # The sweeper gave up on this run while it was still working: its verdict stands, nothing is promoted.
             return
         mirror_version(info=info, training_run=locked)
+        store_holdout_scores(version=version, outcomes=verdict.candidate_outcomes, labels_by_key=verdict.labels_by_key)
         trainable_examples().filter(id__in=new_ids, used_in_run__isnull=True).update(used_in_run=locked)
         locked.status = TrainingRunStatus.SUCCEEDED if verdict.promote else TrainingRunStatus.REJECTED
         locked.reason = verdict.reason

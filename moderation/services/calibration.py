@@ -1,0 +1,113 @@
+"""Recalibration: each model version's thresholds derived from its own holdout scores, and made the desk's.
+
+A training run stores the candidate's prohibited score on every example the gate judged it on (the holdout,
+extended by test-split images neither model trained on while the holdout is small; `store_holdout_scores`), so
+deriving thresholds later needs no model in the web process. `recalibrate` runs in
+the transaction of every activation (a promotion, a manual activation, a rollback): it derives both thresholds per
+prohibited label from the version's holdout scores and the admin's targets (`services.thresholds`), stores them
+on the version, and makes them the settings' thresholds, except for the labels an admin pinned, whose hand-set
+thresholds stay. What changed is audited and kept on the settings row (`last_calibration`) so the settings page
+shows the old thresholds beside the new ones. A rollback therefore restores the version's own thresholds: they
+are derived again from its own holdout scores.
+
+A version without holdout scores (imported, or trained while the holdout was too small to score) keeps the
+review thresholds it finds and gets no auto-action, with the reason: nothing measured says it is safe.
+"""
+
+from moderation import clock
+from moderation.models import AuditAction, ModelVersion, ModerationSettings
+from moderation.services import audit
+from moderation.services.thresholds import derive, label_view
+
+
+def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: dict[str, str]) -> None:
+    """Keep a version's scores on the holdout (the gate's `outcomes`), each with its example's true label."""
+    if not outcomes:
+        return
+    keys = list(outcomes["keys"])
+    data = {
+        "keys": keys,
+        "labels": [labels_by_key.get(key, "") for key in keys],
+        "scores": [round(float(score), 6) for score in outcomes["scores"]],
+        "weights": [float(weight) for weight in outcomes["weights"]],
+        "scored_at": clock.now().isoformat(),
+    }
+    ModelVersion.objects.filter(version=version).update(holdout_scores=data)
+
+
+def derive_for_version(*, version: ModelVersion, settings_row: ModerationSettings) -> dict[str, dict]:
+    """Both thresholds per prohibited label of `version`, from its holdout scores and the settings' targets."""
+    scores = version.holdout_scores or {}
+    derived = {}
+    for label in version.prohibited_labels:
+        if not scores.get("keys"):
+            reason = (
+                f"{version.version} has no holdout scores (the holdout was too small to score, or it was imported)."
+            )
+            derived[label] = {"review": None, "auto": None, "auto_reason": reason, "review_reason": reason}
+            continue
+        label_scores, positive, weights = label_view(
+            label=label,
+            prohibited=version.prohibited_labels,
+            labels=scores["labels"],
+            scores=scores["scores"],
+            weights=scores["weights"],
+        )
+        result = derive(
+            scores=label_scores,
+            positive=positive,
+            weights=weights,
+            precision_target=settings_row.precision_target,
+            recall_target=settings_row.recall_target,
+        )
+        derived[label] = result.as_dict()
+    return derived
+
+
+def _thresholds(row: ModerationSettings) -> dict:
+    return {
+        "thresholds": dict(row.thresholds),
+        "auto_thresholds": dict(row.auto_thresholds),
+        "auto_off_reasons": dict(row.auto_off_reasons),
+    }
+
+
+def recalibrate(*, version: str, reason: str) -> ModerationSettings:
+    """Derive `version`'s thresholds and make them the desk's (pinned labels kept); audited. Call in a transaction."""
+    from moderation.selectors.settings import get_settings
+
+    get_settings()
+    row = ModerationSettings.objects.select_for_update().get(pk=1)
+    target = ModelVersion.objects.get(version=version)
+    derived = derive_for_version(version=target, settings_row=row)
+    before = _thresholds(row)
+    pinned = set(row.pinned_labels)
+    for label, result in derived.items():
+        if label in pinned:
+            continue
+        if result.get("review") is not None:
+            row.thresholds[label] = result["review"]
+        if result.get("auto") is not None:
+            row.auto_thresholds[label] = result["auto"]
+            row.auto_off_reasons.pop(label, None)
+        else:
+            row.auto_thresholds.pop(label, None)
+            row.auto_off_reasons[label] = result["auto_reason"]
+    after = _thresholds(row)
+    now = clock.now()
+    targets = {"precision_target": row.precision_target, "recall_target": row.recall_target}
+    target.calibration = {"derived": derived, "at": now.isoformat(), **targets}
+    target.save(update_fields=["calibration"])
+    row.last_calibration = {
+        "version": version,
+        "at": now.isoformat(),
+        "reason": reason,
+        "pinned": sorted(pinned & set(derived)),
+        "before": before,
+        "after": after,
+        "derived": derived,
+        **targets,
+    }
+    row.save(update_fields=["thresholds", "auto_thresholds", "auto_off_reasons", "last_calibration", "updated_at"])
+    audit.record(action=AuditAction.MODEL_RECALIBRATED, obj=target, before=before, after=after, note=reason)
+    return row

@@ -1,0 +1,142 @@
+"""Two thresholds per prohibited label, derived from the admin's targets on a weighted holdout (pure functions).
+
+The auto-action threshold is the lowest score at which everything scoring at least that much is, by the holdout,
+a violation with precision >= the precision target; not by the point estimate, which a few lucky examples reach,
+but by the one-sided 95% Wilson lower bound. Holdout examples carry inverse-propensity weights (an audit item
+stands for the unreviewed images like it), so the bound is taken on effective counts: Kish's effective sample
+size n = (sum w)^2 / sum w^2 and the weighted precision. A heavy audit item among the high scores then costs
+what it should, and a holdout of a few hundred examples can never claim 99%: with no false positive at all the
+bound reaches 0.99 only from about 270 effective examples. When no score reaches the target, auto-action is off
+for the label, with the reason.
+
+The review threshold is the highest score that still catches the recall target's share of the holdout's
+(weighted) violations; below it an image is cleared, with the audit sample. Should the precision target already
+hold below it, the review threshold comes down to the auto-action threshold: nothing worth a person's time is left
+between the two.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+#: The one-sided 95% normal quantile.
+Z_95 = 1.6448536269514722
+
+
+def wilson_lower_bound(successes: float, n: float, z: float = Z_95) -> float:
+    """The lower end of the Wilson score interval for a proportion (0 with no evidence)."""
+    if n <= 0:
+        return 0.0
+    p = min(1.0, max(0.0, successes / n))
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - margin) / (1 + z2 / n))
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One label's thresholds as the holdout supports them, with the evidence behind each."""
+
+    review: float | None
+    auto: float | None
+    auto_reason: str
+    review_reason: str
+    examples: int
+    positives: float
+    precision_at_auto: float | None = None
+    precision_bound_at_auto: float | None = None
+    effective_n_at_auto: float | None = None
+    best_bound: float | None = None
+    best_bound_at: float | None = None
+    recall_at_review: float | None = None
+
+    def as_dict(self) -> dict:
+        """The JSON stored on the version's calibration and shown on the settings page."""
+        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()}
+
+
+def derive(
+    *,
+    scores: Sequence[float],
+    positive: Sequence[bool],
+    weights: Sequence[float],
+    precision_target: float,
+    recall_target: float,
+) -> Derived:
+    """Both thresholds from scored holdout examples (`positive`: the example is a violation of the label)."""
+    rows = sorted(zip(scores, positive, weights, strict=True), key=lambda row: -row[0])
+    total_positive = sum(weight for _, is_positive, weight in rows if is_positive)
+    if not rows:
+        reason = "The holdout has no examples scored by this model."
+        return Derived(None, None, reason, reason, 0, 0.0)
+    if total_positive <= 0:
+        reason = "The holdout has no violations of this label."
+        return Derived(None, None, reason, reason, len(rows), 0.0)
+    weight_sum = weight_squares = positive_sum = 0.0
+    review = recall_at_review = None
+    auto = auto_stats = None
+    best = (0.0, None)
+    index = 0
+    while index < len(rows):
+        threshold = rows[index][0]
+        # Every example tied at this score is on the same side of a threshold placed at it.
+        while index < len(rows) and rows[index][0] == threshold:
+            _, is_positive, weight = rows[index]
+            weight_sum += weight
+            weight_squares += weight * weight
+            positive_sum += weight if is_positive else 0.0
+            index += 1
+        precision = positive_sum / weight_sum
+        effective_n = weight_sum * weight_sum / weight_squares
+        bound = wilson_lower_bound(precision * effective_n, effective_n)
+        if bound > best[0]:
+            best = (bound, threshold)
+        if bound >= precision_target:
+            auto, auto_stats = threshold, (precision, bound, effective_n)
+        recall = positive_sum / total_positive
+        if review is None and recall >= recall_target - 1e-12:
+            review, recall_at_review = threshold, recall
+    review_reason = f"Catches {recall_at_review:.3f} of the holdout's violations (target {recall_target:.3f})."
+    if auto is None:
+        at = f" (at scores >= {best[1]:.4f})" if best[1] is not None else ""
+        auto_reason = (
+            f"The holdout cannot support precision {precision_target:.3f}: the best 95% lower bound is "
+            f"{best[0]:.4f}{at}. Auto-action is off until more decisions or a better model raise it."
+        )
+        return Derived(
+            review, None, auto_reason, review_reason, len(rows), total_positive,
+            best_bound=best[0], best_bound_at=best[1], recall_at_review=recall_at_review,
+        )  # fmt: skip
+    precision, bound, effective_n = auto_stats
+    auto_reason = (
+        f"Precision {precision:.4f}, 95% lower bound {bound:.4f} >= {precision_target:.3f} "
+        f"on {effective_n:.0f} effective examples at scores >= {auto:.4f}."
+    )
+    if review is not None and auto < review:
+        review_reason += f" Lowered to the auto-action threshold {auto:.4f}: precision already holds there."
+        review = auto
+    return Derived(
+        review, auto, auto_reason, review_reason, len(rows), total_positive,
+        precision_at_auto=precision, precision_bound_at_auto=bound, effective_n_at_auto=effective_n,
+        best_bound=bound, best_bound_at=auto, recall_at_review=recall_at_review,
+    )  # fmt: skip
+
+
+def label_view(
+    *, label: str, prohibited: Sequence[str], labels: Sequence[str], scores: Sequence[float], weights: Sequence[float]
+) -> tuple[list[float], list[bool], list[float]]:
+    """The holdout as one label's thresholds see it: its own violations against the allowed side.
+
+    Scores are the model's prohibited score (the sum over prohibited labels, as the gate and the classifier's
+    metrics use it); with one prohibited label that is the label's own probability. Examples of another
+    prohibited label are left out: they are neither this label's violations nor allowed photos.
+    """
+    kept_scores, kept_positive, kept_weights = [], [], []
+    for truth, score, weight in zip(labels, scores, weights, strict=True):
+        if truth != label and truth in prohibited:
+            continue
+        kept_scores.append(float(score))
+        kept_positive.append(truth == label)
+        kept_weights.append(float(weight))
+    return kept_scores, kept_positive, kept_weights

@@ -1,0 +1,193 @@
+"""Thresholds from targets: a holdout with a known answer, auto-action off when the bound cannot be met, and
+recalibration on every promotion and rollback (pinned labels kept)."""
+
+import pytest
+
+from moderation.models import AuditAction, AuditEntry, ModelVersion, TrainingRunStatus, TrainingTrigger
+from moderation.selectors.settings import get_settings
+from moderation.services import model_versions
+from moderation.services.calibration import recalibrate
+from moderation.services.thresholds import derive, label_view, wilson_lower_bound
+from moderation.services.training.runs import execute_training_run
+from moderation.services.training.trigger import request_training
+from tests.support.factories import add_holdout, import_initial_set
+
+
+def holdout(*bands):
+    """(score, is_violation, count, weight) bands as derive() takes them."""
+    scores, positive, weights = [], [], []
+    for score, is_violation, count, weight in bands:
+        scores += [score] * count
+        positive += [is_violation] * count
+        weights += [weight] * count
+    return {"scores": scores, "positive": positive, "weights": weights}
+
+
+def test_wilson_lower_bound_known_values():
+    assert wilson_lower_bound(100, 100) == pytest.approx(100 / (100 + 1.6448536269514722**2))
+    assert wilson_lower_bound(0, 0) == 0.0
+    assert wilson_lower_bound(50, 100) < 0.5 < wilson_lower_bound(60, 100) + 0.1
+
+
+def test_thresholds_from_a_holdout_with_a_known_answer():
+    # 1000 violations at 0.9, 20 allowed photos at 0.8, 100 violations at 0.5, 1000 allowed photos at 0.1.
+    data = holdout((0.9, True, 1000, 1.0), (0.8, False, 20, 1.0), (0.5, True, 100, 1.0), (0.1, False, 1000, 1.0))
+    derived = derive(**data, precision_target=0.99, recall_target=0.95)
+    # At >= 0.9 precision is 1 on 1000 (bound 0.9973); at >= 0.8 it is 1000/1020 = 0.980: below the target.
+    assert derived.auto == 0.9
+    assert derived.precision_bound_at_auto == pytest.approx(1000 / (1000 + 1.6448536269514722**2))
+    # 1000/1100 = 0.909 of the violations are above 0.8; 0.95 needs the band at 0.5.
+    assert derived.review == 0.5 and derived.recall_at_review == 1.0
+
+
+def test_the_bound_is_taken_on_effective_counts_of_the_weighted_holdout():
+    # Two allowed photos at 0.8: unweighted the bound still holds down to 0.5 (1100 / 1102, n 1102) ...
+    bands = [(0.9, True, 1000, 1.0), (0.8, False, 2, 1.0), (0.5, True, 100, 1.0), (0.1, False, 1000, 1.0)]
+    assert derive(**holdout(*bands), precision_target=0.99, recall_target=0.95).auto == 0.5
+    # ... but as audit items that each stand for 10 photos they cost 20, and only the band at 0.9 is safe.
+    bands[1] = (0.8, False, 2, 10.0)
+    assert derive(**holdout(*bands), precision_target=0.99, recall_target=0.95).auto == 0.9
+
+
+def test_auto_action_is_off_with_the_reason_when_the_bound_cannot_be_met():
+    # Perfect on 100 violations: the point estimate is 1.0, the 95% bound only 0.974.
+    derived = derive(
+        **holdout((0.95, True, 100, 1.0), (0.2, False, 300, 1.0)), precision_target=0.99, recall_target=0.95
+    )
+    assert derived.auto is None and derived.review == 0.95
+    assert "cannot support precision 0.990" in derived.auto_reason and "0.9737" in derived.auto_reason
+    empty = derive(scores=[], positive=[], weights=[], precision_target=0.99, recall_target=0.95)
+    assert empty.auto is None and empty.review is None and "no examples" in empty.auto_reason
+
+
+def test_a_label_sees_its_own_violations_against_the_allowed_side():
+    scores, positive, weights = label_view(
+        label="gun",
+        prohibited=["gun", "knife"],
+        labels=["gun", "knife", "ok"],
+        scores=[0.9, 0.8, 0.1],
+        weights=[1, 1, 5],
+    )
+    assert (scores, positive, weights) == ([0.9, 0.1], [True, False], [1.0, 5.0])
+
+
+def version_with(name, bands, active=False):
+    data = holdout(*bands)
+    labels = ["bad" if is_violation else "ok" for is_violation in data["positive"]]
+    return ModelVersion.objects.create(
+        version=name, labels=["bad", "ok"], prohibited_labels=["bad"], is_active=active,
+        holdout_scores={"keys": [f"k{i}" for i in range(len(labels))], "labels": labels, "scores": data["scores"],
+                        "weights": data["weights"]},
+    )  # fmt: skip
+
+
+class FakeRegistry:
+    """The registry pointer only: activation writes it; these versions live in the database."""
+
+    def __init__(self):
+        self.active = None
+
+    def activate(self, version):
+        self.active = version
+
+    def versions(self):
+        return []
+
+
+@pytest.mark.django_db
+def test_activation_recalibrates_and_a_rollback_restores_the_versions_own_thresholds(monkeypatch):
+    monkeypatch.setattr(model_versions, "get_registry", FakeRegistry)
+    version_with("v0001", [(0.9, True, 1000, 1.0), (0.3, True, 100, 1.0), (0.1, False, 1000, 1.0)])
+    version_with("v0002", [(0.8, True, 400, 1.0), (0.6, True, 100, 1.0), (0.2, False, 1000, 1.0)])
+    model_versions.activate_version(version="v0001", rescore=False)
+    row = get_settings()
+    assert (row.thresholds, row.auto_thresholds) == ({"bad": 0.3}, {"bad": 0.3})
+    model_versions.activate_version(version="v0002", note="Promoted by the gate", rescore=False)
+    row.refresh_from_db()
+    assert (row.thresholds, row.auto_thresholds) == ({"bad": 0.6}, {"bad": 0.6})
+    assert row.last_calibration["before"]["thresholds"] == {"bad": 0.3}
+    assert row.last_calibration["after"]["thresholds"] == {"bad": 0.6}
+    assert row.last_calibration["version"] == "v0002" and "Promoted by the gate" in row.last_calibration["reason"]
+    assert ModelVersion.objects.get(version="v0002").calibration["derived"]["bad"]["auto"] == 0.6
+    model_versions.activate_version(version="v0001", rescore=False)  # the previous version: a rollback
+    row.refresh_from_db()
+    assert (row.thresholds, row.auto_thresholds) == ({"bad": 0.3}, {"bad": 0.3})
+    assert row.last_calibration["reason"].startswith("Rolled back")
+    entries = AuditEntry.objects.filter(action=AuditAction.MODEL_RECALIBRATED).order_by("id")
+    assert [entry.object_id for entry in entries] == [
+        str(ModelVersion.objects.get(version=v).pk) for v in ("v0001", "v0002", "v0001")
+    ]
+
+
+@pytest.mark.django_db
+def test_recalibration_keeps_a_pinned_label_and_switches_auto_off_without_evidence():
+    version_with("v0001", [(0.9, True, 50, 1.0), (0.1, False, 100, 1.0)])
+    row = get_settings()
+    row.thresholds, row.auto_thresholds = {"bad": 0.7}, {"bad": 0.97}
+    row.save()
+    recalibrate(version="v0001", reason="test")
+    row.refresh_from_db()
+    assert row.thresholds == {"bad": 0.9} and row.auto_thresholds == {}
+    assert "cannot support precision" in row.auto_off_reasons["bad"]
+    row.thresholds, row.auto_thresholds, row.pinned_labels = {"bad": 0.42}, {"bad": 0.99}, ["bad"]
+    row.save()
+    recalibrate(version="v0001", reason="test")
+    row.refresh_from_db()
+    assert row.thresholds == {"bad": 0.42} and row.auto_thresholds == {"bad": 0.99}
+    assert row.last_calibration["pinned"] == ["bad"]
+
+
+def run_now(trigger=TrainingTrigger.MANUAL):
+    return execute_training_run(run_id=request_training(trigger=trigger, dispatch=False).pk)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("loop_settings")
+def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_model(tmp_path, rescores):
+    import_initial_set(tmp_path, per_label=12)
+    add_holdout(per_label=10)
+    first = run_now(TrainingTrigger.INITIAL)
+    assert first.status == TrainingRunStatus.SUCCEEDED
+    version = ModelVersion.objects.get(version="v0001")
+    assert len(version.holdout_scores["keys"]) == 20
+    assert sorted(set(version.holdout_scores["labels"])) == ["bad", "ok"]
+    row = get_settings()
+    assert row.last_calibration["version"] == "v0001"
+    # 10 violations can never show 99% precision with 95% confidence: auto-action stays off, and says why.
+    assert row.auto_thresholds == {} and "cannot support precision" in row.auto_off_reasons["bad"]
+    assert row.thresholds["bad"] == version.calibration["derived"]["bad"]["review"]
+    second = run_now()
+    assert second.status == TrainingRunStatus.SUCCEEDED, second.gate
+    row.refresh_from_db()
+    assert row.last_calibration["version"] == "v0002"
+    assert len(ModelVersion.objects.get(version="v0002").holdout_scores["keys"]) == 20
+
+
+@pytest.mark.django_db
+def test_a_changed_precision_target_recalibrates_the_active_model_at_once():
+    from moderation.services.settings import update_settings
+
+    # 300 violations without a false positive: the bound is 0.991, enough for 0.99 but not for 0.995.
+    version_with("v0001", [(0.9, True, 300, 1.0), (0.1, False, 300, 1.0)], active=True)
+    recalibrate(version="v0001", reason="test")
+    assert get_settings().auto_thresholds == {"bad": 0.9}
+    update_settings(values={"precision_target": 0.995})
+    row = get_settings()
+    assert row.auto_thresholds == {} and "cannot support precision 0.995" in row.auto_off_reasons["bad"]
+    assert row.last_calibration["reason"] == "The precision or recall target changed."
+
+
+@pytest.mark.django_db
+def test_a_pointer_moved_outside_the_desk_recalibrates_when_it_is_mirrored(monkeypatch):
+    class PointerOnly(FakeRegistry):
+        def active_version(self):
+            return "v0001"
+
+    monkeypatch.setattr(model_versions, "get_registry", PointerOnly)
+    version_with("v0001", [(0.9, True, 1000, 1.0), (0.1, False, 1000, 1.0)])
+    model_versions.sync_models()
+    row = get_settings()
+    assert row.auto_thresholds == {"bad": 0.9} and "sync_models" in row.last_calibration["reason"]
+    model_versions.sync_models()  # nothing moved: no second recalibration
+    assert AuditEntry.objects.filter(action=AuditAction.MODEL_RECALIBRATED).count() == 1
