@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, type=Path)
     train.add_argument("--registry", required=True, type=Path)
     train.add_argument("--prohibited", nargs="+", action="extend", default=[], metavar="LABEL")
+    train.add_argument("--allowed-label", help="the label meaning nothing prohibited (default: the only other one)")
     train.add_argument("--backbone")
     train.add_argument("--image-size", type=int)
     train.add_argument("--epochs", type=int)
@@ -127,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--per-class", type=int)
     export.add_argument("--size", type=int, default=28)
     export.add_argument("--offset", type=int, default=0)
+
+    mixture = commands.add_parser(
+        "export-mixture", help="a prohibited Fashion-MNIST class vs everything else, as DIR/<label>/*.png"
+    )
+    mixture.add_argument("--out", required=True, type=Path)
+    mixture.add_argument("--prohibited", required=True, help="the prohibited class, e.g. Pullover")
+    mixture.add_argument("--split", required=True, choices=["train", "test"])
+    mixture.add_argument("--per-class", type=int, required=True, help="photos of the prohibited class")
+    mixture.add_argument("--allowed-per-class", type=int, help="photos of each other class (default: a third)")
+    mixture.add_argument("--synthetic", type=int, help="synthetic blanks and noise (default: as one other class)")
+    mixture.add_argument("--allowed-label", default="Allowed")
     return parser
 
 
@@ -208,6 +220,7 @@ def _train(args, environment: Environment) -> dict:
             cache_dir=args.cache_dir,
             progress=progress,
             backbone_cache=environment.backbone_cache,
+            allowed_label=args.allowed_label,
         )
     finally:
         close()
@@ -224,6 +237,8 @@ def _train(args, environment: Environment) -> dict:
         "cached": result.cached,
         "skipped": [list(item) for item in result.skipped],
         "seconds": round(result.seconds, 3),
+        "allowed_label": result.allowed_label,
+        "chosen_by_cv": result.chosen_by_cv,
     }
 
 
@@ -285,7 +300,29 @@ def _export(args, environment: Environment) -> dict:
     return {"out": str(args.out), "split": args.split, "counts": counts}
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export-fashion-mnist": _export}
+def _export_mixture(args, environment: Environment) -> dict:
+    from classifier.mixture import export_mixture
+
+    counts = export_mixture(
+        args.out,
+        args.prohibited,
+        split=args.split,
+        per_class=args.per_class,
+        allowed_per_class=args.allowed_per_class,
+        synthetic=args.synthetic,
+        allowed_label=args.allowed_label,
+        directory=environment.fashion_mnist_dir,
+    )
+    return {"out": str(args.out), "split": args.split, "counts": counts}
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "export-fashion-mnist": _export,
+    "export-mixture": _export_mixture,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,13 @@ class HParams:
     # the model), so the L2 penalty weighs every feature alike whatever its scale. None = the backbone's default
     # (on for ImageNet backbones, off for the random `tiny` one, whose noise channels it would amplify).
     standardize: bool | None = None
+    # Add photos of nothing prohibited to the allowed side of training (`classifier.negatives`): synthetic blanks,
+    # splits, gradients, stripes and noise (`ood_synthetic` of them) and the installed real photos of other
+    # subjects that are not on the test side of their own split. A model that has only seen products calls
+    # anything unfamiliar a product (a solid blue rectangle scored 1.000 for Pullover). None = the backbone's
+    # default (on for ImageNet backbones, off for the random `tiny` one of the tests). Needs an allowed label.
+    ood_negatives: bool | None = None
+    ood_synthetic: int = 60
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 0.003
@@ -103,6 +110,8 @@ class HParams:
 
             if self.pooling not in POOLINGS:
                 raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.ood_synthetic < 0:
+            raise ValueError(f"ood_synthetic must be >= 0, got {self.ood_synthetic}")
         if self.fine_tune_layers < 0 or self.hidden_units < 0 or not 0 <= self.dropout < 1:
             raise ValueError("fine_tune_layers and hidden_units must be >= 0, dropout in [0, 1)")
 
@@ -148,6 +157,12 @@ class HParams:
         from classifier.backbones import default_standardize
 
         return default_standardize(self.backbone)
+
+    def resolved_ood_negatives(self) -> bool:
+        """Whether training adds out-of-distribution negatives: the configured choice or the backbone's default."""
+        if self.ood_negatives is not None:
+            return self.ood_negatives
+        return self.backbone != "tiny"
 
     def resolved_image_size(self) -> int:
         """The input size actually used: the configured one or the backbone's native size."""

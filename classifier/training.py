@@ -48,6 +48,7 @@ from classifier.heads import (
 )
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
+from classifier.negatives import add_ood_negatives, resolve_allowed_label
 from classifier.pixel_training import decode_splits, train_on_pixels
 
 #: Training images decoded into every result as its check batch: the LiteRT files must score them as Keras does.
@@ -85,6 +86,10 @@ class TrainingResult:
     check_images: np.ndarray | None = None
     # What ran the backbone over images the cache lacked: "keras", or "litert" through a version's extractor.
     embedding_runtime: str = "keras"
+    # The label that means "nothing prohibited" (what a rejection teaches), or None when the labels leave it open.
+    allowed_label: str | None = None
+    # The model choices cross-validation made on the training split (`classifier.selection`), or None.
+    chosen_by_cv: dict | None = None
 
 
 def _assign_splits(
@@ -129,6 +134,7 @@ class _Run:
     l2_search: dict[str, float] = field(default_factory=dict)
     extractor: FeatureExtractor | None = None
     embedding_runtime: str = "keras"
+    chosen_by_cv: dict | None = None
 
     @property
     def size(self) -> int:
@@ -158,6 +164,7 @@ def train_model(
     *,
     backbone_cache: str | Path | None = None,
     extractor: FeatureExtractor | None = None,
+    allowed_label: str | None = None,
 ) -> TrainingResult:
     """Train an image -> softmax model over `labels` and evaluate it on the test split.
 
@@ -170,7 +177,9 @@ def train_model(
     so warm retrains stay cheap in both cases. `backbone_cache` is where converted backbones are kept (default
     ``~/.cache/vigia``). TensorFlow's threads are the process owner's to set (`classifier.runtime`). An
     ``extractor`` (the active version's LiteRT backbone) embeds the images the cache lacks when its variant is the
-    one this backbone fills; otherwise the Keras backbone does.
+    one this backbone fills; otherwise the Keras backbone does. ``allowed_label`` names the label that means
+    "nothing prohibited" (default: the only label that is not prohibited); out-of-distribution negatives
+    (`classifier.negatives`) join its training examples.
     """
     import keras
 
@@ -180,6 +189,10 @@ def train_model(
     labels, prohibited = list(labels), list(prohibited)
     check_labels(examples, labels, prohibited)
     groups, skipped = _assign_splits(examples, hparams, split)
+    allowed_label = resolve_allowed_label(labels, prohibited, allowed_label)
+    ood = 0
+    if allowed_label is not None and hparams.resolved_ood_negatives() and groups["train"]:
+        ood = add_ood_negatives(groups, allowed_label, synthetic=hparams.ood_synthetic, test_share=hparams.test_share)
     if not groups["train"]:
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)
@@ -214,6 +227,7 @@ def train_model(
         return batched_predict(on_features, np.stack([features[e.sha256] for e in group]) if group else None)
 
     metrics = _evaluate(run, prohibited, probabilities_of)
+    metrics["ood_negatives"] = ood
     return TrainingResult(
         model=model,
         labels=labels,
@@ -233,6 +247,8 @@ def train_model(
         log_dir_is_temporary=temporary_logs,
         check_images=_check_images(run),
         embedding_runtime=run.embedding_runtime,
+        allowed_label=allowed_label,
+        chosen_by_cv=run.chosen_by_cv,
     )
 
 
