@@ -40,6 +40,17 @@ class HParams:
     # default (on for ImageNet backbones, off for the random `tiny` one of the tests). Needs an allowed label.
     ood_negatives: bool | None = None
     ood_synthetic: int = 60
+    # Model choices by k-fold cross-validation on the training split (`classifier.selection`): which feature layers
+    # and pooling among `cv_features` (each "layers:pooling"; empty = the backbone's candidates,
+    # selection.FEATURE_CANDIDATES) when `feature_layer` and `pooling` are left to the defaults, then the L2
+    # strength among `cv_l2`. Folds follow each image's split key, so a retrain on the same images chooses the
+    # same; at most `cv_max_images` training images take part (the same ones each time, by hash), and no test or
+    # validation image ever does. None = the backbone's default (3 folds for ImageNet backbones, off for `tiny`);
+    # 0 = off: the features and l2 as given.
+    cv_folds: int | None = None
+    cv_features: tuple[str, ...] = ()
+    cv_l2: tuple[float, ...] = (0.003, 0.01, 0.03)
+    cv_max_images: int = 1000
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 0.003
@@ -110,6 +121,12 @@ class HParams:
 
             if self.pooling not in POOLINGS:
                 raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.cv_folds is not None and (self.cv_folds < 0 or self.cv_folds == 1):
+            raise ValueError(f"cv_folds must be 0 or at least 2, got {self.cv_folds}")
+        if self.cv_max_images < 2 or any(not isinstance(v, int | float) or v < 0 for v in self.cv_l2):
+            raise ValueError("cv_max_images must be at least 2 and cv_l2 hold non-negative numbers")
+        object.__setattr__(self, "cv_l2", tuple(float(value) for value in self.cv_l2))
+        object.__setattr__(self, "cv_features", tuple(str(value) for value in self.cv_features))
         if self.ood_synthetic < 0:
             raise ValueError(f"ood_synthetic must be >= 0, got {self.ood_synthetic}")
         if self.fine_tune_layers < 0 or self.hidden_units < 0 or not 0 <= self.dropout < 1:
@@ -128,10 +145,43 @@ class HParams:
             raise ValueError(f"unknown hyper-parameters: {', '.join(unknown)}")
         return cls(**data)
 
+    def resolved_cv_folds(self) -> int:
+        """Folds of the cross-validated model choices: the configured number, else the backbone's default."""
+        if self.cv_folds is not None:
+            return self.cv_folds
+        return 0 if self.backbone == "tiny" else 3
+
+    def feature_candidates(self) -> list[tuple[str, str]]:
+        """``(feature layers, pooling)`` pairs cross-validation chooses among; empty when the features are fixed.
+
+        Features are fixed when cross-validation is off, when the hyper-parameters name a feature layer or a
+        pooling, and for fine-tuning or distortions (their features do not come from the cache).
+        """
+        if (
+            not self.resolved_cv_folds()
+            or self.feature_layer
+            or self.pooling is not None
+            or self.distort
+            or self.fine_tune_layers
+        ):
+            return []
+        from classifier.selection import FEATURE_CANDIDATES, parse_candidate
+
+        return [parse_candidate(text) for text in (self.cv_features or FEATURE_CANDIDATES.get(self.backbone, ()))]
+
     def resolved_feature_layer(self) -> str:
-        """The feature layer actually used: the configured one or the backbone's default."""
+        """The feature layer actually used: the configured one, the candidates' union, or the backbone's default.
+
+        With feature candidates the backbone embeds every candidate's layers, region-pooled (the union), once:
+        each candidate's features are then columns of that vector or averages of them, so choosing among them
+        costs no second pass through the backbone and the cache holds one vector per image.
+        """
         if self.feature_layer:
             return self.feature_layer
+        if candidates := self.feature_candidates():
+            from classifier.selection import union_layers
+
+            return union_layers(candidates)
         from classifier.backbones import default_feature_layer
 
         return default_feature_layer(self.backbone)
@@ -146,6 +196,8 @@ class HParams:
             return self.pooling
         if self.feature_layer:
             return "average"
+        if self.feature_candidates():
+            return "symmetric"
         from classifier.backbones import default_pooling
 
         return default_pooling(self.backbone)

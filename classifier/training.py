@@ -50,6 +50,7 @@ from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
 from classifier.negatives import add_ood_negatives, resolve_allowed_label
 from classifier.pixel_training import decode_splits, train_on_pixels
+from classifier.selection import cross_validate, expand_head
 
 #: Training images decoded into every result as its check batch: the LiteRT files must score them as Keras does.
 CHECK_IMAGES = 16
@@ -305,6 +306,13 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays):
     hparams, n_labels = run.hparams, len(run.labels)
     folds = cross_validation_folds(hparams)
     searching = searches_l2(hparams, len(run.groups["train"]))
+    choice, union_dim = None, arrays.pooled_train.shape[1]
+    if hparams.resolved_cv_folds():
+        run.progress("cross-validating", 0, 1)
+        keys = [example.split_key for example in run.groups["train"]]
+        choice, arrays = cross_validate(arrays, keys, n_labels, hparams, run.backbone, choose_l2=not searching)
+        hparams = run.hparams = choice.hparams
+        run.chosen_by_cv = choice.record
     fold_progress = FoldProgress(run.progress, folds * (len(hparams.l2_grid) if searching else 1))
     out_of_fold, fold_heads = None, []
     x, y, rows_of = arrays.pooled_train, arrays.y_train, arrays.image_of_row
@@ -337,7 +345,7 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays):
             )
         validation = (arrays.pooled_val, arrays.y_val, arrays.w_val) if arrays.validation else None
         refit_biases(head, (x, y, arrays.w_train), validation, hparams, n_labels, out_of_fold, fold_heads)
-    return head
+    return expand_head(head, choice.candidate, union_dim, hparams) if choice else head
 
 
 def _fine_tune_on_feature_maps(run: _Run, head, arrays: FeatureArrays, cut: tuple):
@@ -409,4 +417,6 @@ def _evaluate(run: _Run, prohibited: list[str], probabilities_of: Callable[[str]
     metrics["split_sizes"] = {name: len(run.groups[name]) for name in SPLITS}
     if run.l2_search:
         metrics["l2_search"] = run.l2_search
+    if run.chosen_by_cv:
+        metrics["chosen_by_cv"] = run.chosen_by_cv
     return metrics
