@@ -40,6 +40,11 @@ class HParams:
     # default (on for ImageNet backbones, off for the random `tiny` one of the tests). Needs an allowed label.
     ood_negatives: bool | None = None
     ood_synthetic: int = 60
+    # The negatives' total weight as a share of the allowed label's own training examples' (each weighs at most
+    # 1): they only need to pull photos far from every product to the allowed side, and at full weight they took
+    # a third of the allowed side's weight from the look-alikes that decide accuracy (Pullover vs Coat, 150 per
+    # class: 0.900 without them, 0.848 with them at full weight).
+    ood_share: float = 0.1
     # Model choices by k-fold cross-validation on the training split (`classifier.selection`): which feature layers
     # and pooling among `cv_features` (each "layers:pooling"; empty = the backbone's candidates,
     # selection.FEATURE_CANDIDATES) when `feature_layer` and `pooling` are left to the defaults, then the L2
@@ -127,8 +132,8 @@ class HParams:
             raise ValueError("cv_max_images must be at least 2 and cv_l2 hold non-negative numbers")
         object.__setattr__(self, "cv_l2", tuple(float(value) for value in self.cv_l2))
         object.__setattr__(self, "cv_features", tuple(str(value) for value in self.cv_features))
-        if self.ood_synthetic < 0:
-            raise ValueError(f"ood_synthetic must be >= 0, got {self.ood_synthetic}")
+        if self.ood_synthetic < 0 or not 0 < self.ood_share <= 1:
+            raise ValueError("ood_synthetic must be >= 0 and ood_share in (0, 1]")
         if self.fine_tune_layers < 0 or self.hidden_units < 0 or not 0 <= self.dropout < 1:
             raise ValueError("fine_tune_layers and hidden_units must be >= 0, dropout in [0, 1)")
 

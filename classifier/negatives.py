@@ -11,6 +11,7 @@ are never added, so a benchmark can test on them; synthetic ones come from a see
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from classifier.data import Example
 
@@ -51,14 +52,21 @@ def ood_examples(allowed_label: str, *, synthetic: int, test_share: float) -> li
 
 
 def add_ood_negatives(
-    groups: dict[str, list[Example]], allowed_label: str, *, synthetic: int, test_share: float
+    groups: dict[str, list[Example]], allowed_label: str, *, synthetic: int, test_share: float, share: float
 ) -> int:
-    """Append the negatives to ``groups["train"]``, leaving out any picture a split already holds; returns how many."""
+    """Append the negatives to ``groups["train"]``, leaving out any picture a split already holds; returns how many.
+
+    Together they weigh ``share`` of the allowed label's own training examples (each at most 1): enough to pull
+    what is far from every product to the allowed side, without taking the weight of the look-alikes near the
+    boundary, which is where accuracy is decided.
+    """
     seen = {example.sha256 for group in groups.values() for example in group}
-    added = 0
+    allowed_total = sum(float(e.weight) for e in groups["train"] if e.label == allowed_label)
+    new = []
     for example in ood_examples(allowed_label, synthetic=synthetic, test_share=test_share):
         if example.sha256 not in seen:
             seen.add(example.sha256)
-            groups["train"].append(example)
-            added += 1
-    return added
+            new.append(example)
+    weight = min(1.0, share * allowed_total / len(new)) if new and allowed_total > 0 else 1.0
+    groups["train"].extend(replace(example, weight=weight) for example in new)
+    return len(new)

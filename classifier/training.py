@@ -193,7 +193,13 @@ def train_model(
     allowed_label = resolve_allowed_label(labels, prohibited, allowed_label)
     ood = 0
     if allowed_label is not None and hparams.resolved_ood_negatives() and groups["train"]:
-        ood = add_ood_negatives(groups, allowed_label, synthetic=hparams.ood_synthetic, test_share=hparams.test_share)
+        ood = add_ood_negatives(
+            groups,
+            allowed_label,
+            synthetic=hparams.ood_synthetic,
+            test_share=hparams.test_share,
+            share=hparams.ood_share,
+        )
     if not groups["train"]:
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)

@@ -150,3 +150,21 @@ def test_training_with_ood_negatives_scores_blanks_and_noise_as_allowed(tmp_path
     assert max(ood_scores) < 0.5, ood_scores
     assert trained["ood"].metrics["accuracy"] >= 0.9
     assert registry.metadata(registry.active_version())["allowed_label"] == "ok"
+
+
+def test_the_negatives_together_weigh_a_share_of_the_allowed_examples():
+    from classifier.data import Example
+    from classifier.negatives import add_ood_negatives
+
+    allowed = [Example.from_bytes(bytes([i]) * 10, "ok") for i in range(30)]
+    groups = {"train": list(allowed), "validation": [], "test": []}
+    added = add_ood_negatives(groups, "ok", synthetic=12, test_share=0.3, share=0.1)
+    negatives = groups["train"][30:]
+    assert len(negatives) == added > 12
+    assert sum(e.weight for e in negatives) == pytest.approx(0.1 * 30)
+    assert all(e.weight == negatives[0].weight for e in negatives)
+    # A few negatives beside many allowed examples weigh 1 each, never more.
+    many = {"train": [Example.from_bytes(bytes([i, j]), "ok") for i in range(50) for j in range(100)]}
+    many.update(validation=[], test=[])
+    add_ood_negatives(many, "ok", synthetic=12, test_share=0.3, share=0.1)
+    assert {e.weight for e in many["train"][5000:]} == {1.0}
