@@ -42,7 +42,7 @@ def demo_photo_pools(photos: Path) -> dict[str, list[Path]]:
         if kind == DEMO_PROHIBITED:
             pools[kind] = sorted((photos / kind).glob("*"))
         else:
-            pools[kind] = sorted((photos / DEMO_ALLOWED).glob(f"{kind}-*"))
+            pools[kind] = sorted((photos / DEMO_ALLOWED).glob(f"{kind}*"))
     return pools
 
 
