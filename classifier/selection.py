@@ -180,7 +180,8 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: 
         slope = grad @ direction
         if slope >= 0:
             direction, slope, history = -grad, -(grad @ grad), []
-        step = 1.0
+        # Without curvature pairs yet, a unit step along the raw gradient can be far too long.
+        step = 1.0 if history else min(1.0, 1.0 / max(float(np.abs(grad).sum()), 1e-12))
         while True:
             candidate = params + step * direction
             new_loss, new_grad = _loss_and_gradient(candidate, x, onehot, w, l2, shape)
@@ -191,7 +192,7 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: 
         params, grad, improvement, loss = candidate, new_grad, loss - new_loss, new_loss
         if t @ s > 1e-12:
             history = [*history[-9:], (s, t)]
-        if improvement < 1e-7 * max(1.0, abs(loss)) or np.abs(grad).max() < 1e-6:
+        if improvement < 1e-6 * max(1.0, abs(loss)) or np.abs(grad).max() < 1e-6:
             break
     return params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]
 
@@ -222,8 +223,8 @@ def choose(
 ) -> Choice:
     """Cross-validate the feature candidates at ``hparams.l2``, then the L2 values on the best candidate.
 
-    ``x`` holds the training rows (union features; rows ``len(split_keys)`` and on are mirror copies, which
-    follow their image's fold and are never scored); ``split_keys`` are the training images' keys, by image.
+    ``x`` holds the training rows (union features; rows ``len(split_keys)`` and on are mirror copies, left out
+    of the comparison); ``split_keys`` are the training images' keys, by image.
     """
     from classifier.fitting import sample_weights
 
@@ -233,7 +234,8 @@ def choose(
     keep = np.zeros(n_images, dtype=bool)
     keep[sorted(range(n_images), key=lambda i: _subsample_rank(split_keys[i]))[: hparams.cv_max_images]] = True
     fold_of_image = np.array([fold_of(key, folds) for key in split_keys])
-    rows = np.flatnonzero(keep[image_of_row])
+    # Originals only: a mirror copy would double the cost of every fit and tells the comparison little.
+    rows = np.flatnonzero(keep[image_of_row] & (np.arange(len(image_of_row)) < n_images))
     fold_of_row = fold_of_image[image_of_row[rows]]
     original = rows < n_images
     y_rows, w_rows = y[rows], np.asarray(example_weights, dtype=np.float64)[rows]
