@@ -168,3 +168,24 @@ def test_the_negatives_together_weigh_a_share_of_the_allowed_examples():
     many.update(validation=[], test=[])
     add_ood_negatives(many, "ok", synthetic=12, test_share=0.3, share=0.1)
     assert {e.weight for e in many["train"][5000:]} == {1.0}
+
+
+def test_the_command_line_exports_a_mixture_and_trains_on_it(tmp_path, fake_fashion_mnist, capsys, monkeypatch):
+    import json
+
+    from classifier.cli import main
+
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(fake_fashion_mnist))
+    out = tmp_path / "mix"
+    argv = ["export-mixture", "--out", str(out), "--prohibited", "Pullover", "--split", "train", "--per-class", "4"]
+    assert main([*argv, "--allowed-per-class", "1", "--synthetic", "3"]) == 0
+    counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["counts"]
+    assert counts["Pullover"] == {"Pullover": 4} and counts["Allowed"]["synthetic"] == 3
+    registry = tmp_path / "models"
+    common = ["--backbone", "tiny", "--image-size", "32", "--epochs", "3", "--cache-dir", str(tmp_path / "cache")]
+    argv = ["train", "--data", str(out), "--registry", str(registry), "--prohibited", "Pullover", *common]
+    assert main([*argv, "--allowed-label", "Allowed", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["allowed_label"] == "Allowed" and report["chosen_by_cv"] is None
+    assert Registry(registry).metadata(report["version"])["allowed_label"] == "Allowed"
+    assert main([*argv, "--allowed-label", "Pullover", "--no-progress"]) == 2
