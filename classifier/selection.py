@@ -253,7 +253,9 @@ def choose(
             train_x, held_x = features[fitted], features[held]
             if standardize:
                 train_x, held_x = _standardise(train_x, held_x)
-            weights = sample_weights(y_rows[fitted], n_labels, hparams, w_rows[fitted]).astype(np.float64)
+            # As the head learns: with "bias" weighting unweighted (the weights only move its biases afterwards).
+            own = w_rows[fitted] if hparams.example_weighting == "loss" else None
+            weights = sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64)
             kernel, bias = fit_softmax(train_x, y_rows[fitted], weights, n_labels, l2)
             logits = (held_x @ kernel.astype(np.float32) + bias).astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)

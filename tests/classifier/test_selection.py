@@ -120,3 +120,37 @@ def test_folds_follow_the_split_key():
     keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(100)]
     assert [fold_of(key, 3) for key in keys] == [fold_of(key, 3) for key in keys]
     assert set(fold_of(key, 3) for key in keys) == {0, 1, 2}
+
+
+def test_heavy_weights_move_the_fits_only_when_they_enter_the_loss(monkeypatch):
+    import classifier.selection as selection
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=120) > 0).astype(np.int64)
+    keys = [
+        f"{i:016x}{int(rng.integers(0, 2**62)):016x}{int(rng.integers(0, 2**62)):016x}" + "0" * 16 for i in range(120)
+    ]
+    heavy = np.where(np.arange(120) % 10 == 0, 25.0, 1.0)
+    identity = [selection.Candidate("as given", np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32), True)]
+    fitted_with = []
+    real_fit = selection.fit_softmax
+
+    def recording_fit(xs, ys, w, *args, **kwargs):
+        fitted_with.append(np.asarray(w))
+        return real_fit(xs, ys, w, *args, **kwargs)
+
+    monkeypatch.setattr(selection, "fit_softmax", recording_fit)
+
+    def fits(mode, weights):
+        fitted_with.clear()
+        hparams = replace(HPARAMS, example_weighting=mode, cv_l2=())
+        record = selection.choose(x, y, weights, np.arange(120), keys, 2, hparams, identity, choose_l2=False).record
+        return [w.copy() for w in fitted_with], record["candidates"][0]["fold_scores"]
+
+    bias_heavy, bias_scores = fits("bias", heavy)
+    bias_plain, plain_scores = fits("bias", np.ones(120))
+    assert all(np.array_equal(a, b) for a, b in zip(bias_heavy, bias_plain, strict=True))
+    assert bias_scores != plain_scores  # the held-out folds are still scored with the weights
+    loss_heavy, _ = fits("loss", heavy)
+    assert not all(np.array_equal(a, b) for a, b in zip(loss_heavy, bias_plain, strict=True))
