@@ -12,9 +12,10 @@ class HParams:
 
     Defaults train a softmax head on cached features of the frozen backbone, so a warm retrain only embeds new
     images: region-pooled features of two middle blocks (cheaper than the whole network and better on small
-    product photos), mirrored training copies, standardised features with an L2 penalty. On Fashion-MNIST Pullover vs
-    Coat the hidden layer, fine-tuning and distortions did not beat this within noise (docs/classifier.md has
-    the figures), so they stay opt-in.
+    product photos), of which cross-validation on the training split picks the blocks, the pooling and the L2
+    penalty per run, mirrored training copies, standardised features, and out-of-distribution negatives on the
+    allowed side. On Fashion-MNIST Pullover vs Coat the hidden layer, fine-tuning and distortions did not beat
+    this within noise (docs/classifier.md has the figures), so they stay opt-in.
     """
 
     backbone: str = "mobilenet_v1"
