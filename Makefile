@@ -17,7 +17,7 @@ WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
 FAST_MARKERS := not slow and not worker and not browser
 
-.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory bench-hashes clean
+.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory bench-hashes bench-pairs clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -110,6 +110,10 @@ bench-web-memory: $(STAMP) dataset
 
 bench-hashes: $(STAMP) dataset
 	$(PY) bench/hashes.py $(ARGS)
+
+# Fashion-MNIST pairs at the defaults, every model choice by cross-validation: bench/results/pairs.json.
+bench-pairs: $(STAMP) dataset
+	$(PY) bench/pairs.py $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, type=Path)
     train.add_argument("--registry", required=True, type=Path)
     train.add_argument("--prohibited", nargs="+", action="extend", default=[], metavar="LABEL")
+    train.add_argument("--allowed-label", help="the label meaning nothing prohibited (default: the only other one)")
     train.add_argument("--backbone")
     train.add_argument("--image-size", type=int)
     train.add_argument("--epochs", type=int)
@@ -113,9 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--version")
     evaluate.add_argument("--data", required=True, type=Path)
     evaluate.add_argument("--threshold", type=float)
+    evaluate.add_argument("--batch-size", type=int, default=32, help="images decoded and scored at a time")
 
     predict = commands.add_parser("predict", help="label probabilities of images with the active version")
     predict.add_argument("--registry", required=True, type=Path)
+    predict.add_argument("--batch-size", type=int, default=32, help="images decoded and scored at a time")
     predict.add_argument("images", nargs="+")
 
     export = commands.add_parser("export-fashion-mnist", help="write Fashion-MNIST photos as DIR/<label>/*.png")
@@ -125,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--per-class", type=int)
     export.add_argument("--size", type=int, default=28)
     export.add_argument("--offset", type=int, default=0)
+
+    mixture = commands.add_parser(
+        "export-mixture", help="a prohibited Fashion-MNIST class vs everything else, as DIR/<label>/*.png"
+    )
+    mixture.add_argument("--out", required=True, type=Path)
+    mixture.add_argument("--prohibited", required=True, help="the prohibited class, e.g. Pullover")
+    mixture.add_argument("--split", required=True, choices=["train", "test"])
+    mixture.add_argument("--per-class", type=int, required=True, help="photos of the prohibited class")
+    mixture.add_argument("--allowed-per-class", type=int, help="photos of each other class (default: a third)")
+    mixture.add_argument("--synthetic", type=int, help="synthetic blanks and noise (default: as one other class)")
+    mixture.add_argument("--allowed-label", default="Allowed")
     return parser
 
 
@@ -206,6 +220,7 @@ def _train(args, environment: Environment) -> dict:
             cache_dir=args.cache_dir,
             progress=progress,
             backbone_cache=environment.backbone_cache,
+            allowed_label=args.allowed_label,
         )
     finally:
         close()
@@ -222,6 +237,8 @@ def _train(args, environment: Environment) -> dict:
         "cached": result.cached,
         "skipped": [list(item) for item in result.skipped],
         "seconds": round(result.seconds, 3),
+        "allowed_label": result.allowed_label,
+        "chosen_by_cv": result.chosen_by_cv,
     }
 
 
@@ -232,21 +249,39 @@ def _evaluate(args, environment: Environment) -> dict:
 
     loaded = Registry(args.registry).load(args.version)
     scan = scan_folder(args.data)
-    metrics = evaluate_model(loaded, scan.examples, threshold=args.threshold)
+    metrics = evaluate_model(loaded, scan.examples, threshold=args.threshold, batch_size=_batch_size(args))
     metrics["skipped"] = [list(item) for item in scan.skipped] + metrics["skipped"]
     return metrics
 
 
+def _batch_size(args) -> int:
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be positive, got {args.batch_size}")
+    return args.batch_size
+
+
 def _predict(args, environment: Environment) -> dict:
+    """Score the images ``--batch-size`` at a time: only one batch of decoded pixels is ever held.
+
+    Decoding every path first and scoring them in one pass needs memory in proportion to the number of paths
+    (2,000 photos at 224 px are 1.2 GB of float32 pixels); a batch at a time keeps it at one batch's worth
+    whatever the number. Every batch is scored by the same version: a version activated meanwhile is refused
+    rather than mixed into one answer.
+    """
     from classifier.scoring import Scorer
 
+    batch_size = _batch_size(args)
     scorer = Scorer(args.registry, runtime=environment.runtime, threads=environment.tf_threads)
-    prediction = scorer.predict([Path(image) for image in args.images])
-    return {
-        "model_version": prediction.model_version,
-        "runtime": scorer.status()["runtime"],
-        "predictions": dict(zip(args.images, prediction.probabilities, strict=True)),
-    }
+    predictions: dict[str, dict[str, float]] = {}
+    version = None
+    for start in range(0, len(args.images), batch_size):
+        chunk = args.images[start : start + batch_size]
+        prediction = scorer.predict([Path(image) for image in chunk])
+        if version is not None and prediction.model_version != version:
+            raise CommandError(f"the active version changed from {version} to {prediction.model_version}; run again")
+        version = prediction.model_version
+        predictions.update(zip(chunk, prediction.probabilities, strict=True))
+    return {"model_version": version, "runtime": scorer.status()["runtime"], "predictions": predictions}
 
 
 def _export(args, environment: Environment) -> dict:
@@ -265,7 +300,29 @@ def _export(args, environment: Environment) -> dict:
     return {"out": str(args.out), "split": args.split, "counts": counts}
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export-fashion-mnist": _export}
+def _export_mixture(args, environment: Environment) -> dict:
+    from classifier.mixture import export_mixture
+
+    counts = export_mixture(
+        args.out,
+        args.prohibited,
+        split=args.split,
+        per_class=args.per_class,
+        allowed_per_class=args.allowed_per_class,
+        synthetic=args.synthetic,
+        allowed_label=args.allowed_label,
+        directory=environment.fashion_mnist_dir,
+    )
+    return {"out": str(args.out), "split": args.split, "counts": counts}
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "export-fashion-mnist": _export,
+    "export-mixture": _export_mixture,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

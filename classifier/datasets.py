@@ -140,6 +140,7 @@ def export_fashion_mnist(
     invert: bool = True,
     *,
     directory: str | Path | None = None,
+    folder: str | None = None,
 ) -> dict[str, int]:
     """Write ``out_dir/<Label>/<split>-<index>.png`` for the chosen classes and return the count per label.
 
@@ -152,7 +153,9 @@ def export_fashion_mnist(
     intensities are flipped back to a dark garment on a white ground, the way the shop's product photos showed
     them; the classifier's ImageNet features read that far better (Pullover vs Coat: 0.896 -> 0.914 test
     accuracy with otherwise identical settings). ``invert=False`` writes the dataset's own intensities.
-    ``directory`` is where the dataset's IDX files are (see :func:`load_fashion_mnist`).
+    ``directory`` is where the dataset's IDX files are (see :func:`load_fashion_mnist`). With ``folder`` every
+    class goes into ``out_dir/<folder>/<Label>-<split>-<index>.png`` instead, one label for several classes (the
+    allowed side of `classifier.mixture`); the counts stay per class.
     """
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -169,17 +172,18 @@ def export_fashion_mnist(
     out = Path(out_dir)
     counts: dict[str, int] = {}
     for index in indices:
-        folder = FOLDER_NAMES[index]
+        name = FOLDER_NAMES[index]
         chosen = np.flatnonzero(labels == index)[offset:]
         if per_class is not None:
             chosen = chosen[:per_class]
-        target = out / folder
+        target = out / (folder or name)
+        prefix = f"{name}-" if folder else ""
         target.mkdir(parents=True, exist_ok=True)
         for position in chosen:
             pixels = images[position]
             image = Image.fromarray(255 - pixels if invert else pixels)
             if size != image.width:
                 image = image.resize((size, size), Image.Resampling.BICUBIC)
-            image.save(target / f"{split}-{position:05d}.png", optimize=False)
-        counts[folder] = len(chosen)
+            image.save(target / f"{prefix}{split}-{position:05d}.png", optimize=False)
+        counts[name] = len(chosen)
     return counts

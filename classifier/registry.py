@@ -177,6 +177,8 @@ class Registry:
                     "feature_cache": getattr(result, "feature_cache", None),
                     "embedding_runtime": getattr(result, "embedding_runtime", "keras"),
                     "litert": litert,
+                    "allowed_label": getattr(result, "allowed_label", None),
+                    "chosen_by_cv": getattr(result, "chosen_by_cv", None),
                 },
             )
             plot_result(result, staging / "curves.png", staging / "confusion.png")
@@ -275,7 +277,9 @@ class Registry:
         """What was recorded about ``version`` when it was saved.
 
         The metadata passed to `save`, plus ``created_at``, ``image_size``, ``backbone``, ``embedded``, ``cached``,
-        ``seconds``, ``skipped``, ``fine_tuned_layers``, ``feature_cache``, ``embedding_runtime`` and ``litert``.
+        ``seconds``, ``skipped``, ``fine_tuned_layers``, ``feature_cache``, ``embedding_runtime``, ``litert``,
+        ``allowed_label`` (the label meaning "nothing prohibited", None when the labels leave it open) and
+        ``chosen_by_cv`` (what cross-validation chose, `classifier.selection`; None when nothing was chosen).
         Empty without metadata.json; RegistryError when the file cannot be read or does not hold a JSON object.
         """
         metadata = self._read_json(version, METADATA_FILE, missing={})

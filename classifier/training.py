@@ -48,7 +48,9 @@ from classifier.heads import (
 )
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
+from classifier.negatives import add_ood_negatives, resolve_allowed_label
 from classifier.pixel_training import decode_splits, train_on_pixels
+from classifier.selection import cross_validate, expand_head
 
 #: Training images decoded into every result as its check batch: the LiteRT files must score them as Keras does.
 CHECK_IMAGES = 16
@@ -85,6 +87,10 @@ class TrainingResult:
     check_images: np.ndarray | None = None
     # What ran the backbone over images the cache lacked: "keras", or "litert" through a version's extractor.
     embedding_runtime: str = "keras"
+    # The label that means "nothing prohibited" (what a rejection teaches), or None when the labels leave it open.
+    allowed_label: str | None = None
+    # The model choices cross-validation made on the training split (`classifier.selection`), or None.
+    chosen_by_cv: dict | None = None
 
 
 def _assign_splits(
@@ -129,6 +135,7 @@ class _Run:
     l2_search: dict[str, float] = field(default_factory=dict)
     extractor: FeatureExtractor | None = None
     embedding_runtime: str = "keras"
+    chosen_by_cv: dict | None = None
 
     @property
     def size(self) -> int:
@@ -158,6 +165,7 @@ def train_model(
     *,
     backbone_cache: str | Path | None = None,
     extractor: FeatureExtractor | None = None,
+    allowed_label: str | None = None,
 ) -> TrainingResult:
     """Train an image -> softmax model over `labels` and evaluate it on the test split.
 
@@ -170,7 +178,9 @@ def train_model(
     so warm retrains stay cheap in both cases. `backbone_cache` is where converted backbones are kept (default
     ``~/.cache/vigia``). TensorFlow's threads are the process owner's to set (`classifier.runtime`). An
     ``extractor`` (the active version's LiteRT backbone) embeds the images the cache lacks when its variant is the
-    one this backbone fills; otherwise the Keras backbone does.
+    one this backbone fills; otherwise the Keras backbone does. ``allowed_label`` names the label that means
+    "nothing prohibited" (default: the only label that is not prohibited); out-of-distribution negatives
+    (`classifier.negatives`) join its training examples.
     """
     import keras
 
@@ -180,6 +190,16 @@ def train_model(
     labels, prohibited = list(labels), list(prohibited)
     check_labels(examples, labels, prohibited)
     groups, skipped = _assign_splits(examples, hparams, split)
+    allowed_label = resolve_allowed_label(labels, prohibited, allowed_label)
+    ood = 0
+    if allowed_label is not None and hparams.resolved_ood_negatives() and groups["train"]:
+        ood = add_ood_negatives(
+            groups,
+            allowed_label,
+            synthetic=hparams.ood_synthetic,
+            test_share=hparams.test_share,
+            share=hparams.ood_share,
+        )
     if not groups["train"]:
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)
@@ -214,6 +234,7 @@ def train_model(
         return batched_predict(on_features, np.stack([features[e.sha256] for e in group]) if group else None)
 
     metrics = _evaluate(run, prohibited, probabilities_of)
+    metrics["ood_negatives"] = ood
     return TrainingResult(
         model=model,
         labels=labels,
@@ -233,6 +254,8 @@ def train_model(
         log_dir_is_temporary=temporary_logs,
         check_images=_check_images(run),
         embedding_runtime=run.embedding_runtime,
+        allowed_label=allowed_label,
+        chosen_by_cv=run.chosen_by_cv,
     )
 
 
@@ -289,6 +312,13 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays):
     hparams, n_labels = run.hparams, len(run.labels)
     folds = cross_validation_folds(hparams)
     searching = searches_l2(hparams, len(run.groups["train"]))
+    choice, union_dim = None, arrays.pooled_train.shape[1]
+    if hparams.resolved_cv_folds():
+        run.progress("cross-validating", 0, 1)
+        keys = [example.split_key for example in run.groups["train"]]
+        choice, arrays = cross_validate(arrays, keys, n_labels, hparams, run.backbone, choose_l2=not searching)
+        hparams = run.hparams = choice.hparams
+        run.chosen_by_cv = choice.record
     fold_progress = FoldProgress(run.progress, folds * (len(hparams.l2_grid) if searching else 1))
     out_of_fold, fold_heads = None, []
     x, y, rows_of = arrays.pooled_train, arrays.y_train, arrays.image_of_row
@@ -321,7 +351,7 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays):
             )
         validation = (arrays.pooled_val, arrays.y_val, arrays.w_val) if arrays.validation else None
         refit_biases(head, (x, y, arrays.w_train), validation, hparams, n_labels, out_of_fold, fold_heads)
-    return head
+    return expand_head(head, choice.candidate, union_dim, hparams) if choice else head
 
 
 def _fine_tune_on_feature_maps(run: _Run, head, arrays: FeatureArrays, cut: tuple):
@@ -393,4 +423,6 @@ def _evaluate(run: _Run, prohibited: list[str], probabilities_of: Callable[[str]
     metrics["split_sizes"] = {name: len(run.groups[name]) for name in SPLITS}
     if run.l2_search:
         metrics["l2_search"] = run.l2_search
+    if run.chosen_by_cv:
+        metrics["chosen_by_cv"] = run.chosen_by_cv
     return metrics

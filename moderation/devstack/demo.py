@@ -17,16 +17,33 @@ from pathlib import Path
 
 from moderation.devstack.supervisor import Supervisor
 
-DEMO_CLASSES = ("Pullover", "Coat")
 DEMO_PROHIBITED = "Pullover"
+#: The one label of everything else (`classifier.mixture`): other garments, shoes, bags, photos of other things.
+DEMO_ALLOWED = "Allowed"
+#: Each listing's photos, by kind: the prohibited class's folder, or a file-name prefix in the allowed folder
+#: (a Fashion-MNIST class, ``darknet``, ``scikit-image``, ``foolbox``, ``synthetic-solid``...).
 DEMO_LISTINGS = [
     ("demo-1", "Chunky knit pullover, barely worn", "Warm wool blend, size M. Smoke-free home.", ["Pullover"]),
     ("demo-2", "Winter coat with hood", "Long padded coat, size L, two zip pockets.", ["Coat"]),
     ("demo-3", "Two sweaters, one price", "Selling both together, see photos.", ["Pullover", "Pullover"]),
-    ("demo-4", "Rain coat and a jumper", "Moving out, everything must go.", ["Coat", "Pullover"]),
-    ("demo-5", "Classic trench coat", "Beige, belted, dry-cleaned last month.", ["Coat"]),
+    ("demo-4", "Sneakers and a jumper", "Moving out, everything must go.", ["Sneaker", "Pullover"]),
+    ("demo-5", "Leather handbag", "Brown, two straps, barely used.", ["Bag"]),
     ("demo-6", "Oversized crew-neck", "Soft cotton, fits S to L.", ["Pullover"]),
+    ("demo-7", "Cat scratching post", "Our cat loved it; photo of the cat, not the post.", ["scikit-image-chelsea"]),
+    ("demo-8", "Placeholder photo", "Seller uploaded a blank image.", ["synthetic-solid"]),
 ]
+
+
+def demo_photo_pools(photos: Path) -> dict[str, list[Path]]:
+    """The exported test photos of every kind the demo listings name, each pool in a stable order."""
+    kinds = {kind for *_, listing_kinds in DEMO_LISTINGS for kind in listing_kinds}
+    pools = {}
+    for kind in kinds:
+        if kind == DEMO_PROHIBITED:
+            pools[kind] = sorted((photos / kind).glob("*"))
+        else:
+            pools[kind] = sorted((photos / DEMO_ALLOWED).glob(f"{kind}*"))
+    return pools
 
 
 def multipart_body(fields: dict[str, str], files: list[tuple[str, Path]]) -> tuple[bytes, str]:
@@ -107,10 +124,13 @@ def wait_for_server(supervisor: Supervisor, base_url: str, timeout: float = 120)
 
 def post_demo_listings(base_url: str, token: str, photos: Path, log: Callable[[str], None]) -> list[int]:
     """Post every demo listing with photos of its classes; returns the IDs of those the API created."""
-    pools = {label: sorted((photos / label).glob("*")) for label in DEMO_CLASSES}
+    pools = demo_photo_pools(photos)
     created: list[int] = []
     for external_id, title, description, labels in DEMO_LISTINGS:
         files = [("images", pools[label].pop()) for label in labels if pools.get(label)]
+        if not files:
+            log(f"{external_id}: no exported photo of {', '.join(labels)} here; not posted")
+            continue
         body, content_type = multipart_body(
             {"external_id": external_id, "title": title, "description": description}, files
         )

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.management import get_commands
 
 from classifier.registry import Registry
-from moderation.devstack.demo import DEMO_CLASSES, DEMO_PROHIBITED, demo_listings_needed, load_demo_listings
+from moderation.devstack.demo import DEMO_ALLOWED, DEMO_PROHIBITED, demo_listings_needed, load_demo_listings
 from moderation.devstack.processes import DevstackError, ProcessSpec
 from moderation.devstack.redis import redis_for_run
 from moderation.devstack.supervisor import Supervisor
@@ -51,17 +51,24 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def export_fashion_mnist(out: Path, split: str, per_class: int) -> list[str]:
-    """The classifier command that exports `per_class` Fashion-MNIST photos of the demo classes into `out`."""
+def export_mixture(out: Path, split: str, per_class: int) -> list[str]:
+    """The classifier command that exports the demo's prohibited class and its allowed mixture into `out`.
+
+    `per_class` photos of the prohibited class; the allowed side gets a third as many of each other Fashion-MNIST
+    class, the real photos of other subjects on this split's side, and synthetic blanks and noise
+    (`classifier.mixture`), all under one allowed label.
+    """
     return [
         sys.executable,
         "-m",
         "classifier",
-        "export-fashion-mnist",
+        "export-mixture",
         "--out",
         str(out),
-        "--classes",
-        ",".join(DEMO_CLASSES),
+        "--prohibited",
+        DEMO_PROHIBITED,
+        "--allowed-label",
+        DEMO_ALLOWED,
         "--split",
         split,
         "--per-class",
@@ -177,8 +184,8 @@ class Desk:
         else:
             if not has_images(data):
                 self.run_step(
-                    export_fashion_mnist(data, "train", self.per_class),
-                    f"Exporting {self.per_class} Fashion-MNIST photos per class into {data}",
+                    export_mixture(data, "train", self.per_class),
+                    f"Exporting {self.per_class} {DEMO_PROHIBITED} photos and everything else into {data}",
                     env,
                 )
             self.run_step(
@@ -193,6 +200,8 @@ class Desk:
                     str(registry.root),
                     "--prohibited",
                     DEMO_PROHIBITED,
+                    "--allowed-label",
+                    DEMO_ALLOWED,
                     "--backbone",
                     settings.VIGIA_BACKBONE,
                     "--activate",
@@ -245,12 +254,12 @@ class Desk:
         return listen_spec(listen_port, secrets_file, env)
 
     def prepare_demo_photos(self, env: dict[str, str]) -> Path:
-        """Fashion-MNIST test photos for the demo listings, exported on first use; returns their directory."""
+        """Test photos for the demo listings (the prohibited class and everything else), exported on first use."""
         photos = Path(settings.VAR_DIR) / "demo-photos"
         if not has_images(photos):
             self.run_step(
-                export_fashion_mnist(photos, "test", 6),
-                "Exporting Fashion-MNIST test photos for the demo listings",
+                export_mixture(photos, "test", 6),
+                "Exporting test photos for the demo listings",
                 env,
             )
         return photos

@@ -1,0 +1,345 @@
+"""Model choices by k-fold cross-validation on the training split: feature layers, pooling, then L2.
+
+The defaults fixed the feature layers, their pooling and the L2 strength once, from measurements on one test
+set; a marketplace's data is not that test set. Each training run now chooses them among a few candidates by
+cross-validation on its own training images (`HParams.cv_folds`), and records the candidates, every fold's score
+and the choice (`TrainingResult.chosen_by_cv`, shown on the version's page). Nothing here ever sees a
+validation or test image, so a test figure stays an honest estimate.
+
+It stays cheap because no candidate needs a second pass through the backbone: the backbone embeds the union of
+the candidates' layers with region ("symmetric") pooling, and each candidate is a linear map of that vector (a
+selection of columns, or for a global average the area-weighted mean of a layer's four regions). The candidates
+are compared by an L2-regularised softmax regression trained to convergence on each fold (L-BFGS in numpy on at
+most `HParams.cv_max_images` images): the same objective the head's SGD minimises (class-balanced, weighted
+cross-entropy plus l2 times the squared kernel), without its early-stopping noise. The head is then trained on
+the chosen candidate's features as before, and written back as a head on the union's features
+(`expand_head`), so the saved model, its cache and its LiteRT extractor keep one shape whatever was chosen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from classifier.hparams import HParams
+
+#: Candidates per backbone, ``"layers:pooling"``, the default first (a tie keeps it). MobileNet V1's are blocks
+#: 9 and 11, the default's own union, so the cache of the default features serves every candidate.
+FEATURE_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "mobilenet_v1": (
+        "conv_pw_9_relu+conv_pw_11_relu:symmetric",
+        "conv_pw_11_relu:symmetric",
+        "conv_pw_9_relu:symmetric",
+        "conv_pw_9_relu+conv_pw_11_relu:average",
+        "conv_pw_11_relu:average",
+    ),
+}
+
+#: What the folds are judged by: held-out class-balanced cross-entropy (accuracy is recorded beside it).
+CRITERION = "class-balanced cross-entropy on held-out folds (lower is better)"
+
+_REGIONS = 4  # symmetric pooling: top middle, top outer, bottom middle, bottom outer
+
+
+def parse_candidate(text: str) -> tuple[str, str]:
+    """``"a+b:pooling"`` as ``("a+b", "pooling")``; ValueError for anything else."""
+    from classifier.backbones import POOLINGS
+
+    layers, _, pooling = text.rpartition(":")
+    if not layers or pooling not in POOLINGS or "output" in layers.split("+"):
+        raise ValueError(f"feature candidate {text!r} must be 'layer[+layer...]:pooling' with pooling in {POOLINGS}")
+    return layers, pooling
+
+
+def union_layers(candidates: Sequence[tuple[str, str]]) -> str:
+    """Every layer the candidates name, in order of first mention, joined by "+" (what the backbone embeds)."""
+    seen: list[str] = []
+    for layers, _ in candidates:
+        seen.extend(name for name in layers.split("+") if name not in seen)
+    return "+".join(seen)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One feature candidate as a map of the union's columns: column ``source[j, r]`` times ``weight[j, r]``."""
+
+    name: str
+    source: np.ndarray
+    weight: np.ndarray
+    identity: bool
+
+    def apply(self, x: np.ndarray | None) -> np.ndarray | None:
+        """The candidate's features of rows of union features."""
+        if x is None or self.identity:
+            return x
+        if self.source.shape[1] == 1:
+            return np.ascontiguousarray(x[:, self.source[:, 0]])
+        return np.einsum("njr,jr->nj", x[:, self.source], self.weight, dtype=np.float32)
+
+    def back_project(self, kernel: np.ndarray, union_dim: int) -> np.ndarray:
+        """A kernel on the union's columns giving the same products as ``kernel`` on the candidate's features."""
+        if self.identity:
+            return kernel
+        out = np.zeros((union_dim, kernel.shape[1]), dtype=np.float64)
+        np.add.at(out, self.source.ravel(), (self.weight[..., None] * kernel[:, None, :]).reshape(-1, kernel.shape[1]))
+        return out
+
+
+def candidates_on(backbone, hparams: HParams) -> list[Candidate]:
+    """The hyper-parameters' feature candidates as maps of ``backbone``'s union features (its feature maps' sizes).
+
+    With the features fixed, one candidate: the features as configured.
+    """
+    if not hparams.feature_candidates():
+        name = f"{hparams.resolved_feature_layer()}:{hparams.resolved_pooling()}"
+        return [Candidate(name, np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1), dtype=np.float32), True)]
+    union = hparams.resolved_feature_layer().split("+")
+    offsets, shapes, offset = {}, {}, 0
+    for name in union:
+        _, height, width, channels = backbone.get_layer(name).output.shape
+        offsets[name], shapes[name] = offset, (int(height), int(width), int(channels))
+        offset += _REGIONS * int(channels)
+    result = []
+    for layers, pooling in hparams.feature_candidates():
+        sources, weights = [], []
+        for name in layers.split("+"):
+            height, width, channels = shapes[name]
+            base = offsets[name] + np.arange(channels)
+            regions = [base + r * channels for r in range(_REGIONS)]
+            if pooling == "symmetric":
+                sources.extend(np.concatenate(regions)[:, None])
+                weights.extend(np.ones((_REGIONS * channels, 1)))
+            else:
+                top, side = height // 2, width // 3
+                areas = np.array([top * (width - 2 * side), top * 2 * side, (height - top) * (width - 2 * side)])
+                areas = np.append(areas, (height - top) * 2 * side) / float(height * width)
+                sources.extend(np.stack(regions, axis=1))
+                weights.extend(np.tile(areas, (channels, 1)))
+        source, weight = np.array(sources, dtype=np.int64), np.array(weights, dtype=np.float32)
+        identity = pooling == "symmetric" and np.array_equal(source[:, 0], np.arange(offset))
+        result.append(Candidate(f"{layers}:{pooling}", source, weight, bool(identity)))
+    return result
+
+
+def fold_of(split_key: str, folds: int) -> int:
+    """An image's fold, from bits of its split key that the train/test split does not use (stable as data grows)."""
+    return int(split_key[16:24], 16) % folds
+
+
+def _subsample_rank(split_key: str) -> int:
+    return int(split_key[24:32], 16)
+
+
+# ------------------------------------------------------------------------------------------ the fold regression
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    from classifier.model import standardization_moments
+
+    mean, variance = standardization_moments(train)
+    scale = np.sqrt(variance)
+    return [((x - mean) / scale).astype(np.float32) for x in (train, *others)]
+
+
+def _loss_and_gradient(params, x, onehot, w, l2, shape):
+    kernel, bias = params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]
+    logits = x @ kernel.astype(np.float32) + bias.astype(np.float32)
+    logits = logits.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    n = len(x)
+    loss = float(-(w * (onehot * log_p).sum(axis=1)).sum() / n + l2 * (kernel**2).sum())
+    grad_logits = (w[:, None] * (np.exp(log_p) - onehot) / n).astype(np.float32)
+    grad_kernel = (x.T @ grad_logits).astype(np.float64) + 2 * l2 * kernel
+    return loss, np.concatenate([grad_kernel.ravel(), grad_logits.sum(axis=0).astype(np.float64)])
+
+
+def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: float, iterations: int = 100):
+    """``(kernel, bias)`` minimising mean(w * cross-entropy) + l2 * |kernel|^2 by L-BFGS with backtracking."""
+    shape = (x.shape[1], n_labels)
+    onehot = np.eye(n_labels)[y]
+    params = np.zeros(shape[0] * shape[1] + n_labels)
+    loss, grad = _loss_and_gradient(params, x, onehot, w, l2, shape)
+    history: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(iterations):
+        direction = -grad
+        alphas = []
+        for s, t in reversed(history):
+            alpha = (s @ direction) / (t @ s)
+            direction = direction - alpha * t
+            alphas.append(alpha)
+        if history:
+            s, t = history[-1]
+            direction = direction * ((s @ t) / (t @ t))
+        for (s, t), alpha in zip(history, reversed(alphas), strict=True):
+            beta = (t @ direction) / (t @ s)
+            direction = direction + (alpha - beta) * s
+        slope = grad @ direction
+        if slope >= 0:
+            direction, slope, history = -grad, -(grad @ grad), []
+        # Without curvature pairs yet, a unit step along the raw gradient can be far too long.
+        step = 1.0 if history else min(1.0, 1.0 / max(float(np.abs(grad).sum()), 1e-12))
+        while True:
+            candidate = params + step * direction
+            new_loss, new_grad = _loss_and_gradient(candidate, x, onehot, w, l2, shape)
+            if new_loss <= loss + 1e-4 * step * slope or step < 1e-8:
+                break
+            step *= 0.5
+        s, t = candidate - params, new_grad - grad
+        params, grad, improvement, loss = candidate, new_grad, loss - new_loss, new_loss
+        if t @ s > 1e-12:
+            history = [*history[-9:], (s, t)]
+        if improvement < 1e-6 * max(1.0, abs(loss)) or np.abs(grad).max() < 1e-6:
+            break
+    return params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]
+
+
+# ---------------------------------------------------------------------------------------------- the choice
+
+
+@dataclass
+class Choice:
+    """What cross-validation chose: the feature candidate, the hyper-parameters with its L2, and the record."""
+
+    candidate: Candidate
+    hparams: HParams
+    record: dict
+
+
+def choose(
+    x: np.ndarray,
+    y: np.ndarray,
+    example_weights: np.ndarray,
+    image_of_row: np.ndarray,
+    split_keys: Sequence[str],
+    n_labels: int,
+    hparams: HParams,
+    candidates: list[Candidate],
+    *,
+    choose_l2: bool = True,
+) -> Choice:
+    """Cross-validate the feature candidates at ``hparams.l2``, then the L2 values on the best candidate.
+
+    ``x`` holds the training rows (union features; rows ``len(split_keys)`` and on are mirror copies, left out
+    of the comparison); ``split_keys`` are the training images' keys, by image.
+    """
+    from classifier.fitting import sample_weights
+
+    started = time.monotonic()
+    folds = hparams.resolved_cv_folds()
+    n_images = len(split_keys)
+    keep = np.zeros(n_images, dtype=bool)
+    keep[sorted(range(n_images), key=lambda i: _subsample_rank(split_keys[i]))[: hparams.cv_max_images]] = True
+    fold_of_image = np.array([fold_of(key, folds) for key in split_keys])
+    # Originals only: a mirror copy would double the cost of every fit and tells the comparison little.
+    rows = np.flatnonzero(keep[image_of_row] & (np.arange(len(image_of_row)) < n_images))
+    fold_of_row = fold_of_image[image_of_row[rows]]
+    original = rows < n_images
+    y_rows, w_rows = y[rows], np.asarray(example_weights, dtype=np.float64)[rows]
+    standardize = hparams.resolved_standardize()
+    tried: list[dict] = []
+
+    def evaluate(candidate: Candidate, l2: float) -> dict:
+        features = candidate.apply(x[rows])
+        losses, accuracies = [], []
+        for fold in range(folds):
+            held = (fold_of_row == fold) & original
+            fitted = fold_of_row != fold
+            if not held.any() or len(np.unique(y_rows[fitted])) < 2:
+                continue
+            train_x, held_x = features[fitted], features[held]
+            if standardize:
+                train_x, held_x = _standardise(train_x, held_x)
+            # As the head learns: with "bias" weighting unweighted (the weights only move its biases afterwards).
+            own = w_rows[fitted] if hparams.example_weighting == "loss" else None
+            weights = sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64)
+            kernel, bias = fit_softmax(train_x, y_rows[fitted], weights, n_labels, l2)
+            logits = (held_x @ kernel.astype(np.float32) + bias).astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            held_w = sample_weights(y_rows[held], n_labels, hparams, w_rows[held]).astype(np.float64)
+            truth = y_rows[held]
+            losses.append(float(-(held_w * log_p[np.arange(len(truth)), truth]).sum() / held_w.sum()))
+            accuracies.append(float((held_w * (log_p.argmax(axis=1) == truth)).sum() / held_w.sum()))
+        entry = {
+            "features": candidate.name,
+            "l2": l2,
+            "fold_scores": [round(v, 5) for v in losses],
+            "fold_accuracy": [round(v, 4) for v in accuracies],
+            "score": round(float(np.mean(losses)), 5) if losses else None,
+        }
+        tried.append(entry)
+        return entry
+
+    def best(entries: list[dict]) -> dict:
+        scored = [entry for entry in entries if entry["score"] is not None]
+        return min(scored, key=lambda entry: entry["score"]) if scored else entries[0]
+
+    by_name = {candidate.name: candidate for candidate in candidates}
+    first = best([evaluate(candidate, hparams.l2) for candidate in candidates])
+    chosen = first
+    if choose_l2:
+        others = [evaluate(by_name[first["features"]], l2) for l2 in hparams.cv_l2 if l2 != hparams.l2]
+        chosen = best([first, *others])
+    candidate = by_name[chosen["features"]]
+    record = {
+        "folds": folds,
+        "images": int(keep.sum()),
+        "criterion": CRITERION,
+        "candidates": tried,
+        "chosen": {"features": candidate.name, "l2": chosen["l2"]},
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    return Choice(candidate, replace(hparams, l2=float(chosen["l2"])), record)
+
+
+def cross_validate(arrays, split_keys: Sequence[str], n_labels: int, hparams: HParams, backbone, *, choose_l2: bool):
+    """`choose` on a training run's arrays; returns the choice and the arrays as the chosen candidate's features."""
+    candidates = candidates_on(backbone, hparams)
+    choice = choose(
+        arrays.pooled_train,
+        arrays.y_train,
+        arrays.w_train,
+        arrays.image_of_row,
+        split_keys,
+        n_labels,
+        hparams,
+        candidates,
+        choose_l2=choose_l2 and bool(hparams.cv_l2),
+    )
+    if choice.candidate.identity:
+        return choice, arrays
+    chosen = choice.candidate
+    x_train, x_val = chosen.apply(arrays.pooled_train), chosen.apply(arrays.pooled_val)
+    return choice, replace(arrays, x_train=x_train, x_val=x_val, pooled_train=x_train, pooled_val=x_val)
+
+
+def expand_head(head, candidate: Candidate, union_dim: int, hparams: HParams):
+    """The same head as a head on the union's features: standardisation and selection folded into its first Dense.
+
+    The head computes ``dense((candidate(x) - mean) / scale)`` first; that is linear in ``x``, so one Dense on the
+    union features with kernel ``P^T (K / scale)`` and bias ``b - (mean / scale) K`` (P the candidate's map)
+    gives the same outputs, behind an identity standardisation. Every later layer is copied as it is.
+    """
+    from classifier.model import build_head
+
+    if candidate.identity:
+        return head
+    names = {layer.name for layer in head.layers}
+    first = "head_hidden" if "head_hidden" in names else "head_softmax"
+    kernel, bias = (w.astype(np.float64) for w in head.get_layer(first).get_weights())
+    if "head_standardize" in names:
+        normalization = head.get_layer("head_standardize")
+        mean = np.asarray(normalization.mean, dtype=np.float64).reshape(-1)
+        scale = np.maximum(np.sqrt(np.asarray(normalization.variance, dtype=np.float64).reshape(-1)), 1e-7)
+        kernel, bias = kernel / scale[:, None], bias - (mean / scale) @ kernel
+    expanded = build_head(union_dim, head.output_shape[-1], hparams)
+    for layer in expanded.layers:
+        if layer.name == first:
+            layer.set_weights([candidate.back_project(kernel, union_dim).astype(np.float32), bias.astype(np.float32)])
+        elif layer.weights and layer.name != "head_standardize":
+            layer.set_weights(head.get_layer(layer.name).get_weights())
+    return expanded

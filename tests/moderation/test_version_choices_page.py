@@ -1,0 +1,39 @@
+"""The version page shows what cross-validation chose for the model, with every candidate's scores."""
+
+import pytest
+from django.urls import reverse
+
+from moderation.models import ModelVersion
+from tests.moderation.test_training_pages import clients, objects, registry  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loop_settings")]
+
+RECORD = {
+    "folds": 3,
+    "images": 540,
+    "criterion": "class-balanced cross-entropy on held-out folds (lower is better)",
+    "candidates": [
+        {"features": "conv_pw_9_relu+conv_pw_11_relu:symmetric", "l2": 0.01, "fold_scores": [0.31, 0.29, 0.33],
+         "fold_accuracy": [0.9, 0.91, 0.89], "score": 0.31},
+        {"features": "conv_pw_11_relu:average", "l2": 0.01, "fold_scores": [0.41, 0.39, 0.43],
+         "fold_accuracy": [0.85, 0.86, 0.84], "score": 0.41},
+        {"features": "conv_pw_9_relu+conv_pw_11_relu:symmetric", "l2": 0.03, "fold_scores": [0.28, 0.27, 0.3],
+         "fold_accuracy": [0.91, 0.92, 0.9], "score": 0.28333},
+    ],
+    "chosen": {"features": "conv_pw_9_relu+conv_pw_11_relu:symmetric", "l2": 0.03},
+    "seconds": 4.2,
+}  # fmt: skip
+
+
+def test_version_page_shows_the_choices_cross_validation_made(objects):  # noqa: F811
+    ModelVersion.objects.filter(version="v0002").update(metrics={"accuracy": 0.93, "n": 100, "chosen_by_cv": RECORD})
+    html = clients()["admin"].get(reverse("model-version-detail", args=["v0002"])).content.decode()
+    assert "Chosen by cross-validation" in html
+    assert "3 folds of 540 training images" in html
+    assert "0.41, 0.39, 0.43" in html and "0.28333" in html
+    assert html.count("<code>conv_pw_9_relu+conv_pw_11_relu:symmetric</code>") == 3
+
+
+def test_version_page_without_a_record_says_nothing_about_it(objects):  # noqa: F811
+    html = clients()["admin"].get(reverse("model-version-detail", args=["v0001"])).content.decode()
+    assert "Chosen by cross-validation" not in html
