@@ -17,7 +17,7 @@ WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
 FAST_MARKERS := not slow and not worker and not browser
 
-.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory bench-hashes bench-pairs clean
+.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory bench-hashes bench-pairs bench-ood-share clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -114,6 +114,9 @@ bench-hashes: $(STAMP) dataset
 # Fashion-MNIST pairs at the defaults, every model choice by cross-validation: bench/results/pairs.json.
 bench-pairs: $(STAMP) dataset
 	$(PY) bench/pairs.py $(ARGS)
+
+bench-ood-share: $(STAMP) dataset
+	$(PY) bench/ood_share.py $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache
