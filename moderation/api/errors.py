@@ -12,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from moderation.api import serializers
+from moderation.services.ingest import StorageFull, StorageUnavailable
 from moderation.validation import ImageValidationError
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,10 @@ try:
     from django.core.exceptions import TooManyFilesSent
 except ImportError:  # pragma: no cover - Django < 3.2.18 has no such limit
     TooManyFilesSent = ()
+
+
+#: What a 507 or 503 for the media storage tells the client to wait before it sends the request again.
+STORAGE_RETRY_AFTER_S = 60
 
 
 class ApiError(exceptions.APIException):
@@ -65,6 +70,11 @@ def exception_handler(exc, context):
     elif isinstance(exc, ImageValidationError):
         exc = ApiError(exc.code, exc.detail, exc.status)
 
+    # Nothing was stored; a client that retries later (the same request is safe to repeat) loses nothing.
+    if isinstance(exc, StorageFull):
+        return error_response("storage_full", str(exc), 507, {"Retry-After": str(STORAGE_RETRY_AFTER_S)})
+    if isinstance(exc, StorageUnavailable):
+        return error_response("storage_unavailable", str(exc), 503, {"Retry-After": str(STORAGE_RETRY_AFTER_S)})
     if isinstance(exc, RequestDataTooBig):
         return error_response("too_large", "The request body is larger than the server accepts.", 413)
     if TooManyFilesSent and isinstance(exc, TooManyFilesSent):
@@ -94,4 +104,9 @@ ERRORS = {
     400: OpenApiResponse(serializers.ErrorSerializer, description="Invalid request or image"),
     401: OpenApiResponse(serializers.ErrorSerializer, description="Missing or bad token"),
     413: OpenApiResponse(serializers.ErrorSerializer, description="Image or request too large"),
+}
+#: What an upload may also answer: the media storage full (507) or failing (503); nothing was stored.
+STORAGE_ERRORS = {
+    503: OpenApiResponse(serializers.ErrorSerializer, description="Media storage failing; nothing was stored"),
+    507: OpenApiResponse(serializers.ErrorSerializer, description="Media storage full; nothing was stored"),
 }
