@@ -293,8 +293,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Celery's consumer, reconnecting after a Redis restart instead of exiting (`moderation/consumer.py` says why).
-CELERY_WORKER_CONSUMER = "moderation.consumer:BrokerLossConsumer"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # By task name (`moderation.outbox` names them).
 CELERY_TASK_ROUTES = {
