@@ -7,9 +7,12 @@ new one if the ping fails, so the first request after a restart is answered inst
 
 import psycopg
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import close_old_connections, connection
+from rest_framework.test import APIClient
 
 from moderation.models import Listing
+from tests.support.factories import make_api_key
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -40,3 +43,21 @@ def test_a_connection_the_server_dropped_is_replaced_at_the_next_request():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != pid
+
+
+def test_an_api_request_that_finds_the_database_gone_answers_503_json_with_retry_after():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_api_key(get_user_model().objects.create_user('api'))}")
+    assert client.get("/api/v1/listings").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        drop_from_the_server_side(cursor.fetchone()[0])
+    # The test client does not run the per-request health check: the request meets the dead connection.
+    response = client.get("/api/v1/listings")
+    assert response.status_code == 503, response.content
+    assert response.json()["error"] == "database_unavailable"
+    assert response["Retry-After"] == "5"
+    close_old_connections()
+    assert client.get("/api/v1/listings").status_code == 200
