@@ -22,7 +22,8 @@ Per fault, in bench/results/faults.json: `accepted` (uploads answered 201), `los
 no stored file, plus for the receiver fault events never received), `scored_twice` (images with more than one
 scored event for one model version), `stuck` (accepted images still pending or failed, or deliveries still
 pending, once recovered), `recovery_s` (from the repair to the moment every accepted image was scored, and for the
-receiver every event received; for the scoring child from the kill). The uploads refused meanwhile are counted
+receiver every event received; for the scoring child from the kill; for the training worker from the kill until
+the killed run was marked failed, the queue free for the next one). The uploads refused meanwhile are counted
 by status in each fault's details: a refused upload is the marketplace's to send again (the API says so).
 """
 
@@ -173,6 +174,8 @@ class Bench:
         self.reconnect_if_broken()
         accepted = [pk for answer in answers if answer.status in (200, 201) for pk in answer.images]
         recovery = self.wait_recovered(accepted, repaired_at, details.pop("until", None))
+        # A fault that is over before the stream is (the training run) says itself how long it took.
+        recovery = details.pop("recovery_s", recovery)
         return self.judge(name, answers, recovery, details, details.pop("lost", 0), details.pop("stuck", 0))
 
     # ---------------------------------------------------------------- faults
@@ -246,6 +249,8 @@ class Bench:
         log(f"killed run {killed_run.status} after {failed_after} s; next run {second.status}")
         stuck = TrainingRun.objects.filter(status__in=[TrainingRunStatus.RUNNING, TrainingRunStatus.QUEUED]).count()
         return killed, {
+            # Until the killed run was marked failed and the training queue was free for the next run.
+            "recovery_s": failed_after,
             "killed_run_status": killed_run.status,
             "killed_run_reason": killed_run.reason[:300],
             "killed_run_ended_after_s": failed_after,

@@ -171,24 +171,21 @@ class MediaDisk:
         return True
 
     def fill(self) -> int:
-        """Write one file until the disk has no byte left; returns its size."""
+        """Write one file until the disk has no byte left (unbuffered, down to single pages); returns its size."""
         written = 0
-        with open(self.filler, "wb") as handle:
-            block = b"\0" * (1 << 20)
-            try:
+        descriptor = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for block in (1 << 20, 1 << 16, 4096):
+                chunk = b"\0" * block
                 while True:
-                    handle.write(block)
-                    handle.flush()
-                    written += len(block)
-            except OSError as error:
-                if error.errno != errno.ENOSPC:
-                    raise
-        # Smaller writes take the last pages too.
-        with open(self.filler, "ab") as handle, contextlib.suppress(OSError):
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
-                written += 4096
+                    try:
+                        written += os.write(descriptor, chunk)
+                    except OSError as error:
+                        if error.errno != errno.ENOSPC:
+                            raise
+                        break
+        finally:
+            os.close(descriptor)
         return written
 
     def free(self) -> None:
