@@ -23,6 +23,7 @@ time, and every decision has its audit entry.
 
 import argparse
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -61,23 +62,19 @@ def parse_args():
 
 
 def moderators(count: int) -> list[tuple[str, str]]:
-    """`count` moderator accounts (the moderators group), with their passwords."""
-    from django.contrib.auth.models import Group
+    """`count` moderator accounts, made as an operator makes them (`manage.py create_moderator`)."""
+    from django.core.management import call_command
 
     from moderation.models import ModerationSettings
-    from moderation.permissions import MODERATORS_GROUP
     from moderation.selectors.settings import get_settings
 
     get_settings()
+    # Every flagged photo goes to the queue by its score alone: what the moderators work through.
     ModerationSettings.objects.filter(pk=1).update(audit_rate=0.0)
-    from django.contrib.auth import get_user_model
-
-    group = Group.objects.get(name=MODERATORS_GROUP)
     accounts = []
     for index in range(count):
         username, password = f"load-moderator-{index}", f"load-pw-{index}-{os.getpid()}-x9"
-        user = get_user_model().objects.create_user(username, password=password)
-        user.groups.add(group)
+        call_command("create_moderator", username, "--password", password, stdout=io.StringIO())
         accounts.append((username, password))
     return accounts
 
