@@ -208,6 +208,8 @@ def main() -> int:
         "p95_ms": {name: figures["p95_ms"] for name, figures in endpoints.items()},
         "p99_ms": {name: figures["p99_ms"] for name, figures in endpoints.items()},
         "errors_5xx": errors_5xx(stats["failures"]),
+        # Every failed request (connection errors, 4xx) besides the 5xx; `details.failures` says which.
+        "errors_total": sum(item["count"] for item in stats["failures"]),
         "queue_page_p95_ms": endpoints.get(QUEUE_PAGE, {}).get("p95_ms"),
         "consistency_ok": check["ok"],
         "machine": machine,
