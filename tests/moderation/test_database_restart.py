@@ -1,8 +1,10 @@
-"""A PostgreSQL restart must not leave web or worker processes holding dead connections (`CONN_HEALTH_CHECKS`).
+"""A PostgreSQL restart must not leave web processes holding dead connections (`CONN_HEALTH_CHECKS`).
 
 A persistent connection (`CONN_MAX_AGE`) that the server dropped is only noticed when a query fails on it. With
-health checks on, Django pings a reused connection once per request (or task) before its first query and opens a
-new one if the ping fails, so the first request after a restart is answered instead of failing with a 500.
+health checks on, Django pings a reused connection once per request before its first query and opens a new one
+if the ping fails, so the first request after a restart is answered instead of failing with a 500. (Celery
+workers close their connections after every task, through Celery's Django fixup.) A request that does meet the
+database gone answers 503 JSON, not a 500.
 """
 
 import psycopg
