@@ -40,15 +40,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.harness.faults_stack import (  # noqa: E402
-    PROHIBITED_LABEL,
     MediaDisk,
     PrivatePostgres,
     UploadStream,
-    write_training_folder,
+    start_services,
+    train_initial_model,
 )
 from bench.harness.report import load_average, log, machine_info, write_results  # noqa: E402
-from bench.harness.stack import BIN, Services, celery_worker, marketplace_token, start_from_nothing  # noqa: E402
-from moderation.devstack.processes import ProcessSpec  # noqa: E402
+from bench.harness.stack import Services, marketplace_token, start_from_nothing  # noqa: E402
 from moderation.devstack.redis import EmbeddedRedis, free_tcp_port  # noqa: E402
 
 FAULTS = ("redis", "postgres", "scoring_child", "training_worker", "disk_full", "webhook_receiver")
@@ -304,32 +303,6 @@ class Bench:
             receiver = result["details"].get("receiver", {})
             result["lost"] += max(0, receiver.get("wanted", 0) - receiver.get("received", 0))
         return result
-
-
-def train_initial_model(work: Path) -> str:
-    """Import a red/blue training set and train the first model in this process, as `make run` does once."""
-    from django.core.management import call_command
-
-    from moderation.selectors.models import active_model
-
-    folder = write_training_folder(work / "initial-set", per_label=40)
-    call_command("import_training_set", str(folder), "--prohibited", PROHIBITED_LABEL, verbosity=0)
-    call_command("retrain", verbosity=0)
-    return active_model().version
-
-
-def start_services(args, env: dict[str, str], work: Path) -> Services:
-    """What `make run` starts, with the production settings: web, scoring, training and webhooks workers, beat."""
-    services = Services(env, work / "logs")
-    services.start("worker", celery_worker("scoring,default", args.children, "faults-scoring@%h", "warning"))
-    services.start("training", celery_worker("training", 1, "faults-training@%h", "warning"))
-    hooks = celery_worker("webhooks", 4, "faults-webhooks@%h", "warning", pool="threads")
-    hooks_env = {**env, "VIGIA_PRELOAD_TENSORFLOW": "0"}
-    services.supervisor.start_logged(ProcessSpec("webhooks", hooks, hooks_env, REPO), work / "logs/webhooks.log")
-    beat = [str(BIN / "celery"), "-A", "moderation", "beat", "-l", "warning"]
-    services.start("beat", [*beat, "-S", "django_celery_beat.schedulers:DatabaseScheduler"])
-    services.start_web(args.web_workers, "-k", "gthread", "--threads", "4", "--timeout", "120")
-    return services
 
 
 def main() -> int:

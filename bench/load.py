@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.faults import train_initial_model  # noqa: E402
+from bench.harness.faults_stack import train_initial_model  # noqa: E402
 from bench.harness.report import load_average, log, machine_info, write_results  # noqa: E402
 from bench.harness.stack import BIN, Services, api_token, celery_worker, start_from_nothing  # noqa: E402
 

@@ -8,6 +8,8 @@ stream of API uploads that keeps going whatever the desk answers.
   results say so), filled to the last byte by one file and emptied again.
 - `UploadStream`: single-photo listings posted through the real API at a steady rate from a thread, every answer
   recorded (time, status, listing and image ids), none retried: a refused upload is the client's to send again.
+
+`train_initial_model` and `start_services` set up the desk as `make run` does (the load benchmark uses them too).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.harness.stack import BIN, REPO, Services, celery_worker
+from moderation.devstack.processes import ProcessSpec
 
 #: The colours the benchmark's model learns: red photos are prohibited, blue ones allowed.
 PROHIBITED_LABEL, ALLOWED_LABEL = "prohibited", "allowed"
@@ -53,6 +58,32 @@ def write_training_folder(root: Path, per_label: int) -> Path:
             data = colour_photo(label, seed=10_000_000 + offset * 100_000 + index, size=(48, 48), fmt="PNG")
             (root / label / f"{index}.png").write_bytes(data)
     return root
+
+
+def train_initial_model(work: Path) -> str:
+    """Import a red/blue training set and train the first model in this process, as `make run` does once."""
+    from django.core.management import call_command
+
+    from moderation.selectors.models import active_model
+
+    folder = write_training_folder(work / "initial-set", per_label=40)
+    call_command("import_training_set", str(folder), "--prohibited", PROHIBITED_LABEL, verbosity=0)
+    call_command("retrain", verbosity=0)
+    return active_model().version
+
+
+def start_services(args, env: dict[str, str], work: Path) -> Services:
+    """What `make run` starts, with the production settings: web, scoring, training and webhooks workers, beat."""
+    services = Services(env, work / "logs")
+    services.start("worker", celery_worker("scoring,default", args.children, "faults-scoring@%h", "warning"))
+    services.start("training", celery_worker("training", 1, "faults-training@%h", "warning"))
+    hooks = celery_worker("webhooks", 4, "faults-webhooks@%h", "warning", pool="threads")
+    hooks_env = {**env, "VIGIA_PRELOAD_TENSORFLOW": "0"}
+    services.supervisor.start_logged(ProcessSpec("webhooks", hooks, hooks_env, REPO), work / "logs/webhooks.log")
+    beat = [str(BIN / "celery"), "-A", "moderation", "beat", "-l", "warning"]
+    services.start("beat", [*beat, "-S", "django_celery_beat.schedulers:DatabaseScheduler"])
+    services.start_web(args.web_workers, "-k", "gthread", "--threads", "4", "--timeout", "120")
+    return services
 
 
 # ---------------------------------------------------------------------------------------------------- PostgreSQL
