@@ -128,6 +128,7 @@ def test_redis_stopped_during_an_upload_then_restarted_empty_loses_nothing(tmp_p
                 relayed_and_scored, timeout=90, what="the upload to be scored after Redis came back", worker=worker
             )
             assert Score.objects.filter(image=image).count() == 1
+
             # What the worker wrote meanwhile (the events relay) is sent by itself or, if its publish met the
             # reconnecting broker, by the relay: nothing stays unpublished.
             def all_published() -> bool:
