@@ -5,6 +5,7 @@ and DRF's included, so clients never have to parse an HTML error page."""
 import logging
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
@@ -12,6 +13,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from moderation.api import serializers
+from moderation.services.ingest import StorageFull, StorageUnavailable
 from moderation.validation import ImageValidationError
 
 logger = logging.getLogger(__name__)
@@ -20,6 +22,12 @@ try:
     from django.core.exceptions import TooManyFilesSent
 except ImportError:  # pragma: no cover - Django < 3.2.18 has no such limit
     TooManyFilesSent = ()
+
+
+#: What a 507 or 503 for the media storage tells the client to wait before it sends the request again.
+STORAGE_RETRY_AFTER_S = 60
+#: What a 503 for an unavailable database tells the client to wait (a restart takes seconds).
+DATABASE_RETRY_AFTER_S = 5
 
 
 class ApiError(exceptions.APIException):
@@ -65,6 +73,21 @@ def exception_handler(exc, context):
     elif isinstance(exc, ImageValidationError):
         exc = ApiError(exc.code, exc.detail, exc.status)
 
+    # Nothing was stored; a client that retries later (the same request is safe to repeat) loses nothing.
+    if isinstance(exc, StorageFull):
+        return error_response("storage_full", str(exc), 507, {"Retry-After": str(STORAGE_RETRY_AFTER_S)})
+    if isinstance(exc, StorageUnavailable):
+        return error_response("storage_unavailable", str(exc), 503, {"Retry-After": str(STORAGE_RETRY_AFTER_S)})
+    # The database went away (a restart, a failover): nothing was done, and the same request will work once it is
+    # back (every write is all or nothing, creates are safe to repeat), so the client is told to retry.
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s", exc)
+        return error_response(
+            "database_unavailable",
+            "The database is unavailable; nothing was done. Try again shortly.",
+            503,
+            {"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
     if isinstance(exc, RequestDataTooBig):
         return error_response("too_large", "The request body is larger than the server accepts.", 413)
     if TooManyFilesSent and isinstance(exc, TooManyFilesSent):
@@ -94,4 +117,9 @@ ERRORS = {
     400: OpenApiResponse(serializers.ErrorSerializer, description="Invalid request or image"),
     401: OpenApiResponse(serializers.ErrorSerializer, description="Missing or bad token"),
     413: OpenApiResponse(serializers.ErrorSerializer, description="Image or request too large"),
+}
+#: What an upload may also answer: the media storage full (507) or failing (503); nothing was stored.
+STORAGE_ERRORS = {
+    503: OpenApiResponse(serializers.ErrorSerializer, description="Media storage failing; nothing was stored"),
+    507: OpenApiResponse(serializers.ErrorSerializer, description="Media storage full; nothing was stored"),
 }

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from moderation.api import serializers
 from moderation.api.authentication import client_of
-from moderation.api.errors import ERRORS, ApiError
+from moderation.api.errors import ERRORS, STORAGE_ERRORS, ApiError
 from moderation.models import Listing
 from moderation.selectors.listings import client_listing, get_listing_detail, listing_page
 from moderation.services.ingest import (
@@ -77,6 +77,7 @@ class ListingCollectionView(APIView):
             200: OpenApiResponse(serializers.ListingCreatedSerializer, description="A retry: the listing it made"),
             409: CONFLICT,
             **ERRORS,
+            **STORAGE_ERRORS,
         },
         examples=[
             OpenApiExample(
@@ -172,6 +173,7 @@ class ListingImagesView(APIView):
             404: NOT_FOUND,
             409: OpenApiResponse(serializers.ErrorSerializer, description="The listing was withdrawn"),
             **ERRORS,
+            **STORAGE_ERRORS,
         },
     )
     def post(self, request, listing_id: int):

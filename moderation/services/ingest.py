@@ -11,8 +11,11 @@ photos (by sha256 of what was sent) is that retry and gets the listing it alread
 the same `external_id` are a conflict. An `Idempotency-Key` makes any create safe to repeat the same way.
 """
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from moderation import clock, outbox
 from moderation.models import Client, IdempotencyRecord, ImageStatus, Listing, ListingImage
@@ -29,6 +32,11 @@ from moderation.services.listings import refresh_listing_status
 from moderation.services.queueing import queue_scoring
 from moderation.services.routing import reuse_existing_score
 from moderation.validation import ImageValidationError, ValidatedImage, validate_image
+
+logger = logging.getLogger(__name__)
+
+#: Errors of the file system that mean "no room": the API answers 507, the client retries later.
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
 
 
 class DuplicateListing(Exception):
@@ -51,6 +59,14 @@ class IdempotencyKeyReused(Exception):
 
 class ListingWithdrawn(Exception):
     """Photos sent to a listing the client has withdrawn; the API answers 409."""
+
+
+class StorageFull(Exception):
+    """The media disk has no room for a photo: nothing of the request was stored; the API answers 507."""
+
+
+class StorageUnavailable(Exception):
+    """The media storage failed otherwise (read-only, gone, permissions): nothing was stored; the API answers 503."""
 
 
 @dataclass(frozen=True)
@@ -137,10 +153,7 @@ def create_listing(
                 return Intake(listing=earlier, created=False)
             _store_images(listing, validated, written)
     except BaseException:
-        # Only a rolled-back transaction gets here (publishing happens after the commit and never raises), so the
-        # rows these files belonged to do not exist.
-        for name in written:
-            default_storage.delete(name)
+        discard_unreferenced(written)
         raise
     listing.refresh_from_db()
     return Intake(listing=listing, created=True)
@@ -174,8 +187,7 @@ def add_images(*, listing_id: int, files: Sequence, idempotency_key: str | None 
                     return Intake(listing=listing, created=False)
             _store_images(listing, validated, written)
     except BaseException:
-        for name in written:
-            default_storage.delete(name)
+        discard_unreferenced(written)
         raise
     listing.refresh_from_db()
     return Intake(listing=listing, created=True)
@@ -227,8 +239,7 @@ def _store_images(listing: Listing, validated: Sequence[ValidatedImage], written
             enqueued_at=now,
         )
         # A generated name: nothing the sender chose (path, extension) reaches the file system.
-        image.file.save(f"{uuid.uuid4().hex}.{item.extension}", ContentFile(item.content), save=False)
-        written.append(image.file.name)
+        save_photo(image, f"{uuid.uuid4().hex}.{item.extension}", item.content, written)
         image.save()
         if not (active and reuse_existing_score(image=image, model_version=active.version)):
             to_score.append(image.pk)
@@ -253,3 +264,54 @@ def copy_hash(image: ListingImage) -> bool:
         return False
     ListingImage.objects.filter(pk=image.pk).update(**earlier)
     return True
+
+
+def save_photo(image: ListingImage, name: str, content: bytes, written: list[str]) -> None:
+    """Write one photo's file, recording its name in `written` first, so that a partial file is removed too.
+
+    A full disk raises `StorageFull` (507), any other storage error `StorageUnavailable` (503); the caller's
+    transaction then rolls back and `discard_unreferenced` deletes what was written, the partial file included.
+    """
+    path = image.file.field.generate_filename(image, name)
+    written.append(path)
+    try:
+        image.file.save(name, ContentFile(content), save=False)
+    except OSError as error:
+        if error.errno in NO_ROOM:
+            raise StorageFull("The media storage is full; nothing was stored. Try again later.") from error
+        detail = f"The media storage failed ({error.strerror or error}); nothing was stored."
+        raise StorageUnavailable(detail) from error
+    if image.file.name != path:
+        written.append(image.file.name)
+
+
+def _referenced(names: Sequence[str]) -> set[str]:
+    return set(ListingImage.objects.filter(file__in=list(names)).values_list("file", flat=True))
+
+
+def discard_unreferenced(names: Sequence[str]) -> None:
+    """After a failed intake: delete the files among `names` that no committed row refers to.
+
+    A failure can come after the commit (a callback, the connection lost while the server committed), and the
+    photos of rows that exist must never be deleted. When the database cannot say which rows exist, every file is
+    kept: an orphaned file costs disk space, a deleted photo of a stored image loses it.
+    """
+    if not names:
+        return
+    try:
+        kept = _referenced(names)
+    except DatabaseError:
+        if connection.in_atomic_block:
+            logger.warning("intake failed and the database cannot say which photos are stored; keeping %s", names)
+            return
+        # The error may have left this connection broken; a new one can still answer.
+        connection.close()
+        try:
+            kept = _referenced(names)
+        except DatabaseError as error:
+            logger.warning("intake failed; keeping %s: the database cannot say which are stored (%s)", names, error)
+            return
+    for name in names:
+        if name not in kept:
+            with contextlib.suppress(OSError):
+                default_storage.delete(name)

@@ -111,8 +111,18 @@ def claim_batch(
         )
         exhausted_ids = {image.pk for image in exhausted}
         leftover = [image.pk for image in own if image.pk not in batch_ids and image.pk not in exhausted_ids]
-        # A redelivered task may have leased these before; whichever task scores them next must be able to.
-        ListingImage.objects.filter(pk__in=leftover, scoring_lease_key=key).update(**RELEASED_FIELDS)
+        # A redelivered task (its child was killed mid-batch) leased more images than it scores now: a retried
+        # image is scored alone, and the others of its first claim were not named by its message. Every image it
+        # still holds beyond this batch is handed back and queued at once, not left to wait out the lease (whose
+        # other messages skipped it) and then the sweeper.
+        held_before = (
+            ListingImage.objects.filter(scoring_lease_key=key, status=ImageStatus.PENDING)
+            .exclude(pk__in=[*batch_ids, *exhausted_ids, *leftover])
+            .order_by("id")
+            .values_list("pk", flat=True)
+        )
+        leftover += list(held_before)
+        ListingImage.objects.filter(scoring_lease_key=key).exclude(pk__in=batch_ids).update(**RELEASED_FIELDS)
     return Claim(batch=batch_ids, failed=sorted(image.pk for image in failing), leftover=leftover)
 
 

@@ -56,7 +56,10 @@ def sweep_pending(*, limit: int = 10_000) -> int:
     """
     now = clock.now()
     cutoff = now - timedelta(seconds=settings.VIGIA_PENDING_SWEEP_SECONDS)
-    stale = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True)
+    # A lease that ran out means its task died (a child killed, a worker lost with its messages): its images are
+    # due at once, however recently they were queued, and the dead lease is cleared so they are queued once.
+    lease_expired = Q(scoring_lease_expires_at__lte=now)
+    stale = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True) | lease_expired
     retry_due = Q(next_attempt_at__lte=now) & (Q(enqueued_at__lt=F("next_attempt_at")) | Q(enqueued_at__isnull=True))
     ids = list(
         ListingImage.objects.filter(lease_free(None, now))
@@ -67,7 +70,10 @@ def sweep_pending(*, limit: int = 10_000) -> int:
         .order_by("enqueued_at", "id")
         .values_list("pk", flat=True)[:limit]
     )
-    return _mark_enqueued_and_queue(ids)
+    with transaction.atomic():
+        dead = ListingImage.objects.filter(lease_expired, pk__in=ids)
+        dead.update(scoring_lease_key="", scoring_lease_expires_at=None)
+        return _mark_enqueued_and_queue(ids)
 
 
 def rescore_open_images() -> int:

@@ -21,7 +21,7 @@ from moderation.selectors.appeals import listing_appeals
 from moderation.selectors.banks import image_matches
 from moderation.selectors.settings import get_settings
 from moderation.services import review
-from moderation.services.ingest import DuplicateListing, create_listing
+from moderation.services.ingest import DuplicateListing, StorageFull, StorageUnavailable, create_listing
 from moderation.validation import ImageValidationError
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -219,6 +219,8 @@ def upload_view(request):
             form.add_error("external_id", str(exc))
         except ImageValidationError as exc:
             form.add_error("images", exc.detail)
+        except (StorageFull, StorageUnavailable) as exc:
+            form.add_error(None, str(exc))
         else:
             messages.success(request, f"Listing {listing.external_id} received; its images are being scored.")
             return redirect("listing-detail", pk=listing.pk)

@@ -46,7 +46,13 @@ def test_make_lint_runs_ruff_check_and_format_check():
 
 @pytest.mark.parametrize(
     ("target", "script"),
-    [("bench", "bench/pipeline.py"), ("bench-classifier", "bench/classifier.py"), ("bench-loop", "bench/loop.py")],
+    [
+        ("bench", "bench/pipeline.py"),
+        ("bench-classifier", "bench/classifier.py"),
+        ("bench-loop", "bench/loop.py"),
+        ("bench-faults", "bench/faults.py"),
+        ("bench-load", "bench/load.py"),
+    ],
 )
 def test_bench_targets_run_their_scripts(target, script):
     assert script in dry_run(target)

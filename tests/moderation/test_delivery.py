@@ -95,6 +95,32 @@ def test_child_killed_mid_batch_loses_no_image_and_scores_each_once(delivery):
     assert listing.status == ListingStatus.IN_REVIEW
 
 
+def test_child_killed_holding_images_of_another_message_gets_them_scored_long_before_its_lease_runs_out(delivery):
+    marker = delivery.work / "held-others"
+    marker.unlink(missing_ok=True)
+    log = delivery.work / "batches-others.log"
+    set_faults(delivery, hold_once=str(marker), log=str(log))
+    colors = [PROHIBITED_COLOR, ALLOWED_COLOR, ALLOWED_COLOR]
+    # Two listings, two messages; the first task's claim takes the second listing's images too.
+    with transaction.atomic():
+        first = upload_listing("others-1", [photo(color) for color in colors])
+        second = upload_listing("others-2", [photo(color) for color in colors])
+    ids = list(ListingImage.objects.filter(listing__in=[first, second]).order_by("id").values_list("pk", flat=True))
+
+    wait_until(marker.exists, timeout=60, what="the batch to reach the model", worker=delivery)
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    # A lease lasts past the task's time limit (minutes): nothing may wait for it.
+    wait_until(lambda: not_pending(ids), timeout=45, what="every image scored after the crash", worker=delivery)
+    assert time.monotonic() - killed_at < 45
+    assert int(log.read_text().splitlines()[0].split()[1]) == 6
+    version = delivery.extra["version"]
+    for image_id in ids:
+        assert list(Score.objects.filter(image_id=image_id).values_list("model_version", flat=True)) == [version]
+    assert not ListingImage.objects.filter(pk__in=ids).exclude(scoring_lease_key="").exists()
+
+
 def test_poison_image_ends_failed_after_max_attempts(delivery):
     ModerationSettings.objects.filter(pk=1).update(max_scoring_attempts=2)
     poison, good = photo(ALLOWED_COLOR), photo(ALLOWED_COLOR)

@@ -200,6 +200,47 @@ def test_images_leased_to_a_task_that_died_wait_for_it_or_for_the_lease_to_run_o
     assert ListingImage.objects.get(pk=image.pk).attempts == 2
 
 
+def test_a_redelivered_task_hands_back_at_once_the_images_of_its_first_claim_it_does_not_score_now(
+    fake_scorer, frozen_clock, queued, django_capture_on_commit_callbacks
+):
+    first = listing_with(BLUE).images.get()
+    others = list(listing_with(BLUE, RED, external_id="ext-2").images.order_by("id").values_list("pk", flat=True))
+    # Task "a" named one image and claimed the other pending ones too; then its child was killed mid-batch.
+    claim = leases.claim_batch(image_ids=[first.pk], batch_size=8, max_attempts=3, active_version="v0001", key="a")
+    assert claim.batch == [first.pk, *others]
+
+    # Redelivered, "a" scores its retried image alone and queues the others again at once, released.
+    queued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = scoring.score_batch(image_ids=[first.pk], scorer=fake_scorer, rng=never_audit, key="a")
+    assert (outcome.scored, outcome.requeued) == ([first.pk], others)
+    assert queued == [others]
+    assert not ListingImage.objects.filter(pk__in=others).exclude(scoring_lease_key="").exists()
+
+    # Another task (their own intake message) scores them long before the lease would have run out.
+    frozen_clock.advance(seconds=1)
+    outcome = scoring.score_batch(image_ids=others, scorer=fake_scorer, rng=never_audit, key="b")
+    assert outcome.scored == [others[0]] and outcome.requeued == [others[1]]
+
+
+def test_the_sweeper_queues_images_whose_lease_ran_out_at_once_and_only_once(
+    frozen_clock, queued, settings, django_capture_on_commit_callbacks
+):
+    settings.VIGIA_PENDING_SWEEP_SECONDS = 3600
+    image = listing_with(BLUE).images.get()
+    leases.claim_batch(image_ids=[image.pk], batch_size=8, max_attempts=3, active_version="v0001", key="a")
+    queued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert queueing.sweep_pending() == 0
+    # The task died and nothing redelivered it: once its lease runs out the image is due, an hour early.
+    frozen_clock.advance(seconds=leases.lease_duration().total_seconds())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert queueing.sweep_pending() == 1
+        assert queueing.sweep_pending() == 0
+    assert queued == [[image.pk]]
+    assert ListingImage.objects.get(pk=image.pk).scoring_lease_key == ""
+
+
 def test_a_lease_runs_out_after_the_tasks_time_limit(fake_scorer, frozen_clock, settings):
     image = listing_with(BLUE).images.get()
     leases.claim_batch(image_ids=[image.pk], batch_size=8, max_attempts=3, active_version="v0001", key="a")

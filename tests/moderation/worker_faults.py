@@ -5,7 +5,8 @@ The worker's scorer is wrapped; what it does is read on every forward pass from 
 
 - `log`: a file that gets one line per forward pass: `<pid> <batch size>`.
 - `hold_once`: a marker path. The first forward pass writes its pid there and sleeps, so the test can SIGKILL
-  the child in the middle of a batch; later passes (marker present) run normally.
+  the child in the middle of a batch; later passes (marker present) run normally. `hold_seconds` (60) is how
+  long it sleeps.
 - `poison`: sha256 digests of stored images that kill the process (SIGKILL) whenever they are in the batch.
 - `modules`: a file that gets one JSON line per forward pass, after it: the pid, the version and runtime that
   served it, the process's resident memory and whether `tensorflow` is among its loaded modules.
@@ -58,7 +59,7 @@ class FaultyScorer:
             staging = Path(f"{hold}.tmp")
             staging.write_text(str(os.getpid()))
             staging.rename(hold)
-            time.sleep(60)
+            time.sleep(faults.get("hold_seconds", 60))
         poison = set(faults.get("poison", []))
         if poison and any(hashlib.sha256(bytes(data)).hexdigest() in poison for data in images):
             os.kill(os.getpid(), signal.SIGKILL)
