@@ -139,15 +139,18 @@ def propagation(args) -> dict:
     )
     scorer, moderator = StandIn(), _moderator()
     from classifier.perceptual.pdq import distance, hash_image
+    from moderation.models.banks import DEFAULT_QUALITY_FLOOR
 
     sources = list(photos.skimage_photos().values()) + list(photos.darknet_photos().values())
-    # Photos whose mirrored copy PDQ matches (a periodic texture such as the brick wall does not): what is timed
-    # here is how fast a match propagates, not whether there is one.
+    # Photos whose mirrored copy PDQ matches (a periodic texture such as the brick wall does not) and whose hash is
+    # above the banks' quality floor (a bank never matches a low-quality entry, so the watcher would wait for
+    # ever): what is timed here is how fast a match propagates, not whether there is one.
     mirrored = {id(im): photos.TRANSFORMS["mirror"](im) for im in sources}
     sources = [
         im
         for im in sources
-        if min(
+        if hash_image(photos.jpeg(im)).quality > DEFAULT_QUALITY_FLOOR
+        and min(
             distance(v, hash_image(photos.jpeg(im)).hash) for v in hash_image(photos.jpeg(mirrored[id(im)])).dihedral
         )
         <= 31
