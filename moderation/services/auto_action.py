@@ -18,11 +18,10 @@ from django.db import transaction
 from moderation import clock
 from moderation.models import AuditAction, Decision, DecisionOutcome, ImageStatus, ListingImage, PolicyCategory
 from moderation.services import audit, banks, events
+from moderation.services.automated import confirm_automatically
 from moderation.services.labels import label_or_blank
 from moderation.services.listings import refresh_listing_status
 from moderation.services.training.trigger import record_decision
-
-FIELDS = ["status", "confirmed_at", "is_audit", "claimed_by", "claim_expires_at", "duplicate_of"]
 
 
 class QAError(Exception):
@@ -53,50 +52,27 @@ def over_auto_threshold(probabilities: dict[str, float], prohibited, settings_ro
 def take_down(*, image: ListingImage, label: str, threshold: float, settings_row, rng=None) -> Decision:
     """Record the model's automated takedown of a routed photo (inside the write transaction; the caller refreshes
     the listing), drawn into the QA sample with probability `qa_rate`."""
-    now = clock.now()
     rate = settings_row.qa_rate
     sampled = rate > 0 and (rng or random.random)() < rate
     probability = image.prohibited_probability
     note = f"Model {image.model_version} scored {label} {probability:.4f}, at or above its auto-action threshold "
     note += f"{threshold:.4f}."
-    decision = Decision.objects.create(
+    return confirm_automatically(
         image=image,
-        moderator=None,
-        automated=True,
-        outcome=DecisionOutcome.CONFIRM,
-        policy_category=policy_for_label(label),
-        label=label,
         note=note,
-        model_version=image.model_version,
-        prohibited_probability=probability,
-        auto_threshold=threshold,
-        qa_probability=rate,
-        qa_sampled=sampled,
-        was_audit=False,
-        audit_probability=image.audit_probability,
-    )
-    Decision.objects.filter(pk=decision.pk).update(created_at=now)
-    decision.created_at = now
-    image.status, image.confirmed_at, image.is_audit = ImageStatus.CONFIRMED, now, False
-    image.claimed_by, image.claim_expires_at, image.duplicate_of = None, None, None
-    image.save(update_fields=FIELDS)
-    events.image_decided(decision=decision)
-    audit.record(
-        action=AuditAction.DECISION_MADE,
-        obj=decision,
-        actor_name=audit.SYSTEM,
-        after={
-            "image": image.pk,
-            "outcome": decision.outcome,
-            "automated": True,
+        audit_after={
             "model_version": image.model_version,
             "score": probability,
             "auto_threshold": threshold,
             "qa_sampled": sampled,
         },
-        note=note,
+        policy_category=policy_for_label(label),
+        label=label,
+        prohibited_probability=probability,
+        auto_threshold=threshold,
+        qa_probability=rate,
+        qa_sampled=sampled,
     )
-    return decision
 
 
 def qa_verdict(*, user, decision_id: int, outcome: str, note: str = "") -> Decision:

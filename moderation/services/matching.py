@@ -19,18 +19,17 @@ from classifier.perceptual.pdq import PdqHash, hash_image
 from moderation import clock
 from moderation.models import (
     ACTION_STRENGTH,
-    AuditAction,
     BankAction,
     BankEntry,
     Decision,
-    DecisionOutcome,
     EventType,
     ImageMatch,
     ImageStatus,
     ListingImage,
     PolicyCategory,
 )
-from moderation.services import audit, events
+from moderation.services import events
+from moderation.services.automated import confirm_automatically
 from moderation.services.bank_index import Hit
 
 logger = logging.getLogger(__name__)
@@ -127,35 +126,17 @@ def take_down(*, image: ListingImage, match: ImageMatch) -> Decision:
     Recorded like a moderator's (event, audit entry, the listing's status is refreshed by the caller) but by the
     system, so the DSA export says the decision was automated.
     """
-    entry, now = match.entry, clock.now()
+    entry = match.entry
     source = entry.source_decision
     note = f"Matched bank {entry.bank.name!r} entry {entry.pk} at distance {match.distance}"
     note += f", repeating decision {source.pk}." if source else f" (imported, label {entry.label!r})."
-    decision = Decision.objects.create(
+    decision = confirm_automatically(
         image=image,
-        moderator=None,
-        automated=True,
+        note=note,
+        audit_after={"bank_entry": entry.pk},
         bank_entry=entry,
-        outcome=DecisionOutcome.CONFIRM,
         policy_category=source.policy_category if source else PolicyCategory.PROHIBITED_ITEM,
         label=source.label if source else "",
-        note=note,
-        model_version=image.model_version,
         prohibited_probability=image.prohibited_probability,
-        was_audit=False,
-        audit_probability=image.audit_probability,
-    )
-    Decision.objects.filter(pk=decision.pk).update(created_at=now)
-    decision.created_at = now
-    image.status, image.confirmed_at, image.is_audit = ImageStatus.CONFIRMED, now, False
-    image.claimed_by, image.claim_expires_at, image.duplicate_of = None, None, None
-    image.save(update_fields=[*ROUTE_FIELDS, *CLAIM_FIELDS, "duplicate_of"])
-    events.image_decided(decision=decision)
-    audit.record(
-        action=AuditAction.DECISION_MADE,
-        obj=decision,
-        actor_name=audit.SYSTEM,
-        after={"image": image.pk, "outcome": decision.outcome, "automated": True, "bank_entry": entry.pk},
-        note=note,
     )
     return decision
