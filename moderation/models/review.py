@@ -26,6 +26,18 @@ class PolicyCategory(models.TextChoices):
     NONE = "none", "No violation"
 
 
+class DecisionManager(models.Manager):
+    """Decisions dated by the desk's clock."""
+
+    def create_at(self, when, **fields) -> "Decision":
+        """Create a decision whose `created_at` is `when`: `auto_now_add` stamps the wall clock, while the desk's
+        clock (injectable in tests) decides undo windows, SLA reports and time to action."""
+        decision = self.create(**fields)
+        self.filter(pk=decision.pk).update(created_at=when)
+        decision.created_at = when
+        return decision
+
+
 class Decision(models.Model):
     """A moderator's verdict on an image. Rows are never edited away: an undo stamps `undone_at`.
 
@@ -85,6 +97,8 @@ class Decision(models.Model):
     )
     overturns = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="overturned_by")
     appeal = models.ForeignKey("Appeal", null=True, blank=True, on_delete=models.PROTECT, related_name="decisions_made")
+
+    objects = DecisionManager()
 
     class Meta:
         ordering = ["-created_at"]

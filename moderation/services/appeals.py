@@ -267,7 +267,8 @@ def _overturn(*, appeal: Appeal, contested: list[Decision], user, note: str, now
         old.save(update_fields=["undone_at", "overturned_at"])
         withdraw_decision(decision=old)
         banks.unbank_decision(decision=old, reason=f"Overturned on appeal {appeal.pk}.")
-        new = Decision.objects.create(
+        new = Decision.objects.create_at(
+            now,
             image=image,
             moderator=user,
             outcome=DecisionOutcome.REJECT,
@@ -281,8 +282,6 @@ def _overturn(*, appeal: Appeal, contested: list[Decision], user, note: str, now
             overturns=old,
             appeal=appeal,
         )
-        Decision.objects.filter(pk=new.pk).update(created_at=now)
-        new.created_at = now
         image.status, image.rejected_at, image.confirmed_at = ImageStatus.REJECTED, now, None
         image.save(update_fields=["status", "rejected_at", "confirmed_at"])
         events.image_decided(decision=new)

@@ -116,7 +116,8 @@ def qa_verdict(*, user, decision_id: int, outcome: str, note: str = "") -> Decis
 
 
 def _overturn(*, decision: Decision, image: ListingImage, user, note: str, now) -> Decision:
-    new = Decision.objects.create(
+    new = Decision.objects.create_at(
+        now,
         image=image,
         moderator=user,
         outcome=DecisionOutcome.REJECT,
@@ -129,8 +130,6 @@ def _overturn(*, decision: Decision, image: ListingImage, user, note: str, now) 
         qa_probability=decision.qa_probability,
         overturns=decision,
     )
-    Decision.objects.filter(pk=new.pk).update(created_at=now)
-    new.created_at = now
     image.status, image.rejected_at, image.confirmed_at = ImageStatus.REJECTED, now, None
     image.save(update_fields=["status", "rejected_at", "confirmed_at"])
     events.image_decided(decision=new)

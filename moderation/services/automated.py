@@ -30,7 +30,8 @@ def confirm_automatically(*, image: ListingImage, note: str, audit_after: dict, 
     `audit_after` is what the audit entry adds to the image, outcome and `automated` flag.
     """
     now = clock.now()
-    decision = Decision.objects.create(
+    decision = Decision.objects.create_at(
+        now,
         image=image,
         moderator=None,
         automated=True,
@@ -41,8 +42,6 @@ def confirm_automatically(*, image: ListingImage, note: str, audit_after: dict, 
         audit_probability=image.audit_probability,
         **decision_fields,
     )
-    Decision.objects.filter(pk=decision.pk).update(created_at=now)
-    decision.created_at = now
     image.status, image.confirmed_at, image.is_audit = ImageStatus.CONFIRMED, now, False
     image.claimed_by, image.claim_expires_at, image.duplicate_of = None, None, None
     image.save(update_fields=CONFIRMED_FIELDS)

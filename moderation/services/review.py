@@ -168,7 +168,8 @@ def decide(*, user, image_id: int, outcome: str, policy_category: str = "", note
 def _apply(*, image: ListingImage, user, outcome: str, policy_category: str, note: str, applied_from=None) -> Decision:
     """One image's decision with everything that follows from it: status, event, listing, training, bank, audit."""
     now = clock.now()
-    decision = Decision.objects.create(
+    decision = Decision.objects.create_at(
+        now,
         image=image,
         moderator=user,
         outcome=outcome,
@@ -181,9 +182,6 @@ def _apply(*, image: ListingImage, user, outcome: str, policy_category: str, not
         audit_probability=image.audit_probability,
         applied_from=applied_from,
     )
-    # auto_now_add stamps the wall clock; the desk's clock decides undo windows and SLA reports.
-    Decision.objects.filter(pk=decision.pk).update(created_at=now)
-    decision.created_at = now
     if outcome == DecisionOutcome.CONFIRM:
         image.status, image.confirmed_at = ImageStatus.CONFIRMED, now
     else:
