@@ -51,19 +51,10 @@ def _rates(positive: dict[int, float], everything: dict[int, float]) -> tuple[li
 
 
 def _holdout_rows(version: ModelVersion, label: str) -> list[tuple[float, bool, float]]:
-    from moderation.services.thresholds import label_view
+    from moderation.services.thresholds import version_label_view
 
-    data = version.holdout_scores or {}
-    if not data.get("keys"):
-        return []
-    scores, positive, weights = label_view(
-        label=label,
-        prohibited=version.prohibited_labels,
-        labels=data["labels"],
-        scores=data["scores"],
-        weights=data["weights"],
-    )
-    return list(zip(scores, positive, weights, strict=True))
+    view = version_label_view(version, label)
+    return list(zip(*view, strict=True)) if view else []
 
 
 def _holdout_buckets(rows: list[tuple[float, bool, float]]) -> tuple[dict, dict]:

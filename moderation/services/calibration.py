@@ -17,7 +17,7 @@ review thresholds it finds and gets no auto-action, with the reason: nothing mea
 from moderation import clock
 from moderation.models import AuditAction, ModelVersion, ModerationSettings
 from moderation.services import audit
-from moderation.services.thresholds import derive, label_view
+from moderation.services.thresholds import derive, version_label_view
 
 
 def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: dict[str, str]) -> None:
@@ -37,22 +37,16 @@ def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: 
 
 def derive_for_version(*, version: ModelVersion, settings_row: ModerationSettings) -> dict[str, dict]:
     """Both thresholds per prohibited label of `version`, from its holdout scores and the settings' targets."""
-    scores = version.holdout_scores or {}
     derived = {}
     for label in version.prohibited_labels:
-        if not scores.get("keys"):
+        view = version_label_view(version, label)
+        if view is None:
             reason = (
                 f"{version.version} has no holdout scores (the holdout was too small to score, or it was imported)."
             )
             derived[label] = {"review": None, "auto": None, "auto_reason": reason, "review_reason": reason}
             continue
-        label_scores, positive, weights = label_view(
-            label=label,
-            prohibited=version.prohibited_labels,
-            labels=scores["labels"],
-            scores=scores["scores"],
-            weights=scores["weights"],
-        )
+        label_scores, positive, weights = view
         result = derive(
             scores=label_scores,
             positive=positive,

@@ -140,3 +140,17 @@ def label_view(
         kept_positive.append(truth == label)
         kept_weights.append(float(weight))
     return kept_scores, kept_positive, kept_weights
+
+
+def version_label_view(version, label: str) -> tuple[list[float], list[bool], list[float]] | None:
+    """`label_view` of a model version's stored holdout scores; None when it has none (too small, or imported)."""
+    data = version.holdout_scores or {}
+    if not data.get("keys"):
+        return None
+    return label_view(
+        label=label,
+        prohibited=version.prohibited_labels,
+        labels=data["labels"],
+        scores=data["scores"],
+        weights=data["weights"],
+    )
