@@ -131,10 +131,10 @@ def webhooks() -> dict:
         return {"error": f"{type(error).__name__}: {error}"}
 
 
-def check_readiness(timeout: float = 1.0) -> Health:
+def check_readiness(timeout: float = 1.0, *, count_backlog: bool = False) -> Health:
     """Database, Redis, scoring workers and the active model, each ok or not: can the desk do its job now?"""
     health = Health()
-    health.checks["database"] = check_database(count_backlog=False)
+    health.checks["database"] = check_database(count_backlog=count_backlog)
     health.checks["redis"] = check_redis(timeout)
     if health.checks["redis"]["ok"]:
         health.checks["workers"] = check_workers(timeout)
@@ -147,14 +147,7 @@ def check_readiness(timeout: float = 1.0) -> Health:
 def check_health(timeout: float = 1.0) -> Health:
     """The readiness checks with the backlog, plus what each scoring process serves and the state of webhook
     endpoints: the operators' report."""
-    health = Health()
-    health.checks["database"] = check_database()
-    health.checks["redis"] = check_redis(timeout)
-    if health.checks["redis"]["ok"]:
-        health.checks["workers"] = check_workers(timeout)
-    else:
-        health.checks["workers"] = {"ok": False, "count": 0, "detail": "Redis is unreachable."}
-    health.checks["model"] = check_model()
+    health = check_readiness(timeout, count_backlog=True)
     if health.checks["redis"]["ok"]:
         health.serving = serving(timeout)
     else:
