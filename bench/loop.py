@@ -259,6 +259,7 @@ class Simulation:
         self.scored: dict[tuple[str, str], list[float]] = {}
         self.rounds: list[dict] = []
         self.streamed = 0
+        self.decided_elsewhere = 0
         self.first_version = first_version
 
     def scores(self, version: str, registry=None) -> list[float]:
@@ -307,12 +308,22 @@ class Simulation:
             if image is None:
                 break
             outcome = "confirm" if self.truth[image.listing.external_id] == self.streams.prohibited else "reject"
-            review.decide(user=self.moderator, image_id=image.pk, outcome=outcome)
+            try:
+                review.decide(user=self.moderator, image_id=image.pk, outcome=outcome)
+            except review.ReviewError:
+                # Decided while it was open on the moderator's screen (a bank match taking down the copy of a
+                # photo confirmed a moment ago): the page says so and the moderator moves on.
+                self.decided_elsewhere += 1
+                continue
             decided += 1
         for decision in list(qa_queue(limit=10_000)):
             truth = self.truth[decision.image.listing.external_id]
             outcome = "confirm" if truth == self.streams.prohibited else "reject"
-            auto_action.qa_verdict(user=self.moderator, decision_id=decision.pk, outcome=outcome)
+            try:
+                auto_action.qa_verdict(user=self.moderator, decision_id=decision.pk, outcome=outcome)
+            except auto_action.QAError:
+                self.decided_elsewhere += 1
+                continue
             decided += 1
         return decided
 
@@ -509,6 +520,7 @@ def main() -> int:
         "seed": args.seed,
         "reupload_share": args.reupload_share,
         "reuploads": sum(1 for _item, transform in simulation.stream[: simulation.streamed] if transform),
+        "decided_elsewhere": simulation.decided_elsewhere,
         "seconds": round(time.monotonic() - started, 1),
     }
     from bench.harness.report import holdout_near_duplicates
