@@ -142,9 +142,9 @@ def propagation(args) -> dict:
     from moderation.models.banks import DEFAULT_QUALITY_FLOOR
 
     sources = list(photos.skimage_photos().values()) + list(photos.darknet_photos().values())
-    # Photos whose mirrored copy PDQ matches (a periodic texture such as the brick wall does not) and whose hash is
-    # above the banks' quality floor (a bank never matches a low-quality entry, so the watcher would wait for
-    # ever): what is timed here is how fast a match propagates, not whether there is one.
+    # Photos whose mirrored copy matches and whose hash is above the banks' quality floor (a bank never matches a
+    # low-quality entry, so the watcher would wait for ever): what is timed here is how fast a match propagates,
+    # not whether there is one.
     mirrored = {id(im): photos.TRANSFORMS["mirror"](im) for im in sources}
     sources = [
         im

@@ -1,10 +1,11 @@
 """PDQ hashes (256 bits and a quality 0-100) of a photo and of its 8 dihedral variants, and their hex spelling.
 
-PDQ (Meta's photo hash, PyPI `pdqhash`: the reference C++ behind a Cython binding) turns a photo into 256 bits
-that change little when the photo is re-encoded, resized, lightly cropped or brightened; Hamming distance between
-two hashes says how alike the pictures are, and HMA's rule is a match at distance <= 31 between hashes of quality
->= 50 (a flat or tiny image has a low quality: its bits are noise and would match anything). One pass gives the
-hashes of the photo rotated and mirrored as well, so a mirrored or rotated re-upload is found by looking up all 8.
+PDQ (Meta's photo hash) turns a photo into 256 bits that change little when the photo is re-encoded, resized,
+lightly cropped or brightened; Hamming distance between two hashes says how alike the pictures are, and HMA's rule
+is a match at distance <= 31 between hashes of quality >= 50 (a flat or tiny image has a low quality: its bits are
+noise and would match anything). The hashes of the photo rotated and mirrored are made as well, each from the
+pixels actually turned (`pdqmath`, bit for bit the reference C++ that PyPI `pdqhash` wraps), so a mirrored or
+rotated re-upload is found by looking up all 8.
 
 Photos larger than 512 pixels on a side are first resized to 512 x 512, as the reference hasher does, so a hash
 made here agrees with one a hash-sharing programme made with the reference tool, and a 12-megapixel upload costs
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.perceptual.pdqmath import dihedral_hashes
+
 HASH_BITS = 256
 HASH_BYTES = HASH_BITS // 8
 HEX_LENGTH = HASH_BITS // 4
@@ -28,7 +31,7 @@ DOWNSAMPLE = 512
 #: resizing and brightness well but not cropping (2.5% off each side already moves a hash by ~45 bits), so a
 #: seller trimming the borders of a taken-down photo is caught by matching the trimmed versions instead.
 CROP_FRACTIONS = (0.025, 0.05)
-#: The order `pdqhash.compute_dihedral` returns the variants in; index 0 is the photo as it is.
+#: The order of the variants (`pdqhash.compute_dihedral`'s); index 0 is the photo as it is.
 DIHEDRAL = (
     "original",
     "rotate90",
@@ -107,21 +110,14 @@ def _pixels(source) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
-def _pack(vector: np.ndarray) -> bytes:
-    """`pdqhash`'s bit vector (most significant bit first) as the 32 bytes of the reference hex spelling."""
-    return np.packbits(np.asarray(vector, dtype=np.uint8)).tobytes()
-
-
 def hash_image(source) -> PdqHash:
-    """Hash a photo (encoded bytes, a path or a PIL image) and its dihedral variants in one pass.
+    """Hash a photo (encoded bytes, a path or a PIL image) and its dihedral variants, each from the pixels
+    actually rotated or mirrored (`pdqmath` says why).
 
     Raises what Pillow raises for an image it cannot decode.
     """
-    import pdqhash
-
-    vectors, quality = pdqhash.compute_dihedral(_pixels(source))
-    dihedral = tuple(_pack(vector) for vector in vectors)
-    return PdqHash(hash=dihedral[0], quality=int(quality), dihedral=dihedral)
+    hashes, quality = dihedral_hashes(_pixels(source))
+    return PdqHash(hash=hashes[0], quality=quality, dihedral=tuple(hashes))
 
 
 def center_crop_hashes(source, fractions=CROP_FRACTIONS) -> list[PdqHash]:
