@@ -10,6 +10,17 @@ rotated re-upload is found by looking up all 8.
 Photos larger than 512 pixels on a side are first resized to 512 x 512, as the reference hasher does, so a hash
 made here agrees with one a hash-sharing programme made with the reference tool, and a 12-megapixel upload costs
 the same as a small one.
+
+Photos with a side under PDQ's 64 x 64 samples are another matter: the reference repeats their pixels to fill the
+samples, and at the issue's distance of 31 bits look-alikes are not told apart. On Fashion-MNIST training items
+(28 x 28 garments on a plain ground; `bench/small_photos.py`, two folds, `bench/results/small_photos.json`)
+0.68-0.94% of 5,000 items outside a bank of 43,000 others matched one of them, against a target of 0.1%, while
+a JPEG copy at quality 40 matched its original three times in four and a half-size copy never. So such a photo
+gets quality 0, under every bank's floor, and never matches anything, as the issue has it for flat or tiny images
+("quality under the floor"). Its hash is still made (the training split groups copies by distance alone), from
+the photo resampled to 64 on its short sides with a Lanczos filter rather than PDQ's repeated pixels, which
+brought copies closer and look-alikes apart a little (mean recall 0.703 to 0.710, false matches 0.87% to 0.73%):
+the one place a hash made here differs from the reference tool's, for photos too small to match anyway.
 """
 
 from __future__ import annotations
@@ -27,6 +38,11 @@ HASH_BYTES = HASH_BITS // 8
 HEX_LENGTH = HASH_BITS // 4
 #: The reference hasher's downsampling size for larger photos.
 DOWNSAMPLE = 512
+#: Photos with a side shorter than this (PDQ's samples per side) have quality 0 and never match; chosen on
+#: training photos by `bench/small_photos.py`, which also chose `SMALL_RESAMPLE`.
+MIN_MATCH_SIDE = 64
+#: How a side shorter than `MIN_MATCH_SIDE` is brought to it before hashing (None: PDQ's own repeated pixels).
+SMALL_RESAMPLE = "lanczos"
 #: Centred crops a bank also keeps of a photo it is given (share cut from each side): PDQ follows re-encoding,
 #: resizing and brightness well but not cropping (2.5% off each side already moves a hash by ~45 bits), so a
 #: seller trimming the borders of a taken-down photo is caught by matching the trimmed versions instead.
@@ -100,32 +116,40 @@ def _image(source):
     return source.convert("RGB")
 
 
-def _pixels(source) -> np.ndarray:
-    """An RGB uint8 array of `source` (bytes, a path or a PIL image), downsampled like the reference hasher."""
+def _pixels(image, small_resample: str | None) -> np.ndarray:
+    """An RGB uint8 array of a PIL image, downsampled like the reference hasher, short sides brought to
+    `MIN_MATCH_SIDE` with `small_resample` (a Pillow filter's name; None leaves them)."""
     from PIL import Image
 
-    image = _image(source)
     if image.width > DOWNSAMPLE or image.height > DOWNSAMPLE:
         image = image.resize((DOWNSAMPLE, DOWNSAMPLE), Image.Resampling.BILINEAR)
+    elif small_resample and min(image.size) < MIN_MATCH_SIDE:
+        size = (max(image.width, MIN_MATCH_SIDE), max(image.height, MIN_MATCH_SIDE))
+        image = image.resize(size, Image.Resampling[small_resample.upper()])
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
-def hash_image(source) -> PdqHash:
+def hash_image(source, *, min_match_side: int = MIN_MATCH_SIDE, small_resample: str | None = SMALL_RESAMPLE) -> PdqHash:
     """Hash a photo (encoded bytes, a path or a PIL image) and its dihedral variants, each from the pixels
-    actually rotated or mirrored (`pdqmath` says why).
+    actually rotated or mirrored (`pdqmath` says why). A photo with a side under `min_match_side` pixels gets
+    quality 0 (the keyword arguments are for choosing the defaults on training photos).
 
     Raises what Pillow raises for an image it cannot decode.
     """
-    hashes, quality = dihedral_hashes(_pixels(source))
+    image = _image(source)
+    hashes, quality = dihedral_hashes(_pixels(image, small_resample))
+    if min(image.size) < min_match_side:
+        quality = 0
     return PdqHash(hash=hashes[0], quality=quality, dihedral=tuple(hashes))
 
 
-def center_crop_hashes(source, fractions=CROP_FRACTIONS) -> list[PdqHash]:
-    """Hashes of centred crops of a photo, `fractions[i]` of its width and height cut from each side."""
+def center_crop_hashes(source, fractions=CROP_FRACTIONS, **options) -> list[PdqHash]:
+    """Hashes of centred crops of a photo, `fractions[i]` of its width and height cut from each side
+    (`options` as for `hash_image`)."""
     image = _image(source)
     crops = []
     for fraction in fractions:
         dx, dy = round(image.width * fraction), round(image.height * fraction)
         if image.width - 2 * dx >= 8 and image.height - 2 * dy >= 8:
-            crops.append(hash_image(image.crop((dx, dy, image.width - dx, image.height - dy))))
+            crops.append(hash_image(image.crop((dx, dy, image.width - dx, image.height - dy)), **options))
     return crops

@@ -90,6 +90,15 @@ def test_other_photos_flat_photos_and_disabled_banks_never_match(moderator, boss
     assert not Decision.objects.filter(automated=True).exists()
 
 
+def test_a_copy_of_a_confirmed_photo_under_64_pixels_on_a_side_is_not_matched(moderator):
+    # At that size look-alike photos are within the match distance of each other (bench/small_photos.py).
+    tiny = decided(scored_photo("chelsea", size=(60, 45)), moderator, DecisionOutcome.CONFIRM)
+    assert tiny.image.pdq_hash and tiny.image.pdq_quality == 0
+    copy = scored_photo("chelsea", transform=mirrored, size=(60, 45))
+    assert copy.status == ImageStatus.FLAGGED
+    assert not ImageMatch.objects.filter(image=copy).exists()
+
+
 def test_a_removed_entry_stops_matching(moderator, boss):
     decided(scored_photo("chelsea"), moderator, DecisionOutcome.CONFIRM)
     for entry in banks.decision_bank(BankKind.CONFIRMED).entries.all():

@@ -122,6 +122,23 @@ def test_a_flat_or_tiny_image_has_a_quality_under_the_floor():
     assert flat.quality < 50 and tiny.quality < 50
 
 
+@pytest.mark.parametrize("size", [(28, 28), (63, 300), (300, 40)])
+def test_a_photo_with_a_side_under_64_pixels_has_quality_zero_and_so_never_matches(size):
+    assert hash_image(encoded(photo().resize(size))).quality == 0
+
+
+def test_a_photo_64_pixels_on_its_short_side_keeps_its_quality():
+    assert hash_image(encoded(photo().resize((64, 96)))).quality > 49
+
+
+def test_a_small_photo_is_hashed_from_a_smooth_resampling_to_64_not_repeated_pixels():
+    small = photo().resize((28, 28))
+    resampled = small.resize((64, 64), Image.Resampling.LANCZOS)
+    assert hash_image(small).hash == hash_image(resampled).hash
+    wide = photo().resize((200, 40))
+    assert hash_image(wide).hash == hash_image(wide.resize((200, 64), Image.Resampling.LANCZOS)).hash
+
+
 def test_large_photos_are_downsampled_first_so_their_size_changes_nothing_that_matters(cat):
     big = photo().resize((1800, 1200))
     assert distance(hash_image(encoded(big)).hash, cat.hash) <= 16
