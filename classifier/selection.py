@@ -1,4 +1,4 @@
-"""Model choices by k-fold cross-validation on the training split: feature layers, pooling, then L2.
+"""Model choices by k-fold cross-validation on the training split: input size, feature layers, pooling, then L2.
 
 The defaults fixed the feature layers, their pooling and the L2 strength once, from measurements on one test
 set; a marketplace's data is not that test set. Each training run now chooses them among a few candidates by
@@ -14,12 +14,17 @@ most `HParams.cv_max_images` images): the same objective the head's SGD minimise
 cross-entropy plus l2 times the squared kernel), without its early-stopping noise. The head is then trained on
 the chosen candidate's features as before, and written back as a head on the union's features
 (`expand_head`), so the saved model, its cache and its LiteRT extractor keep one shape whatever was chosen.
+
+The input size is the one choice that does need another pass: each candidate size has its own features, cached
+under its own size (`classifier.size_selection` embeds the cross-validation images at every candidate size).
+The sizes and the feature candidates are compared together, every feature candidate at every size, on the
+same images and folds; the model is then built at the chosen size.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,6 +42,17 @@ FEATURE_CANDIDATES: dict[str, tuple[str, ...]] = {
         "conv_pw_11_relu:average",
     ),
 }
+
+#: Input sizes per backbone, the native size first (a tie keeps it). MobileNet V1 was published for inputs of
+#: 224, 192, 160 and 128 px (its resolution multiplier); the candidates are the two ends of that range. A
+#: smaller input is worth trying because product photos are often small (a marketplace thumbnail, Fashion-MNIST's
+#: 28 px) and blowing them up to 224 px changes the scale at which the middle blocks' filters meet them; which
+#: scale suits a data set is an empirical question, so its own training folds answer it. Two sizes, not four: the
+#: sizes between lie inside the range the two bracket, and every candidate size costs an embedding of the
+#: cross-validation images (`HParams.cv_max_images`) and its share of the fold fits in every retrain. 128 px
+#: costs about a third of 224 px per image ((128 / 224)^2), so the second size adds about a third of the
+#: cross-validation images' embedding, and only for images not cached at that size yet.
+IMAGE_SIZE_CANDIDATES: dict[str, tuple[int, ...]] = {"mobilenet_v1": (224, 128)}
 
 #: What the folds are judged by: held-out class-balanced cross-entropy (accuracy is recorded beside it).
 CRITERION = "class-balanced cross-entropy on held-out folds (lower is better)"
@@ -129,7 +145,8 @@ def fold_of(split_key: str, folds: int) -> int:
     return int(split_key[16:24], 16) % folds
 
 
-def _subsample_rank(split_key: str) -> int:
+def subsample_rank(split_key: str) -> int:
+    """Where an image ranks for the cross-validation subsample (`HParams.cv_max_images`): more bits of its key."""
     return int(split_key[24:32], 16)
 
 
@@ -202,29 +219,36 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: 
 
 @dataclass
 class Choice:
-    """What cross-validation chose: the feature candidate, the hyper-parameters with its L2, and the record."""
+    """What cross-validation chose: size, feature candidate, the hyper-parameters with both and L2, the record.
+
+    With several candidate sizes ``hparams`` records the chosen one as ``image_size`` and the candidates as
+    ``cv_image_sizes``, so a retrain with them chooses again among the same sizes; with one size it is as given.
+    """
 
     candidate: Candidate
     hparams: HParams
     record: dict
+    image_size: int
 
 
 def choose(
-    x: np.ndarray,
+    features: Mapping[int, np.ndarray],
     y: np.ndarray,
     example_weights: np.ndarray,
     image_of_row: np.ndarray,
     split_keys: Sequence[str],
     n_labels: int,
     hparams: HParams,
-    candidates: list[Candidate],
+    candidates: Mapping[int, list[Candidate]],
     *,
     choose_l2: bool = True,
 ) -> Choice:
-    """Cross-validate the feature candidates at ``hparams.l2``, then the L2 values on the best candidate.
+    """Cross-validate every feature candidate at every size at ``hparams.l2``, then the L2 values on the best.
 
-    ``x`` holds the training rows (union features; rows ``len(split_keys)`` and on are mirror copies, left out
-    of the comparison); ``split_keys`` are the training images' keys, by image.
+    ``features`` holds the training rows' union features by input size, in the order the sizes are tried (the
+    first wins a tie), the same rows in the same order at every size; rows ``len(split_keys)`` and on are mirror
+    copies, left out of the comparison. ``candidates`` are the feature candidates on each size's union.
+    ``split_keys`` are the training images' keys, by image.
     """
     from classifier.fitting import sample_weights
 
@@ -232,7 +256,7 @@ def choose(
     folds = hparams.resolved_cv_folds()
     n_images = len(split_keys)
     keep = np.zeros(n_images, dtype=bool)
-    keep[sorted(range(n_images), key=lambda i: _subsample_rank(split_keys[i]))[: hparams.cv_max_images]] = True
+    keep[sorted(range(n_images), key=lambda i: subsample_rank(split_keys[i]))[: hparams.cv_max_images]] = True
     fold_of_image = np.array([fold_of(key, folds) for key in split_keys])
     # Originals only: a mirror copy would double the cost of every fit and tells the comparison little.
     rows = np.flatnonzero(keep[image_of_row] & (np.arange(len(image_of_row)) < n_images))
@@ -242,15 +266,15 @@ def choose(
     standardize = hparams.resolved_standardize()
     tried: list[dict] = []
 
-    def evaluate(candidate: Candidate, l2: float) -> dict:
-        features = candidate.apply(x[rows])
+    def evaluate(size: int, candidate: Candidate, l2: float) -> dict:
+        x = candidate.apply(features[size][rows])
         losses, accuracies = [], []
         for fold in range(folds):
             held = (fold_of_row == fold) & original
             fitted = fold_of_row != fold
             if not held.any() or len(np.unique(y_rows[fitted])) < 2:
                 continue
-            train_x, held_x = features[fitted], features[held]
+            train_x, held_x = x[fitted], x[held]
             if standardize:
                 train_x, held_x = _standardise(train_x, held_x)
             # As the head learns: with "bias" weighting unweighted (the weights only move its biases afterwards).
@@ -265,6 +289,7 @@ def choose(
             losses.append(float(-(held_w * log_p[np.arange(len(truth)), truth]).sum() / held_w.sum()))
             accuracies.append(float((held_w * (log_p.argmax(axis=1) == truth)).sum() / held_w.sum()))
         entry = {
+            "image_size": size,
             "features": candidate.name,
             "l2": l2,
             "fold_scores": [round(v, 5) for v in losses],
@@ -278,43 +303,54 @@ def choose(
         scored = [entry for entry in entries if entry["score"] is not None]
         return min(scored, key=lambda entry: entry["score"]) if scored else entries[0]
 
-    by_name = {candidate.name: candidate for candidate in candidates}
-    first = best([evaluate(candidate, hparams.l2) for candidate in candidates])
+    sizes = list(features)
+    by_name = {size: {candidate.name: candidate for candidate in candidates[size]} for size in sizes}
+    first = best([evaluate(size, candidate, hparams.l2) for size in sizes for candidate in candidates[size]])
+    size = first["image_size"]
     chosen = first
     if choose_l2:
-        others = [evaluate(by_name[first["features"]], l2) for l2 in hparams.cv_l2 if l2 != hparams.l2]
+        others = [evaluate(size, by_name[size][first["features"]], l2) for l2 in hparams.cv_l2 if l2 != hparams.l2]
         chosen = best([first, *others])
-    candidate = by_name[chosen["features"]]
+    candidate = by_name[size][chosen["features"]]
     record = {
         "folds": folds,
         "images": int(keep.sum()),
         "criterion": CRITERION,
+        "image_sizes": sizes,
         "candidates": tried,
-        "chosen": {"features": candidate.name, "l2": chosen["l2"]},
+        "chosen": {"image_size": size, "features": candidate.name, "l2": chosen["l2"]},
         "seconds": round(time.monotonic() - started, 3),
     }
-    return Choice(candidate, replace(hparams, l2=float(chosen["l2"])), record)
+    chosen_hparams = replace(hparams, l2=float(chosen["l2"]))
+    if len(sizes) > 1:
+        chosen_hparams = replace(chosen_hparams, image_size=size, cv_image_sizes=tuple(sizes))
+    return Choice(candidate, chosen_hparams, record, size)
 
 
 def cross_validate(arrays, split_keys: Sequence[str], n_labels: int, hparams: HParams, backbone, *, choose_l2: bool):
-    """`choose` on a training run's arrays; returns the choice and the arrays as the chosen candidate's features."""
-    candidates = candidates_on(backbone, hparams)
+    """`choose` at one size on a training run's arrays; the choice and the arrays as the chosen features."""
+    size = hparams.resolved_image_size()
     choice = choose(
-        arrays.pooled_train,
+        {size: arrays.pooled_train},
         arrays.y_train,
         arrays.w_train,
         arrays.image_of_row,
         split_keys,
         n_labels,
         hparams,
-        candidates,
+        {size: candidates_on(backbone, hparams)},
         choose_l2=choose_l2 and bool(hparams.cv_l2),
     )
+    return choice, chosen_features(choice, arrays)
+
+
+def chosen_features(choice: Choice, arrays):
+    """A training run's arrays (union features at the chosen size) as the chosen candidate's features."""
     if choice.candidate.identity:
-        return choice, arrays
+        return arrays
     chosen = choice.candidate
     x_train, x_val = chosen.apply(arrays.pooled_train), chosen.apply(arrays.pooled_val)
-    return choice, replace(arrays, x_train=x_train, x_val=x_val, pooled_train=x_train, pooled_val=x_val)
+    return replace(arrays, x_train=x_train, x_val=x_val, pooled_train=x_train, pooled_val=x_val)
 
 
 def expand_head(head, candidate: Candidate, union_dim: int, hparams: HParams):

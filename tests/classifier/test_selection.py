@@ -81,16 +81,24 @@ def _split_by_name(test_names):
     return split
 
 
+def _without_costs(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in ("seconds", "embedding")}
+
+
 def test_the_choice_is_recorded_and_never_moves_when_the_test_split_is_poisoned(tmp_path):
     scan = scan_folder(write_dataset(tmp_path / "data", per_label=30))
     test_names = {f"{i}.png" for i in range(20, 30)}
     split = _split_by_name(test_names)
-    first = train_model(scan.examples, scan.labels, ["bad"], HPARAMS, cache_dir=tmp_path / "cache", split=split)
+    # The input size among the choices: every feature candidate at 32 and at 48 px.
+    hparams = replace(HPARAMS, cv_image_sizes=(48,))
+    first = train_model(scan.examples, scan.labels, ["bad"], hparams, cache_dir=tmp_path / "cache", split=split)
     record = first.chosen_by_cv
-    assert record["folds"] == 3 and record["images"] == 40
-    assert {entry["features"] for entry in record["candidates"]} == {f"{c}" for c in CANDIDATES}
+    assert record["folds"] == 3 and record["images"] == 40 and record["image_sizes"] == [32, 48]
+    tried = {(entry["image_size"], entry["features"]) for entry in record["candidates"]}
+    assert {(size, c) for size in (32, 48) for c in CANDIDATES} <= tried
     assert all(len(entry["fold_scores"]) == 3 for entry in record["candidates"])
     assert record["chosen"]["features"] in CANDIDATES and first.hparams.l2 == record["chosen"]["l2"]
+    assert first.hparams.image_size == record["chosen"]["image_size"] == first.model.input_shape[1]
     assert first.metrics["chosen_by_cv"] == record
     registry = Registry(tmp_path / "models")
     assert registry.metadata(registry.save(first))["chosen_by_cv"] == record
@@ -107,11 +115,10 @@ def test_the_choice_is_recorded_and_never_moves_when_the_test_split_is_poisoned(
             poisoned.append(replace(Example.from_bytes(data, flipped), path=fake))
         else:
             poisoned.append(example)
-    second = train_model(poisoned, scan.labels, ["bad"], HPARAMS, cache_dir=tmp_path / "cache", split=split)
+    second = train_model(poisoned, scan.labels, ["bad"], hparams, cache_dir=tmp_path / "cache", split=split)
     assert second.metrics["accuracy"] < first.metrics["accuracy"]  # the poison reached the test split
-    assert {k: v for k, v in second.chosen_by_cv.items() if k != "seconds"} == {
-        k: v for k, v in record.items() if k != "seconds"
-    }
+    assert _without_costs(second.chosen_by_cv) == _without_costs(record)
+    assert second.chosen_by_cv["embedding"]["embedded"] == [0, 0]  # every size's features came from the cache
 
 
 def test_folds_follow_the_split_key():
@@ -145,7 +152,9 @@ def test_heavy_weights_move_the_fits_only_when_they_enter_the_loss(monkeypatch):
     def fits(mode, weights):
         fitted_with.clear()
         hparams = replace(HPARAMS, example_weighting=mode, cv_l2=())
-        record = selection.choose(x, y, weights, np.arange(120), keys, 2, hparams, identity, choose_l2=False).record
+        record = selection.choose(
+            {32: x}, y, weights, np.arange(120), keys, 2, hparams, {32: identity}, choose_l2=False
+        ).record
         return [w.copy() for w in fitted_with], record["candidates"][0]["fold_scores"]
 
     bias_heavy, bias_scores = fits("bias", heavy)
