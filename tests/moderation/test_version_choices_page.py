@@ -29,9 +29,23 @@ def test_version_page_shows_the_choices_cross_validation_made(objects):  # noqa:
     ModelVersion.objects.filter(version="v0002").update(metrics={"accuracy": 0.93, "n": 100, "chosen_by_cv": RECORD})
     html = clients()["admin"].get(reverse("model-version-detail", args=["v0002"])).content.decode()
     assert "Chosen by cross-validation" in html
-    assert "3 folds of 540 training images" in html
+    assert "3 folds of 540 training images" in html and "Features <code>" in html and " px</td>" not in html
     assert "0.41, 0.39, 0.43" in html and "0.28333" in html
     assert html.count("<code>conv_pw_9_relu+conv_pw_11_relu:symmetric</code>") == 3
+
+
+def test_version_page_shows_the_input_size_among_the_choices(objects):  # noqa: F811
+    candidates = [{**entry, "image_size": size} for size in (224, 128) for entry in RECORD["candidates"][:2]]
+    sized = {
+        **RECORD,
+        "image_sizes": [224, 128],
+        "candidates": candidates,
+        "chosen": {**RECORD["chosen"], "image_size": 128},
+    }
+    ModelVersion.objects.filter(version="v0002").update(metrics={"accuracy": 0.93, "n": 100, "chosen_by_cv": sized})
+    html = clients()["admin"].get(reverse("model-version-detail", args=["v0002"])).content.decode()
+    assert "Input size 128 px (of 224, 128), features" in html
+    assert html.count("<td>224 px</td>") == 2 and html.count("<td>128 px</td>") == 2
 
 
 def test_version_page_without_a_record_says_nothing_about_it(objects):  # noqa: F811
