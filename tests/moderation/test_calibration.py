@@ -7,7 +7,7 @@ from moderation.models import AuditAction, AuditEntry, ModelVersion, TrainingRun
 from moderation.selectors.settings import get_settings
 from moderation.services import model_versions
 from moderation.services.calibration import recalibrate
-from moderation.services.thresholds import derive, label_view, wilson_lower_bound
+from moderation.services.thresholds import derive, label_view, min_violations_for_recall, wilson_lower_bound
 from moderation.services.training.runs import execute_training_run
 from moderation.services.training.trigger import request_training
 from tests.support.factories import add_holdout, import_initial_set
@@ -58,6 +58,21 @@ def test_auto_action_is_off_with_the_reason_when_the_bound_cannot_be_met():
     assert "cannot support precision 0.990" in derived.auto_reason and "0.9737" in derived.auto_reason
     empty = derive(scores=[], positive=[], weights=[], precision_target=0.99, recall_target=0.95)
     assert empty.auto is None and empty.review is None and "no examples" in empty.auto_reason
+
+
+def test_the_review_threshold_waits_for_enough_violations_to_allow_a_miss():
+    assert [min_violations_for_recall(target) for target in (0.95, 0.9, 0.99, 1.0)] == [20, 10, 100, 1]
+    # 18 violations scored high and one odd one at 0.006: meeting 0.95 on 19 means catching the odd one too.
+    few = holdout((0.95, True, 18, 1.0), (0.006, True, 1, 1.0), (0.3, False, 200, 1.0), (0.001, False, 100, 1.0))
+    derived = derive(**few, precision_target=0.99, recall_target=0.95)
+    assert derived.review is None
+    assert "19 effective violations" in derived.review_reason and "at least 20" in derived.review_reason
+    # One more violation and the target may miss the odd one: the threshold is the high band's.
+    enough = holdout((0.95, True, 19, 1.0), (0.006, True, 1, 1.0), (0.3, False, 200, 1.0), (0.001, False, 100, 1.0))
+    assert derive(**enough, precision_target=0.99, recall_target=0.95).review == 0.95
+    # Audit weights count by Kish's effective number: 20 violations of which 5 weigh 10 are about 8.5.
+    weighted = holdout((0.95, True, 15, 1.0), (0.5, True, 5, 10.0), (0.1, False, 100, 1.0))
+    assert derive(**weighted, precision_target=0.99, recall_target=0.95).review is None
 
 
 def test_a_label_sees_its_own_violations_against_the_allowed_side():
@@ -137,6 +152,21 @@ def test_recalibration_keeps_a_pinned_label_and_switches_auto_off_without_eviden
     assert row.last_calibration["pinned"] == ["bad"]
 
 
+@pytest.mark.django_db
+def test_recalibration_keeps_the_review_threshold_while_the_holdout_has_too_few_violations():
+    version_with("v0001", [(0.95, True, 10, 1.0), (0.01, True, 1, 1.0), (0.2, False, 300, 1.0)])
+    row = get_settings()
+    row.thresholds = {"bad": 0.5}
+    row.save()
+    recalibrate(version="v0001", reason="test")
+    row.refresh_from_db()
+    assert row.thresholds == {"bad": 0.5}
+    assert (
+        "11 effective violations"
+        in ModelVersion.objects.get(version="v0001").calibration["derived"]["bad"]["review_reason"]
+    )
+
+
 def run_now(trigger=TrainingTrigger.MANUAL):
     return execute_training_run(run_id=request_training(trigger=trigger, dispatch=False).pk)
 
@@ -147,6 +177,7 @@ def run_now(trigger=TrainingTrigger.MANUAL):
 def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_model(tmp_path, rescores):
     import_initial_set(tmp_path, per_label=12)
     add_holdout(per_label=10)
+    thresholds_before = dict(get_settings().thresholds)
     first = run_now(TrainingTrigger.INITIAL)
     assert first.status == TrainingRunStatus.SUCCEEDED
     version = ModelVersion.objects.get(version="v0001")
@@ -156,7 +187,10 @@ def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_mode
     assert row.last_calibration["version"] == "v0001"
     # 10 violations can never show 99% precision with 95% confidence: auto-action stays off, and says why.
     assert row.auto_thresholds == {} and "cannot support precision" in row.auto_off_reasons["bad"]
-    assert row.thresholds["bad"] == version.calibration["derived"]["bad"]["review"]
+    # 10 violations are too few for a 0.95 recall target to allow a miss: the review threshold stays.
+    assert version.calibration["derived"]["bad"]["review"] is None
+    assert "10 effective violations" in version.calibration["derived"]["bad"]["review_reason"]
+    assert row.thresholds == thresholds_before
     second = run_now()
     assert second.status == TrainingRunStatus.SUCCEEDED, second.gate
     row.refresh_from_db()

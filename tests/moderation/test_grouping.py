@@ -37,6 +37,23 @@ def test_copies_waiting_for_review_are_one_queue_entry_with_their_count(group):
     assert [member.pk for member in lead.group] == [cats[1].pk, cats[2].pk]
 
 
+def test_the_queue_page_reads_its_groups_by_the_page_leads_not_by_scanning_every_open_item(group):
+    """Two queries whatever the page holds, the second keyed by the page's own IDs: an `EXISTS` over every open
+    item's group was planned by PostgreSQL as a scan of the whole queue."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    cats, coffee = group
+    with CaptureQueriesContext(connection) as queries:
+        items = queue_page().items
+    assert len(queries.captured_queries) == 2
+    assert "EXISTS" not in queries.captured_queries[0]["sql"].upper()
+    assert (
+        str(cats[0].pk) in queries.captured_queries[1]["sql"] and str(coffee.pk) in queries.captured_queries[1]["sql"]
+    )
+    assert {item.pk: len(item.group) for item in items} == {cats[0].pk: 2, coffee.pk: 0}
+
+
 def test_claim_next_hands_out_leads_only(group, moderator, reviewer):
     cats, coffee = group
     handed = {review.claim_next(user=moderator).pk, review.claim_next(user=reviewer).pk}
