@@ -9,11 +9,12 @@ validation or test image, so a test figure stays an honest estimate.
 It stays cheap because no candidate needs a second pass through the backbone: the backbone embeds the union of
 the candidates' layers with region ("symmetric") pooling, and each candidate is a linear map of that vector (a
 selection of columns, or for a global average the area-weighted mean of a layer's four regions). The candidates
-are compared by an L2-regularised softmax regression trained to convergence on each fold (L-BFGS in numpy on at
-most `HParams.cv_max_images` images): the same objective the head's SGD minimises (class-balanced, weighted
-cross-entropy plus l2 times the squared kernel), without its early-stopping noise. The head is then trained on
-the chosen candidate's features as before, and written back as a head on the union's features
-(`expand_head`), so the saved model, its cache and its LiteRT extractor keep one shape whatever was chosen.
+are compared by an L2-regularised softmax regression trained to convergence on each fold
+(`classifier.fold_regression`, on at most `HParams.cv_max_images` images): the same objective the head's SGD
+minimises (class-balanced, weighted cross-entropy plus l2 times the squared kernel), without its early-stopping
+noise. The head is then trained on the chosen candidate's features as before, and written back as a head on the
+union's features (`expand_head`), so the saved model, its cache and its LiteRT extractor keep one shape whatever
+was chosen.
 
 The input size is the one choice that does need another pass: each candidate size has its own features, cached
 under its own size (`classifier.size_selection` embeds the cross-validation images at every candidate size).
@@ -29,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from classifier.fold_regression import fit_softmax, standardise
 from classifier.hparams import HParams
 
 #: Candidates per backbone, ``"layers:pooling"``, the default first (a tie keeps it). MobileNet V1's are blocks
@@ -150,70 +152,6 @@ def subsample_rank(split_key: str) -> int:
     return int(split_key[24:32], 16)
 
 
-# ------------------------------------------------------------------------------------------ the fold regression
-
-
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    from classifier.model import standardization_moments
-
-    mean, variance = standardization_moments(train)
-    scale = np.sqrt(variance)
-    return [((x - mean) / scale).astype(np.float32) for x in (train, *others)]
-
-
-def _loss_and_gradient(params, x, onehot, w, l2, shape):
-    kernel, bias = params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]
-    logits = x @ kernel.astype(np.float32) + bias.astype(np.float32)
-    logits = logits.astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    n = len(x)
-    loss = float(-(w * (onehot * log_p).sum(axis=1)).sum() / n + l2 * (kernel**2).sum())
-    grad_logits = (w[:, None] * (np.exp(log_p) - onehot) / n).astype(np.float32)
-    grad_kernel = (x.T @ grad_logits).astype(np.float64) + 2 * l2 * kernel
-    return loss, np.concatenate([grad_kernel.ravel(), grad_logits.sum(axis=0).astype(np.float64)])
-
-
-def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: float, iterations: int = 100):
-    """``(kernel, bias)`` minimising mean(w * cross-entropy) + l2 * |kernel|^2 by L-BFGS with backtracking."""
-    shape = (x.shape[1], n_labels)
-    onehot = np.eye(n_labels)[y]
-    params = np.zeros(shape[0] * shape[1] + n_labels)
-    loss, grad = _loss_and_gradient(params, x, onehot, w, l2, shape)
-    history: list[tuple[np.ndarray, np.ndarray]] = []
-    for _ in range(iterations):
-        direction = -grad
-        alphas = []
-        for s, t in reversed(history):
-            alpha = (s @ direction) / (t @ s)
-            direction = direction - alpha * t
-            alphas.append(alpha)
-        if history:
-            s, t = history[-1]
-            direction = direction * ((s @ t) / (t @ t))
-        for (s, t), alpha in zip(history, reversed(alphas), strict=True):
-            beta = (t @ direction) / (t @ s)
-            direction = direction + (alpha - beta) * s
-        slope = grad @ direction
-        if slope >= 0:
-            direction, slope, history = -grad, -(grad @ grad), []
-        # Without curvature pairs yet, a unit step along the raw gradient can be far too long.
-        step = 1.0 if history else min(1.0, 1.0 / max(float(np.abs(grad).sum()), 1e-12))
-        while True:
-            candidate = params + step * direction
-            new_loss, new_grad = _loss_and_gradient(candidate, x, onehot, w, l2, shape)
-            if new_loss <= loss + 1e-4 * step * slope or step < 1e-8:
-                break
-            step *= 0.5
-        s, t = candidate - params, new_grad - grad
-        params, grad, improvement, loss = candidate, new_grad, loss - new_loss, new_loss
-        if t @ s > 1e-12:
-            history = [*history[-9:], (s, t)]
-        if improvement < 1e-6 * max(1.0, abs(loss)) or np.abs(grad).max() < 1e-6:
-            break
-    return params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]
-
-
 # ---------------------------------------------------------------------------------------------- the choice
 
 
@@ -276,7 +214,7 @@ def choose(
                 continue
             train_x, held_x = x[fitted], x[held]
             if standardize:
-                train_x, held_x = _standardise(train_x, held_x)
+                train_x, held_x = standardise(train_x, held_x)
             # As the head learns: with "bias" weighting unweighted (the weights only move its biases afterwards).
             own = w_rows[fitted] if hparams.example_weighting == "loss" else None
             weights = sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64)

@@ -7,10 +7,11 @@ import pytest
 
 from classifier.backbones import build_backbone
 from classifier.data import Example, scan_folder
+from classifier.fold_regression import fit_softmax
 from classifier.hparams import HParams
 from classifier.model import build_head
 from classifier.registry import Registry
-from classifier.selection import candidates_on, expand_head, fit_softmax, fold_of, parse_candidate
+from classifier.selection import candidates_on, expand_head, fold_of, parse_candidate
 from classifier.training import train_model
 from tests.classifier.synthetic import image_bytes, random_pixels, write_dataset
 
