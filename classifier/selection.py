@@ -155,6 +155,62 @@ def subsample_rank(split_key: str) -> int:
 # ---------------------------------------------------------------------------------------------- the choice
 
 
+#: How many ratio steps the L2 grid may grow past its edge (`extend_l2_grid`): 0.03 becomes at most 0.81.
+L2_EXTENSION_STEPS = 3
+
+
+def size_hysteresis(kept: dict, challenger: dict) -> dict:
+    """Whether ``challenger`` (another size's best entry) beats the kept size's best by more than the fold noise.
+
+    The rule: move only if the mean per-fold loss difference (challenger minus kept, paired by fold, since both
+    are fitted and scored on the same folds) is below minus its standard error (sample standard deviation of the
+    differences over the square root of the fold count). A move is costly (a retrain that moves embeds every
+    image at the new size, over the retrain's time target) and a loss that wins by less than that could as well
+    lose on the next draw of images; one standard error, not a significance test, because with three folds a
+    t-test would keep the size against all but overwhelming wins. Pairing removes what the folds share (which
+    images are hard), so a small win that every fold agrees on still moves.
+    """
+    differences = np.subtract(challenger["fold_scores"], kept["fold_scores"])
+    mean = float(differences.mean())
+    error = float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
+    return {
+        "kept": kept["image_size"],
+        "challenger": challenger["image_size"],
+        "rule": "move if the mean per-fold loss difference is below minus its standard error",
+        "mean_difference": round(mean, 5),
+        "standard_error": round(error, 5),
+        "moved": mean < -error,
+    }
+
+
+def extend_l2_grid(entries: list[dict], grid: Sequence[float], evaluate) -> list[float]:
+    """Every L2 value tried, ascending, after growing the grid past its edge while the best entry sits on it.
+
+    ``entries`` are the L2 values' entries so far (``evaluate(l2)`` appends one more). A best value at the top
+    of the values tried says only that the optimum is at or above it (every run on the pairs benchmark chose
+    0.03, the top of `HParams.cv_l2`, with the loss still falling), so the grid steps on by its own ratio at that
+    end (0.03 / 0.01 = 3) until the best is interior, or `L2_EXTENSION_STEPS` steps were added; likewise below
+    (never below a zero). The steps use the training folds only, like the rest of the choice.
+    """
+    steps = sorted({float(value) for value in grid if value > 0})
+    if len(steps) < 2:
+        return sorted({float(entry["l2"]) for entry in entries})
+    up, down = steps[-1] / steps[-2], steps[1] / steps[0]
+    for _ in range(L2_EXTENSION_STEPS):
+        scored = [entry for entry in entries if entry["score"] is not None]
+        if not scored:
+            break
+        best_l2 = min(scored, key=lambda entry: entry["score"])["l2"]
+        values = sorted(entry["l2"] for entry in entries)
+        if best_l2 == values[-1]:
+            entries.append(evaluate(float(f"{values[-1] * up:.6g}")))
+        elif best_l2 == values[0] and values[0] > 0:
+            entries.append(evaluate(float(f"{values[0] / down:.6g}")))
+        else:
+            break
+    return sorted({float(entry["l2"]) for entry in entries})
+
+
 @dataclass
 class Choice:
     """What cross-validation chose: size, feature candidate, the hyper-parameters with both and L2, the record.
@@ -182,6 +238,10 @@ def choose(
     choose_l2: bool = True,
 ) -> Choice:
     """Cross-validate every feature candidate at every size at ``hparams.l2``, then the L2 values on the best.
+
+    A size given in ``hparams`` among several (a retrain's previous size) is kept unless another wins by more
+    than the fold noise (`size_hysteresis`); a first training chooses freely. The L2 grid grows past its edge
+    while the best value sits on it (`extend_l2_grid`).
 
     ``features`` holds the training rows' union features by input size, in the order the sizes are tried (the
     first wins a tie), the same rows in the same order at every size; rows ``len(split_keys)`` and on are mirror
@@ -243,12 +303,22 @@ def choose(
 
     sizes = list(features)
     by_name = {size: {candidate.name: candidate for candidate in candidates[size]} for size in sizes}
-    first = best([evaluate(size, candidate, hparams.l2) for size in sizes for candidate in candidates[size]])
+    at_l2 = [evaluate(size, candidate, hparams.l2) for size in sizes for candidate in candidates[size]]
+    first = best(at_l2)
+    # A size given among several candidates is the one a previous training chose (or the caller's): it is kept.
+    kept = hparams.image_size if len(sizes) > 1 and hparams.image_size == sizes[0] else None
+    size_rule = None
+    if kept is not None and first["image_size"] != kept:
+        best_kept = best([entry for entry in at_l2 if entry["image_size"] == kept])
+        size_rule = size_hysteresis(best_kept, first)
+        first = first if size_rule["moved"] else best_kept
     size = first["image_size"]
-    chosen = first
+    chosen, grid = first, []
     if choose_l2:
-        others = [evaluate(size, by_name[size][first["features"]], l2) for l2 in hparams.cv_l2 if l2 != hparams.l2]
-        chosen = best([first, *others])
+        base = by_name[size][first["features"]]
+        entries = [first, *(evaluate(size, base, l2) for l2 in hparams.cv_l2 if l2 != hparams.l2)]
+        grid = extend_l2_grid(entries, hparams.cv_l2, lambda l2: evaluate(size, base, l2))
+        chosen = best(entries)
     candidate = by_name[size][chosen["features"]]
     record = {
         "folds": folds,
@@ -259,6 +329,10 @@ def choose(
         "chosen": {"image_size": size, "features": candidate.name, "l2": chosen["l2"]},
         "seconds": round(time.monotonic() - started, 3),
     }
+    if size_rule is not None:
+        record["size_rule"] = size_rule
+    if choose_l2:
+        record["l2_grid"] = grid
     chosen_hparams = replace(hparams, l2=float(chosen["l2"]))
     if len(sizes) > 1:
         chosen_hparams = replace(chosen_hparams, image_size=size, cv_image_sizes=tuple(sizes))

@@ -164,3 +164,33 @@ def test_heavy_weights_move_the_fits_only_when_they_enter_the_loss(monkeypatch):
     assert bias_scores != plain_scores  # the held-out folds are still scored with the weights
     loss_heavy, _ = fits("loss", heavy)
     assert not all(np.array_equal(a, b) for a, b in zip(loss_heavy, bias_plain, strict=True))
+
+
+def test_the_l2_grid_grows_past_its_top_while_the_training_folds_prefer_its_edge():
+    import hashlib
+
+    import classifier.selection as selection
+
+    identity = [selection.Candidate("as given", np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32), True)]
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(90)]
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 90)
+    hparams = replace(HPARAMS, cv_features=(), cv_l2=(0.003, 0.01, 0.03))
+
+    def chosen(x):
+        record = selection.choose({32: x}, y, np.ones(90), np.arange(90), keys, 2, hparams, {32: identity}).record
+        return (
+            record["chosen"]["l2"],
+            record["l2_grid"],
+            {entry["l2"]: entry["score"] for entry in record["candidates"]},
+        )
+
+    # A weak signal in 5 of 50 columns, 60 training images a fold: more shrinkage than 0.03 predicts better.
+    weak = (0.4 * (y[:, None] * 2.0 - 1.0) * (np.arange(50) < 5) + rng.normal(size=(90, 50))).astype(np.float32)
+    l2, grid, scores = chosen(weak)
+    assert l2 > 0.03 and scores[l2] < scores[0.03]
+    assert grid[:3] == [0.003, 0.01, 0.03] and grid[3:] == pytest.approx([0.09, 0.27][: len(grid) - 3])
+    assert l2 < grid[-1]  # it stopped once the best was inside the grid
+    # Pure noise: the more shrinkage the better, without end; the grid stops at its cap.
+    l2, grid, _ = chosen(rng.normal(size=(90, 50)).astype(np.float32))
+    assert len(grid) == 3 + selection.L2_EXTENSION_STEPS and l2 == grid[-1] == pytest.approx(0.81)

@@ -13,7 +13,7 @@ from classifier.data import scan_folder
 from classifier.hparams import HParams
 from classifier.registry import Registry
 from classifier.scoring import Scorer
-from classifier.selection import Candidate, choose
+from classifier.selection import Candidate, choose, size_hysteresis
 from classifier.training import train_model
 
 #: The tiny backbone at its native 32 px, with 64 px as the other candidate.
@@ -46,13 +46,50 @@ def test_the_size_whose_features_separate_the_labels_on_the_training_folds_wins(
     signal = (y[:, None] * 2.0 - 1.0) + 0.5 * rng.normal(size=(150, 6))
     noise = rng.normal(size=(150, 6))
     features = {size: (signal if size == informative else noise).astype(np.float32) for size in (32, 64)}
-    identity = [Candidate("as given", np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32), True)]
     hparams = replace(SIZED, cv_l2=())
-    choice = choose(features, y, np.ones(150), np.arange(150), keys, 2, hparams, {32: identity, 64: identity})
+    choice = choose(features, y, np.ones(150), np.arange(150), keys, 2, hparams, {32: IDENTITY, 64: IDENTITY})
     assert choice.image_size == informative == choice.record["chosen"]["image_size"]
     assert (choice.hparams.image_size, choice.hparams.cv_image_sizes) == (informative, (32, 64))
     scores = {entry["image_size"]: entry["score"] for entry in choice.record["candidates"]}
     assert scores[informative] < scores[96 - informative]
+    # 32 px is the size given first, so moving to 64 px has to clear the fold noise; a clear win does.
+    assert "size_rule" not in choice.record if informative == 32 else choice.record["size_rule"]["moved"]
+
+
+IDENTITY = [Candidate("as given", np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32), True)]
+
+
+def _entry(size: int, fold_scores: list[float]) -> dict:
+    return {"image_size": size, "fold_scores": fold_scores, "score": float(np.mean(fold_scores))}
+
+
+def test_a_size_moves_only_on_a_win_larger_than_the_standard_error_of_its_paired_fold_differences():
+    kept = _entry(224, [0.50, 0.40, 0.60])
+    noisy = size_hysteresis(kept, _entry(128, [0.40, 0.49, 0.55]))  # lower mean, but one fold loses
+    assert noisy["mean_difference"] < 0 and not noisy["moved"]
+    # A smaller win that every fold agrees on is no noise: the fold-to-fold spread cancels in the pairing.
+    steady = size_hysteresis(kept, _entry(128, [0.49, 0.39, 0.59]))
+    assert steady["mean_difference"] > noisy["mean_difference"] and steady["moved"]
+
+
+def test_a_retrain_keeps_its_size_against_a_win_within_the_fold_noise_and_a_first_training_does_not():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 150)
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(150)]
+    # Both sizes see the labels equally well, through different noise: 64 px wins by chance, and by little.
+    features = {
+        size: ((y[:, None] * 2.0 - 1.0) + 1.5 * rng.normal(size=(150, 6))).astype(np.float32) for size in (32, 64)
+    }
+    candidates = {32: IDENTITY, 64: IDENTITY}
+    retrain = choose(features, y, np.ones(150), np.arange(150), keys, 2, replace(SIZED, cv_l2=()), candidates)
+    rule = retrain.record["size_rule"]
+    assert (rule["kept"], rule["challenger"]) == (32, 64)
+    assert -rule["standard_error"] < rule["mean_difference"] < 0 and not rule["moved"]
+    assert retrain.image_size == retrain.record["chosen"]["image_size"] == retrain.hparams.image_size == 32
+    first = choose(
+        features, y, np.ones(150), np.arange(150), keys, 2, replace(SIZED, image_size=None, cv_l2=()), candidates
+    )
+    assert first.image_size == 64 and "size_rule" not in first.record
 
 
 def _checker_photo(label: str, seed: int) -> bytes:
