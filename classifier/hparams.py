@@ -21,7 +21,8 @@ class HParams:
     backbone: str = "mobilenet_v1"
     # The input size the model is built at. None: chosen by cross-validation among the backbone's candidate sizes
     # (selection.IMAGE_SIZE_CANDIDATES, the native size first), or the native size when nothing is chosen. A size
-    # given here is fixed, unless `cv_image_sizes` names candidates: then it is the first of them (a tie keeps it).
+    # given here is fixed, unless `cv_image_sizes` names candidates: then it is the first of them, and kept unless
+    # another wins by more than the fold noise (selection.size_hysteresis).
     image_size: int | None = None
     # Layer whose pooled output is the feature vector, or several joined by "+" (concatenated): None = the
     # backbone's default (backbones.DEFAULT_FEATURE_LAYERS: middle blocks of mobilenet_v1), "output" = its
@@ -58,6 +59,7 @@ class HParams:
     # 0 = off: the features and l2 as given.
     cv_folds: int | None = None
     cv_features: tuple[str, ...] = ()
+    # The L2 grid; cross-validation steps past its edge by its own ratio while the best value sits on it.
     cv_l2: tuple[float, ...] = (0.003, 0.01, 0.03)
     cv_max_images: int = 1000
     # Input sizes cross-validation chooses among, with `image_size` first when one is given (see

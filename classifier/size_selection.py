@@ -9,7 +9,9 @@ embeds, at the other size, only the new images that joined the cross-validation 
 ``cv_max_images * new / total`` of them (about 100 for 1,000 new among 10,000).
 
 A retrain whose choice moves to the other size embeds every image at the new size once, as a first training at
-that size would; the cache keeps both sizes' features, so a later move back costs nothing.
+that size would, which on a large data set alone can exceed the retrain's 60 s target; the cache keeps both
+sizes' features, so a later move back costs nothing. That is why a retrain moves only on a win larger than the
+fold noise (`selection.size_hysteresis`).
 """
 
 from __future__ import annotations
