@@ -1,10 +1,10 @@
 """Fashion-MNIST pairs at the product's defaults, every model choice made by cross-validation: bench/results/pairs.json.
 
 For each pair (prohibited class first), `--per-class` training photos per class (300) train a model with the
-defaults (`HParams()`: cross-validated feature layers, pooling and L2, out-of-distribution negatives), using all of
-them for training (`test_share=0`: the pair's own test photos are the test set), and the model is evaluated on
-every test photo of the pair (1,000 per class, 2,000 in all). The test photos are never seen before evaluation,
-so the figure is not chosen on them. Target: Pullover vs Coat >= 0.92 accuracy.
+defaults (`HParams()`: cross-validated input size, feature layers, pooling and L2, out-of-distribution negatives),
+using all of them for training (`test_share=0`: the pair's own test photos are the test set), and the model is
+evaluated on every test photo of the pair (1,000 per class, 2,000 in all). The test photos are never seen before
+evaluation, so the figure is not chosen on them. Target: Pullover vs Coat >= 0.92 accuracy.
 
 Run: `make bench-pairs` (three pairs, seed 0; about 10 minutes on 2 cores) or, e.g.,
 `.venv/bin/python bench/pairs.py --seeds 0 1 2`. A smoke run: `--per-class 20 --test-per-class 20 --pairs
@@ -89,6 +89,7 @@ def run_pair(pair, seed: int, args, work: Path) -> dict:
         "recall": metrics["recall"],
         "auc": metrics["auc"],
         "confusion_matrix": metrics["confusion_matrix"],
+        "image_size": result.image_size,
         "chosen_by_cv": result.chosen_by_cv,
         "hparams": result.hparams.to_dict(),
         "train_seconds": round(train_seconds, 1),
@@ -102,7 +103,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--per-class", type=int, default=300)
     parser.add_argument("--test-per-class", type=int, default=None, help="default: every test photo (1,000)")
-    parser.add_argument("--image-size", type=int, help="default: the backbone's native size (the default)")
+    parser.add_argument(
+        "--image-size", type=int, help="fix the input size (default: chosen by cross-validation, as the product does)"
+    )
     parser.add_argument("--cache-dir", type=Path, help="bottleneck cache (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pairs.json")
     args = parser.parse_args()

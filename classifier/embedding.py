@@ -40,6 +40,11 @@ class FeatureExtractor:
     key: tuple
     runtime: str = "litert"
 
+    @property
+    def image_size(self) -> int:
+        """The input size it takes: features at another size are another cache's, whatever the variant says."""
+        return int(self.key[1])
+
 
 def feature_key(hparams: HParams) -> tuple:
     """What decides a frozen backbone's features: backbone, image size, weights file, feature layers and pooling."""

@@ -12,14 +12,17 @@ class HParams:
 
     Defaults train a softmax head on cached features of the frozen backbone, so a warm retrain only embeds new
     images: region-pooled features of two middle blocks (cheaper than the whole network and better on small
-    product photos), of which cross-validation on the training split picks the blocks, the pooling and the L2
-    penalty per run, mirrored training copies, standardised features, and out-of-distribution negatives on the
-    allowed side. On Fashion-MNIST Pullover vs Coat the hidden layer, fine-tuning and distortions did not beat
-    this within noise (docs/classifier.md has the figures), so they stay opt-in.
+    product photos), of which cross-validation on the training split picks the input size, the blocks, the
+    pooling and the L2 penalty per run, mirrored training copies, standardised features, and out-of-distribution
+    negatives on the allowed side. On Fashion-MNIST Pullover vs Coat the hidden layer, fine-tuning and
+    distortions did not beat this within noise (docs/classifier.md has the figures), so they stay opt-in.
     """
 
     backbone: str = "mobilenet_v1"
-    # None means the backbone's native input size.
+    # The input size the model is built at. None: chosen by cross-validation among the backbone's candidate sizes
+    # (selection.IMAGE_SIZE_CANDIDATES, the native size first), or the native size when nothing is chosen. A size
+    # given here is fixed, unless `cv_image_sizes` names candidates: then it is the first of them, and kept unless
+    # another wins by more than the fold noise (selection.size_hysteresis).
     image_size: int | None = None
     # Layer whose pooled output is the feature vector, or several joined by "+" (concatenated): None = the
     # backbone's default (backbones.DEFAULT_FEATURE_LAYERS: middle blocks of mobilenet_v1), "output" = its
@@ -56,8 +59,14 @@ class HParams:
     # 0 = off: the features and l2 as given.
     cv_folds: int | None = None
     cv_features: tuple[str, ...] = ()
+    # The L2 grid; cross-validation steps past its edge by its own ratio while the best value sits on it.
     cv_l2: tuple[float, ...] = (0.003, 0.01, 0.03)
     cv_max_images: int = 1000
+    # Input sizes cross-validation chooses among, with `image_size` first when one is given (see
+    # `image_size_candidates`). None: the backbone's candidates when `image_size` is None, else that size alone;
+    # () fixes the size. A trained model records the size it chose in `image_size` and these candidates here,
+    # so a retrain with its hyper-parameters chooses again among the same sizes, starting from the one it kept.
+    cv_image_sizes: tuple[int, ...] | None = None
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 0.003
@@ -134,6 +143,10 @@ class HParams:
             raise ValueError("cv_max_images must be at least 2 and cv_l2 hold non-negative numbers")
         object.__setattr__(self, "cv_l2", tuple(float(value) for value in self.cv_l2))
         object.__setattr__(self, "cv_features", tuple(str(value) for value in self.cv_features))
+        if self.cv_image_sizes is not None:
+            if any(not isinstance(v, int) or isinstance(v, bool) or v < 16 for v in self.cv_image_sizes):
+                raise ValueError(f"cv_image_sizes must hold sizes of at least 16, got {self.cv_image_sizes!r}")
+            object.__setattr__(self, "cv_image_sizes", tuple(self.cv_image_sizes))
         if self.ood_synthetic < 0 or not 0 < self.ood_share <= 1:
             raise ValueError("ood_synthetic must be >= 0 and ood_share in (0, 1]")
         if self.fine_tune_layers < 0 or self.hidden_units < 0 or not 0 <= self.dropout < 1:
@@ -175,6 +188,27 @@ class HParams:
         from classifier.selection import FEATURE_CANDIDATES, parse_candidate
 
         return [parse_candidate(text) for text in (self.cv_features or FEATURE_CANDIDATES.get(self.backbone, ()))]
+
+    def image_size_candidates(self) -> list[int]:
+        """The input sizes cross-validation chooses among, the one a tie keeps first; one size when it is fixed.
+
+        The size is fixed when cross-validation is off and for fine-tuning or distortions (their features do not
+        come from the cache, where every candidate size keeps its own), and when the hyper-parameters give a size
+        and no candidates (`cv_image_sizes`).
+        """
+        fixed = [self.resolved_image_size()]
+        if not self.resolved_cv_folds() or self.distort or self.fine_tune_layers:
+            return fixed
+        if self.cv_image_sizes is None:
+            if self.image_size is not None:
+                return fixed
+            from classifier.selection import IMAGE_SIZE_CANDIDATES
+
+            sizes = IMAGE_SIZE_CANDIDATES.get(self.backbone, ())
+        else:
+            sizes = self.cv_image_sizes
+        ordered = list(dict.fromkeys([*([self.image_size] if self.image_size is not None else []), *sizes]))
+        return ordered or fixed
 
     def resolved_feature_layer(self) -> str:
         """The feature layer actually used: the configured one, the candidates' union, or the backbone's default.

@@ -1,4 +1,4 @@
-"""Model choices by k-fold cross-validation on the training split: feature layers, pooling, then L2.
+"""Model choices by k-fold cross-validation on the training split: input size, feature layers, pooling, then L2.
 
 The defaults fixed the feature layers, their pooling and the L2 strength once, from measurements on one test
 set; a marketplace's data is not that test set. Each training run now chooses them among a few candidates by
@@ -9,21 +9,28 @@ validation or test image, so a test figure stays an honest estimate.
 It stays cheap because no candidate needs a second pass through the backbone: the backbone embeds the union of
 the candidates' layers with region ("symmetric") pooling, and each candidate is a linear map of that vector (a
 selection of columns, or for a global average the area-weighted mean of a layer's four regions). The candidates
-are compared by an L2-regularised softmax regression trained to convergence on each fold (L-BFGS in numpy on at
-most `HParams.cv_max_images` images): the same objective the head's SGD minimises (class-balanced, weighted
-cross-entropy plus l2 times the squared kernel), without its early-stopping noise. The head is then trained on
-the chosen candidate's features as before, and written back as a head on the union's features
-(`expand_head`), so the saved model, its cache and its LiteRT extractor keep one shape whatever was chosen.
+are compared by an L2-regularised softmax regression trained to convergence on each fold
+(`classifier.fold_regression`, on at most `HParams.cv_max_images` images): the same objective the head's SGD
+minimises (class-balanced, weighted cross-entropy plus l2 times the squared kernel), without its early-stopping
+noise. The head is then trained on the chosen candidate's features as before, and written back as a head on the
+union's features (`expand_head`), so the saved model, its cache and its LiteRT extractor keep one shape whatever
+was chosen.
+
+The input size is the one choice that does need another pass: each candidate size has its own features, cached
+under its own size (`classifier.size_selection` embeds the cross-validation images at every candidate size).
+The sizes and the feature candidates are compared together, every feature candidate at every size, on the
+same images and folds; the model is then built at the chosen size.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from classifier.fold_regression import fit_softmax, standardise
 from classifier.hparams import HParams
 
 #: Candidates per backbone, ``"layers:pooling"``, the default first (a tie keeps it). MobileNet V1's are blocks
@@ -37,6 +44,17 @@ FEATURE_CANDIDATES: dict[str, tuple[str, ...]] = {
         "conv_pw_11_relu:average",
     ),
 }
+
+#: Input sizes per backbone, the native size first (a tie keeps it). MobileNet V1 was published for inputs of
+#: 224, 192, 160 and 128 px (its resolution multiplier); the candidates are the two ends of that range. A
+#: smaller input is worth trying because product photos are often small (a marketplace thumbnail, Fashion-MNIST's
+#: 28 px) and blowing them up to 224 px changes the scale at which the middle blocks' filters meet them; which
+#: scale suits a data set is an empirical question, so its own training folds answer it. Two sizes, not four: the
+#: sizes between lie inside the range the two bracket, and every candidate size costs an embedding of the
+#: cross-validation images (`HParams.cv_max_images`) and its share of the fold fits in every retrain. 128 px
+#: costs about a third of 224 px per image ((128 / 224)^2), so the second size adds about a third of the
+#: cross-validation images' embedding, and only for images not cached at that size yet.
+IMAGE_SIZE_CANDIDATES: dict[str, tuple[int, ...]] = {"mobilenet_v1": (224, 128)}
 
 #: What the folds are judged by: held-out class-balanced cross-entropy (accuracy is recorded beside it).
 CRITERION = "class-balanced cross-entropy on held-out folds (lower is better)"
@@ -129,102 +147,106 @@ def fold_of(split_key: str, folds: int) -> int:
     return int(split_key[16:24], 16) % folds
 
 
-def _subsample_rank(split_key: str) -> int:
+def subsample_rank(split_key: str) -> int:
+    """Where an image ranks for the cross-validation subsample (`HParams.cv_max_images`): more bits of its key."""
     return int(split_key[24:32], 16)
-
-
-# ------------------------------------------------------------------------------------------ the fold regression
-
-
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    from classifier.model import standardization_moments
-
-    mean, variance = standardization_moments(train)
-    scale = np.sqrt(variance)
-    return [((x - mean) / scale).astype(np.float32) for x in (train, *others)]
-
-
-def _loss_and_gradient(params, x, onehot, w, l2, shape):
-    kernel, bias = params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]
-    logits = x @ kernel.astype(np.float32) + bias.astype(np.float32)
-    logits = logits.astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    n = len(x)
-    loss = float(-(w * (onehot * log_p).sum(axis=1)).sum() / n + l2 * (kernel**2).sum())
-    grad_logits = (w[:, None] * (np.exp(log_p) - onehot) / n).astype(np.float32)
-    grad_kernel = (x.T @ grad_logits).astype(np.float64) + 2 * l2 * kernel
-    return loss, np.concatenate([grad_kernel.ravel(), grad_logits.sum(axis=0).astype(np.float64)])
-
-
-def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: float, iterations: int = 100):
-    """``(kernel, bias)`` minimising mean(w * cross-entropy) + l2 * |kernel|^2 by L-BFGS with backtracking."""
-    shape = (x.shape[1], n_labels)
-    onehot = np.eye(n_labels)[y]
-    params = np.zeros(shape[0] * shape[1] + n_labels)
-    loss, grad = _loss_and_gradient(params, x, onehot, w, l2, shape)
-    history: list[tuple[np.ndarray, np.ndarray]] = []
-    for _ in range(iterations):
-        direction = -grad
-        alphas = []
-        for s, t in reversed(history):
-            alpha = (s @ direction) / (t @ s)
-            direction = direction - alpha * t
-            alphas.append(alpha)
-        if history:
-            s, t = history[-1]
-            direction = direction * ((s @ t) / (t @ t))
-        for (s, t), alpha in zip(history, reversed(alphas), strict=True):
-            beta = (t @ direction) / (t @ s)
-            direction = direction + (alpha - beta) * s
-        slope = grad @ direction
-        if slope >= 0:
-            direction, slope, history = -grad, -(grad @ grad), []
-        # Without curvature pairs yet, a unit step along the raw gradient can be far too long.
-        step = 1.0 if history else min(1.0, 1.0 / max(float(np.abs(grad).sum()), 1e-12))
-        while True:
-            candidate = params + step * direction
-            new_loss, new_grad = _loss_and_gradient(candidate, x, onehot, w, l2, shape)
-            if new_loss <= loss + 1e-4 * step * slope or step < 1e-8:
-                break
-            step *= 0.5
-        s, t = candidate - params, new_grad - grad
-        params, grad, improvement, loss = candidate, new_grad, loss - new_loss, new_loss
-        if t @ s > 1e-12:
-            history = [*history[-9:], (s, t)]
-        if improvement < 1e-6 * max(1.0, abs(loss)) or np.abs(grad).max() < 1e-6:
-            break
-    return params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]
 
 
 # ---------------------------------------------------------------------------------------------- the choice
 
 
+#: How many ratio steps the L2 grid may grow past its edge (`extend_l2_grid`): 0.03 becomes at most 0.81.
+L2_EXTENSION_STEPS = 3
+
+
+def size_hysteresis(kept: dict, challenger: dict) -> dict:
+    """Whether ``challenger`` (another size's best entry) beats the kept size's best by more than the fold noise.
+
+    The rule: move only if the mean per-fold loss difference (challenger minus kept, paired by fold, since both
+    are fitted and scored on the same folds) is below minus its standard error (sample standard deviation of the
+    differences over the square root of the fold count). A move is costly (a retrain that moves embeds every
+    image at the new size, over the retrain's time target) and a loss that wins by less than that could as well
+    lose on the next draw of images; one standard error, not a significance test, because with three folds a
+    t-test would keep the size against all but overwhelming wins. Pairing removes what the folds share (which
+    images are hard), so a small win that every fold agrees on still moves.
+    """
+    differences = np.subtract(challenger["fold_scores"], kept["fold_scores"])
+    mean = float(differences.mean())
+    error = float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
+    return {
+        "kept": kept["image_size"],
+        "challenger": challenger["image_size"],
+        "rule": "move if the mean per-fold loss difference is below minus its standard error",
+        "mean_difference": round(mean, 5),
+        "standard_error": round(error, 5),
+        "moved": mean < -error,
+    }
+
+
+def extend_l2_grid(entries: list[dict], grid: Sequence[float], evaluate) -> list[float]:
+    """Every L2 value tried, ascending, after growing the grid past its edge while the best entry sits on it.
+
+    ``entries`` are the L2 values' entries so far (``evaluate(l2)`` appends one more). A best value at the top
+    of the values tried says only that the optimum is at or above it (every run on the pairs benchmark chose
+    0.03, the top of `HParams.cv_l2`, with the loss still falling), so the grid steps on by its own ratio at that
+    end (0.03 / 0.01 = 3) until the best is interior, or `L2_EXTENSION_STEPS` steps were added; likewise below
+    (never below a zero). The steps use the training folds only, like the rest of the choice.
+    """
+    steps = sorted({float(value) for value in grid if value > 0})
+    if len(steps) < 2:
+        return sorted({float(entry["l2"]) for entry in entries})
+    up, down = steps[-1] / steps[-2], steps[1] / steps[0]
+    for _ in range(L2_EXTENSION_STEPS):
+        scored = [entry for entry in entries if entry["score"] is not None]
+        if not scored:
+            break
+        best_l2 = min(scored, key=lambda entry: entry["score"])["l2"]
+        values = sorted(entry["l2"] for entry in entries)
+        if best_l2 == values[-1]:
+            entries.append(evaluate(float(f"{values[-1] * up:.6g}")))
+        elif best_l2 == values[0] and values[0] > 0:
+            entries.append(evaluate(float(f"{values[0] / down:.6g}")))
+        else:
+            break
+    return sorted({float(entry["l2"]) for entry in entries})
+
+
 @dataclass
 class Choice:
-    """What cross-validation chose: the feature candidate, the hyper-parameters with its L2, and the record."""
+    """What cross-validation chose: size, feature candidate, the hyper-parameters with both and L2, the record.
+
+    With several candidate sizes ``hparams`` records the chosen one as ``image_size`` and the candidates as
+    ``cv_image_sizes``, so a retrain with them chooses again among the same sizes; with one size it is as given.
+    """
 
     candidate: Candidate
     hparams: HParams
     record: dict
+    image_size: int
 
 
 def choose(
-    x: np.ndarray,
+    features: Mapping[int, np.ndarray],
     y: np.ndarray,
     example_weights: np.ndarray,
     image_of_row: np.ndarray,
     split_keys: Sequence[str],
     n_labels: int,
     hparams: HParams,
-    candidates: list[Candidate],
+    candidates: Mapping[int, list[Candidate]],
     *,
     choose_l2: bool = True,
 ) -> Choice:
-    """Cross-validate the feature candidates at ``hparams.l2``, then the L2 values on the best candidate.
+    """Cross-validate every feature candidate at every size at ``hparams.l2``, then the L2 values on the best.
 
-    ``x`` holds the training rows (union features; rows ``len(split_keys)`` and on are mirror copies, left out
-    of the comparison); ``split_keys`` are the training images' keys, by image.
+    A size given in ``hparams`` among several (a retrain's previous size) is kept unless another wins by more
+    than the fold noise (`size_hysteresis`); a first training chooses freely. The L2 grid grows past its edge
+    while the best value sits on it (`extend_l2_grid`).
+
+    ``features`` holds the training rows' union features by input size, in the order the sizes are tried (the
+    first wins a tie), the same rows in the same order at every size; rows ``len(split_keys)`` and on are mirror
+    copies, left out of the comparison. ``candidates`` are the feature candidates on each size's union.
+    ``split_keys`` are the training images' keys, by image.
     """
     from classifier.fitting import sample_weights
 
@@ -232,7 +254,7 @@ def choose(
     folds = hparams.resolved_cv_folds()
     n_images = len(split_keys)
     keep = np.zeros(n_images, dtype=bool)
-    keep[sorted(range(n_images), key=lambda i: _subsample_rank(split_keys[i]))[: hparams.cv_max_images]] = True
+    keep[sorted(range(n_images), key=lambda i: subsample_rank(split_keys[i]))[: hparams.cv_max_images]] = True
     fold_of_image = np.array([fold_of(key, folds) for key in split_keys])
     # Originals only: a mirror copy would double the cost of every fit and tells the comparison little.
     rows = np.flatnonzero(keep[image_of_row] & (np.arange(len(image_of_row)) < n_images))
@@ -242,17 +264,17 @@ def choose(
     standardize = hparams.resolved_standardize()
     tried: list[dict] = []
 
-    def evaluate(candidate: Candidate, l2: float) -> dict:
-        features = candidate.apply(x[rows])
+    def evaluate(size: int, candidate: Candidate, l2: float) -> dict:
+        x = candidate.apply(features[size][rows])
         losses, accuracies = [], []
         for fold in range(folds):
             held = (fold_of_row == fold) & original
             fitted = fold_of_row != fold
             if not held.any() or len(np.unique(y_rows[fitted])) < 2:
                 continue
-            train_x, held_x = features[fitted], features[held]
+            train_x, held_x = x[fitted], x[held]
             if standardize:
-                train_x, held_x = _standardise(train_x, held_x)
+                train_x, held_x = standardise(train_x, held_x)
             # As the head learns: with "bias" weighting unweighted (the weights only move its biases afterwards).
             own = w_rows[fitted] if hparams.example_weighting == "loss" else None
             weights = sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64)
@@ -265,6 +287,7 @@ def choose(
             losses.append(float(-(held_w * log_p[np.arange(len(truth)), truth]).sum() / held_w.sum()))
             accuracies.append(float((held_w * (log_p.argmax(axis=1) == truth)).sum() / held_w.sum()))
         entry = {
+            "image_size": size,
             "features": candidate.name,
             "l2": l2,
             "fold_scores": [round(v, 5) for v in losses],
@@ -278,43 +301,68 @@ def choose(
         scored = [entry for entry in entries if entry["score"] is not None]
         return min(scored, key=lambda entry: entry["score"]) if scored else entries[0]
 
-    by_name = {candidate.name: candidate for candidate in candidates}
-    first = best([evaluate(candidate, hparams.l2) for candidate in candidates])
-    chosen = first
+    sizes = list(features)
+    by_name = {size: {candidate.name: candidate for candidate in candidates[size]} for size in sizes}
+    at_l2 = [evaluate(size, candidate, hparams.l2) for size in sizes for candidate in candidates[size]]
+    first = best(at_l2)
+    # A size given among several candidates is the one a previous training chose (or the caller's): it is kept.
+    kept = hparams.image_size if len(sizes) > 1 and hparams.image_size == sizes[0] else None
+    size_rule = None
+    if kept is not None and first["image_size"] != kept:
+        best_kept = best([entry for entry in at_l2 if entry["image_size"] == kept])
+        size_rule = size_hysteresis(best_kept, first)
+        first = first if size_rule["moved"] else best_kept
+    size = first["image_size"]
+    chosen, grid = first, []
     if choose_l2:
-        others = [evaluate(by_name[first["features"]], l2) for l2 in hparams.cv_l2 if l2 != hparams.l2]
-        chosen = best([first, *others])
-    candidate = by_name[chosen["features"]]
+        base = by_name[size][first["features"]]
+        entries = [first, *(evaluate(size, base, l2) for l2 in hparams.cv_l2 if l2 != hparams.l2)]
+        grid = extend_l2_grid(entries, hparams.cv_l2, lambda l2: evaluate(size, base, l2))
+        chosen = best(entries)
+    candidate = by_name[size][chosen["features"]]
     record = {
         "folds": folds,
         "images": int(keep.sum()),
         "criterion": CRITERION,
+        "image_sizes": sizes,
         "candidates": tried,
-        "chosen": {"features": candidate.name, "l2": chosen["l2"]},
+        "chosen": {"image_size": size, "features": candidate.name, "l2": chosen["l2"]},
         "seconds": round(time.monotonic() - started, 3),
     }
-    return Choice(candidate, replace(hparams, l2=float(chosen["l2"])), record)
+    if size_rule is not None:
+        record["size_rule"] = size_rule
+    if choose_l2:
+        record["l2_grid"] = grid
+    chosen_hparams = replace(hparams, l2=float(chosen["l2"]))
+    if len(sizes) > 1:
+        chosen_hparams = replace(chosen_hparams, image_size=size, cv_image_sizes=tuple(sizes))
+    return Choice(candidate, chosen_hparams, record, size)
 
 
 def cross_validate(arrays, split_keys: Sequence[str], n_labels: int, hparams: HParams, backbone, *, choose_l2: bool):
-    """`choose` on a training run's arrays; returns the choice and the arrays as the chosen candidate's features."""
-    candidates = candidates_on(backbone, hparams)
+    """`choose` at one size on a training run's arrays; the choice and the arrays as the chosen features."""
+    size = hparams.resolved_image_size()
     choice = choose(
-        arrays.pooled_train,
+        {size: arrays.pooled_train},
         arrays.y_train,
         arrays.w_train,
         arrays.image_of_row,
         split_keys,
         n_labels,
         hparams,
-        candidates,
+        {size: candidates_on(backbone, hparams)},
         choose_l2=choose_l2 and bool(hparams.cv_l2),
     )
+    return choice, chosen_features(choice, arrays)
+
+
+def chosen_features(choice: Choice, arrays):
+    """A training run's arrays (union features at the chosen size) as the chosen candidate's features."""
     if choice.candidate.identity:
-        return choice, arrays
+        return arrays
     chosen = choice.candidate
     x_train, x_val = chosen.apply(arrays.pooled_train), chosen.apply(arrays.pooled_val)
-    return choice, replace(arrays, x_train=x_train, x_val=x_val, pooled_train=x_train, pooled_val=x_val)
+    return replace(arrays, x_train=x_train, x_val=x_val, pooled_train=x_train, pooled_val=x_val)
 
 
 def expand_head(head, candidate: Candidate, union_dim: int, hparams: HParams):

@@ -50,7 +50,8 @@ from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
 from classifier.negatives import add_ood_negatives, resolve_allowed_label
 from classifier.pixel_training import decode_splits, train_on_pixels
-from classifier.selection import cross_validate, expand_head
+from classifier.selection import Choice, chosen_features, cross_validate, expand_head
+from classifier.size_selection import backbone_for, choose_image_size
 
 #: Training images decoded into every result as its check batch: the LiteRT files must score them as Keras does.
 CHECK_IMAGES = 16
@@ -203,7 +204,7 @@ def train_model(
     if not groups["train"]:
         raise DatasetError("no training images after splitting; add images or lower test/validation shares")
     keras.utils.set_random_seed(hparams.seed)
-    backbone = _build_backbone(hparams, backbone_cache)
+    backbone = backbone_for(hparams, backbone_cache)
     temporary_logs = log_dir is None
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="vigia-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -215,17 +216,21 @@ def train_model(
     # on_features scores cached features for evaluation: the head, or after fine-tuning the top layers + head.
     head = on_features = features = pixels = None
     if not hparams.distort:
-        features, mirrored = _embed(run, bottleneck_root(cache_dir, backbone_cache), cut)
-        mirror = mirrored if hparams.mirror else None
+        cache_root = bottleneck_root(cache_dir, backbone_cache)
+        size_choice = None
+        if len(hparams.image_size_candidates()) > 1:
+            size_choice = _choose_image_size(run, cache_root, backbone_cache)
+        features, mirrored = _embed(run, cache_root, cut)
+        mirror = mirrored if run.hparams.mirror else None
         top = cut[1] if cut else None
         arrays = feature_arrays(run.labels, run.groups["train"], run.groups["validation"], features, mirror, top)
-        head = on_features = _fit_head_on_features(run, arrays)
+        head = on_features = _fit_head_on_features(run, arrays, size_choice)
         if cut:
             on_features = _fine_tune_on_feature_maps(run, head, arrays, cut)
     if hparams.distort or (fine_tune and cut is None):
         head, pixels = _train_on_pixels(run, head)
     run.progress("training", run.total_epochs, run.total_epochs)
-    model = build_classifier(backbone, head, run.size)
+    model = build_classifier(run.backbone, head, run.size)
 
     def probabilities_of(group_name: str) -> np.ndarray | None:
         if pixels is not None:
@@ -267,18 +272,25 @@ def _check_images(run: _Run) -> np.ndarray | None:
     return np.stack(pixels) if pixels else None
 
 
-def _build_backbone(hparams: HParams, backbone_cache: str | Path | None):
-    """The frozen backbone with the feature layers and pooling these hyper-parameters resolve to."""
-    from classifier.backbones import build_backbone
+def _choose_image_size(run: _Run, cache_root: Path, backbone_cache: str | Path | None) -> Choice:
+    """Every model choice at once, the input size among them (`classifier.size_selection`), before embedding.
 
-    return build_backbone(
-        hparams.backbone,
-        image_size=hparams.resolved_image_size(),
-        weights=hparams.backbone_weights,
-        cache_dir=backbone_cache,
-        feature_layer=hparams.resolved_feature_layer(),
-        pooling=hparams.resolved_pooling(),
+    Only the chosen size embeds every split; the run goes on with its hyper-parameters and backbone.
+    """
+    run.progress("cross-validating", 0, 1)
+    choice, run.backbone = choose_image_size(
+        run.groups["train"],
+        run.labels,
+        run.hparams,
+        backbone=run.backbone,
+        cache_root=cache_root,
+        backbone_cache=backbone_cache,
+        extractor=run.extractor,
+        progress=run.progress,
+        choose_l2=not searches_l2(run.hparams, len(run.groups["train"])),
     )
+    run.hparams, run.chosen_by_cv = choice.hparams, choice.record
+    return choice
 
 
 def _embed(run: _Run, cache_root: Path, cut: tuple | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -291,8 +303,9 @@ def _embed(run: _Run, cache_root: Path, cut: tuple | None) -> tuple[dict[str, np
     # one more cached vector per training image. Validation and test images stay as photographed.
     cache, mirror_cache = feature_caches(cache_root, hparams, variant, hparams.mirror)
     forward = None
-    if run.extractor is not None and not cut and run.extractor.variant == variant:
-        forward, run.embedding_runtime = run.extractor.forward, run.extractor.runtime
+    extractor = run.extractor
+    if extractor is not None and not cut and extractor.variant == variant and extractor.image_size == run.size:
+        forward, run.embedding_runtime = extractor.forward, extractor.runtime
     embedder = Embedder(cut[0] if cut else run.backbone, run.size, cache, mirror_cache, forward)
     everything = [e for name in SPLITS for e in run.groups[name]]
     to_mirror = frozenset(e.sha256 for e in run.groups["train"]) if hparams.mirror else frozenset()
@@ -305,15 +318,21 @@ def _embed(run: _Run, cache_root: Path, cut: tuple | None) -> tuple[dict[str, np
     return features, mirrored
 
 
-def _fit_head_on_features(run: _Run, arrays: FeatureArrays):
-    """The head trained on cached features, after any L2 search, with its output biases refit when weights ask."""
+def _fit_head_on_features(run: _Run, arrays: FeatureArrays, choice: Choice | None = None):
+    """The head trained on cached features, after any L2 search, with its output biases refit when weights ask.
+
+    ``choice`` is what cross-validation already chose with the input size; without one, and with
+    cross-validation on, the features and L2 are chosen here on the run's own arrays.
+    """
     from classifier.model import build_head
 
     hparams, n_labels = run.hparams, len(run.labels)
     folds = cross_validation_folds(hparams)
     searching = searches_l2(hparams, len(run.groups["train"]))
-    choice, union_dim = None, arrays.pooled_train.shape[1]
-    if hparams.resolved_cv_folds():
+    union_dim = arrays.pooled_train.shape[1]
+    if choice is not None:
+        arrays = chosen_features(choice, arrays)
+    elif hparams.resolved_cv_folds():
         run.progress("cross-validating", 0, 1)
         keys = [example.split_key for example in run.groups["train"]]
         choice, arrays = cross_validate(arrays, keys, n_labels, hparams, run.backbone, choose_l2=not searching)

@@ -7,10 +7,11 @@ import pytest
 
 from classifier.backbones import build_backbone
 from classifier.data import Example, scan_folder
+from classifier.fold_regression import fit_softmax
 from classifier.hparams import HParams
 from classifier.model import build_head
 from classifier.registry import Registry
-from classifier.selection import candidates_on, expand_head, fit_softmax, fold_of, parse_candidate
+from classifier.selection import candidates_on, expand_head, fold_of, parse_candidate
 from classifier.training import train_model
 from tests.classifier.synthetic import image_bytes, random_pixels, write_dataset
 
@@ -81,16 +82,24 @@ def _split_by_name(test_names):
     return split
 
 
+def _without_costs(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in ("seconds", "embedding")}
+
+
 def test_the_choice_is_recorded_and_never_moves_when_the_test_split_is_poisoned(tmp_path):
     scan = scan_folder(write_dataset(tmp_path / "data", per_label=30))
     test_names = {f"{i}.png" for i in range(20, 30)}
     split = _split_by_name(test_names)
-    first = train_model(scan.examples, scan.labels, ["bad"], HPARAMS, cache_dir=tmp_path / "cache", split=split)
+    # The input size among the choices: every feature candidate at 32 and at 48 px.
+    hparams = replace(HPARAMS, cv_image_sizes=(48,))
+    first = train_model(scan.examples, scan.labels, ["bad"], hparams, cache_dir=tmp_path / "cache", split=split)
     record = first.chosen_by_cv
-    assert record["folds"] == 3 and record["images"] == 40
-    assert {entry["features"] for entry in record["candidates"]} == {f"{c}" for c in CANDIDATES}
+    assert record["folds"] == 3 and record["images"] == 40 and record["image_sizes"] == [32, 48]
+    tried = {(entry["image_size"], entry["features"]) for entry in record["candidates"]}
+    assert {(size, c) for size in (32, 48) for c in CANDIDATES} <= tried
     assert all(len(entry["fold_scores"]) == 3 for entry in record["candidates"])
     assert record["chosen"]["features"] in CANDIDATES and first.hparams.l2 == record["chosen"]["l2"]
+    assert first.hparams.image_size == record["chosen"]["image_size"] == first.model.input_shape[1]
     assert first.metrics["chosen_by_cv"] == record
     registry = Registry(tmp_path / "models")
     assert registry.metadata(registry.save(first))["chosen_by_cv"] == record
@@ -107,11 +116,10 @@ def test_the_choice_is_recorded_and_never_moves_when_the_test_split_is_poisoned(
             poisoned.append(replace(Example.from_bytes(data, flipped), path=fake))
         else:
             poisoned.append(example)
-    second = train_model(poisoned, scan.labels, ["bad"], HPARAMS, cache_dir=tmp_path / "cache", split=split)
+    second = train_model(poisoned, scan.labels, ["bad"], hparams, cache_dir=tmp_path / "cache", split=split)
     assert second.metrics["accuracy"] < first.metrics["accuracy"]  # the poison reached the test split
-    assert {k: v for k, v in second.chosen_by_cv.items() if k != "seconds"} == {
-        k: v for k, v in record.items() if k != "seconds"
-    }
+    assert _without_costs(second.chosen_by_cv) == _without_costs(record)
+    assert second.chosen_by_cv["embedding"]["embedded"] == [0, 0]  # every size's features came from the cache
 
 
 def test_folds_follow_the_split_key():
@@ -145,7 +153,9 @@ def test_heavy_weights_move_the_fits_only_when_they_enter_the_loss(monkeypatch):
     def fits(mode, weights):
         fitted_with.clear()
         hparams = replace(HPARAMS, example_weighting=mode, cv_l2=())
-        record = selection.choose(x, y, weights, np.arange(120), keys, 2, hparams, identity, choose_l2=False).record
+        record = selection.choose(
+            {32: x}, y, weights, np.arange(120), keys, 2, hparams, {32: identity}, choose_l2=False
+        ).record
         return [w.copy() for w in fitted_with], record["candidates"][0]["fold_scores"]
 
     bias_heavy, bias_scores = fits("bias", heavy)
@@ -154,3 +164,33 @@ def test_heavy_weights_move_the_fits_only_when_they_enter_the_loss(monkeypatch):
     assert bias_scores != plain_scores  # the held-out folds are still scored with the weights
     loss_heavy, _ = fits("loss", heavy)
     assert not all(np.array_equal(a, b) for a, b in zip(loss_heavy, bias_plain, strict=True))
+
+
+def test_the_l2_grid_grows_past_its_top_while_the_training_folds_prefer_its_edge():
+    import hashlib
+
+    import classifier.selection as selection
+
+    identity = [selection.Candidate("as given", np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32), True)]
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(90)]
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 90)
+    hparams = replace(HPARAMS, cv_features=(), cv_l2=(0.003, 0.01, 0.03))
+
+    def chosen(x):
+        record = selection.choose({32: x}, y, np.ones(90), np.arange(90), keys, 2, hparams, {32: identity}).record
+        return (
+            record["chosen"]["l2"],
+            record["l2_grid"],
+            {entry["l2"]: entry["score"] for entry in record["candidates"]},
+        )
+
+    # A weak signal in 5 of 50 columns, 60 training images a fold: more shrinkage than 0.03 predicts better.
+    weak = (0.4 * (y[:, None] * 2.0 - 1.0) * (np.arange(50) < 5) + rng.normal(size=(90, 50))).astype(np.float32)
+    l2, grid, scores = chosen(weak)
+    assert l2 > 0.03 and scores[l2] < scores[0.03]
+    assert grid[:3] == [0.003, 0.01, 0.03] and grid[3:] == pytest.approx([0.09, 0.27][: len(grid) - 3])
+    assert l2 < grid[-1]  # it stopped once the best was inside the grid
+    # Pure noise: the more shrinkage the better, without end; the grid stops at its cap.
+    l2, grid, _ = chosen(rng.normal(size=(90, 50)).astype(np.float32))
+    assert len(grid) == 3 + selection.L2_EXTENSION_STEPS and l2 == grid[-1] == pytest.approx(0.81)
