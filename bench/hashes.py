@@ -48,6 +48,13 @@ def parse_args():
     parser.add_argument("--propagations", type=int, default=10)
     parser.add_argument("--stream", type=int, default=2000, help="uploads in the workload stream")
     parser.add_argument("--reupload-share", type=float, default=0.2)
+    parser.add_argument(
+        "--workload-side",
+        type=int,
+        default=112,
+        help="pixels a side the workload stream's 28-pixel items are enlarged to (0: as they are, under the 64 "
+        "pixels a photo needs to match)",
+    )
     parser.add_argument("--skip-desk", action="store_true", help="no database parts (propagation, workload)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run of every part")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))

@@ -214,17 +214,20 @@ def workload(args) -> dict:
         call_command("flush", interactive=False, verbosity=0)
         settings.VIGIA_QUEUE_GROUPING = banks_on
         name = "with" if banks_on else "without"
-        results[name] = _one_pass(stream, images, banks_on)
+        results[name] = _one_pass(stream, images, banks_on, args.workload_side)
         log(f"workload {name} banks and grouping: {results[name]}")
     settings.VIGIA_QUEUE_GROUPING = True
     return {
+        "workload_side": args.workload_side,
         "decisions_with_banks": results["with"]["moderator_decisions"],
         "decisions_without_banks": results["without"]["moderator_decisions"],
         "workload": {**results, "uploads": len(stream), "reuploads": sum(1 for s in stream if s[2])},
     }
 
 
-def _one_pass(stream, images, banks_on: bool) -> dict:
+def _one_pass(stream, images, banks_on: bool, side: int) -> dict:
+    """One pass of the stream through intake, scoring and the queue; a listing photo is larger than a 28-pixel
+    item, so each item is enlarged to `side` pixels (Lanczos) before a re-upload's transformation."""
     from django.db import transaction
     from PIL import Image
 
@@ -244,6 +247,8 @@ def _one_pass(stream, images, banks_on: bool) -> dict:
     for start in range(0, len(stream), CHUNK):
         for offset, (item, label, transform) in enumerate(stream[start : start + CHUNK]):
             picture = Image.fromarray(255 - images[item]).convert("RGB")
+            if side:
+                picture = picture.resize((side, side), Image.Resampling.LANCZOS)
             if transform:
                 picture = photos.TRANSFORMS[transform](picture)
             image = _store(scorer, photos.jpeg(picture), label, item, f"w-{start + offset}")
