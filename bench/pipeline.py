@@ -12,6 +12,10 @@ tests use) and writes bench/results/pipeline.json:
 - ratio_vs_best: pipeline / the faster of the two bare runtimes (target >= 0.8). bare_img_per_s and ratio keep
   their earlier meaning, the bare Keras forward and the pipeline over it.
 - upload_img_per_s: images/s the API took the uploads in, to tell when the web intake is the limit.
+- backlog_img_per_s / backlog_ratio_vs_best: `--backlog` photos uploaded while the scoring worker is stopped
+  (SIGSTOP), then scored from a standing queue once it resumes: the worker with the cores to itself but for
+  PostgreSQL and Redis, as a scoring machine of its own would run (the documented scale-out path), over the
+  faster bare runtime. Its CPU per image says what the platform adds to the forward pass.
 - latency_p50_s / latency_p95_s: upload start to routed (flagged or cleared, i.e. in the review queue or out of
   it), for single-photo listings sent at half the measured pipeline rate (target p95 <= 1 s).
 - queue_page_p95_ms / claim_next_p95_ms: the review queue's first page (`selectors.queue.queue_page`) and
@@ -66,6 +70,7 @@ def parse_args():
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--backbone", default=os.environ.get("VIGIA_BACKBONE", "mobilenet_v1"))
     parser.add_argument("--train-per-class", type=int, default=20, help="training photos per Fashion-MNIST class")
+    parser.add_argument("--backlog", type=int, default=2000, help="photos scored from a standing queue (0: skip)")
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="length of the half-load phase")
     parser.add_argument("--open-items", type=int, default=100_000, help="open review items for the queue timings")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls of queue page and claim-next")
@@ -151,6 +156,50 @@ def throughput_phase(args, services: Services, token: str, photos: list[bytes], 
         "img_per_s": round(len(ids) / seconds, 2),
         "upload_seconds": round(uploaded - started, 2),
         "failed": failed,
+    }
+
+
+def backlog_phase(args, services: Services, token: str, photos: list[bytes], prefix: str) -> dict:
+    """Upload `photos` with the scoring worker stopped, resume it, and time it scoring the standing queue.
+
+    The web server is idle while the worker drains, so the worker has the cores but for the database and Redis:
+    what a scoring machine of its own does per image, against the bare forward pass on the same cores.
+    """
+    import signal
+
+    import psutil
+    import requests
+
+    worker = psutil.Process(services["worker"].pid)
+    processes = [worker, *worker.children(recursive=True)]
+    session = requests.Session()
+    groups = [photos[i : i + args.per_listing] for i in range(0, len(photos), args.per_listing)]
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        ids = []
+        for index, group in enumerate(groups):
+            _, body = post_listing(session, services.base, token, f"{prefix}-{index}", group)
+            ids += [image["id"] for image in body["images"]]
+        time.sleep(2)  # the outbox publishes on commit; let the last tasks reach the broker
+    finally:
+        cpu_before = cpu_use(services)
+        resumed = time.time()
+        for process in processes:
+            process.send_signal(signal.SIGCONT)
+    from moderation.models import ListingImage
+
+    wait_scored(ids, timeout=max(600, len(ids)))
+    last = max(ListingImage.objects.filter(pk__in=ids).values_list("scored_at", flat=True))
+    cpu_after = cpu_use(services)
+    seconds = last.timestamp() - resumed
+    return {
+        "images": len(ids),
+        "seconds": round(seconds, 2),
+        "img_per_s": round(len(ids) / seconds, 2),
+        "cpu_ms_per_image": {
+            part: round(1000 * (cpu_after[part] - cpu_before[part]) / len(ids), 2) for part in cpu_before
+        },
     }
 
 
@@ -287,8 +336,12 @@ def main() -> int:
     sync_models()
     token = marketplace_token()
 
-    photos = jpeg_photos("test", args.images + 200 + 2000)
-    warmup, measured, spare = photos[:64], photos[64 : 64 + args.images], photos[64 + args.images :]
+    photos = jpeg_photos("test", args.images + 200 + 2000 + args.backlog)
+    warmup, measured = photos[:64], photos[64 : 64 + args.images]
+    queued, spare = (
+        photos[64 + args.images : 64 + args.images + args.backlog],
+        photos[64 + args.images + args.backlog :],
+    )
 
     services = scoring_services(env, work / "logs", args.children, args.web_workers)
     sampler = RssSampler(services)
@@ -311,6 +364,12 @@ def main() -> int:
         log(f"throughput: {len(measured)} photos, {args.per_listing} per listing, {args.concurrency} uploads at once")
         throughput = throughput_phase(args, services, token, measured, "run")
         log(f"pipeline {throughput['img_per_s']} img/s")
+
+        backlog = None
+        if args.backlog:
+            log(f"backlog: {len(queued)} photos uploaded with the worker stopped, then scored from the queue")
+            backlog = backlog_phase(args, services, token, queued, "backlog")
+            log(f"backlog {backlog['img_per_s']} img/s")
 
         log("bare model on the same photos, Keras then LiteRT")
         bare = bare_phase(version, measured, work)
@@ -343,6 +402,10 @@ def main() -> int:
         "bare_litert_img_per_s": bare["litert"]["img_per_s"],
         "ratio_vs_best": round(throughput["img_per_s"] / max(run["img_per_s"] for run in bare.values()), 3),
         "upload_img_per_s": round(throughput["images"] / throughput["upload_seconds"], 2),
+        "backlog_img_per_s": backlog["img_per_s"] if backlog else None,
+        "backlog_ratio_vs_best": (
+            round(backlog["img_per_s"] / max(run["img_per_s"] for run in bare.values()), 3) if backlog else None
+        ),
         "latency_p50_s": latency["p50_s"],
         "latency_p95_s": latency["p95_s"],
         "queue_page_p95_ms": queue["queue_page_p95_ms"],
@@ -359,6 +422,7 @@ def main() -> int:
             "web_workers": args.web_workers,
             "scoring_batch_size": int(os.environ.get("VIGIA_SCORING_BATCH_SIZE", "32")),
             "throughput": throughput,
+            "backlog": backlog,
             "bare": {
                 **bare,
                 "method": "one process, decode + forward, batches of 32; Keras with TensorFlow's default threads, "
