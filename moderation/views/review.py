@@ -204,6 +204,7 @@ def image_file_view(request, pk: int):
 def upload_view(request):
     """Let a moderator upload one listing with its photos, through the same validation and ingest path as the API."""
     form = UploadForm(request.POST or None, request.FILES or None)
+    status = 400 if request.method == "POST" else 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -220,11 +221,12 @@ def upload_view(request):
         except ImageValidationError as exc:
             form.add_error("images", exc.detail)
         except (StorageFull, StorageUnavailable) as exc:
+            # The desk's own failure, not the form's: the same statuses as the API, so monitoring sees them.
             form.add_error(None, str(exc))
+            status = 507 if isinstance(exc, StorageFull) else 503
         else:
             messages.success(request, f"Listing {listing.external_id} received; its images are being scored.")
             return redirect("listing-detail", pk=listing.pk)
-    status = 400 if request.method == "POST" else 200
     return render(request, "moderation/upload.html", {"form": form}, status=status)
 
 

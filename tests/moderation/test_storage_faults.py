@@ -88,6 +88,20 @@ def test_a_full_media_disk_answers_507_json_and_stores_no_row_and_no_file(api, s
         assert len(stored) == 2 and files_under(media) == stored
 
 
+def test_the_desk_upload_page_says_the_disk_is_full_with_507_and_keeps_the_form(client, moderator, settings, tmp_path):
+    from django.urls import reverse
+
+    client.force_login(moderator)
+    with tmpfs(tmp_path / "media", "256k") as media:
+        settings.MEDIA_ROOT = media
+        fill(media)
+        photo = images.upload(images.noisy_png((200, 30, 30), seed=3, size=96), name="p.png")
+        response = client.post(reverse("upload"), {"external_id": "desk-full", "title": "Lamp", "images": [photo]})
+        assert response.status_code == 507
+        assert "desk-full" in response.content.decode()  # the form comes back filled in, to send again
+        assert not Listing.objects.exists() and files_under(media) == {"filler"}
+
+
 def test_a_read_only_media_disk_answers_503_json_and_stores_nothing(api, settings, tmp_path):
     with tmpfs(tmp_path / "media", "1m", "ro") as media:
         settings.MEDIA_ROOT = media
