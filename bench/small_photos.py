@@ -9,7 +9,7 @@ never queries:
 - `SMALL_RESAMPLE`: how a short side is brought to 64 before hashing: PDQ's own repeated pixels (None) or
   Pillow's bilinear, bicubic or Lanczos filter;
 - `MIN_MATCH_SIDE`: whether such photos may match at all. Candidates: 5 (the reference hasher's own minimum: they
-  match like any photo) or 64 (they get quality 0 and never match, the issue's rule for tiny images). Between the
+  match like any photo) or 64 (they get quality 0 and never match, the rule for flat or tiny images). Between the
   two there is no real photo to measure here: the only small real photos installed are the 28-pixel items.
 
 Data: the Fashion-MNIST *training* split from item 12,000 on. `bench/hashes.py` queries training items 0-999 (its

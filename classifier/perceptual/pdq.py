@@ -12,11 +12,11 @@ made here agrees with one a hash-sharing programme made with the reference tool,
 the same as a small one.
 
 Photos with a side under PDQ's 64 x 64 samples are another matter: the reference repeats their pixels to fill the
-samples, and at the issue's distance of 31 bits look-alikes are not told apart. On Fashion-MNIST training items
+samples, and at HMA's distance of 31 bits look-alikes are not told apart. On Fashion-MNIST training items
 (28 x 28 garments on a plain ground; `bench/small_photos.py`, two folds, `bench/results/small_photos.json`)
 0.68-0.94% of 5,000 items outside a bank of 43,000 others matched one of them, against a target of 0.1%, while
 a JPEG copy at quality 40 matched its original three times in four and a half-size copy never. So such a photo
-gets quality 0, under every bank's floor, and never matches anything, as the issue has it for flat or tiny images
+gets quality 0, under every bank's floor, and never matches anything, as a flat or tiny image should
 ("quality under the floor"). Its hash is still made (the training split groups copies by distance alone), from
 the photo resampled to 64 on its short sides with a Lanczos filter rather than PDQ's repeated pixels, which
 brought copies closer and look-alikes apart a little (mean recall 0.703 to 0.710, false matches 0.87% to 0.73%):
