@@ -116,6 +116,11 @@ def cpu_use(services: Services) -> dict[str, float]:
     }
 
 
+def cpu_ms_per_image(before: dict[str, float], after: dict[str, float], images: int) -> dict[str, float]:
+    """CPU milliseconds each part of the stack spent per image between two `cpu_use` readings."""
+    return {part: round(1000 * (after[part] - before[part]) / images, 2) for part in before}
+
+
 def throughput_phase(args, services: Services, token: str, photos: list[bytes], prefix: str) -> dict:
     """Post `photos` in listings of `--per-listing`, `--concurrency` at once; images per second until all scored.
 
@@ -148,9 +153,7 @@ def throughput_phase(args, services: Services, token: str, photos: list[bytes], 
     seconds = last.timestamp() - started
     cpu_after = cpu_use(services)
     return {
-        "cpu_ms_per_image": {
-            part: round(1000 * (cpu_after[part] - cpu_before[part]) / len(ids), 2) for part in cpu_before
-        },
+        "cpu_ms_per_image": cpu_ms_per_image(cpu_before, cpu_after, len(ids)),
         "images": len(ids),
         "seconds": round(seconds, 2),
         "img_per_s": round(len(ids) / seconds, 2),
@@ -197,9 +200,7 @@ def backlog_phase(args, services: Services, token: str, photos: list[bytes], pre
         "images": len(ids),
         "seconds": round(seconds, 2),
         "img_per_s": round(len(ids) / seconds, 2),
-        "cpu_ms_per_image": {
-            part: round(1000 * (cpu_after[part] - cpu_before[part]) / len(ids), 2) for part in cpu_before
-        },
+        "cpu_ms_per_image": cpu_ms_per_image(cpu_before, cpu_after, len(ids)),
     }
 
 
