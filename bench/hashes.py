@@ -4,12 +4,13 @@
 
 - Robustness: every source photo (`bench.harness.photos`) is transformed 8 ways (JPEG quality 40, half size, 5%
   crop, brightness +/-25%, mirror, 90 degree rotation, a text overlay) and looked up, through its 8 dihedral
-  variants, in a bank of the originals (each with its two centred crops, as a confirmation banks a photo) plus
+  variants and its centre's 8, in a bank of the originals (each with its two centred crops and its centre, as a
+  confirmation banks a photo) plus
   `--unrelated` other hashes (Fashion-MNIST items not used as sources, topped up with random hashes), at distance
   31 with quality 49 or less discarded, as the desk does; an off-centre crop is reported beside the targets. Recall per
   transformation; `false_match_rate` is the share of `--distractors` photos not in the bank that match anything.
 - Speed: `hash_ms` (decode and hash one upload, as the worker does), `lookups_per_s` (exact lookups of one
-  256-bit hash against `--bank-size` entries, one process) and `image_lookups_per_s` (a photo: its 8 variants),
+  256-bit hash against `--bank-size` entries, one process) and `image_lookups_per_s` (a photo: its 16 lookups),
   checked against brute force on a sample.
 - `propagation_s` and the workload (`bench.harness.hash_desk`): on a fresh PostgreSQL database.
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench.harness import photos  # noqa: E402
 from bench.harness.report import log, machine_info, write_json  # noqa: E402
 from classifier.perceptual.index import HashIndex, brute_force  # noqa: E402
-from classifier.perceptual.pdq import center_crop_hashes, hash_image  # noqa: E402
+from classifier.perceptual.pdq import PdqHash, center_crop_hashes, hash_image  # noqa: E402
 
 DISTANCE, FLOOR = 31, 49
 
@@ -68,10 +69,13 @@ def parse_args():
 
 
 def lookup_hits(index: HashIndex, qualities: dict[int, int], pdq) -> set[int]:
-    """The entries a photo matches the way the desk matches: any variant within 31, both qualities over 49."""
-    if pdq.quality <= FLOOR:
+    """The entries a photo matches the way the desk matches: any of its 16 lookups (its variants, its centre's)
+    within 31, both qualities over 49 (`qualities` holds each source's; its derived entries under the floor are
+    not banked)."""
+    queries = [variant for variant, quality in pdq.lookups() if quality > FLOOR]
+    if not queries:
         return set()
-    found = index.search(list(pdq.dihedral), DISTANCE)
+    found = index.search(queries, DISTANCE)
     return {int(entry) for entry in found.ids if qualities.get(int(entry), 100) > FLOOR}
 
 
@@ -97,8 +101,19 @@ def robustness(args) -> dict:
     names = list(sources)
     # The bits do not depend on the small-photo rule, only the quality does: one bank serves both passes.
     originals = {i: hash_image(photos.jpeg(sources[name]), **SMALL_PHOTOS_MATCH) for i, name in enumerate(names)}
-    # As a confirmation banks a photo: itself and its centred crops, all citing the same photo.
-    crops = {i: center_crop_hashes(photos.jpeg(sources[names[i]])) for i in originals}
+    # As a confirmation banks a photo: itself, its centred crops and its centre, all citing the same photo.
+    # A derived entry under the floor never matches in the desk, so it is not banked here.
+    crops = {
+        i: [
+            extra
+            for extra in [
+                *center_crop_hashes(photos.jpeg(sources[names[i]])),
+                PdqHash(pdq.centre[0], pdq.centre_quality, ()),
+            ]
+            if extra.quality > FLOOR
+        ]
+        for i, pdq in originals.items()
+    }
     unrelated = [
         hash_image(photos.jpeg(image)).hash
         for image in photos.fashion_photos("train", args.fashion_sources, args.unrelated).values()
@@ -202,14 +217,18 @@ def speed(args) -> dict:
     built = time.perf_counter()
     index = HashIndex(codes, np.arange(args.bank_size))
     build_s = time.perf_counter() - built
-    variants = np.frombuffer(b"".join(v for pdq in queries for v in pdq.dihedral), np.uint8).reshape(-1, 32)
+    per_photo = len(queries[0].lookups())
+    variants = np.frombuffer(b"".join(v for pdq in queries for v, _q in pdq.lookups()), np.uint8).reshape(-1, 32)
     order = rng.integers(0, len(variants), args.lookups)
     single = variants[order]
     start = time.perf_counter()
     for row in single:
         index.search(row[None, :], DISTANCE)
     per_hash_s = (time.perf_counter() - start) / len(single)
-    batches = [variants[8 * i : 8 * i + 8] for i in rng.integers(0, len(queries), max(1, args.lookups // 8))]
+    batches = [
+        variants[per_photo * i : per_photo * (i + 1)]
+        for i in rng.integers(0, len(queries), max(1, args.lookups // per_photo))
+    ]
     start = time.perf_counter()
     for batch in batches:
         index.search(batch, DISTANCE)
@@ -220,7 +239,7 @@ def speed(args) -> dict:
     start = time.perf_counter()
     for batch in batch32:
         index.search(batch, DISTANCE)
-    per_photo_batched_s = (time.perf_counter() - start) / (sum(len(b) for b in batch32) / 8)
+    per_photo_batched_s = (time.perf_counter() - start) / (sum(len(b) for b in batch32) / per_photo)
     sample = single[:50]
     exact = index.search(sample, DISTANCE)
     truth = brute_force(sample, codes, np.arange(args.bank_size), DISTANCE)
@@ -232,6 +251,7 @@ def speed(args) -> dict:
         "bank_size": args.bank_size,
         "lookups_per_s": round(1 / per_hash_s),
         "image_lookups_per_s": round(1 / per_photo_s),
+        "lookups_per_image": per_photo,
         "image_lookups_per_s_batch_32": round(1 / per_photo_batched_s),
         "exact": bool(exact.ids.tolist() == truth.ids.tolist() and exact.query.tolist() == truth.query.tolist()),
         "index_build_s": round(build_s, 2),

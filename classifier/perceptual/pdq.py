@@ -47,6 +47,11 @@ SMALL_RESAMPLE = "lanczos"
 #: resizing and brightness well but not cropping (2.5% off each side already moves a hash by ~45 bits), so a
 #: seller trimming the borders of a taken-down photo is caught by matching the trimmed versions instead.
 CROP_FRACTIONS = (0.025, 0.05)
+#: Share cut from each side of a photo for its centre hash, which is looked up beside the photo's own and banked
+#: beside it: a caption or a watermark a seller adds near the borders (a fourteenth of the height across the
+#: lower part moves the hash of a real photo by 32 to 50 bits) leaves the centre nearly as it was. Chosen on
+#: training photos by `bench/centre_margin.py` (`bench/results/centre_margin.json`).
+CENTRE_MARGIN = 0.125
 #: The order of the variants (`pdqhash.compute_dihedral`'s); index 0 is the photo as it is.
 DIHEDRAL = (
     "original",
@@ -66,11 +71,14 @@ class HashFormatError(ValueError):
 
 @dataclass(frozen=True)
 class PdqHash:
-    """A photo's hash, its quality and the hashes of its 8 dihedral variants (`dihedral[0]` is `hash`)."""
+    """A photo's hash, its quality and the hashes of its 8 dihedral variants (`dihedral[0]` is `hash`), and the
+    same of its centre (`CENTRE_MARGIN`; empty when not made)."""
 
     hash: bytes
     quality: int
     dihedral: tuple[bytes, ...]
+    centre: tuple[bytes, ...] = ()
+    centre_quality: int = 0
 
     @property
     def hex(self) -> str:
@@ -81,6 +89,18 @@ class PdqHash:
     def dihedral_hex(self) -> str:
         """The 8 variants' hex spellings joined (512 digits), as stored on an image."""
         return "".join(variant.hex() for variant in self.dihedral)
+
+    @property
+    def centre_hex(self) -> str:
+        """The centre's 8 variants' hex spellings joined, as stored on an image ("" when not made)."""
+        return "".join(variant.hex() for variant in self.centre)
+
+    def lookups(self) -> list[tuple[bytes, int]]:
+        """What a bank lookup searches for, each with the quality it is judged by: the 8 variants of the photo,
+        then the 8 of its centre. A query's position in this list is the match's `variant`."""
+        return [(variant, self.quality) for variant in self.dihedral] + [
+            (variant, self.centre_quality) for variant in self.centre
+        ]
 
 
 def parse_hex(text: str) -> bytes:
@@ -129,18 +149,42 @@ def _pixels(image, small_resample: str | None) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
-def hash_image(source, *, min_match_side: int = MIN_MATCH_SIDE, small_resample: str | None = SMALL_RESAMPLE) -> PdqHash:
+def hash_image(
+    source,
+    *,
+    min_match_side: int = MIN_MATCH_SIDE,
+    small_resample: str | None = SMALL_RESAMPLE,
+    centre_margin: float | None = CENTRE_MARGIN,
+) -> PdqHash:
     """Hash a photo (encoded bytes, a path or a PIL image) and its dihedral variants, each from the pixels
-    actually rotated or mirrored (`pdqmath` says why). A photo with a side under `min_match_side` pixels gets
-    quality 0 (the keyword arguments are for choosing the defaults on training photos).
+    actually rotated or mirrored (`pdqmath` says why), and its centre with `centre_margin` of the width and
+    height cut from each side (None: no centre hash). A photo, or a centre, with a side under `min_match_side`
+    pixels gets quality 0 (the keyword arguments are for choosing the defaults on training photos).
 
     Raises what Pillow raises for an image it cannot decode.
     """
     image = _image(source)
+    pdq = _hash_pixels(image, min_match_side, small_resample)
+    if not centre_margin:
+        return pdq
+    centre = _hash_pixels(_centre(image, centre_margin), min_match_side, small_resample)
+    return PdqHash(
+        hash=pdq.hash, quality=pdq.quality, dihedral=pdq.dihedral, centre=centre.dihedral, centre_quality=centre.quality
+    )
+
+
+def _hash_pixels(image, min_match_side: int, small_resample: str | None) -> PdqHash:
     hashes, quality = dihedral_hashes(_pixels(image, small_resample))
     if min(image.size) < min_match_side:
         quality = 0
     return PdqHash(hash=hashes[0], quality=quality, dihedral=tuple(hashes))
+
+
+def _centre(image, margin: float):
+    """The photo with `margin` of its width and height cut from each side (at least a pixel left each way)."""
+    dx = min(round(image.width * margin), (image.width - 1) // 2)
+    dy = min(round(image.height * margin), (image.height - 1) // 2)
+    return image.crop((dx, dy, image.width - dx, image.height - dy))
 
 
 def center_crop_hashes(source, fractions=CROP_FRACTIONS, **options) -> list[PdqHash]:
@@ -151,5 +195,6 @@ def center_crop_hashes(source, fractions=CROP_FRACTIONS, **options) -> list[PdqH
     for fraction in fractions:
         dx, dy = round(image.width * fraction), round(image.height * fraction)
         if image.width - 2 * dx >= 8 and image.height - 2 * dy >= 8:
-            crops.append(hash_image(image.crop((dx, dy, image.width - dx, image.height - dy)), **options))
+            crop = image.crop((dx, dy, image.width - dx, image.height - dy))
+            crops.append(hash_image(crop, **{**options, "centre_margin": None}))
     return crops

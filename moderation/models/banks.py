@@ -1,8 +1,9 @@
 """Hash banks: PDQ hashes of photos already decided, so a copy is decided once, not reviewed again from scratch.
 
 A bank holds entries (a 256-bit PDQ hash, its quality when known, a label, and where it came from: the decision that
-put it there, or an import). A decision adds its photo and two centred crops of it (`derived`): PDQ does not follow
-cropping, and trimming the borders is a seller's easiest disguise. The `confirmed` bank is filled by confirmations,
+put it there, or an import). A decision adds its photo, two centred crops of it and its centre (`derived`): PDQ does not
+follow cropping, and trimming the borders is a seller's easiest disguise; writing a caption across them is the next
+(an upload's centre is looked up beside the upload itself). The `confirmed` bank is filled by confirmations,
 the `cleared` bank by rejections (false positives); imported banks come from hash files, such as a hash-sharing
 programme's export. Each bank says how close a photo must be to count as a copy, which hashes are too poor to trust,
 and what a match does.
@@ -146,7 +147,11 @@ class ImageMatch(models.Model):
     entry = models.ForeignKey(BankEntry, on_delete=models.PROTECT, related_name="matches")
     bank = models.ForeignKey(HashBank, on_delete=models.PROTECT, related_name="matches")
     distance = models.PositiveSmallIntegerField()
-    variant = models.PositiveSmallIntegerField(default=0, help_text="Which dihedral variant matched (0: as it is).")
+    variant = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Which of the photo's lookups matched: 0 as it is, 1-7 rotated or mirrored, 8-15 its centre "
+        "(8 as it is).",
+    )
     action = models.CharField(max_length=20, choices=BankAction.choices)
     applied = models.BooleanField(default=True, help_text="False when a stronger match decided the photo instead.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -157,3 +162,11 @@ class ImageMatch(models.Model):
 
     def __str__(self):
         return f"image {self.image_id} ~ entry {self.entry_id} at {self.distance}"
+
+    @property
+    def how(self) -> str:
+        """How the photo matched, in words for the item page ("" when as it is)."""
+        turned = "rotated or mirrored" if self.variant % 8 else ""
+        if self.variant >= 8:
+            return f"its centre, {turned}" if turned else "its centre"
+        return turned

@@ -133,6 +133,13 @@ class ListingImage(models.Model):
     pdq_dihedral = models.CharField(
         max_length=512, blank=True, help_text="The hashes of its 8 rotations and mirror images, joined."
     )
+    pdq_centre = models.CharField(
+        max_length=512,
+        blank=True,
+        help_text="The hashes of its centre (borders cut, where captions go) and of its 7 rotations and mirror "
+        "images, joined; looked up beside the photo's own.",
+    )
+    pdq_centre_quality = models.PositiveSmallIntegerField(null=True, blank=True)
     duplicate_of = models.ForeignKey(
         "self",
         null=True,

@@ -36,7 +36,7 @@ class BankRule:
 
 @dataclass(frozen=True)
 class Hit:
-    """One photo matching one entry: which bank, how far (bits), through which of its 8 variants."""
+    """One photo matching one entry: which bank, how far (bits), through which of its 16 lookups (`lookup`)."""
 
     entry_id: int
     bank_id: int
@@ -124,29 +124,35 @@ class BankIndex:
     def lookup(self, hashes: dict[int, PdqHash]) -> dict[int, list[Hit]]:
         """Every entry of an enabled bank each photo matches, by photo id, nearest first.
 
-        A photo matches an entry when one of its 8 variants is within the bank's distance and both the photo's
-        quality and the entry's (when known) are above the bank's floor.
+        A photo matches an entry when one of its 8 variants, or of its centre's 8, is within the bank's distance
+        and both that hash's quality and the entry's (when known) are above the bank's floor. `Hit.variant` is
+        the query's place in `PdqHash.lookups` (0-7 the photo, 8-15 its centre).
         """
         enabled = [rule for rule in self.rules.values() if rule.enabled]
         keys = [key for key, value in hashes.items() if value is not None]
         if not enabled or not keys or not len(self._index):
             return {}
         radius = max(rule.match_distance for rule in enabled)
-        variants = [variant for key in keys for variant in hashes[key].dihedral]
-        per_photo = len(hashes[keys[0]].dihedral)
+        owners, variants, positions, qualities = [], [], [], []
+        for key in keys:
+            for position, (variant, quality) in enumerate(hashes[key].lookups()):
+                owners.append(key)
+                variants.append(variant)
+                positions.append(position)
+                qualities.append(quality)
         found = self._index.search(variants, radius)
         rows = np.searchsorted(self._ids, found.ids)
         hits: dict[int, list[Hit]] = {}
         best: dict[tuple[int, int], Hit] = {}
         for query, entry_id, distance, row in zip(found.query, found.ids, found.distances, rows, strict=True):
             rule = self.rules.get(int(self._banks[row]))
-            key = keys[int(query) // per_photo]
+            key, query = owners[int(query)], int(query)
             quality = int(self._quality[row])
             if rule is None or not rule.enabled or distance > rule.match_distance:
                 continue
-            if hashes[key].quality <= rule.quality_floor or 0 <= quality <= rule.quality_floor:
+            if qualities[query] <= rule.quality_floor or 0 <= quality <= rule.quality_floor:
                 continue
-            hit = Hit(int(entry_id), rule.bank_id, int(distance), int(query) % per_photo)
+            hit = Hit(int(entry_id), rule.bank_id, int(distance), positions[query])
             previous = best.get((key, hit.entry_id))
             if previous is None or hit.distance < previous.distance:
                 best[(key, hit.entry_id)] = hit

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
-from classifier.perceptual.pdq import CROP_FRACTIONS, HashFormatError, center_crop_hashes, parse_hex
+from classifier.perceptual.pdq import CENTRE_MARGIN, CROP_FRACTIONS, HashFormatError, center_crop_hashes, parse_hex
 from moderation import clock, outbox
 from moderation.models import (
     AuditAction,
@@ -77,16 +77,16 @@ def bank_decision(*, decision: Decision) -> BankEntry | None:
     """Add a human decision's photo to the bank its outcome fills (inside the decision's transaction).
 
     The photo's two centred crops are added too (`classifier.perceptual.pdq.CROP_FRACTIONS`), read from its file
-    here (about 10 ms). Photos without a hash yet (decided before the worker hashed them, or never hashed) add
-    nothing; a hash already live in the bank is kept as it is (the first decision stays its source). Returns the
-    photo's entry.
+    here (about 10 ms), and its centre hash as the worker stored it (`CENTRE_MARGIN`). Photos without a hash yet
+    (decided before the worker hashed them, or never hashed) add nothing; a hash already live in the bank is kept
+    as it is (the first decision stays its source). Returns the photo's entry.
     """
     image = decision.image
     if decision.automated or not image.pdq_hash or decision.outcome not in BANK_OF_OUTCOME:
         return None
     bank = decision_bank(BANK_OF_OUTCOME[decision.outcome])
     version = bump_version()
-    hashes = [("", image.pdq_hash, image.pdq_quality), *_crops(image)]
+    hashes = [("", image.pdq_hash, image.pdq_quality), *_centre(image), *_crops(image)]
     live = set(
         BankEntry.objects.filter(
             bank=bank, pdq_hash__in=[h for _d, h, _q in hashes], removed_at__isnull=True
@@ -110,6 +110,13 @@ def bank_decision(*, decision: Decision) -> BankEntry | None:
     if entries:
         _queue_retroaction(bank)
     return next((entry for entry in entries if not entry.derived), None)
+
+
+def _centre(image) -> list[tuple[str, str, int]]:
+    """The photo's centre hash as (derived, hash, quality); none for a photo hashed before centres were."""
+    if not image.pdq_centre:
+        return []
+    return [(f"centre_{round(CENTRE_MARGIN * 100, 1):g}", image.pdq_centre[:64], image.pdq_centre_quality)]
 
 
 def _crops(image) -> list[tuple[str, str, int]]:

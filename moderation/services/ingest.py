@@ -29,6 +29,7 @@ from moderation import clock, outbox
 from moderation.models import Client, IdempotencyRecord, ImageStatus, Listing, ListingImage
 from moderation.selectors.models import active_model
 from moderation.services.listings import refresh_listing_status
+from moderation.services.matching import HASH_FIELDS
 from moderation.services.queueing import queue_scoring
 from moderation.services.routing import reuse_existing_score
 from moderation.validation import ImageValidationError, ValidatedImage, validate_image
@@ -257,7 +258,7 @@ def copy_hash(image: ListingImage) -> bool:
         ListingImage.objects.filter(sha256=image.sha256)
         .exclude(pk=image.pk)
         .exclude(pdq_hash="")
-        .values("pdq_hash", "pdq_quality", "pdq_dihedral")
+        .values(*HASH_FIELDS)
         .first()
     )
     if earlier is None:

@@ -15,7 +15,7 @@ Each match is an `image.matched` event (bank, entry, distance, action taken) for
 
 import logging
 
-from classifier.perceptual.pdq import PdqHash, hash_image
+from classifier.perceptual.pdq import PdqHash, hash_image, split_dihedral
 from moderation import clock
 from moderation.models import (
     ACTION_STRENGTH,
@@ -34,7 +34,7 @@ from moderation.services.bank_index import Hit
 
 logger = logging.getLogger(__name__)
 
-HASH_FIELDS = ["pdq_hash", "pdq_quality", "pdq_dihedral"]
+HASH_FIELDS = ["pdq_hash", "pdq_quality", "pdq_dihedral", "pdq_centre", "pdq_centre_quality"]
 ROUTE_FIELDS = ["status", "flagged_at", "cleared_at", "confirmed_at", "is_audit", "audit_probability"]
 CLAIM_FIELDS = ["claimed_by", "claim_expires_at"]
 
@@ -50,9 +50,34 @@ def hash_payloads(payloads: dict[int, bytes]) -> dict[int, PdqHash]:
     return hashes
 
 
+def hash_values(pdq: PdqHash) -> dict:
+    """The image's `HASH_FIELDS` for a hash."""
+    return dict(
+        zip(HASH_FIELDS, (pdq.hex, pdq.quality, pdq.dihedral_hex, pdq.centre_hex, pdq.centre_quality), strict=True)
+    )
+
+
 def store_hash(image: ListingImage, pdq: PdqHash) -> None:
     """Put the hash on the image (the caller saves `HASH_FIELDS`)."""
-    image.pdq_hash, image.pdq_quality, image.pdq_dihedral = pdq.hex, pdq.quality, pdq.dihedral_hex
+    for field, value in hash_values(pdq).items():
+        setattr(image, field, value)
+
+
+def stored_hash(dihedral: str, quality: int | None, centre: str = "", centre_quality: int | None = None) -> PdqHash:
+    """The hash an image row stores (`pdq_dihedral`, `pdq_quality`, `pdq_centre`, `pdq_centre_quality`); a photo
+    hashed before centre hashes existed has none, and is looked up by its own variants alone."""
+    variants = tuple(split_dihedral(dihedral))
+    return PdqHash(
+        hash=variants[0],
+        quality=quality or 0,
+        dihedral=variants,
+        centre=tuple(split_dihedral(centre)),
+        centre_quality=centre_quality or 0,
+    )
+
+
+#: The `values_list` fields `stored_hash` takes, after the primary key.
+STORED_HASH_FIELDS = ["pdq_dihedral", "pdq_quality", "pdq_centre", "pdq_centre_quality"]
 
 
 def match_data(match: ImageMatch) -> dict:

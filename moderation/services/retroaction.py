@@ -12,21 +12,15 @@ person's call. Passes are idempotent (a photo already confirmed is left alone), 
 
 from django.db import transaction
 
-from classifier.perceptual.pdq import PdqHash, split_dihedral
 from moderation import outbox
 from moderation.models import BankAction, BankEntry, BankState, ImageStatus, ListingImage
 from moderation.services.bank_index import BankIndex, process_index
 from moderation.services.grouping import join_groups
 from moderation.services.listings import refresh_listing_status
-from moderation.services.matching import apply_matches
+from moderation.services.matching import STORED_HASH_FIELDS, apply_matches, stored_hash
 
 SCAN_CHUNK = 2000
 LIVE = (ImageStatus.CLEARED, ImageStatus.FLAGGED, ImageStatus.REJECTED)
-
-
-def _stored_hash(dihedral: str, quality: int | None) -> PdqHash:
-    variants = tuple(split_dihedral(dihedral))
-    return PdqHash(hash=variants[0], quality=quality or 0, dihedral=variants)
 
 
 def _apply(hits: dict) -> list[int]:
@@ -45,10 +39,7 @@ def _apply(hits: dict) -> list[int]:
 def match_stored(*, image_ids: list[int]) -> list[int]:
     """Match photos that already carry a hash (a reused score) against this process's banks; returns those acted on."""
     rows = ListingImage.objects.filter(pk__in=image_ids, status__in=LIVE).exclude(pdq_dihedral="")
-    hashes = {
-        pk: _stored_hash(dihedral, quality)
-        for pk, dihedral, quality in rows.values_list("pk", "pdq_dihedral", "pdq_quality")
-    }
+    hashes = {pk: stored_hash(*stored) for pk, *stored in rows.values_list("pk", *STORED_HASH_FIELDS)}
     index = process_index()
     index.refresh()
     return _apply(index.lookup(hashes))
@@ -76,11 +67,11 @@ def apply_takedown_entries() -> int:
         )
         last = 0
         while True:
-            rows = list(live.filter(pk__gt=last).values_list("pk", "pdq_dihedral", "pdq_quality")[:SCAN_CHUNK])
+            rows = list(live.filter(pk__gt=last).values_list("pk", *STORED_HASH_FIELDS)[:SCAN_CHUNK])
             if not rows:
                 break
             last = rows[-1][0]
-            hits = index.lookup({pk: _stored_hash(dihedral, quality) for pk, dihedral, quality in rows})
+            hits = index.lookup({pk: stored_hash(*stored) for pk, *stored in rows})
             acted += len(_apply(hits))
     # Unless an admin's change asked for a pass from the start meanwhile, entries up to `until` are done.
     BankState.objects.filter(pk=1, retroactive_version=since).update(retroactive_version=until)

@@ -37,7 +37,8 @@ def test_a_confirmation_fills_the_confirmed_bank_and_a_rejection_the_cleared_one
         cat,
     )
     crops = BankEntry.objects.filter(bank__kind=BankKind.CONFIRMED).exclude(derived="")
-    assert sorted(crops.values_list("derived", flat=True)) == ["crop_2.5", "crop_5"]
+    assert sorted(crops.values_list("derived", flat=True)) == ["centre_12.5", "crop_2.5", "crop_5"]
+    assert crops.get(derived="centre_12.5").pdq_hash == cat.pdq_centre[:64]
     assert {crop.source_decision for crop in crops} == {confirm}
     assert coffee.pdq_hash in live_hashes(banks.decision_bank(BankKind.CLEARED))
 
@@ -52,11 +53,48 @@ def test_a_copy_with_its_borders_trimmed_matches_through_the_crop_entries(modera
     assert trimmed.status == "confirmed" and trimmed.matches.get().entry.derived.startswith("crop_")
 
 
+def captioned(image):
+    """A seller's caption across the lower part of the photo, as `bench/harness/photos.py` writes one."""
+    from PIL import ImageDraw, ImageFont
+
+    out = image.copy()
+    font = ImageFont.load_default(size=image.height // 10)
+    ImageDraw.Draw(out).text(
+        (image.width // 20, image.height - image.height // 7),
+        "SALE 50% OFF - call 555 0199",
+        font=font,
+        fill=(255, 255, 255),
+        stroke_width=1,
+        stroke_fill=(0, 0, 0),
+    )
+    return out
+
+
+def test_a_copy_with_a_caption_matches_through_its_centre(moderator):
+    from classifier.perceptual.pdq import distance
+
+    original = scored_photo("coffee", size=(200, 150))
+    decided(original, moderator, DecisionOutcome.CONFIRM)
+    copy = scored_photo("coffee", transform=captioned, size=(200, 150))
+    assert distance(bytes.fromhex(copy.pdq_hash), bytes.fromhex(original.pdq_hash)) > 31
+    match = copy.matches.get()
+    assert copy.status == "confirmed" and match.entry.derived == "centre_12.5"
+    assert (match.variant, match.how) == (8, "its centre")
+
+
+def test_a_centre_too_small_to_trust_never_matches(moderator):
+    image = scored_photo("coffee")  # 96 x 72: its centre is 72 x 54, under the 64 pixels a photo needs to match
+    assert image.pdq_quality > 49 and image.pdq_centre and image.pdq_centre_quality == 0
+    decided(image, moderator, DecisionOutcome.CONFIRM)
+    copy = scored_photo("coffee", transform=captioned)
+    assert copy.status != "confirmed" and not copy.matches.filter(variant__gte=8).exists()
+
+
 def test_an_undone_decision_takes_its_entry_out_again_and_says_so(moderator):
     decision = decided(scored_photo(), moderator, DecisionOutcome.CONFIRM)
     review.undo_decision(user=moderator, decision_id=decision.pk)
     entries = list(BankEntry.objects.all())
-    assert len(entries) == 3 and all(e.removed_at and e.removal_reason == "Decision undone." for e in entries)
+    assert len(entries) == 4 and all(e.removed_at and e.removal_reason == "Decision undone." for e in entries)
     removed = AuditEntry.objects.filter(action=AuditAction.BANK_ENTRY_REMOVED).values_list("object_id", flat=True)
     assert sorted(removed) == sorted(str(e.pk) for e in entries)
 
@@ -173,4 +211,4 @@ def test_a_tiny_photo_whose_crops_hash_alike_is_banked_once_per_hash(moderator, 
     monkeypatch.setattr(service, "_crops", lambda _image: [("crop_2.5", image.pdq_hash, 90), ("crop_5", "e" * 64, 90)])
     decided(image, moderator, DecisionOutcome.CONFIRM)
     entries = dict(BankEntry.objects.values_list("pdq_hash", "derived"))
-    assert entries == {image.pdq_hash: "", "e" * 64: "crop_5"}
+    assert entries == {image.pdq_hash: "", "e" * 64: "crop_5", image.pdq_centre[:64]: "centre_12.5"}

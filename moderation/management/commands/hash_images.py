@@ -1,4 +1,5 @@
-"""`manage.py hash_images`: hash the photos stored before hashing existed and bank the decisions on them."""
+"""`manage.py hash_images`: hash the photos stored before hashing (or before centre hashes) existed and bank the
+decisions on them."""
 
 from django.core.management.base import BaseCommand
 
@@ -8,7 +9,10 @@ from moderation.services.backfill import BackfillResult, hash_missing_images, mi
 class Command(BaseCommand):
     """`manage.py hash_images [--batch-size N] [--no-bank]`: a one-off pass after upgrading; safe to repeat."""
 
-    help = "Hash every stored photo that has no PDQ hash yet and add the live human decisions on them to the banks."
+    help = (
+        "Hash every stored photo that has no PDQ hash yet, or one made before centre hashes, and add the live human "
+        "decisions on them to the banks."
+    )
 
     def add_arguments(self, parser):
         """Batch size and whether past decisions fill the banks."""
@@ -18,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         """Report how many photos lack a hash, then progress after every batch, then the totals."""
         total = missing_count()
-        self.stdout.write(f"{total} photos without a hash")
+        self.stdout.write(f"{total} photos without a hash or a centre hash")
 
         def progress(result: BackfillResult) -> None:
             done = result.hashed + result.unreadable

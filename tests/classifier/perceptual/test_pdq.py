@@ -8,6 +8,7 @@ from PIL import Image, ImageEnhance
 from skimage import data
 
 from classifier.perceptual.pdq import (
+    CENTRE_MARGIN,
     DIHEDRAL,
     HashFormatError,
     center_crop_hashes,
@@ -166,3 +167,42 @@ def test_pdq_does_not_follow_a_trim_but_a_centred_crop_hash_does(cat):
     assert distance(trimmed.hash, cat.hash) > MATCH
     crops = center_crop_hashes(encoded(image))
     assert len(crops) == 2 and distance(trimmed.hash, crops[0].hash) <= 8
+
+
+def test_the_centre_hash_is_the_hash_of_the_photo_with_its_borders_cut_and_looked_up_after_the_photo(cat):
+    image = photo().convert("RGB")
+    dx, dy = round(image.width * CENTRE_MARGIN), round(image.height * CENTRE_MARGIN)
+    centre = hash_image(image.crop((dx, dy, image.width - dx, image.height - dy)), centre_margin=None)
+    from_bytes = hash_image(encoded(image, quality=100))
+    assert hash_image(image).centre == centre.dihedral and distance(from_bytes.centre[0], centre.hash) <= 8
+    assert len(cat.centre) == 8 and cat.centre_quality == centre.quality > 49
+    assert len(cat.centre_hex) == 8 * 64 and split_dihedral(cat.centre_hex) == list(cat.centre)
+    lookups = cat.lookups()
+    assert [code for code, _q in lookups] == [*cat.dihedral, *cat.centre]
+    assert {q for _c, q in lookups[:8]} == {cat.quality} and {q for _c, q in lookups[8:]} == {cat.centre_quality}
+    assert (
+        hash_image(image, centre_margin=None).centre == () and len(hash_image(image, centre_margin=None).lookups()) == 8
+    )
+
+
+def test_a_centre_under_the_minimum_side_has_no_quality_while_the_photo_keeps_its_own():
+    small = photo().resize((72, 72))  # its centre is 54 pixels a side
+    pdq = hash_image(encoded(small))
+    assert pdq.quality > 49 and pdq.centre_quality == 0 and len(pdq.centre) == 8
+
+
+def test_a_caption_across_the_lower_part_leaves_the_centre_within_the_match_distance():
+    from PIL import ImageDraw, ImageFont
+
+    image = photo("rocket").convert("RGB")
+    captioned = image.copy()
+    ImageDraw.Draw(captioned).text(
+        (image.width // 20, image.height - image.height // 8),
+        "SALE 50% OFF - call 555 0199",
+        font=ImageFont.load_default(size=image.height // 14),
+        fill=(255, 255, 255),
+        stroke_width=2,
+        stroke_fill=(0, 0, 0),
+    )
+    original, copy = hash_image(encoded(image)), hash_image(encoded(captioned))
+    assert distance(original.hash, copy.hash) > MATCH >= distance(original.centre[0], copy.centre[0])
