@@ -17,7 +17,7 @@ WITH_REDIS := $(PY) -m moderation.devstack with-redis --
 
 FAST_MARKERS := not slow and not worker and not browser
 
-.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory bench-hashes bench-pairs bench-ood-share bench-small-photos bench-faults bench-load clean
+.PHONY: install compiler dataset run test test-fast lint format bench bench-classifier bench-loop bench-retrain bench-rollout bench-webhooks bench-web-memory bench-hashes bench-pairs bench-ood-share bench-small-photos bench-centre-margin bench-faults bench-load clean
 
 $(STAMP): requirements.txt
 	@if [ ! -x $(PY) ]; then \
@@ -121,6 +121,10 @@ bench-ood-share: $(STAMP) dataset
 # How photos under 64 pixels on a side are hashed and whether they match, chosen on training photos.
 bench-small-photos: $(STAMP) dataset
 	$(PY) bench/small_photos.py $(ARGS)
+
+# How much of a photo's borders its centre hash cuts, chosen on Fashion-MNIST training items: bench/results/centre_margin.json.
+bench-centre-margin: $(STAMP) dataset
+	$(PY) bench/centre_margin.py $(ARGS)
 
 # Its own Redis, PostgreSQL (initdb) and media tmpfs; `make bench-faults ARGS="--quick --only redis"` for a smoke run.
 bench-faults: $(STAMP)
