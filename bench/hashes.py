@@ -12,7 +12,7 @@
 - Speed: `hash_ms` (decode and hash one upload, as the worker does), `lookups_per_s` (exact lookups of one
   256-bit hash against `--bank-size` entries, one process) and `image_lookups_per_s` (a photo: its 16 lookups),
   checked against brute force on a sample.
-- `propagation_s` and the workload (`bench.harness.hash_desk`): on a fresh PostgreSQL database.
+- `propagation_s`, the workload and `retroaction_s` (`bench.harness.hash_desk`): on a fresh PostgreSQL database.
 
 Smoke run: `make bench-hashes ARGS="--quick --out /tmp/hashes"`.
 """
@@ -50,6 +50,9 @@ def parse_args():
     parser.add_argument("--stream", type=int, default=2000, help="uploads in the workload stream")
     parser.add_argument("--reupload-share", type=float, default=0.2)
     parser.add_argument(
+        "--retro-photos", type=int, default=100_000, help="live photos the timed retroactive pass reads"
+    )
+    parser.add_argument(
         "--workload-side",
         type=int,
         default=112,
@@ -65,6 +68,7 @@ def parse_args():
     if args.quick:
         args.fashion_sources, args.unrelated, args.distractors = 60, 3000, 300
         args.bank_size, args.lookups, args.propagations, args.stream = 100_000, 400, 3, 150
+        args.retro_photos = 5000
     return args
 
 

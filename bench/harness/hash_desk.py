@@ -13,6 +13,10 @@ On a fresh PostgreSQL database with production settings (`stack.start_from_nothi
   and queue grouping, once without. The model's scores come from a stand-in that knows the labels (a noisy
   score per photo, the same for its copies): the decisions the queue asks of people are what is measured here,
   the model itself is measured by the learning-loop benchmark.
+- `retroaction_s`: with `--retro-photos` live photos stored (random hashes, one of them the copy), a take-down
+  entry is imported and the retroactive pass (`services.retroaction.apply_takedown_entries`, what the outbox
+  queues after the import commits) is timed until it has taken the copy down. It reads every live photo's
+  hashes, so it grows with the live photos, not with the bank.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def run(args, work: Path) -> dict:
     start_from_nothing(work, url)
     results = propagation(args)
     results.update(workload(args))
+    results.update(retroaction(args))
     return results
 
 
@@ -263,4 +268,55 @@ def _one_pass(stream, images, banks_on: bool, side: int) -> dict:
         "automated_takedowns": automated.count(),
         "automated_takedowns_of_allowed": sum(truth[d.image_id] == ALLOWED for d in automated),
         "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def retroaction(args) -> dict:
+    """Time one retroactive pass over `args.retro_photos` live photos for a newly imported take-down entry."""
+    import numpy as np
+    from django.contrib.auth import get_user_model
+
+    from moderation.models import BankAction, Client, ImageStatus, Listing, ListingImage
+    from moderation.services import banks
+    from moderation.services.retroaction import apply_takedown_entries
+
+    rng = np.random.default_rng(args.seed + 2)
+    listing = Listing.objects.create(client=Client.objects.desk(), external_id="bench-retroaction")
+    copy_at = int(rng.integers(args.retro_photos))
+    target = ""
+    for start in range(0, args.retro_photos, 5000):
+        count = min(5000, args.retro_photos - start)
+        codes = rng.integers(0, 256, (count, 16 * 32), dtype=np.uint8)
+        rows = []
+        for offset, row in enumerate(codes):
+            hexes = row.tobytes().hex()
+            if start + offset == copy_at:
+                target = hexes[:64]
+            rows.append(
+                ListingImage(
+                    listing=listing,
+                    file=f"images/bench-retro-{start + offset}.jpg",
+                    sha256=f"{start + offset:064x}",
+                    status=ImageStatus.CLEARED,
+                    pdq_hash=hexes[:64],
+                    pdq_quality=100,
+                    pdq_dihedral=hexes[:512],
+                    pdq_centre=hexes[512:],
+                    pdq_centre_quality=100,
+                )
+            )
+        ListingImage.objects.bulk_create(rows)
+    admin, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_superuser": True})
+    bank = banks.create_bank(user=admin, name="bench retroaction", action=BankAction.TAKE_DOWN)
+    apply_takedown_entries()  # whatever the workload left queued, so the timed pass has one entry to look for
+    banks.import_hashes(bank_id=bank.pk, text=target, user=admin)
+    started = time.perf_counter()
+    acted = apply_takedown_entries()
+    seconds = time.perf_counter() - started
+    taken_down = ListingImage.objects.filter(pdq_hash=target, status=ImageStatus.CONFIRMED).count()
+    log(f"retroaction over {args.retro_photos} live photos: {seconds:.2f} s, {acted} taken down")
+    return {
+        "retroaction_s": round(seconds, 2),
+        "retroaction_live_photos": args.retro_photos,
+        "retroaction_taken_down": taken_down,
     }
