@@ -8,7 +8,10 @@ model's score has routed the photo, `apply_matches` records every match and lets
   human verdict it repeats), the photo confirmed and its listing taken down. It trains nothing and counts for no
   retrain: the decision it repeats already did;
 - review: the photo waits in the queue even if the model cleared it, and the item page shows the match;
-- clear: the photo is cleared without review even if the model flagged it.
+- clear: the photo is cleared without review even if the model flagged it; but not when the bank matched only
+  through the photo's centre (`Hit.variant` 8 and over): the photo's borders are then unlike the cleared photo's,
+  and the borders are where a seller would add a prohibited item to a cleared photo, so such a match sends the
+  photo to review instead.
 
 Each match is an `image.matched` event (bank, entry, distance, action taken) for the marketplace.
 """
@@ -33,6 +36,9 @@ from moderation.services.automated import confirm_automatically
 from moderation.services.bank_index import Hit
 
 logger = logging.getLogger(__name__)
+
+#: `Hit.variant` of the first of the photo's centre lookups (`PdqHash.lookups`: 8 of the photo, then the centre's).
+CENTRE_LOOKUPS = 8
 
 HASH_FIELDS = ["pdq_hash", "pdq_quality", "pdq_dihedral", "pdq_centre", "pdq_centre_quality"]
 ROUTE_FIELDS = ["status", "flagged_at", "cleared_at", "confirmed_at", "is_audit", "audit_probability"]
@@ -107,7 +113,9 @@ def apply_matches(*, image: ListingImage, hits: list[Hit]) -> ImageMatch | None:
     live = [hit for hit in live if entries[hit.entry_id].bank.enabled]
     if not live:
         return None
-    strongest = max(live, key=lambda hit: (ACTION_STRENGTH[entries[hit.entry_id].bank.action], -hit.distance))
+    through_photo = {entries[hit.entry_id].bank_id for hit in live if hit.variant < CENTRE_LOOKUPS}
+    action = {hit.entry_id: action_of(entries[hit.entry_id].bank, through_photo) for hit in live}
+    strongest = max(live, key=lambda hit: (ACTION_STRENGTH[action[hit.entry_id]], -hit.distance))
     deciding = None
     for hit in live:
         entry = entries[hit.entry_id]
@@ -118,7 +126,7 @@ def apply_matches(*, image: ListingImage, hits: list[Hit]) -> ImageMatch | None:
                 "bank": entry.bank,
                 "distance": hit.distance,
                 "variant": hit.variant,
-                "action": entry.bank.action,
+                "action": action[hit.entry_id],
                 "applied": act and hit is strongest,
             },
         )
@@ -130,6 +138,14 @@ def apply_matches(*, image: ListingImage, hits: list[Hit]) -> ImageMatch | None:
         return None
     _act(image, deciding)
     return deciding
+
+
+def action_of(bank, through_photo: set[int]) -> str:
+    """What a bank's match does to a photo: the bank's action, except that a clearing bank the photo matched only
+    through its centre (its id not in `through_photo`) sends it to review (the module docstring says why)."""
+    if bank.action == BankAction.CLEAR and bank.pk not in through_photo:
+        return BankAction.REVIEW
+    return bank.action
 
 
 def _act(image: ListingImage, match: ImageMatch) -> None:

@@ -9,7 +9,7 @@ from moderation.services import banks, review
 from moderation.services.bank_index import BankIndex
 from moderation.services.banks import BankError, ImportRejected
 from tests.support.banks import decided, scored_photo
-from tests.support.images import photo
+from tests.support.images import captioned, photo
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bank_desk")]
 
@@ -51,23 +51,6 @@ def test_a_copy_with_its_borders_trimmed_matches_through_the_crop_entries(modera
     trimmed = scored_photo("chelsea", transform=lambda im: im.crop((5, 4, im.width - 5, im.height - 4)))
     assert distance(bytes.fromhex(trimmed.pdq_hash), bytes.fromhex(original.pdq_hash)) > 31
     assert trimmed.status == "confirmed" and trimmed.matches.get().entry.derived.startswith("crop_")
-
-
-def captioned(image):
-    """A seller's caption across the lower part of the photo, as `bench/harness/photos.py` writes one."""
-    from PIL import ImageDraw, ImageFont
-
-    out = image.copy()
-    font = ImageFont.load_default(size=image.height // 10)
-    ImageDraw.Draw(out).text(
-        (image.width // 20, image.height - image.height // 7),
-        "SALE 50% OFF - call 555 0199",
-        font=font,
-        fill=(255, 255, 255),
-        stroke_width=1,
-        stroke_fill=(0, 0, 0),
-    )
-    return out
 
 
 def test_a_copy_with_a_caption_matches_through_its_centre(moderator):

@@ -19,7 +19,7 @@ from moderation.services import banks, retroaction
 from moderation.services.bank_index import BankIndex
 from moderation.views.audit import DECISION_COLUMNS, _statement
 from tests.support.banks import decided, scored_photo, set_threshold
-from tests.support.images import mirrored, photo, upload
+from tests.support.images import captioned, mirrored, photo, upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bank_desk")]
 
@@ -74,6 +74,18 @@ def test_an_admin_may_switch_the_cleared_bank_to_clearing_without_review(moderat
     banks.update_bank(bank_id=banks.decision_bank(BankKind.CLEARED).pk, user=boss, action=BankAction.CLEAR)
     copy = scored_photo("coffee", transform=mirrored)
     assert copy.status == ImageStatus.CLEARED and copy.prohibited_probability >= 0.4
+
+
+def test_a_clearing_bank_matched_only_through_the_centre_sends_the_photo_to_review(moderator, boss):
+    decided(scored_photo("coffee", size=(200, 150)), moderator, DecisionOutcome.REJECT)
+    banks.update_bank(bank_id=banks.decision_bank(BankKind.CLEARED).pk, user=boss, action=BankAction.CLEAR)
+    plain = scored_photo("coffee", size=(200, 150), transform=mirrored)
+    # Something new at the borders of a cleared photo leaves its centre alike: a person looks.
+    copy = scored_photo("coffee", size=(200, 150), transform=captioned)
+    assert plain.status == ImageStatus.CLEARED
+    match = ImageMatch.objects.get(image=copy)
+    assert copy.status == ImageStatus.FLAGGED and match.variant >= 8
+    assert (match.bank.kind, match.action, match.applied) == (BankKind.CLEARED, BankAction.REVIEW, True)
 
 
 def test_other_photos_flat_photos_and_disabled_banks_never_match(moderator, boss):

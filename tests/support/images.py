@@ -201,6 +201,24 @@ def photo(name: str = "chelsea", transform=None, size: tuple[int, int] | None = 
     return output.getvalue()
 
 
+def captioned(image):
+    """A seller's caption across the lower part of the photo, as `bench/harness/photos.py` writes one: PDQ moves
+    past the match distance on some photos, while the photo's centre stays close."""
+    from PIL import ImageDraw, ImageFont
+
+    out = image.copy()
+    font = ImageFont.load_default(size=image.height // 10)
+    ImageDraw.Draw(out).text(
+        (image.width // 20, image.height - image.height // 7),
+        "SALE 50% OFF - call 555 0199",
+        font=font,
+        fill=(255, 255, 255),
+        stroke_width=1,
+        stroke_fill=(0, 0, 0),
+    )
+    return out
+
+
 def mirrored(image):
     """The photo mirrored left to right: a copy PDQ finds through its dihedral variants."""
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
