@@ -1,7 +1,7 @@
 """Exact "every hash within distance d" over many 256-bit hashes: a multi-index hash table in numpy.
 
 A bank may hold a million hashes and every upload asks for all of them within distance 31 of each of its 8
-dihedral variants. Comparing with all of them is 32 MB of memory per question; FAISS's flat binary index does
+dihedral variants and its centre's 8. Comparing with all of them is 32 MB of memory per question; FAISS's flat binary index does
 that at about 900 questions a second on one core here, and its multi-hash index, which is exact with the
 parameters below, at about 600 (its buckets are C++ hash maps, and it deduplicates through a set). This index
 follows the same idea (Norouzi et al.'s multi-index hashing) with flat arrays:
