@@ -121,6 +121,13 @@ def test_a_flat_or_tiny_image_has_a_quality_under_the_floor():
     flat = hash_image(encoded(Image.new("RGB", (300, 200), (128, 128, 128))))
     tiny = hash_image(encoded(Image.new("RGB", (4, 4), (10, 200, 30))))
     assert flat.quality < 50 and tiny.quality < 50
+    assert flat.centre_quality < 50 and tiny.centre_quality < 50
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 7), (6, 6), (9, 4)])
+def test_a_photo_too_small_for_a_centre_still_gets_one_that_never_matches(size):
+    pdq = hash_image(encoded(Image.new("RGB", size, (10, 200, 30))))
+    assert len(pdq.centre) == 8 and pdq.centre_quality == 0 and len(pdq.lookups()) == 16
 
 
 @pytest.mark.parametrize("size", [(28, 28), (63, 300), (300, 40)])
