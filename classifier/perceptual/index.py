@@ -1,10 +1,10 @@
 """Exact "every hash within distance d" over many 256-bit hashes: a multi-index hash table in numpy.
 
 A bank may hold a million hashes and every upload asks for all of them within distance 31 of each of its 8
-dihedral variants and its centre's 8. Comparing with all of them is 32 MB of memory per question; FAISS's flat binary index does
-that at about 900 questions a second on one core here, and its multi-hash index, which is exact with the
-parameters below, at about 600 (its buckets are C++ hash maps, and it deduplicates through a set). This index
-follows the same idea (Norouzi et al.'s multi-index hashing) with flat arrays:
+dihedral variants and its centre's 8. Comparing with all of them is 32 MB of memory per question; FAISS's flat
+binary index does that at about 900 questions a second on one core here, and its multi-hash index, which is exact
+with the parameters below, at about 600 (its buckets are C++ hash maps, and it deduplicates through a set). This
+index follows the same idea (Norouzi et al.'s multi-index hashing) with flat arrays:
 
 - the 256 bits are cut into 16 chunks of 16 bits. Two hashes within distance r differ in at most r // 16 bits of
   at least one chunk (pigeonhole), so probing each chunk's table with every value within r // 16 bits of the
