@@ -211,23 +211,46 @@ def refit_biases(
     n_labels: int,
     out_of_fold: np.ndarray | None = None,
     fold_heads: Sequence = (),
-) -> None:
+) -> np.ndarray | None:
     """Refit the head's output biases with the example weights, on out-of-fold scores when there are any.
 
     Without ``out_of_fold`` the biases are refit on the head's own scores of the training and validation rows
     (`refit_output_bias`). With it, training rows are scored by fold heads that never saw them and validation
     rows by the final head, which never saw them either; with `HParams.average_fold_heads` the fold heads are
-    first averaged into the head.
+    first averaged into the head. Returns the shift added to the biases when it was fitted on out-of-fold
+    scores (so those scores can be shifted the same way), else None.
     """
     parts = [train] + ([validation] if validation is not None else [])
     x_all, y_all, w_all = (np.concatenate(column) for column in zip(*parts, strict=True))
     bias_weights = sample_weights(y_all, n_labels, hparams, w_all)
     if out_of_fold is None:
         refit_output_bias(head, x_all, y_all, bias_weights)
-        return
+        return None
     if hparams.average_fold_heads:
         average_heads(head, fold_heads)
     log_p = [out_of_fold]
     if validation is not None:
         log_p.append(head_log_probabilities(head, validation[0]))
-    add_output_bias(head, fit_bias_shift(np.concatenate(log_p), y_all, bias_weights))
+    shift = fit_bias_shift(np.concatenate(log_p), y_all, bias_weights)
+    add_output_bias(head, shift)
+    return shift
+
+
+def shifted_probabilities(log_p: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
+    """Probabilities from log-probabilities with ``shift`` added to the output biases (softmax of the sum)."""
+    logits = log_p + (shift if shift is not None else 0.0)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def fold_units(split_keys: Sequence[str], image_of_row: np.ndarray) -> np.ndarray:
+    """What each row's fold is drawn by: its image's near-duplicate group (`Example.split_key`), numbered.
+
+    Out-of-fold scores stand for scores of photos the model never saw only if no copy of the photo trained the
+    head that scores it: a re-encoded re-upload in another fold would be scored almost as if seen. An image and
+    its mirror row share their image's number, so they share a fold too.
+    """
+    number: dict[str, int] = {}
+    of_image = np.array([number.setdefault(key, len(number)) for key in split_keys], dtype=np.int64)
+    return of_image[image_of_row]

@@ -42,9 +42,11 @@ from classifier.heads import (
     FoldProgress,
     choose_l2,
     cross_validation_folds,
+    fold_units,
     out_of_fold_log_probabilities,
     refit_biases,
     searches_l2,
+    shifted_probabilities,
 )
 from classifier.hparams import HParams
 from classifier.metrics import compute_metrics
@@ -92,6 +94,10 @@ class TrainingResult:
     allowed_label: str | None = None
     # The model choices cross-validation made on the training split (`classifier.selection`), or None.
     chosen_by_cv: dict | None = None
+    # Every example's probabilities from a model that never trained on it, for calibration: {"keys": sha256s,
+    # "probabilities": rows in `labels` order, "sources": "out_of_fold" (the train split, scored by fold heads
+    # without its near-duplicate group, biases shifted as the final head's), "validation" or "test" (the model)}.
+    out_of_sample: dict | None = None
 
 
 def _assign_splits(
@@ -137,6 +143,8 @@ class _Run:
     extractor: FeatureExtractor | None = None
     embedding_runtime: str = "keras"
     chosen_by_cv: dict | None = None
+    # The train split's out-of-fold probabilities (one row per image, in `groups["train"]` order), or None.
+    out_of_fold: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -227,8 +235,10 @@ def train_model(
         head = on_features = _fit_head_on_features(run, arrays, size_choice)
         if cut:
             on_features = _fine_tune_on_feature_maps(run, head, arrays, cut)
+            run.out_of_fold = None  # the fold heads scored features the fine-tuned layers no longer produce
     if hparams.distort or (fine_tune and cut is None):
         head, pixels = _train_on_pixels(run, head)
+        run.out_of_fold = None
     run.progress("training", run.total_epochs, run.total_epochs)
     model = build_classifier(run.backbone, head, run.size)
 
@@ -238,7 +248,8 @@ def train_model(
         group = run.groups[group_name]
         return batched_predict(on_features, np.stack([features[e.sha256] for e in group]) if group else None)
 
-    metrics = _evaluate(run, prohibited, probabilities_of)
+    scored = {name: probabilities_of(name) for name in ("test", "validation")}
+    metrics = _evaluate(run, prohibited, scored.get)
     metrics["ood_negatives"] = ood
     return TrainingResult(
         model=model,
@@ -261,7 +272,23 @@ def train_model(
         embedding_runtime=run.embedding_runtime,
         allowed_label=allowed_label,
         chosen_by_cv=run.chosen_by_cv,
+        out_of_sample=_out_of_sample(run, scored),
     )
+
+
+def _out_of_sample(run: _Run, scored: dict[str, np.ndarray | None]) -> dict:
+    """`TrainingResult.out_of_sample`: the train split's out-of-fold rows (when the head had folds) and the
+    model's probabilities of the validation and test splits, which it never trained on."""
+    keys, rows, sources = [], [], []
+    parts = [("out_of_fold", run.groups["train"], run.out_of_fold)]
+    parts += [(name, run.groups[name], scored.get(name)) for name in ("validation", "test")]
+    for source, group, probabilities in parts:
+        if probabilities is None or not group:
+            continue
+        keys += [example.sha256 for example in group]
+        rows += [[round(float(p), 6) for p in row] for row in probabilities[: len(group)]]
+        sources += [source] * len(group)
+    return {"keys": keys, "probabilities": rows, "sources": sources}
 
 
 def _check_images(run: _Run) -> np.ndarray | None:
@@ -340,7 +367,8 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays, choice: Choice | Non
         run.chosen_by_cv = choice.record
     fold_progress = FoldProgress(run.progress, folds * (len(hparams.l2_grid) if searching else 1))
     out_of_fold, fold_heads = None, []
-    x, y, rows_of = arrays.pooled_train, arrays.y_train, arrays.image_of_row
+    x, y = arrays.pooled_train, arrays.y_train
+    rows_of = fold_units([example.split_key for example in run.groups["train"]], arrays.image_of_row)
     if searching:
         fold_progress.start()
         hparams, out_of_fold, fold_heads, run.l2_search = choose_l2(
@@ -369,7 +397,11 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays, choice: Choice | Non
                 x, y, rows_of, n_labels, hparams, folds, arrays.validation, fold_progress
             )
         validation = (arrays.pooled_val, arrays.y_val, arrays.w_val) if arrays.validation else None
-        refit_biases(head, (x, y, arrays.w_train), validation, hparams, n_labels, out_of_fold, fold_heads)
+        shift = refit_biases(head, (x, y, arrays.w_train), validation, hparams, n_labels, out_of_fold, fold_heads)
+        if out_of_fold is not None:
+            run.out_of_fold = shifted_probabilities(out_of_fold[: len(run.groups["train"])], shift)
+    elif out_of_fold is not None:
+        run.out_of_fold = shifted_probabilities(out_of_fold[: len(run.groups["train"])])
     return expand_head(head, choice.candidate, union_dim, hparams) if choice else head
 
 

@@ -153,6 +153,13 @@ class ModelVersion(models.Model):
         blank=True,
         help_text="The version's prohibited score on each holdout example (keys, labels, scores, weights).",
     )
+    training_scores = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The prohibited score of each of its training examples from a model that never trained on it "
+        "(out-of-fold, or its validation and test splits): keys, labels, scores, weights, sources. Calibration "
+        "counts them beside the holdout.",
+    )
     calibration = models.JSONField(
         default=dict, blank=True, help_text="The thresholds derived for this version from its holdout, per label."
     )

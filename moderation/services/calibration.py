@@ -20,6 +20,29 @@ from moderation.services import audit
 from moderation.services.thresholds import derive, version_label_view
 
 
+def store_training_scores(*, version: str, result, examples) -> int:
+    """Keep a version's out-of-sample scores of its training examples (`TrainingResult.out_of_sample`), each with
+    the example's label and weight as training had it before scaling (its inverse-propensity weight, the
+    holdout's kind, shared among the copies of its near-duplicate group); returns how many. Examples the desk
+    does not hold (out-of-distribution negatives made for the run) are left out."""
+    scores = result.out_of_sample or {}
+    by_sha = {example.sha256: example for example in examples}
+    prohibited = [result.labels.index(label) for label in result.prohibited]
+    data = {"keys": [], "labels": [], "scores": [], "weights": [], "sources": []}
+    columns = (scores.get("keys", []), scores.get("probabilities", []), scores.get("sources", []))
+    for key, row, source in zip(*columns, strict=True):
+        example = by_sha.get(key)
+        if example is None:
+            continue
+        data["keys"].append(key)
+        data["labels"].append(example.label)
+        data["scores"].append(round(sum(row[i] for i in prohibited), 6))
+        data["weights"].append(float(example.weight))
+        data["sources"].append(source)
+    ModelVersion.objects.filter(version=version).update(training_scores=data if data["keys"] else {})
+    return len(data["keys"])
+
+
 def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: dict[str, str]) -> None:
     """Keep a version's scores on the holdout (the gate's `outcomes`), each with its example's true label."""
     if not outcomes:

@@ -164,14 +164,27 @@ def label_view(
 
 
 def version_label_view(version, label: str) -> tuple[list[float], list[bool], list[float]] | None:
-    """`label_view` of a model version's stored holdout scores; None when it has none (too small, or imported)."""
-    data = version.holdout_scores or {}
-    if not data.get("keys"):
+    """`label_view` of a model version's stored scores on examples it never trained on: its holdout, and its
+    training examples scored out of sample (`ModelVersion.training_scores`: out-of-fold, or its validation and
+    test splits), an example in both counted once, as the holdout has it. None when it has neither (too small a
+    holdout and no out-of-sample scores, or an imported version).
+
+    Out-of-fold scores come from fold heads trained on four fifths of the examples, without the example's
+    near-duplicate group, so they stand for unseen photos; if anything they are a little worse than the final
+    model's, which errs on the safe side for a precision bound. Counting them multiplies the evidence by about
+    five: the holdout alone holds a fifth of the decisions, and no threshold reaches a 99% bound on fewer than
+    about 270 effective examples.
+    """
+    holdout, training = version.holdout_scores or {}, version.training_scores or {}
+    if not holdout.get("keys") and not training.get("keys"):
         return None
-    return label_view(
-        label=label,
-        prohibited=version.prohibited_labels,
-        labels=data["labels"],
-        scores=data["scores"],
-        weights=data["weights"],
-    )
+    labels, scores = list(holdout.get("labels", [])), list(holdout.get("scores", []))
+    weights = list(holdout.get("weights", []))
+    seen = set(holdout.get("keys", []))
+    columns = [training.get(name, []) for name in ("keys", "labels", "scores", "weights")]
+    for key, truth, score, weight in zip(*columns, strict=True):
+        if key not in seen:
+            labels.append(truth)
+            scores.append(score)
+            weights.append(weight)
+    return label_view(label=label, prohibited=version.prohibited_labels, labels=labels, scores=scores, weights=weights)

@@ -125,6 +125,8 @@ def test_fine_tuning_trains_top_layers_on_cached_feature_maps(dataset, tmp_path)
     assert (first.embedded, first.cached) == (60, 0)
     assert (again.embedded, again.cached) == (0, 60)
     assert first.fine_tuned_layers == ["tiny_conv3"]
+    # The fold heads scored features the fine-tuned layers no longer produce: no out-of-fold scores.
+    assert "out_of_fold" not in first.out_of_sample["sources"]
     assert len(first.history["loss"]) == 10
     fresh = build_backbone("tiny", 32)
     tuned = first.model.get_layer("tiny")
@@ -151,3 +153,37 @@ def test_a_fine_tuning_phase_that_only_hurts_is_undone(dataset, tmp_path):
     tuned = result.model.get_layer("tiny")
     np.testing.assert_array_equal(tuned.get_layer("tiny_conv3").kernel, fresh.get_layer("tiny_conv3").kernel)
     assert result.metrics["accuracy"] >= 0.8
+
+
+def test_every_example_is_scored_by_a_model_that_never_trained_on_it(dataset, tmp_path):
+    from dataclasses import replace
+
+    folds = replace(FAST, example_weighting="bias", bias_folds=3, average_fold_heads=True)
+    result = train_model(dataset.examples, dataset.labels, ["bad"], folds, cache_dir=tmp_path / "cache")
+    scores = result.out_of_sample
+    keys_of: dict[str, set] = {}
+    for key, source in zip(scores["keys"], scores["sources"], strict=True):
+        keys_of.setdefault(source, set()).add(key)
+    assert keys_of["out_of_fold"] == set(result.manifest["train"])
+    assert keys_of["test"] == set(result.manifest["test"]) and keys_of["validation"] == set(
+        result.manifest["validation"]
+    )
+    rows = np.array(scores["probabilities"])
+    assert rows.shape == (len(scores["keys"]), 2)
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0, atol=1e-5)
+    bad = result.labels.index("bad")
+    label_of = {e.sha256: e.label for e in dataset.examples}
+    folded = [i for i, source in enumerate(scores["sources"]) if source == "out_of_fold"]
+    violations = [rows[i, bad] for i in folded if label_of.get(scores["keys"][i]) == "bad"]
+    allowed = [rows[i, bad] for i in folded if label_of.get(scores["keys"][i]) == "ok"]
+    assert np.mean(violations) > 0.5 > np.mean(allowed)
+
+
+def test_fold_units_keep_a_near_duplicate_group_and_mirror_rows_in_one_fold():
+    from classifier.heads import fold_units, shifted_probabilities
+
+    units = fold_units(["g1", "b", "g1", "c"], np.array([0, 1, 2, 3, 0, 1, 2, 3]))
+    assert units.tolist() == [0, 1, 0, 2, 0, 1, 0, 2]
+    log_p = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
+    shifted = shifted_probabilities(log_p, np.array([0.0, np.log(3.0)]))
+    np.testing.assert_allclose(shifted, [[0.25, 0.75], [0.75, 0.25]], atol=1e-9)

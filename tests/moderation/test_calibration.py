@@ -3,7 +3,7 @@ recalibration on every promotion and rollback (pinned labels kept)."""
 
 import pytest
 
-from moderation.models import AuditAction, AuditEntry, ModelVersion, TrainingRunStatus, TrainingTrigger
+from moderation.models import AuditAction, AuditEntry, ModelVersion, TrainingExample, TrainingRunStatus, TrainingTrigger
 from moderation.selectors.settings import get_settings
 from moderation.services import model_versions
 from moderation.services.calibration import recalibrate
@@ -185,12 +185,19 @@ def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_mode
     assert sorted(set(version.holdout_scores["labels"])) == ["bad", "ok"]
     row = get_settings()
     assert row.last_calibration["version"] == "v0001"
-    # 10 violations can never show 99% precision with 95% confidence: auto-action stays off, and says why.
+    # Every training example is scored by a model that never trained on it, and counted beside the holdout.
+    training = version.training_scores
+    assert sorted(training["keys"]) == sorted(
+        TrainingExample.objects.filter(is_holdout=False).values_list("sha256", flat=True)
+    )
+    assert set(training["sources"]) <= {"out_of_fold", "validation", "test"} and "out_of_fold" in training["sources"]
+    assert all(0 <= score <= 1 for score in training["scores"])
+    # 22 violations can never show 99% precision with 95% confidence: auto-action stays off, and says why.
     assert row.auto_thresholds == {} and "cannot support precision" in row.auto_off_reasons["bad"]
-    # 10 violations are too few for a 0.95 recall target to allow a miss: the review threshold stays.
-    assert version.calibration["derived"]["bad"]["review"] is None
-    assert "10 effective violations" in version.calibration["derived"]["bad"]["review_reason"]
-    assert row.thresholds == thresholds_before
+    # 22 are enough for a 0.95 recall target to allow a miss (the holdout's 10 alone were not).
+    derived = version.calibration["derived"]["bad"]
+    assert derived["review"] is not None and "Catches" in derived["review_reason"]
+    assert row.thresholds != thresholds_before
     second = run_now()
     assert second.status == TrainingRunStatus.SUCCEEDED, second.gate
     row.refresh_from_db()
@@ -225,3 +232,42 @@ def test_a_pointer_moved_outside_the_desk_recalibrates_when_it_is_mirrored(monke
     assert row.auto_thresholds == {"bad": 0.9} and "sync_models" in row.last_calibration["reason"]
     model_versions.sync_models()  # nothing moved: no second recalibration
     assert AuditEntry.objects.filter(action=AuditAction.MODEL_RECALIBRATED).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_training_examples_out_of_sample_scores_count_beside_the_holdout_each_example_once():
+    from moderation.services.calibration import derive_for_version
+    from moderation.services.thresholds import version_label_view
+
+    # 10 clean holdout violations cannot support 99%; with 300 out-of-fold violations and as many allowed
+    # photos far below, they can. One training key repeats a holdout key and counts once.
+    version = version_with("v0001", [(0.95, True, 10, 1.0), (0.1, False, 10, 1.0)])
+    row = get_settings()
+    assert derive_for_version(version=version, settings_row=row)["bad"]["auto"] is None
+    extra = holdout((0.97, True, 300, 1.0), (0.05, False, 300, 1.0))
+    version.training_scores = {
+        "keys": ["k0"] + [f"t{i}" for i in range(599)],
+        "labels": ["bad" if positive else "ok" for positive in extra["positive"]],
+        "scores": extra["scores"],
+        "weights": extra["weights"],
+        "sources": ["out_of_fold"] * 600,
+    }
+    version.save()
+    scores, positive, _weights = version_label_view(version, "bad")
+    assert len(scores) == 20 + 599 and sum(positive) == 10 + 299
+    derived = derive_for_version(version=version, settings_row=row)["bad"]
+    assert derived["auto"] == 0.95 and derived["precision_bound_at_auto"] >= 0.99
+
+
+@pytest.mark.django_db
+def test_a_version_with_out_of_sample_scores_and_no_holdout_is_calibrated_on_them():
+    from moderation.services.thresholds import version_label_view
+
+    version = ModelVersion.objects.create(
+        version="v0001", labels=["bad", "ok"], prohibited_labels=["bad"],
+        training_scores={"keys": ["a", "b"], "labels": ["bad", "ok"], "scores": [0.9, 0.2], "weights": [1.0, 10.0],
+                         "sources": ["test", "out_of_fold"]},
+    )  # fmt: skip
+    assert version_label_view(version, "bad") == ([0.9, 0.2], [True, False], [1.0, 10.0])
+    version.training_scores = {}
+    assert version_label_view(version, "bad") is None

@@ -24,7 +24,7 @@ from moderation.models import TrainingRun, TrainingRunStatus
 from moderation.selectors.models import active_model
 from moderation.selectors.settings import get_settings
 from moderation.selectors.training import trainable_examples
-from moderation.services.calibration import store_holdout_scores
+from moderation.services.calibration import store_holdout_scores, store_training_scores
 from moderation.services.model_versions import activate_version, get_registry, mirror_version
 from moderation.services.training.dataset import labels_for_run, mean_one, weighted_examples
 from moderation.services.training.embedding import feature_extractor
@@ -201,7 +201,9 @@ def _train_and_gate(run: TrainingRun) -> None:
     rows = trainable_examples().filter(label__in=labels)
     new_ids = list(rows.filter(used_in_run__isnull=True).values_list("id", flat=True))
     ordered = list(rows.order_by("id"))
-    examples = mean_one(grouped_examples(weighted_examples(ordered), ordered))
+    # Copies of one picture weigh a share of it, in training and in the out-of-sample scores calibration counts.
+    grouped = grouped_examples(weighted_examples(ordered), ordered)
+    examples = mean_one(grouped)
     TrainingRun.objects.filter(pk=run.pk).update(
         new_examples=len(new_ids), total_examples=len(examples), phase="embedding", heartbeat_at=clock.now()
     )
@@ -247,6 +249,7 @@ def _train_and_gate(run: TrainingRun) -> None:
             return
         mirror_version(info=info, training_run=locked)
         store_holdout_scores(version=version, outcomes=verdict.candidate_outcomes, labels_by_key=verdict.labels_by_key)
+        store_training_scores(version=version, result=result, examples=grouped)
         trainable_examples().filter(id__in=new_ids, used_in_run__isnull=True).update(used_in_run=locked)
         locked.status = TrainingRunStatus.SUCCEEDED if verdict.promote else TrainingRunStatus.REJECTED
         locked.reason = verdict.reason
