@@ -59,25 +59,45 @@ def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: 
 
 
 def derive_for_version(*, version: ModelVersion, settings_row: ModerationSettings) -> dict[str, dict]:
-    """Both thresholds per prohibited label of `version`, from its holdout scores and the settings' targets."""
+    """Both thresholds per prohibited label of `version`, from its scores on unseen examples and the targets.
+
+    The auto-action threshold is a precision claim on the highest scores, and the bound it needs about 270
+    effective examples there: it is derived from the holdout and the training examples' out-of-sample scores
+    together (`thresholds.version_label_view`). The review threshold is a recall claim on the lowest-scoring
+    violations, which the desk knows mostly through a few audit items weighing 1 / the audit rate each; the
+    training examples' audit items are of the same kind, and counting them would satisfy the 20-violation guard
+    (`thresholds.min_violations_for_recall`) long before that tail is known, so it stays on the holdout alone.
+    """
     derived = {}
+    targets = {"precision_target": settings_row.precision_target, "recall_target": settings_row.recall_target}
     for label in version.prohibited_labels:
-        view = version_label_view(version, label)
-        if view is None:
+        evidence = version_label_view(version, label)
+        if evidence is None:
             reason = (
                 f"{version.version} has no holdout scores (the holdout was too small to score, or it was imported)."
             )
             derived[label] = {"review": None, "auto": None, "auto_reason": reason, "review_reason": reason}
             continue
-        label_scores, positive, weights = view
-        result = derive(
-            scores=label_scores,
-            positive=positive,
-            weights=weights,
-            precision_target=settings_row.precision_target,
-            recall_target=settings_row.recall_target,
-        )
-        derived[label] = result.as_dict()
+        scores, positive, weights = evidence
+        result = derive(scores=scores, positive=positive, weights=weights, **targets).as_dict()
+        holdout = version_label_view(version, label, with_training=False)
+        if holdout is None:
+            reason = f"{version.version} has no holdout scores: the review threshold stays as it is."
+            result.update(review=None, review_reason=reason, recall_at_review=None)
+        else:
+            scores, positive, weights = holdout
+            review = derive(scores=scores, positive=positive, weights=weights, **targets)
+            result.update(
+                review=review.review, review_reason=review.review_reason, recall_at_review=review.recall_at_review
+            )
+        auto, review = result["auto"], result["review"]
+        if auto is not None and review is not None and auto < review:
+            result["review_reason"] += (
+                f" Lowered to the auto-action threshold {auto:.4f}: precision already holds there."
+            )
+            result["review"] = auto
+        result["evidence"] = {"holdout": len(holdout[0]) if holdout else 0, "with_training": len(evidence[0])}
+        derived[label] = result
     return derived
 
 

@@ -163,7 +163,9 @@ def label_view(
     return kept_scores, kept_positive, kept_weights
 
 
-def version_label_view(version, label: str) -> tuple[list[float], list[bool], list[float]] | None:
+def version_label_view(
+    version, label: str, *, with_training: bool = True
+) -> tuple[list[float], list[bool], list[float]] | None:
     """`label_view` of a model version's stored scores on examples it never trained on: its holdout, and its
     training examples scored out of sample (`ModelVersion.training_scores`: out-of-fold, or its validation and
     test splits), an example in both counted once, as the holdout has it. None when it has neither (too small a
@@ -173,9 +175,10 @@ def version_label_view(version, label: str) -> tuple[list[float], list[bool], li
     near-duplicate group, so they stand for unseen photos; if anything they are a little worse than the final
     model's, which errs on the safe side for a precision bound. Counting them multiplies the evidence by about
     five: the holdout alone holds a fifth of the decisions, and no threshold reaches a 99% bound on fewer than
-    about 270 effective examples.
+    about 270 effective examples. `with_training=False` gives the holdout alone.
     """
-    holdout, training = version.holdout_scores or {}, version.training_scores or {}
+    holdout = version.holdout_scores or {}
+    training = (version.training_scores or {}) if with_training else {}
     if not holdout.get("keys") and not training.get("keys"):
         return None
     labels, scores = list(holdout.get("labels", [])), list(holdout.get("scores", []))

@@ -193,11 +193,13 @@ def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_mode
     assert set(training["sources"]) <= {"out_of_fold", "validation", "test"} and "out_of_fold" in training["sources"]
     assert all(0 <= score <= 1 for score in training["scores"])
     # 22 violations can never show 99% precision with 95% confidence: auto-action stays off, and says why.
-    assert row.auto_thresholds == {} and "cannot support precision" in row.auto_off_reasons["bad"]
-    # 22 are enough for a 0.95 recall target to allow a miss (the holdout's 10 alone were not).
     derived = version.calibration["derived"]["bad"]
-    assert derived["review"] is not None and "Catches" in derived["review_reason"]
-    assert row.thresholds != thresholds_before
+    assert row.auto_thresholds == {} and "cannot support precision" in row.auto_off_reasons["bad"]
+    assert derived["evidence"] == {"holdout": 20, "with_training": 20 + len(training["keys"])}
+    # The review threshold rests on the holdout alone: its 10 violations are too few for a 0.95 recall target to
+    # allow a miss, so it stays.
+    assert derived["review"] is None and "10 effective violations" in derived["review_reason"]
+    assert row.thresholds == thresholds_before
     second = run_now()
     assert second.status == TrainingRunStatus.SUCCEEDED, second.gate
     row.refresh_from_db()
@@ -257,6 +259,8 @@ def test_the_training_examples_out_of_sample_scores_count_beside_the_holdout_eac
     assert len(scores) == 20 + 599 and sum(positive) == 10 + 299
     derived = derive_for_version(version=version, settings_row=row)["bad"]
     assert derived["auto"] == 0.95 and derived["precision_bound_at_auto"] >= 0.99
+    # The review threshold is the holdout's own: 10 violations, too few to allow a miss at 0.95.
+    assert derived["review"] is None and derived["evidence"] == {"holdout": 20, "with_training": 619}
 
 
 @pytest.mark.django_db
