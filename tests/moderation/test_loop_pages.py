@@ -123,6 +123,12 @@ def test_a_versions_page_shows_the_thresholds_derived_for_it(desk):
     table = re.search(r'<table class="compact version-thresholds".*?</table>', response.content.decode(), re.S)
     assert "<td>0.6000</td><td>0.6000</td>" in table.group(0)
     assert "1200 holdout examples" in response.content.decode()
+    assert "training examples each scored by a model that never trained on it" not in response.content.decode()
+    ModelVersion.objects.filter(version="v0001").update(
+        training_scores={"keys": ["a", "b", "c"], "labels": [], "scores": [], "weights": [], "sources": []}
+    )
+    page = admin.get(reverse("model-version-detail", args=["v0001"])).content.decode()
+    assert "also on its 3 training examples each scored by a model that never trained on it" in page
 
 
 def test_todays_numbers_are_counted_at_the_exact_thresholds_not_the_grid(desk):
