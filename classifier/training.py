@@ -31,13 +31,12 @@ from classifier.embedding import (
     Progress,
     batched_predict,
     bottleneck_root,
-    decode_example,
     embed_examples,
     feature_cache_variant,
     feature_caches,
     no_progress,
 )
-from classifier.fitting import FeatureArrays, example_weights, feature_arrays, fit_features, merge_history
+from classifier.fitting import FeatureArrays, feature_arrays, fit_features, merge_history
 from classifier.heads import (
     FoldProgress,
     choose_l2,
@@ -49,14 +48,11 @@ from classifier.heads import (
     shifted_probabilities,
 )
 from classifier.hparams import HParams
-from classifier.metrics import compute_metrics
 from classifier.negatives import add_ood_negatives, resolve_allowed_label
 from classifier.pixel_training import decode_splits, train_on_pixels
+from classifier.run_outputs import check_images, evaluate_splits, out_of_sample
 from classifier.selection import Choice, chosen_features, cross_validate, expand_head
 from classifier.size_selection import backbone_for, choose_image_size
-
-#: Training images decoded into every result as its check batch: the LiteRT files must score them as Keras does.
-CHECK_IMAGES = 16
 
 # `embed_examples` and `EmbedResult` live in classifier.embedding; callers of the package import them from here,
 # beside `train_model`, as the two things a training pipeline does.
@@ -249,7 +245,7 @@ def train_model(
         return batched_predict(on_features, np.stack([features[e.sha256] for e in group]) if group else None)
 
     scored = {name: probabilities_of(name) for name in ("test", "validation")}
-    metrics = _evaluate(run, prohibited, scored.get)
+    metrics = evaluate_splits(run, prohibited, scored.get)
     metrics["ood_negatives"] = ood
     return TrainingResult(
         model=model,
@@ -268,35 +264,12 @@ def train_model(
         fine_tuned_layers=run.fine_tuned_layers,
         feature_cache=run.feature_cache,
         log_dir_is_temporary=temporary_logs,
-        check_images=_check_images(run),
+        check_images=check_images(run),
         embedding_runtime=run.embedding_runtime,
         allowed_label=allowed_label,
         chosen_by_cv=run.chosen_by_cv,
-        out_of_sample=_out_of_sample(run, scored),
+        out_of_sample=out_of_sample(run, scored),
     )
-
-
-def _out_of_sample(run: _Run, scored: dict[str, np.ndarray | None]) -> dict:
-    """`TrainingResult.out_of_sample`: the train split's out-of-fold rows (when the head had folds) and the
-    model's probabilities of the validation and test splits, which it never trained on."""
-    keys, rows, sources = [], [], []
-    parts = [("out_of_fold", run.groups["train"], run.out_of_fold)]
-    parts += [(name, run.groups[name], scored.get(name)) for name in ("validation", "test")]
-    for source, group, probabilities in parts:
-        if probabilities is None or not group:
-            continue
-        keys += [example.sha256 for example in group]
-        rows += [[round(float(p), 6) for p in row] for row in probabilities[: len(group)]]
-        sources += [source] * len(group)
-    return {"keys": keys, "probabilities": rows, "sources": sources}
-
-
-def _check_images(run: _Run) -> np.ndarray | None:
-    """Up to `CHECK_IMAGES` training images spread over the split (by hash, so the same ones each time), decoded."""
-    train = sorted(run.groups["train"], key=lambda example: example.sha256)
-    sample = train[:: max(1, len(train) // CHECK_IMAGES)][:CHECK_IMAGES]
-    pixels = [image for image in (decode_example(e, run.size, []) for e in sample) if image is not None]
-    return np.stack(pixels) if pixels else None
 
 
 def _choose_image_size(run: _Run, cache_root: Path, backbone_cache: str | Path | None) -> Choice:
@@ -448,32 +421,3 @@ def _train_on_pixels(run: _Run, head) -> tuple[Any, dict[str, np.ndarray]]:
     )
     merge_history(run.history, history)
     return head, pixels
-
-
-def _evaluate(run: _Run, prohibited: list[str], probabilities_of: Callable[[str], np.ndarray | None]) -> dict:
-    """Test metrics, with the validation split's under "validation", the split sizes and any L2 search."""
-    metrics_by_split = {}
-    evaluated, to_evaluate = 0, len(run.groups["test"]) + len(run.groups["validation"])
-    for name in ("test", "validation"):
-        group = run.groups[name]
-        probabilities = probabilities_of(name)
-        if probabilities is None:
-            probabilities = np.zeros((0, len(run.labels)), dtype=np.float32)
-        evaluated += len(group)
-        run.progress("evaluating", evaluated, to_evaluate)
-        weights = example_weights(group)
-        metrics_by_split[name] = compute_metrics(
-            [e.label for e in group],
-            probabilities,
-            run.labels,
-            prohibited,
-            sample_weight=weights if np.any(weights != 1.0) else None,
-        )
-    metrics = dict(metrics_by_split["test"])
-    metrics["validation"] = metrics_by_split["validation"]
-    metrics["split_sizes"] = {name: len(run.groups[name]) for name in SPLITS}
-    if run.l2_search:
-        metrics["l2_search"] = run.l2_search
-    if run.chosen_by_cv:
-        metrics["chosen_by_cv"] = run.chosen_by_cv
-    return metrics
