@@ -70,7 +70,7 @@ def test_ci_script_is_strict_and_runs_the_suite_on_postgresql():
     assert "set -euo pipefail" in script
     assert "exec </dev/null" in script
     assert "DATABASE_URL=" in script and "postgres://" in script
-    assert script.rstrip().splitlines()[-1] == "make test"
+    assert script.rstrip().splitlines()[-2:] == ["make lint", "make test"]
     assert (ROOT / ".ci" / "run").stat().st_mode & 0o111
 
 
