@@ -78,26 +78,11 @@ def derive_for_version(*, version: ModelVersion, settings_row: ModerationSetting
             )
             derived[label] = {"review": None, "auto": None, "auto_reason": reason, "review_reason": reason}
             continue
+        holdout = version_label_view(version, label, with_training=False) or ([], [], [])
         scores, positive, weights = evidence
-        result = derive(scores=scores, positive=positive, weights=weights, **targets).as_dict()
-        holdout = version_label_view(version, label, with_training=False)
-        if holdout is None:
-            reason = f"{version.version} has no holdout scores: the review threshold stays as it is."
-            result.update(review=None, review_reason=reason, recall_at_review=None)
-        else:
-            scores, positive, weights = holdout
-            review = derive(scores=scores, positive=positive, weights=weights, **targets)
-            result.update(
-                review=review.review, review_reason=review.review_reason, recall_at_review=review.recall_at_review
-            )
-        auto, review = result["auto"], result["review"]
-        if auto is not None and review is not None and auto < review:
-            result["review_reason"] += (
-                f" Lowered to the auto-action threshold {auto:.4f}: precision already holds there."
-            )
-            result["review"] = auto
-        result["evidence"] = {"holdout": len(holdout[0]) if holdout else 0, "with_training": len(evidence[0])}
-        derived[label] = result
+        result = derive(scores=scores, positive=positive, weights=weights, review_evidence=holdout, **targets)
+        derived[label] = result.as_dict()
+        derived[label]["evidence"] = {"holdout": len(holdout[0]), "with_training": len(scores)}
     return derived
 
 

@@ -67,6 +67,55 @@ class Derived:
         return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()}
 
 
+Evidence = tuple[Sequence[float], Sequence[bool], Sequence[float]]
+
+
+def _ordered(scores: Sequence[float], positive: Sequence[bool], weights: Sequence[float]) -> list[tuple]:
+    return sorted(zip(scores, positive, weights, strict=True), key=lambda row: -row[0])
+
+
+def _cumulative(rows: list[tuple]):
+    """For each distinct score, highest first: the score, and the weight, squared weight and violations' weight of
+    every example scoring at least that much (examples tied at a score are on the same side of a threshold there)."""
+    weight_sum = weight_squares = positive_sum = 0.0
+    index = 0
+    while index < len(rows):
+        threshold = rows[index][0]
+        while index < len(rows) and rows[index][0] == threshold:
+            _, is_positive, weight = rows[index]
+            weight_sum += weight
+            weight_squares += weight * weight
+            positive_sum += weight if is_positive else 0.0
+            index += 1
+        yield threshold, weight_sum, weight_squares, positive_sum
+
+
+def _review(rows: list[tuple], recall_target: float) -> tuple[float | None, float | None, str]:
+    """The review threshold of ordered rows, the recall it catches, and why."""
+    total_positive = sum(weight for _, is_positive, weight in rows if is_positive)
+    if not rows:
+        return None, None, "The holdout has no examples scored by this model."
+    if total_positive <= 0:
+        return None, None, "The holdout has no violations of this label."
+    positive_weights = [weight for _, is_positive, weight in rows if is_positive]
+    effective_violations = total_positive**2 / sum(weight * weight for weight in positive_weights)
+    if effective_violations < min_violations_for_recall(recall_target) - 1e-9:
+        return (
+            None,
+            None,
+            (
+                f"The holdout has {effective_violations:.0f} effective violations; recall {recall_target:.3f} needs at "
+                f"least {min_violations_for_recall(recall_target)} before one may be missed (on fewer, only the "
+                "lowest-scoring violation's score meets it). The review threshold stays as it is."
+            ),
+        )
+    for threshold, _weight_sum, _squares, positive_sum in _cumulative(rows):
+        recall = positive_sum / total_positive
+        if recall >= recall_target - 1e-12:
+            return threshold, recall, f"Catches {recall:.3f} of the holdout's violations (target {recall_target:.3f})."
+    raise AssertionError("every violation is caught at the lowest score")  # pragma: no cover
+
+
 def derive(
     *,
     scores: Sequence[float],
@@ -74,9 +123,15 @@ def derive(
     weights: Sequence[float],
     precision_target: float,
     recall_target: float,
+    review_evidence: Evidence | None = None,
 ) -> Derived:
-    """Both thresholds from scored holdout examples (`positive`: the example is a violation of the label)."""
-    rows = sorted(zip(scores, positive, weights, strict=True), key=lambda row: -row[0])
+    """Both thresholds from scored holdout examples (`positive`: the example is a violation of the label).
+
+    `review_evidence` (scores, positive, weights), when given, is what the review threshold is derived from
+    instead; the auto-action threshold always comes from the main examples, and a review threshold above it comes
+    down to it.
+    """
+    rows = _ordered(scores, positive, weights)
     total_positive = sum(weight for _, is_positive, weight in rows if is_positive)
     if not rows:
         reason = "The holdout has no examples scored by this model."
@@ -84,23 +139,11 @@ def derive(
     if total_positive <= 0:
         reason = "The holdout has no violations of this label."
         return Derived(None, None, reason, reason, len(rows), 0.0)
-    positive_weights = [weight for _, is_positive, weight in rows if is_positive]
-    effective_violations = total_positive**2 / sum(weight * weight for weight in positive_weights)
-    recall_supported = effective_violations >= min_violations_for_recall(recall_target) - 1e-9
-    weight_sum = weight_squares = positive_sum = 0.0
-    review = recall_at_review = None
+    review_rows = rows if review_evidence is None else _ordered(*review_evidence)
+    review, recall_at_review, review_reason = _review(review_rows, recall_target)
     auto = auto_stats = None
     best = (0.0, None)
-    index = 0
-    while index < len(rows):
-        threshold = rows[index][0]
-        # Every example tied at this score is on the same side of a threshold placed at it.
-        while index < len(rows) and rows[index][0] == threshold:
-            _, is_positive, weight = rows[index]
-            weight_sum += weight
-            weight_squares += weight * weight
-            positive_sum += weight if is_positive else 0.0
-            index += 1
+    for threshold, weight_sum, weight_squares, positive_sum in _cumulative(rows):
         precision = positive_sum / weight_sum
         effective_n = weight_sum * weight_sum / weight_squares
         bound = wilson_lower_bound(precision * effective_n, effective_n)
@@ -108,17 +151,6 @@ def derive(
             best = (bound, threshold)
         if bound >= precision_target:
             auto, auto_stats = threshold, (precision, bound, effective_n)
-        recall = positive_sum / total_positive
-        if recall_supported and review is None and recall >= recall_target - 1e-12:
-            review, recall_at_review = threshold, recall
-    if recall_supported:
-        review_reason = f"Catches {recall_at_review:.3f} of the holdout's violations (target {recall_target:.3f})."
-    else:
-        review_reason = (
-            f"The holdout has {effective_violations:.0f} effective violations; recall {recall_target:.3f} needs at "
-            f"least {min_violations_for_recall(recall_target)} before one may be missed (on fewer, only the "
-            "lowest-scoring violation's score meets it). The review threshold stays as it is."
-        )
     if auto is None:
         at = f" (at scores >= {best[1]:.4f})" if best[1] is not None else ""
         auto_reason = (

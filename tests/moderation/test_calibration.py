@@ -275,3 +275,15 @@ def test_a_version_with_out_of_sample_scores_and_no_holdout_is_calibrated_on_the
     assert version_label_view(version, "bad") == ([0.9, 0.2], [True, False], [1.0, 10.0])
     version.training_scores = {}
     assert version_label_view(version, "bad") is None
+
+
+def test_review_evidence_sets_the_review_threshold_and_comes_down_to_the_main_evidences_auto_threshold():
+    main = holdout((0.9, True, 300, 1.0), (0.1, False, 300, 1.0))
+    review = holdout((0.95, True, 40, 1.0), (0.2, False, 40, 1.0))
+    alone = derive(**review, precision_target=0.99, recall_target=0.95)
+    assert (alone.review, alone.auto) == (0.95, None)
+    both = derive(**main, precision_target=0.99, recall_target=0.95, review_evidence=tuple(review.values()))
+    assert (both.auto, both.review, both.recall_at_review) == (0.9, 0.9, 1.0)
+    assert "Lowered to the auto-action threshold 0.9000" in both.review_reason
+    empty = derive(**main, precision_target=0.99, recall_target=0.95, review_evidence=([], [], []))
+    assert (empty.auto, empty.review) == (0.9, None) and "no examples" in empty.review_reason
