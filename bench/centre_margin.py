@@ -28,6 +28,7 @@ import io
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from bench.harness import photos  # noqa: E402
 from bench.harness.report import log, machine_info, write_json  # noqa: E402
 from bench.small_photos import DISTANCE, FLOOR, FOLDS  # noqa: E402
 from classifier.perceptual.index import HashIndex  # noqa: E402
-from classifier.perceptual.pdq import PdqHash, center_crop_hashes, hash_image  # noqa: E402
+from classifier.perceptual.pdq import PdqHash, center_crop_hashes, centred_crop, hash_image  # noqa: E402
 
 MARGINS = (None, 0.05, 0.075, 0.10, 0.125, 0.15)
 FALSE_MATCH_BUDGET = 0.001
@@ -55,9 +56,15 @@ def _items(first: int, end: int, side: int) -> list[bytes]:
 
 
 def _hashes(data: bytes) -> dict:
-    """A photo's own hash and its centre's at every candidate margin (the photo decoded once)."""
-    full = hash_image(data, centre_margin=None)
-    return {None: full} | {margin: hash_image(data, centre_margin=margin) for margin in MARGINS[1:]}
+    """A photo's own hash, and with its centre's at every candidate margin (decoded and hashed once, each centre
+    hashed as `hash_image` hashes it)."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    full = hash_image(image, centre_margin=None)
+    out = {None: full}
+    for margin in MARGINS[1:]:
+        centre = hash_image(centred_crop(image, margin), centre_margin=None)
+        out[margin] = replace(full, centre=centre.dihedral, centre_quality=centre.quality)
+    return out
 
 
 def _queries(pdq: PdqHash, margin) -> list[tuple[bytes, int]]:

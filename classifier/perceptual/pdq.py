@@ -167,7 +167,7 @@ def hash_image(
     pdq = _hash_pixels(image, min_match_side, small_resample)
     if not centre_margin:
         return pdq
-    centre = _hash_pixels(_centre(image, centre_margin), min_match_side, small_resample)
+    centre = _hash_pixels(centred_crop(image, centre_margin), min_match_side, small_resample)
     return PdqHash(
         hash=pdq.hash, quality=pdq.quality, dihedral=pdq.dihedral, centre=centre.dihedral, centre_quality=centre.quality
     )
@@ -180,8 +180,8 @@ def _hash_pixels(image, min_match_side: int, small_resample: str | None) -> PdqH
     return PdqHash(hash=hashes[0], quality=quality, dihedral=tuple(hashes))
 
 
-def _centre(image, margin: float):
-    """The photo with `margin` of its width and height cut from each side (at least a pixel left each way)."""
+def centred_crop(image, margin: float):
+    """A PIL image with `margin` of its width and height cut from each side (at least a pixel left each way)."""
     dx = min(round(image.width * margin), (image.width - 1) // 2)
     dy = min(round(image.height * margin), (image.height - 1) // 2)
     return image.crop((dx, dy, image.width - dx, image.height - dy))
@@ -193,8 +193,7 @@ def center_crop_hashes(source, fractions=CROP_FRACTIONS, **options) -> list[PdqH
     image = _image(source)
     crops = []
     for fraction in fractions:
-        dx, dy = round(image.width * fraction), round(image.height * fraction)
-        if image.width - 2 * dx >= 8 and image.height - 2 * dy >= 8:
-            crop = image.crop((dx, dy, image.width - dx, image.height - dy))
+        crop = centred_crop(image, fraction)
+        if crop.width >= 8 and crop.height >= 8:
             crops.append(hash_image(crop, **{**options, "centre_margin": None}))
     return crops
