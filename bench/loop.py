@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.harness.operating import at_budget, figures  # noqa: E402
 from bench.harness.report import log, machine_info, plot_loop_rounds, rollout_report, write_json  # noqa: E402
 from bench.harness.stack import Services, api_token, celery_worker, start_from_nothing  # noqa: E402
 from bench.harness.stream import Item, Streams  # noqa: E402
@@ -210,35 +211,6 @@ def photo_stream(args) -> list[tuple[Item, str]]:
     return stream
 
 
-def figures(scores, truths, ood, review: float, auto: float | None) -> dict:
-    """What two thresholds do to a scored test stream, moderators deciding the review band by the true labels.
-
-    Actioned: auto-actions plus the violations confirmed in review. `precision` and `recall` are the queue's at
-    the review threshold, as the benchmark reported before auto-action existed.
-    """
-    positives = sum(truths) or 1
-    auto_hit = [auto is not None and score >= auto for score in scores]
-    in_review = [not hit and score >= review for score, hit in zip(scores, auto_hit, strict=True)]
-    flagged = [score >= review for score in scores]
-    tp_auto = sum(hit and truth for hit, truth in zip(auto_hit, truths, strict=True))
-    tp_review = sum(hit and truth for hit, truth in zip(in_review, truths, strict=True))
-    tp_flagged = sum(hit and truth for hit, truth in zip(flagged, truths, strict=True))
-    actioned = sum(auto_hit) + tp_review
-    precision = (tp_auto + tp_review) / actioned if actioned else 0.0
-    recall = (tp_auto + tp_review) / positives
-    return {
-        "precision": round(tp_flagged / sum(flagged), 4) if any(flagged) else 0.0,
-        "recall": round(tp_flagged / positives, 4),
-        "actioned_precision": round(precision, 4),
-        "actioned_recall": round(recall, 4),
-        "actioned_f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
-        "auto_precision": round(tp_auto / sum(auto_hit), 4) if any(auto_hit) else None,
-        "auto_share": round(tp_auto / positives, 4),
-        "review_share": round(sum(in_review) / len(scores), 4) if scores else 0.0,
-        "ood_auto_actioned": sum(hit and other for hit, other in zip(auto_hit, ood, strict=True)),
-    }
-
-
 class Simulation:
     """The desk under a simulated moderator: photos streamed in, the queues worked by true labels, rounds recorded."""
 
@@ -275,11 +247,16 @@ class Simulation:
             self.scored[key] = [by_key.get(example.sha256, 0.0) for example in self.test_set]
         return self.scored[key]
 
-    def judged(self, version: str, review: float, auto: float | None, registry=None) -> dict:
-        """`figures` of a version on the frozen test stream."""
+    def judged(self, version: str, review: float, auto: float | None, registry=None, budget: int | None = None) -> dict:
+        """`figures` of a version on the frozen test stream, and with a `budget` its figures at that many review
+        slots (`at_budget`)."""
         truths = [item.truth == self.streams.prohibited for item in self.test_items]
         ood = [item.out_of_distribution for item in self.test_items]
-        return figures(self.scores(version, registry), truths, ood, review, auto)
+        scores = self.scores(version, registry)
+        judged = figures(scores, truths, ood, review, auto)
+        if budget is not None:
+            judged.update(at_budget(scores, truths, budget))
+        return judged
 
     def post(self, index: int, item: Item, transform: str = "") -> int:
         """Post a stream photo (transformed if it is a re-upload) as listing `loop-{index}`; its listing's ID."""
@@ -381,12 +358,15 @@ class Simulation:
             **self.judged(active, review, auto),
             "streamed": self.streamed,
         }
-        # The never-retrained first model at the initial threshold: it has no holdout to support auto-action.
-        static = self.judged(self.first_version, self.args.threshold, None)
+        # The never-retrained first model at the initial threshold: it has no holdout to support auto-action. Both
+        # baselines are also judged at the loop's review budget on this stream (`bench.harness.operating`).
+        budget = entry["to_people_or_auto"]
+        static = self.judged(self.first_version, self.args.threshold, None, budget=budget)
         entry.update({f"static_{key}": value for key, value in static.items()})
         if self.args.random_baseline and round_number > 0:
             version = self.random_baseline(decisions)
-            baseline = self.judged(version, self.args.threshold, None, Registry(self.work / "random-models"))
+            random_models = Registry(self.work / "random-models")
+            baseline = self.judged(version, self.args.threshold, None, random_models, budget=budget)
             entry.update({f"random_{key}": value for key, value in baseline.items()})
         if run is not None:
             entry.update(
@@ -416,8 +396,9 @@ class Simulation:
         log(
             f"round {round_number}: {active} actioned precision {entry['actioned_precision']:.3f} recall "
             f"{entry['actioned_recall']:.3f}, auto {entry['auto_share']:.3f} of violations (threshold {auto}), "
-            f"review share {entry['review_share']:.3f} (static {static['actioned_precision']:.3f}/"
-            f"{static['actioned_recall']:.3f}), {decisions} decisions"
+            f"review share {entry['review_share']:.3f}, F1 {entry['actioned_f1']:.3f} (static at "
+            f"{self.args.threshold} {static['actioned_f1']:.3f}, at the same {budget} review slots "
+            f"{static['budget_actioned_f1']:.3f}), {decisions} decisions"
             + (f"; run {run.pk} {run.status}: {run.reason}" if run is not None else "")
         )
 
@@ -543,8 +524,9 @@ def main() -> int:
             and last["recall"] > last["static_recall"]
         )
     else:
-        baselines = [last["static_actioned_f1"]] + (
-            [last["random_actioned_f1"]] if "random_actioned_f1" in last else []
+        # "Beats both baselines at the same number of decisions": each baseline given the loop's review budget.
+        baselines = [last["static_budget_actioned_f1"]] + (
+            [last["random_budget_actioned_f1"]] if "random_budget_actioned_f1" in last else []
         )
         ok = (
             finished_runs >= args.retrains

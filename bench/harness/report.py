@@ -87,14 +87,18 @@ def write_results(output: Path, results: dict) -> None:
 
 
 def plot_loop_rounds(rounds: list[dict], path: Path, p_label: str, a_label: str, threshold: float) -> None:
-    """The learning loop's rounds: precision and recall, retrained against never retrained, decisions spent."""
+    """The learning loop's rounds: the queue's precision and recall, retrained against never retrained, decisions
+    spent; on the realistic stream (rounds with actioned figures) a second panel: actioned F1 of the loop and of
+    both baselines at the loop's review budget, and each one's share of uploads sent to review."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = [r["round"] for r in rounds]
-    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    budgeted = all("static_budget_actioned_f1" in r for r in rounds)
+    figure, axes = plt.subplots(1, 2 if budgeted else 1, figsize=(12 if budgeted else 7, 4.2), dpi=110)
+    axis = axes[0] if budgeted else axes
     axis.plot(x, [r["precision"] for r in rounds], "o-", color="tab:blue", label="precision, retrained loop")
     axis.plot(x, [r["recall"] for r in rounds], "s-", color="tab:orange", label="recall, retrained loop")
     faded = {"alpha": 0.45, "linestyle": "--"}
@@ -110,12 +114,48 @@ def plot_loop_rounds(rounds: list[dict], path: Path, p_label: str, a_label: str,
     axis.set_ylim(0, 1.02)
     axis.set_xticks(x)
     axis.set_xlabel("retrain (grey: moderator decisions spent so far)")
-    axis.set_ylabel(f"queue precision / recall at {threshold}")
-    axis.set_title(f"Learning loop: {p_label} (prohibited) vs {a_label}, frozen test set")
+    axis.set_ylabel(f"queue precision / recall at the review threshold ({threshold} first)")
+    axis.set_title(f"Learning loop: {p_label} (prohibited) vs {a_label}, frozen test set", fontsize=10)
     axis.legend(loc="center right", fontsize=8)
+    if budgeted:
+        _plot_budget_panel(axes[1], rounds, x, threshold)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _plot_budget_panel(axis, rounds: list[dict], x: list[int], threshold: float) -> None:
+    """Actioned F1 (solid, left axis) and review share of uploads (dotted, right axis) per round."""
+    axis.plot(x, [r["actioned_f1"] for r in rounds], "o-", color="tab:green", label="F1, retrained loop")
+    axis.plot(
+        x, [r["static_budget_actioned_f1"] for r in rounds], "s-", color="tab:grey",
+        label="F1, never retrained, the loop's review budget",
+    )  # fmt: skip
+    axis.plot(
+        x, [r["static_actioned_f1"] for r in rounds], "s--", color="tab:grey", alpha=0.45,
+        label=f"F1, never retrained at {threshold} (its own, larger budget)",
+    )  # fmt: skip
+    with_random = [r for r in rounds if "random_budget_actioned_f1" in r]
+    if with_random:
+        axis.plot(
+            [r["round"] for r in with_random], [r["random_budget_actioned_f1"] for r in with_random], "^-",
+            color="tab:purple", label="F1, random labelling, the loop's review budget",
+        )  # fmt: skip
+    plotted = [r[key] for r in rounds for key in ("actioned_f1", "static_budget_actioned_f1") if r.get(key)]
+    axis.set_ylim(min(0.5, min(plotted, default=0.5) - 0.05), 1.02)
+    axis.set_xticks(x)
+    axis.set_xlabel("retrain")
+    axis.set_ylabel("actioned F1 (auto-actions + confirmed in review)")
+    axis.set_title("The same number of review slots on the test stream", fontsize=10)
+    axis.legend(loc="lower left", fontsize=7)
+    share = axis.twinx()
+    share.plot(x, [r["review_share"] for r in rounds], ":", color="tab:green", label="review share, loop")
+    share.plot(
+        x, [r["static_review_share"] for r in rounds], ":", color="tab:grey", label="review share, never retrained"
+    )
+    share.set_ylim(0, max(0.5, max(r["static_review_share"] for r in rounds) * 1.2))
+    share.set_ylabel("share of uploads sent to review (dotted)")
+    share.legend(loc="lower right", fontsize=7)
 
 
 def rollout_report() -> list[dict]:
