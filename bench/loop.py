@@ -14,7 +14,9 @@ retrain the active model, the never-retrained first model and (`--random-baselin
 code on as many photos drawn uniformly from the stream are scored on a frozen test stream at the same prevalence:
 precision and recall of what would be actioned (auto-actions plus what moderators confirm in review), the
 auto-actions' precision and share of the violations, the review share of uploads, out-of-distribution photos
-auto-actioned, and the queue's precision and recall at the review threshold (`precision`, `recall`).
+auto-actioned, and the queue's precision and recall at the review threshold (`precision`, `recall`). Each baseline
+is also judged at the loop's review budget (`bench.harness.operating.at_budget`), the comparison the target's
+"beats both baselines at the same number of decisions" makes.
 
 Writes bench/results/loop.json ({"rounds": [...]}) and bench/results/loop.png.
 """
