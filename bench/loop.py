@@ -272,8 +272,9 @@ class Simulation:
 
             photo = jpeg(TRANSFORMS[transform](Image.open(io.BytesIO(photo)).convert("RGB")))
         _, body = post_listing(
-            self.session, self.services.base, self.token, external_id, [photo], title=f"listing {index}", timeout=60
-        )
+            self.session, self.services.base, self.token, external_id, [photo], title=f"listing {index}", timeout=60,
+            wait_when_throttled=True,
+        )  # fmt: skip
         return body["id"]
 
     def work_queue(self) -> int:
