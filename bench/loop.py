@@ -308,14 +308,17 @@ class Simulation:
         return decided
 
     def settled(self) -> bool:
-        """Nothing waits for a score, and every flagged image was scored by the active model."""
-        from moderation.models import ImageStatus, ListingImage, ModelVersion
+        """Nothing waits for a score, and every flagged image was scored by the active model, except those a bank
+        match sent to review: a retroactive match can flag a cleared photo after a promotion re-scored the queue,
+        and its score routes nothing (the next re-score keeps the match's routing)."""
+        from moderation.models import BankAction, ImageStatus, ListingImage, ModelVersion
 
         active = ModelVersion.objects.filter(is_active=True).values_list("version", flat=True).first()
         open_images = ListingImage.objects.filter(status__in=[ImageStatus.PENDING, ImageStatus.FLAGGED])
+        by_bank = open_images.filter(matches__applied=True, matches__action=BankAction.REVIEW)
         return (
             not open_images.filter(status=ImageStatus.PENDING).exists()
-            and not open_images.exclude(model_version=active).exists()
+            and not open_images.exclude(model_version=active).exclude(pk__in=by_bank.values("pk")).exists()
         )
 
     def random_baseline(self, decisions: int) -> str:
