@@ -62,10 +62,7 @@ def fit_bias_shift(log_p: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, 
     onehot = np.eye(log_p.shape[1])[y]
     shift = np.zeros(log_p.shape[1])
     for _ in range(steps):
-        logits = log_p + shift
-        logits -= logits.max(axis=1, keepdims=True)
-        shifted = np.exp(logits)
-        shifted /= shifted.sum(axis=1, keepdims=True)
+        shifted = shifted_probabilities(log_p, shift)
         # Gradient of the weighted mean cross-entropy; the problem is convex with curvature below 1/2.
         shift -= 2.0 * (weights[:, None] * (shifted - onehot)).sum(axis=0)
     return shift - shift.mean()

@@ -330,18 +330,18 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays, choice: Choice | Non
     folds = cross_validation_folds(hparams)
     searching = searches_l2(hparams, len(run.groups["train"]))
     union_dim = arrays.pooled_train.shape[1]
+    split_keys = [example.split_key for example in run.groups["train"]]
     if choice is not None:
         arrays = chosen_features(choice, arrays)
     elif hparams.resolved_cv_folds():
         run.progress("cross-validating", 0, 1)
-        keys = [example.split_key for example in run.groups["train"]]
-        choice, arrays = cross_validate(arrays, keys, n_labels, hparams, run.backbone, choose_l2=not searching)
+        choice, arrays = cross_validate(arrays, split_keys, n_labels, hparams, run.backbone, choose_l2=not searching)
         hparams = run.hparams = choice.hparams
         run.chosen_by_cv = choice.record
     fold_progress = FoldProgress(run.progress, folds * (len(hparams.l2_grid) if searching else 1))
     out_of_fold, fold_heads = None, []
     x, y = arrays.pooled_train, arrays.y_train
-    rows_of = fold_units([example.split_key for example in run.groups["train"]], arrays.image_of_row)
+    rows_of = fold_units(split_keys, arrays.image_of_row)
     if searching:
         fold_progress.start()
         hparams, out_of_fold, fold_heads, run.l2_search = choose_l2(
@@ -363,6 +363,7 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays, choice: Choice | Non
         validation_weights=arrays.w_val if in_loss else None,
     )
     merge_history(run.history, history)
+    shift = None
     if hparams.example_weighting == "bias":
         if hparams.bias_folds >= 2 and out_of_fold is None:
             fold_progress.start()
@@ -371,10 +372,9 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays, choice: Choice | Non
             )
         validation = (arrays.pooled_val, arrays.y_val, arrays.w_val) if arrays.validation else None
         shift = refit_biases(head, (x, y, arrays.w_train), validation, hparams, n_labels, out_of_fold, fold_heads)
-        if out_of_fold is not None:
-            run.out_of_fold = shifted_probabilities(out_of_fold[: len(run.groups["train"])], shift)
-    elif out_of_fold is not None:
-        run.out_of_fold = shifted_probabilities(out_of_fold[: len(run.groups["train"])])
+    if out_of_fold is not None:
+        # Scores of the train split's images (not their mirror rows), shifted as the final head's biases were.
+        run.out_of_fold = shifted_probabilities(out_of_fold[: len(run.groups["train"])], shift)
     return expand_head(head, choice.candidate, union_dim, hparams) if choice else head
 
 

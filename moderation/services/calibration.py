@@ -14,6 +14,7 @@ A version without holdout scores (imported, or trained while the holdout was too
 review thresholds it finds and gets no auto-action, with the reason: nothing measured says it is safe.
 """
 
+from classifier.metrics import prohibited_decisions
 from moderation import clock
 from moderation.models import AuditAction, ModelVersion, ModerationSettings
 from moderation.services import audit
@@ -27,16 +28,16 @@ def store_training_scores(*, version: str, result, examples) -> int:
     does not hold (out-of-distribution negatives made for the run) are left out."""
     scores = result.out_of_sample or {}
     by_sha = {example.sha256: example for example in examples}
-    prohibited = [result.labels.index(label) for label in result.prohibited]
+    prohibited_scores, _ = prohibited_decisions(scores.get("probabilities", []), result.labels, result.prohibited)
     data = {"keys": [], "labels": [], "scores": [], "weights": [], "sources": []}
-    columns = (scores.get("keys", []), scores.get("probabilities", []), scores.get("sources", []))
-    for key, row, source in zip(*columns, strict=True):
+    columns = (scores.get("keys", []), prohibited_scores, scores.get("sources", []))
+    for key, score, source in zip(*columns, strict=True):
         example = by_sha.get(key)
         if example is None:
             continue
         data["keys"].append(key)
         data["labels"].append(example.label)
-        data["scores"].append(round(sum(row[i] for i in prohibited), 6))
+        data["scores"].append(round(float(score), 6))
         data["weights"].append(float(example.weight))
         data["sources"].append(source)
     ModelVersion.objects.filter(version=version).update(training_scores=data if data["keys"] else {})

@@ -18,7 +18,7 @@ Each match is an `image.matched` event (bank, entry, distance, action taken) for
 
 import logging
 
-from classifier.perceptual.pdq import PdqHash, hash_image, split_dihedral
+from classifier.perceptual.pdq import DIHEDRAL, PdqHash, hash_image, split_dihedral
 from moderation import clock
 from moderation.models import (
     ACTION_STRENGTH,
@@ -37,8 +37,9 @@ from moderation.services.bank_index import Hit
 
 logger = logging.getLogger(__name__)
 
-#: `Hit.variant` of the first of the photo's centre lookups (`PdqHash.lookups`: 8 of the photo, then the centre's).
-CENTRE_LOOKUPS = 8
+#: `Hit.variant` of the first of the photo's centre lookups (`PdqHash.lookups`: the photo's dihedral variants,
+#: then the centre's).
+CENTRE_LOOKUPS = len(DIHEDRAL)
 
 HASH_FIELDS = ["pdq_hash", "pdq_quality", "pdq_dihedral", "pdq_centre", "pdq_centre_quality"]
 ROUTE_FIELDS = ["status", "flagged_at", "cleared_at", "confirmed_at", "is_audit", "audit_probability"]
