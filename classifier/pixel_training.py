@@ -1,9 +1,10 @@
-"""Training that runs images through the backbone every epoch: distortions, and fine-tuning that cannot be cached.
+"""Training that changes what the backbone sees or computes: distortions, and fine-tuning of its top layers.
 
 Random distortions change the pixels each epoch, and fine-tuning a backbone whose top is not a simple chain of
 layers cannot start from cached feature maps, so both give up the bottleneck cache: every split is decoded into
 memory once and Keras `fit` (`classifier.fitting.fit_pixels`) trains on it, as TensorFlow's retrain.py did.
-This is the slow path; `classifier.training` takes it only when the hyper-parameters need it.
+This is the slow path; `classifier.training` takes it only when the hyper-parameters need it. Fine-tuning a
+backbone whose top is such a chain trains on the cached maps below it instead (`fine_tune_on_maps`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from classifier.data import SPLITS, Example
 from classifier.embedding import EMBED_BATCH, batched_predict, decode_all
-from classifier.fitting import example_weights, fit_pixels, label_indices, merge_history
+from classifier.fitting import example_weights, fit_features, fit_pixels, label_indices, merge_history
 from classifier.hparams import HParams
 
 
@@ -88,3 +89,43 @@ def train_on_pixels(
         merge_history(history, more)
     freeze(backbone)
     return head, history, fine_tuned
+
+
+def fine_tune_on_maps(
+    backbone,
+    head,
+    arrays,
+    top,
+    hparams: HParams,
+    log_dir: Path,
+    on_epoch: Callable[[int], None],
+) -> tuple[object, dict[str, list[float]], list[str]]:
+    """Train the backbone's top layers (``top``, maps -> features) and the head together on cached feature maps.
+
+    The fast fine-tuning path: when the backbone splits into a frozen bottom and a chain of top layers, the
+    bottom's maps are cached like features and only the top runs each epoch. Returns the maps -> labels model,
+    the fine-tuning epochs' history and the names of the fine-tuned layers; the backbone is frozen again after.
+    """
+    import keras
+
+    from classifier.model import freeze, unfreeze_top
+
+    fine_tuned = unfreeze_top(backbone, hparams.fine_tune_layers)
+    inputs = keras.Input(tuple(arrays.x_train.shape[1:]), name="bottleneck")
+    trainable = keras.Model(inputs, head(top(inputs)), name="fine_tune")
+    history = fit_features(
+        trainable,
+        arrays.x_train,
+        arrays.y_train,
+        (arrays.x_val, arrays.y_val) if arrays.x_val is not None else None,
+        hparams,
+        log_dir,
+        on_epoch,
+        epochs=hparams.fine_tune_epochs,
+        learning_rate=hparams.fine_tune_learning_rate,
+        step_offset=hparams.epochs,
+        example_weights=arrays.w_train,
+        validation_weights=arrays.w_val,
+    )
+    freeze(backbone)
+    return trainable, history, fine_tuned

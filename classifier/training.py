@@ -49,7 +49,7 @@ from classifier.heads import (
 )
 from classifier.hparams import HParams
 from classifier.negatives import add_ood_negatives, resolve_allowed_label
-from classifier.pixel_training import decode_splits, train_on_pixels
+from classifier.pixel_training import decode_splits, fine_tune_on_maps, train_on_pixels
 from classifier.run_outputs import check_images, evaluate_splits, out_of_sample
 from classifier.selection import Choice, chosen_features, cross_validate, expand_head
 from classifier.size_selection import backbone_for, choose_image_size
@@ -230,7 +230,10 @@ def train_model(
         arrays = feature_arrays(run.labels, run.groups["train"], run.groups["validation"], features, mirror, top)
         head = on_features = _fit_head_on_features(run, arrays, size_choice)
         if cut:
-            on_features = _fine_tune_on_feature_maps(run, head, arrays, cut)
+            on_features, history, run.fine_tuned_layers = fine_tune_on_maps(
+                run.backbone, head, arrays, cut[1], run.hparams, run.log_dir, run.on_epoch
+            )
+            merge_history(run.history, history)
             run.out_of_fold = None  # the fold heads scored features the fine-tuned layers no longer produce
     if hparams.distort or (fine_tune and cut is None):
         head, pixels = _train_on_pixels(run, head)
@@ -376,35 +379,6 @@ def _fit_head_on_features(run: _Run, arrays: FeatureArrays, choice: Choice | Non
         # Scores of the train split's images (not their mirror rows), shifted as the final head's biases were.
         run.out_of_fold = shifted_probabilities(out_of_fold[: len(run.groups["train"])], shift)
     return expand_head(head, choice.candidate, union_dim, hparams) if choice else head
-
-
-def _fine_tune_on_feature_maps(run: _Run, head, arrays: FeatureArrays, cut: tuple):
-    """Train the backbone's top layers and the head together on cached maps; returns that maps -> labels model."""
-    import keras
-
-    from classifier.model import freeze, unfreeze_top
-
-    hparams = run.hparams
-    run.fine_tuned_layers = unfreeze_top(run.backbone, hparams.fine_tune_layers)
-    inputs = keras.Input(tuple(arrays.x_train.shape[1:]), name="bottleneck")
-    trainable = keras.Model(inputs, head(cut[1](inputs)), name="fine_tune")
-    history = fit_features(
-        trainable,
-        arrays.x_train,
-        arrays.y_train,
-        (arrays.x_val, arrays.y_val) if arrays.x_val is not None else None,
-        hparams,
-        run.log_dir,
-        run.on_epoch,
-        epochs=hparams.fine_tune_epochs,
-        learning_rate=hparams.fine_tune_learning_rate,
-        step_offset=hparams.epochs,
-        example_weights=arrays.w_train,
-        validation_weights=arrays.w_val,
-    )
-    merge_history(run.history, history)
-    freeze(run.backbone)
-    return trainable
 
 
 def _train_on_pixels(run: _Run, head) -> tuple[Any, dict[str, np.ndarray]]:
