@@ -52,9 +52,9 @@ class HParams:
     ood_share: float = 0.3
     # Model choices by k-fold cross-validation on the training split (`classifier.selection`): which feature layers
     # and pooling among `cv_features` (each "layers:pooling"; empty = the backbone's candidates,
-    # selection.FEATURE_CANDIDATES) when `feature_layer` and `pooling` are left to the defaults, then the L2
-    # strength among `cv_l2`. Folds follow each image's split key, so a retrain on the same images chooses the
-    # same; at most `cv_max_images` training images take part (the same ones each time, by hash), and no test or
+    # selection.FEATURE_CANDIDATES) when `feature_layer` and `pooling` are left to the defaults, together with
+    # the L2 strength among `cv_l2`. Folds follow each image's split key, so a retrain on the same images chooses
+    # the same; at most `cv_max_images` training images take part (the same ones each time, by hash), and no test or
     # validation image ever does. None = the backbone's default (3 folds for ImageNet backbones, off for `tiny`);
     # 0 = off: the features and l2 as given.
     cv_folds: int | None = None

@@ -1,4 +1,4 @@
-"""Model choices by k-fold cross-validation on the training split: input size, feature layers, pooling, then L2.
+"""Model choices by k-fold cross-validation on the training split: input size, feature layers, pooling and L2.
 
 The defaults fixed the feature layers, their pooling and the L2 strength once, from measurements on one test
 set; a marketplace's data is not that test set. Each training run now chooses them among a few candidates by
@@ -237,11 +237,12 @@ def choose(
     *,
     choose_l2: bool = True,
 ) -> Choice:
-    """Cross-validate every feature candidate at every size at ``hparams.l2``, then the L2 values on the best.
+    """Cross-validate every feature candidate at every size, each at every L2 value; the best of all wins.
 
     A size given in ``hparams`` among several (a retrain's previous size) is kept unless another wins by more
     than the fold noise (`size_hysteresis`); a first training chooses freely. The L2 grid grows past its edge
-    while the best value sits on it (`extend_l2_grid`).
+    while the best value sits on it (`extend_l2_grid`), for each candidate on its own. With ``choose_l2`` false
+    every candidate is judged at ``hparams.l2`` alone (an L2 search after the choice decides it).
 
     ``features`` holds the training rows' union features by input size, in the order the sizes are tried (the
     first wins a tie), the same rows in the same order at every size; rows ``len(split_keys)`` and on are mirror
@@ -303,22 +304,31 @@ def choose(
 
     sizes = list(features)
     by_name = {size: {candidate.name: candidate for candidate in candidates[size]} for size in sizes}
-    at_l2 = [evaluate(size, candidate, hparams.l2) for size in sizes for candidate in candidates[size]]
-    first = best(at_l2)
+    grids: dict[tuple[int, str], list[float]] = {}
+
+    def evaluate_grid(size: int, candidate: Candidate) -> list[dict]:
+        """The candidate at `hparams.l2` and, when L2 is chosen here, at every grid value (grown past its edge)."""
+        entries = [evaluate(size, candidate, hparams.l2)]
+        if choose_l2:
+            entries.extend(evaluate(size, candidate, l2) for l2 in hparams.cv_l2 if l2 != hparams.l2)
+            grids[size, candidate.name] = extend_l2_grid(
+                entries, hparams.cv_l2, lambda l2: evaluate(size, candidate, l2)
+            )
+        return entries
+
+    # Every candidate at its own best L2: a wider feature vector needs more shrinkage, so comparing all of them at
+    # one L2 would judge each by a penalty tuned for none (the pairs benchmark's winners all chose 0.03 or more).
+    every = [entry for size in sizes for candidate in candidates[size] for entry in evaluate_grid(size, candidate)]
+    chosen = best(every)
     # A size given among several candidates is the one a previous training chose (or the caller's): it is kept.
     kept = hparams.image_size if len(sizes) > 1 and hparams.image_size == sizes[0] else None
     size_rule = None
-    if kept is not None and first["image_size"] != kept:
-        best_kept = best([entry for entry in at_l2 if entry["image_size"] == kept])
-        size_rule = size_hysteresis(best_kept, first)
-        first = first if size_rule["moved"] else best_kept
-    size = first["image_size"]
-    chosen, grid = first, []
-    if choose_l2:
-        base = by_name[size][first["features"]]
-        entries = [first, *(evaluate(size, base, l2) for l2 in hparams.cv_l2 if l2 != hparams.l2)]
-        grid = extend_l2_grid(entries, hparams.cv_l2, lambda l2: evaluate(size, base, l2))
-        chosen = best(entries)
+    if kept is not None and chosen["image_size"] != kept:
+        best_kept = best([entry for entry in every if entry["image_size"] == kept])
+        size_rule = size_hysteresis(best_kept, chosen)
+        chosen = chosen if size_rule["moved"] else best_kept
+    size = chosen["image_size"]
+    grid = grids.get((size, chosen["features"]), [])
     candidate = by_name[size][chosen["features"]]
     record = {
         "folds": folds,

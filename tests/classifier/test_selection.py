@@ -194,3 +194,39 @@ def test_the_l2_grid_grows_past_its_top_while_the_training_folds_prefer_its_edge
     # Pure noise: the more shrinkage the better, without end; the grid stops at its cap.
     l2, grid, _ = chosen(rng.normal(size=(90, 50)).astype(np.float32))
     assert len(grid) == 3 + selection.L2_EXTENSION_STEPS and l2 == grid[-1] == pytest.approx(0.81)
+
+
+def test_features_and_l2_are_chosen_together():
+    import hashlib
+
+    import classifier.selection as selection
+
+    n = 150
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    sign = (y * 2.0 - 1.0)[:, None]
+    # One weakly informative column, against eight a little weaker buried among 300 of noise: at the shared
+    # L2 the wide candidate overfits its 100 training images a fold; with the shrinkage it needs it predicts better.
+    narrow = 0.5 * sign + rng.normal(size=(n, 1))
+    wide = np.hstack([0.4 * sign + rng.normal(size=(n, 8)), rng.normal(size=(n, 300))])
+    x = np.hstack([narrow, wide]).astype(np.float32)
+
+    def columns(name, cols):
+        cols = np.asarray(list(cols), dtype=np.int64)
+        return selection.Candidate(name, cols[:, None], np.ones((len(cols), 1), np.float32), False)
+
+    candidates = {32: [columns("narrow", [0]), columns("wide", range(1, x.shape[1]))]}
+    hparams = replace(HPARAMS, cv_features=(), cv_l2=(0.003, 0.01, 0.03))
+    record = selection.choose({32: x}, y, np.ones(n), np.arange(n), keys, 2, hparams, candidates).record
+    score = {(entry["features"], entry["l2"]): entry["score"] for entry in record["candidates"]}
+    assert score["narrow", hparams.l2] < score["wide", hparams.l2]  # compared at one L2, narrow would win
+    assert record["chosen"]["features"] == "wide" and record["chosen"]["l2"] > 0.03
+    assert score["wide", record["chosen"]["l2"]] == min(score.values())
+    # Every candidate had the grid, each grown past its edge on its own; the record keeps the chosen one's.
+    assert {l2 for name, l2 in score if name == "narrow"} >= {0.003, 0.01, 0.03}
+    assert record["l2_grid"] == sorted(l2 for name, l2 in score if name == "wide")
+
+    fixed = selection.choose({32: x}, y, np.ones(n), np.arange(n), keys, 2, hparams, candidates, choose_l2=False)
+    assert fixed.record["chosen"] == {"image_size": 32, "features": "narrow", "l2": hparams.l2}
+    assert {entry["l2"] for entry in fixed.record["candidates"]} == {hparams.l2}
