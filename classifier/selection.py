@@ -242,7 +242,8 @@ def choose(
     A size given in ``hparams`` among several (a retrain's previous size) is kept unless another wins by more
     than the fold noise (`size_hysteresis`); a first training chooses freely. The L2 grid grows past its edge
     while the best value sits on it (`extend_l2_grid`), for each candidate on its own. With ``choose_l2`` false
-    every candidate is judged at ``hparams.l2`` alone (an L2 search after the choice decides it).
+    the candidates are judged the same way, but the hyper-parameters keep ``hparams.l2``: an L2 search after the
+    choice decides it (the platform's out-of-fold search, `heads.choose_l2`), and the record says so.
 
     ``features`` holds the training rows' union features by input size, in the order the sizes are tried (the
     first wins a tie), the same rows in the same order at every size; rows ``len(split_keys)`` and on are mirror
@@ -307,9 +308,9 @@ def choose(
     grids: dict[tuple[int, str], list[float]] = {}
 
     def evaluate_grid(size: int, candidate: Candidate) -> list[dict]:
-        """The candidate at `hparams.l2` and, when L2 is chosen here, at every grid value (grown past its edge)."""
+        """The candidate at `hparams.l2` and at every value of `hparams.cv_l2` (grown past its edge)."""
         entries = [evaluate(size, candidate, hparams.l2)]
-        if choose_l2:
+        if hparams.cv_l2:
             entries.extend(evaluate(size, candidate, l2) for l2 in hparams.cv_l2 if l2 != hparams.l2)
             grids[size, candidate.name] = extend_l2_grid(
                 entries, hparams.cv_l2, lambda l2: evaluate(size, candidate, l2)
@@ -341,9 +342,12 @@ def choose(
     }
     if size_rule is not None:
         record["size_rule"] = size_rule
-    if choose_l2:
+    if grid:
         record["l2_grid"] = grid
-    chosen_hparams = replace(hparams, l2=float(chosen["l2"]))
+    if not choose_l2:
+        # The features won at this L2; the head's own L2 is the later search's (`heads.choose_l2`).
+        record["l2_chosen_after"] = True
+    chosen_hparams = replace(hparams, l2=float(chosen["l2"])) if choose_l2 else hparams
     if len(sizes) > 1:
         chosen_hparams = replace(chosen_hparams, image_size=size, cv_image_sizes=tuple(sizes))
     return Choice(candidate, chosen_hparams, record, size)
@@ -361,7 +365,7 @@ def cross_validate(arrays, split_keys: Sequence[str], n_labels: int, hparams: HP
         n_labels,
         hparams,
         {size: candidates_on(backbone, hparams)},
-        choose_l2=choose_l2 and bool(hparams.cv_l2),
+        choose_l2=choose_l2,
     )
     return choice, chosen_features(choice, arrays)
 

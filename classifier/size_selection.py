@@ -110,7 +110,7 @@ def choose_image_size(
         len(labels),
         hparams,
         candidates,
-        choose_l2=choose_l2 and bool(hparams.cv_l2),
+        choose_l2=choose_l2,
     )
     choice.record["embedding"] = {"embedded": embedded, "seconds": seconds}
     return choice, backbones[choice.image_size]

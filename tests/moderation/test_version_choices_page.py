@@ -64,3 +64,15 @@ def test_version_page_shows_why_a_retrain_kept_its_size_and_the_l2_values_tried(
 def test_version_page_without_a_record_says_nothing_about_it(objects):  # noqa: F811
     html = clients()["admin"].get(reverse("model-version-detail", args=["v0001"])).content.decode()
     assert "Chosen by cross-validation" not in html
+
+
+def test_version_page_says_when_the_l2_was_chosen_after_the_features(objects):  # noqa: F811
+    after = {**RECORD, "l2_chosen_after": True}
+    metrics = {"accuracy": 0.93, "n": 100, "chosen_by_cv": after, "l2_search": {"0.01": 0.412, "0.1": 0.398}}
+    ModelVersion.objects.filter(version="v0002").update(metrics=metrics)
+    html = clients()["admin"].get(reverse("model-version-detail", args=["v0002"])).content.decode()
+    assert "at their best L2 0.03" in html
+    assert "chosen by the out-of-fold search" in html and "0.01: 0.412, 0.1: 0.398" in html
+    ModelVersion.objects.filter(version="v0002").update(metrics={"accuracy": 0.93, "n": 100, "chosen_by_cv": RECORD})
+    html = clients()["admin"].get(reverse("model-version-detail", args=["v0002"])).content.decode()
+    assert "at their best L2" not in html and "out-of-fold search" not in html
