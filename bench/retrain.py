@@ -170,6 +170,9 @@ def main() -> int:
         "reason": run.reason,
         "seconds": round(seconds, 1),
         "train_model_seconds": round(train_seconds, 1),
+        # Of which the cross-validated model choice (features, L2 and input size on the training folds).
+        "cross_validation_seconds": (run.metrics.get("chosen_by_cv") or {}).get("seconds"),
+        "chosen_by_cv": (run.metrics.get("chosen_by_cv") or {}).get("chosen"),
         "save_and_gate_seconds": round(seconds - train_seconds, 1),
         "embedded_ahead": args.embed_ahead,
         "embed_ahead_seconds": round(embed_seconds, 1) if embed_seconds is not None else None,
