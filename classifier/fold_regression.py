@@ -32,14 +32,28 @@ def _loss_and_gradient(params, x, onehot, w, l2, shape):
     return loss, np.concatenate([grad_kernel.ravel(), grad_logits.sum(axis=0).astype(np.float64)])
 
 
-def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: float, iterations: int = 100):
-    """``(kernel, bias)`` minimising mean(w * cross-entropy) + l2 * |kernel|^2 by L-BFGS with backtracking."""
+def fit_softmax(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    n_labels: int,
+    l2: float,
+    iterations: int = 100,
+    *,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+):
+    """``(kernel, bias)`` minimising mean(w * cross-entropy) + l2 * |kernel|^2 by L-BFGS with backtracking.
+
+    ``start`` (a kernel and bias, e.g. the fit at a neighbouring L2) is where the search begins instead of zero.
+    """
     shape = (x.shape[1], n_labels)
     onehot = np.eye(n_labels)[y]
     params = np.zeros(shape[0] * shape[1] + n_labels)
+    if start is not None:
+        params = np.concatenate([np.asarray(start[0], np.float64).ravel(), np.asarray(start[1], np.float64)])
     loss, grad = _loss_and_gradient(params, x, onehot, w, l2, shape)
     history: list[tuple[np.ndarray, np.ndarray]] = []
-    for _ in range(iterations):
+    for iteration in range(iterations):
         direction = -grad
         alphas = []
         for s, t in reversed(history):
@@ -67,6 +81,8 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_labels: int, l2: 
         params, grad, improvement, loss = candidate, new_grad, loss - new_loss, new_loss
         if t @ s > 1e-12:
             history = [*history[-9:], (s, t)]
-        if improvement < 1e-6 * max(1.0, abs(loss)) or np.abs(grad).max() < 1e-6:
+        # The first step is a short one along the raw gradient, so its small gain says nothing of convergence
+        # (from a warm start near the optimum it is small by construction).
+        if (iteration and improvement < 1e-6 * max(1.0, abs(loss))) or np.abs(grad).max() < 1e-6:
             break
     return params[: shape[0] * shape[1]].reshape(shape), params[shape[0] * shape[1] :]

@@ -266,26 +266,51 @@ def choose(
     standardize = hparams.resolved_standardize()
     tried: list[dict] = []
 
+    # The current candidate's standardised folds and each fold's last fit: a candidate is fitted at every L2 in
+    # turn, so its folds are prepared once and each fit starts from the one at the previous L2 (the objective is
+    # strictly convex, so the start changes the iterations needed, not the optimum reached).
+    prepared: dict[tuple[int, str], list[dict]] = {}
+
+    def folds_of(size: int, candidate: Candidate) -> list[dict]:
+        if (size, candidate.name) not in prepared:
+            prepared.clear()
+            x = candidate.apply(features[size][rows])
+            per_fold = []
+            for fold in range(folds):
+                held = (fold_of_row == fold) & original
+                fitted = fold_of_row != fold
+                if not held.any() or len(np.unique(y_rows[fitted])) < 2:
+                    continue
+                train_x, held_x = x[fitted], x[held]
+                if standardize:
+                    train_x, held_x = standardise(train_x, held_x)
+                # As the head learns: with "bias" weighting unweighted (the weights only move its biases after).
+                own = w_rows[fitted] if hparams.example_weighting == "loss" else None
+                per_fold.append(
+                    {
+                        "train_x": train_x,
+                        "train_y": y_rows[fitted],
+                        "weights": sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64),
+                        "held_x": held_x,
+                        "truth": y_rows[held],
+                        "held_w": sample_weights(y_rows[held], n_labels, hparams, w_rows[held]).astype(np.float64),
+                        "start": None,
+                    }
+                )
+            prepared[size, candidate.name] = per_fold
+        return prepared[size, candidate.name]
+
     def evaluate(size: int, candidate: Candidate, l2: float) -> dict:
-        x = candidate.apply(features[size][rows])
         losses, accuracies = [], []
-        for fold in range(folds):
-            held = (fold_of_row == fold) & original
-            fitted = fold_of_row != fold
-            if not held.any() or len(np.unique(y_rows[fitted])) < 2:
-                continue
-            train_x, held_x = x[fitted], x[held]
-            if standardize:
-                train_x, held_x = standardise(train_x, held_x)
-            # As the head learns: with "bias" weighting unweighted (the weights only move its biases afterwards).
-            own = w_rows[fitted] if hparams.example_weighting == "loss" else None
-            weights = sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64)
-            kernel, bias = fit_softmax(train_x, y_rows[fitted], weights, n_labels, l2)
-            logits = (held_x @ kernel.astype(np.float32) + bias).astype(np.float64)
+        for fold in folds_of(size, candidate):
+            kernel, bias = fit_softmax(
+                fold["train_x"], fold["train_y"], fold["weights"], n_labels, l2, start=fold["start"]
+            )
+            fold["start"] = (kernel, bias)
+            logits = (fold["held_x"] @ kernel.astype(np.float32) + bias).astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)
             log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-            held_w = sample_weights(y_rows[held], n_labels, hparams, w_rows[held]).astype(np.float64)
-            truth = y_rows[held]
+            truth, held_w = fold["truth"], fold["held_w"]
             losses.append(float(-(held_w * log_p[np.arange(len(truth)), truth]).sum() / held_w.sum()))
             accuracies.append(float((held_w * (log_p.argmax(axis=1) == truth)).sum() / held_w.sum()))
         entry = {

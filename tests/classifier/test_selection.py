@@ -75,6 +75,34 @@ def test_the_fold_regression_converges():
     assert ((logits.argmax(axis=1) == y).mean()) > 0.9
 
 
+def test_a_fit_started_from_a_neighbouring_l2_reaches_the_same_optimum_in_fewer_steps(monkeypatch):
+    import classifier.fold_regression as fold_regression
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    x = (rng.normal(size=(400, 300)) + 0.2 * y[:, None] * rng.normal(size=300)).astype(np.float32)
+    w, onehot = np.ones(400), np.eye(2)[y]
+    calls = []
+    real = fold_regression._loss_and_gradient
+    monkeypatch.setattr(fold_regression, "_loss_and_gradient", lambda *a: calls.append(1) or real(*a))
+
+    def objective(fit, l2):
+        return real(np.concatenate([fit[0].ravel(), fit[1]]), x, onehot, w, l2, (300, 2))[0]
+
+    neighbour = fit_softmax(x, y, w, 2, l2=0.03)
+    cold_calls = warm_calls = 0
+    for l2 in (0.01, 0.09):
+        calls.clear()
+        cold = fit_softmax(x, y, w, 2, l2=l2)
+        cold_calls += len(calls)
+        calls.clear()
+        warm = fit_softmax(x, y, w, 2, l2=l2, start=neighbour)
+        warm_calls += len(calls)
+        # The same optimum within the stopping rule's tolerance (a relative gain under 1e-6 a step).
+        assert objective(warm, l2) == pytest.approx(objective(cold, l2), rel=1e-4)
+    assert warm_calls < cold_calls
+
+
 def _split_by_name(test_names):
     def split(example):
         return "test" if example.path is not None and example.path.name in test_names else "train"
