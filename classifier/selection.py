@@ -266,43 +266,36 @@ def choose(
     standardize = hparams.resolved_standardize()
     tried: list[dict] = []
 
-    # The current candidate's standardised folds and each fold's last fit: a candidate is fitted at every L2 in
-    # turn, so its folds are prepared once and each fit starts from the one at the previous L2 (the objective is
-    # strictly convex, so the start changes the iterations needed, not the optimum reached).
-    prepared: dict[tuple[int, str], list[dict]] = {}
+    def prepare_folds(size: int, candidate: Candidate) -> list[dict]:
+        """The candidate's standardised folds, each with room for its last fit (`evaluate` starts from it)."""
+        x = candidate.apply(features[size][rows])
+        per_fold = []
+        for fold in range(folds):
+            held = (fold_of_row == fold) & original
+            fitted = fold_of_row != fold
+            if not held.any() or len(np.unique(y_rows[fitted])) < 2:
+                continue
+            train_x, held_x = x[fitted], x[held]
+            if standardize:
+                train_x, held_x = standardise(train_x, held_x)
+            # As the head learns: with "bias" weighting unweighted (the weights only move its biases afterwards).
+            own = w_rows[fitted] if hparams.example_weighting == "loss" else None
+            per_fold.append(
+                {
+                    "train_x": train_x,
+                    "train_y": y_rows[fitted],
+                    "weights": sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64),
+                    "held_x": held_x,
+                    "truth": y_rows[held],
+                    "held_w": sample_weights(y_rows[held], n_labels, hparams, w_rows[held]).astype(np.float64),
+                    "start": None,
+                }
+            )
+        return per_fold
 
-    def folds_of(size: int, candidate: Candidate) -> list[dict]:
-        if (size, candidate.name) not in prepared:
-            prepared.clear()
-            x = candidate.apply(features[size][rows])
-            per_fold = []
-            for fold in range(folds):
-                held = (fold_of_row == fold) & original
-                fitted = fold_of_row != fold
-                if not held.any() or len(np.unique(y_rows[fitted])) < 2:
-                    continue
-                train_x, held_x = x[fitted], x[held]
-                if standardize:
-                    train_x, held_x = standardise(train_x, held_x)
-                # As the head learns: with "bias" weighting unweighted (the weights only move its biases after).
-                own = w_rows[fitted] if hparams.example_weighting == "loss" else None
-                per_fold.append(
-                    {
-                        "train_x": train_x,
-                        "train_y": y_rows[fitted],
-                        "weights": sample_weights(y_rows[fitted], n_labels, hparams, own).astype(np.float64),
-                        "held_x": held_x,
-                        "truth": y_rows[held],
-                        "held_w": sample_weights(y_rows[held], n_labels, hparams, w_rows[held]).astype(np.float64),
-                        "start": None,
-                    }
-                )
-            prepared[size, candidate.name] = per_fold
-        return prepared[size, candidate.name]
-
-    def evaluate(size: int, candidate: Candidate, l2: float) -> dict:
+    def evaluate(size: int, candidate: Candidate, l2: float, per_fold: list[dict]) -> dict:
         losses, accuracies = [], []
-        for fold in folds_of(size, candidate):
+        for fold in per_fold:
             kernel, bias = fit_softmax(
                 fold["train_x"], fold["train_y"], fold["weights"], n_labels, l2, start=fold["start"]
             )
@@ -333,12 +326,17 @@ def choose(
     grids: dict[tuple[int, str], list[float]] = {}
 
     def evaluate_grid(size: int, candidate: Candidate) -> list[dict]:
-        """The candidate at `hparams.l2` and at every value of `hparams.cv_l2` (grown past its edge)."""
-        entries = [evaluate(size, candidate, hparams.l2)]
+        """The candidate at `hparams.l2` and at every value of `hparams.cv_l2` (grown past its edge).
+
+        Its folds are prepared once for all the values, and each fit starts from the fold's fit at the value
+        before (the objective is strictly convex, so the start changes the iterations needed, not the optimum).
+        """
+        per_fold = prepare_folds(size, candidate)
+        entries = [evaluate(size, candidate, hparams.l2, per_fold)]
         if hparams.cv_l2:
-            entries.extend(evaluate(size, candidate, l2) for l2 in hparams.cv_l2 if l2 != hparams.l2)
+            entries.extend(evaluate(size, candidate, l2, per_fold) for l2 in hparams.cv_l2 if l2 != hparams.l2)
             grids[size, candidate.name] = extend_l2_grid(
-                entries, hparams.cv_l2, lambda l2: evaluate(size, candidate, l2)
+                entries, hparams.cv_l2, lambda l2: evaluate(size, candidate, l2, per_fold)
             )
         return entries
 
