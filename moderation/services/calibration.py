@@ -12,13 +12,19 @@ are derived again from its own holdout scores.
 
 A version without holdout scores (imported, or trained while the holdout was too small to score) keeps the
 review thresholds it finds and gets no auto-action, with the reason: nothing measured says it is safe.
+
+While a version's holdout holds too few violations to measure recall, its review threshold is set at its first
+activation to send on the share of the stream the version it replaces sent on, or the threshold in force if that
+sends more (`thresholds.volume_matched`), and kept with the version: a rollback or a changed target finds it
+there. A retrained model's scores are on their own scale, so keeping only the number (0.5 under one model,
+0.5 under the next) was measured to shrink the queue round after round while the recall nobody could measure fell.
 """
 
 from classifier.metrics import prohibited_decisions
 from moderation import clock
 from moderation.models import AuditAction, ModelVersion, ModerationSettings
 from moderation.services import audit
-from moderation.services.thresholds import derive, version_label_view
+from moderation.services.thresholds import derive, version_label_view, volume_matched
 
 
 def store_training_scores(*, version: str, result, examples) -> int:
@@ -59,7 +65,44 @@ def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: 
     ModelVersion.objects.filter(version=version).update(holdout_scores=data)
 
 
-def derive_for_version(*, version: ModelVersion, settings_row: ModerationSettings) -> dict[str, dict]:
+def _volume_review(
+    *, version: ModelVersion, label: str, result: dict, replaced: ModelVersion | None, in_force: float
+) -> dict:
+    """The review threshold `result` lacks (too few holdout violations), set by volume.
+
+    The version's own, once it has one (set at its first activation), so a rollback restores it; else matched to
+    the replaced version's share of the stream at the threshold in force, never above that threshold: the gate
+    compared the two models there, so a lower threshold only adds review, where a higher one would cut recall no
+    one measured. With nothing to match (no version replaced, or no holdout scores on either side) the threshold
+    in force is kept, and becomes the version's own.
+    """
+    stored = ((version.calibration or {}).get("derived") or {}).get(label) or {}
+    if stored.get("review_source") == "volume" and stored.get("review") is not None:
+        return {"review": stored["review"], "review_reason": stored["review_reason"]}
+    ceiling = float(in_force) if result.get("auto") is None else min(float(in_force), result["auto"])
+    kept = {"review": ceiling, "review_reason": result.get("review_reason", "")}
+    if replaced is None or replaced.pk == version.pk:
+        return kept
+    replaced_view = version_label_view(replaced, label, with_training=False)
+    new_view = version_label_view(version, label, with_training=False)
+    if replaced_view is None or new_view is None:
+        return kept
+    matched = volume_matched(replaced=replaced_view, replaced_threshold=in_force, new=new_view)
+    if matched is None:
+        return kept
+    review = min(ceiling, matched)
+    how = (
+        f"lowered to {review:.4f} to send on the share of the stream {replaced.version} sent on at {in_force:.4f}"
+        if review < in_force
+        else f"kept at {in_force:.4f}: it already sends on more than {replaced.version} did"
+    )
+    reason = f"{result.get('review_reason', '')} Until it can be measured, {how}.".strip()
+    return {"review": round(review, 6), "review_reason": reason}
+
+
+def derive_for_version(
+    *, version: ModelVersion, settings_row: ModerationSettings, replaced: ModelVersion | None = None
+) -> dict[str, dict]:
     """Both thresholds per prohibited label of `version`, from its scores on unseen examples and the targets.
 
     The auto-action threshold is a precision claim on the highest scores, and the bound it needs about 270
@@ -84,6 +127,15 @@ def derive_for_version(*, version: ModelVersion, settings_row: ModerationSetting
         result = derive(scores=scores, positive=positive, weights=weights, review_evidence=holdout, **targets)
         derived[label] = result.as_dict()
         derived[label]["evidence"] = {"holdout": len(holdout[0]), "with_training": len(scores)}
+        if result.review is None and label not in settings_row.pinned_labels:
+            by_volume = _volume_review(
+                version=version,
+                label=label,
+                result=derived[label],
+                replaced=replaced,
+                in_force=settings_row.threshold_for(label),
+            )
+            derived[label].update(by_volume, review_source="volume")
     return derived
 
 
@@ -95,14 +147,19 @@ def _thresholds(row: ModerationSettings) -> dict:
     }
 
 
-def recalibrate(*, version: str, reason: str) -> ModerationSettings:
-    """Derive `version`'s thresholds and make them the desk's (pinned labels kept); audited. Call in a transaction."""
+def recalibrate(*, version: str, reason: str, replaced: str | None = None) -> ModerationSettings:
+    """Derive `version`'s thresholds and make them the desk's (pinned labels kept); audited. Call in a transaction.
+
+    `replaced` is the version that served until this activation, whose share of the stream a version that cannot
+    yet measure its recall keeps.
+    """
     from moderation.selectors.settings import get_settings
 
     get_settings()
     row = ModerationSettings.objects.select_for_update().get(pk=1)
     target = ModelVersion.objects.get(version=version)
-    derived = derive_for_version(version=target, settings_row=row)
+    replaced_version = ModelVersion.objects.filter(version=replaced).first() if replaced else None
+    derived = derive_for_version(version=target, settings_row=row, replaced=replaced_version)
     before = _thresholds(row)
     pinned = set(row.pinned_labels)
     for label, result in derived.items():

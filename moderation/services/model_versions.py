@@ -116,7 +116,9 @@ def activate_version(*, version: str, rescore: bool = True, note: str = "") -> M
             note=note,
         )
         recalibrate(
-            version=version, reason=("Rolled back" if rollback else "Activated") + (f": {note}" if note else ".")
+            version=version,
+            replaced=current,
+            reason=("Rolled back" if rollback else "Activated") + (f": {note}" if note else "."),
         )
         if rescore:
             transaction.on_commit(_rescore_open_images)

@@ -16,7 +16,8 @@ between the two. It is derived only once the holdout holds enough violations for
 miss (`min_violations_for_recall`: 20 effective violations at 0.95): on fewer, the only threshold meeting 0.95 is
 the score of the lowest-scoring violation, an extreme value that a single odd photo drags to near zero (measured
 on the learning-loop benchmark: 19 holdout violations put the threshold at 0.006 and three quarters of all
-uploads into the queue). Until then the review threshold stays where it is, with the reason.
+uploads into the queue). Until then the derivation gives no review threshold, with the reason, and recalibration
+keeps the replaced model's share of the stream instead (`volume_matched`).
 """
 
 import math
@@ -106,7 +107,7 @@ def _review(rows: list[tuple], recall_target: float) -> tuple[float | None, floa
             (
                 f"The holdout has {effective_violations:.0f} effective violations; recall {recall_target:.3f} needs at "
                 f"least {min_violations_for_recall(recall_target)} before one may be missed (on fewer, only the "
-                "lowest-scoring violation's score meets it). The review threshold stays as it is."
+                "lowest-scoring violation's score meets it)."
             ),
         )
     for threshold, _weight_sum, _squares, positive_sum in _cumulative(rows):
@@ -174,6 +175,36 @@ def derive(
         precision_at_auto=precision, precision_bound_at_auto=bound, effective_n_at_auto=effective_n,
         best_bound=bound, best_bound_at=auto, recall_at_review=recall_at_review,
     )  # fmt: skip
+
+
+def flagged_share(rows: Evidence, threshold: float) -> float:
+    """The weighted share of examples scoring at least `threshold`: the stream share a model sends on from there."""
+    scores, _positive, weights = rows
+    total = sum(weights)
+    if total <= 0:
+        return 0.0
+    return sum(weight for score, weight in zip(scores, weights, strict=True) if score >= threshold) / total
+
+
+def volume_matched(*, replaced: Evidence, replaced_threshold: float, new: Evidence) -> float | None:
+    """The highest score at which the new model sends on at least the share of the stream the replaced model sent
+    on at `replaced_threshold`, each share estimated on that model's own weighted holdout; None without evidence.
+
+    A new model's scores are on a scale of their own: the same number is another workload and another recall.
+    While the holdout cannot measure recall (`min_violations_for_recall`), keeping the replaced model's share of
+    the stream is what keeps the recall the gate compared, where keeping its number can quietly shrink the queue.
+    """
+    if not replaced[0] or not new[0]:
+        return None
+    share = flagged_share(replaced, replaced_threshold)
+    rows = _ordered(*new)
+    total = sum(weight for _, _, weight in rows)
+    if share <= 0 or total <= 0:
+        return None
+    for threshold, weight_sum, _squares, _positives in _cumulative(rows):
+        if weight_sum / total >= share - 1e-12:
+            return threshold
+    return rows[-1][0]  # pragma: no cover - the lowest score sends on everything
 
 
 def label_view(

@@ -7,7 +7,14 @@ from moderation.models import AuditAction, AuditEntry, ModelVersion, TrainingExa
 from moderation.selectors.settings import get_settings
 from moderation.services import model_versions
 from moderation.services.calibration import recalibrate
-from moderation.services.thresholds import derive, label_view, min_violations_for_recall, wilson_lower_bound
+from moderation.services.thresholds import (
+    derive,
+    flagged_share,
+    label_view,
+    min_violations_for_recall,
+    volume_matched,
+    wilson_lower_bound,
+)
 from moderation.services.training.runs import execute_training_run
 from moderation.services.training.trigger import request_training
 from tests.support.factories import add_holdout, import_initial_set
@@ -197,14 +204,19 @@ def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_mode
     assert row.auto_thresholds == {} and "cannot support precision" in row.auto_off_reasons["bad"]
     assert derived["evidence"] == {"holdout": 20, "with_training": 20 + len(training["keys"])}
     # The review threshold rests on the holdout alone: its 10 violations are too few for a 0.95 recall target to
-    # allow a miss, so it stays.
-    assert derived["review"] is None and "10 effective violations" in derived["review_reason"]
-    assert row.thresholds == thresholds_before
+    # allow a miss, so it stays (no version was replaced: nothing to match the queue's share to).
+    in_force = thresholds_before.get("bad", row.default_threshold)
+    assert derived["review"] == in_force and "10 effective violations" in derived["review_reason"]
+    assert row.threshold_for("bad") == in_force
     second = run_now()
     assert second.status == TrainingRunStatus.SUCCEEDED, second.gate
     row.refresh_from_db()
     assert row.last_calibration["version"] == "v0002"
     assert len(ModelVersion.objects.get(version="v0002").holdout_scores["keys"]) == 20
+    # Still too few violations: v0002 sends on at least v0001's share of the stream, never at a higher threshold.
+    second_derived = ModelVersion.objects.get(version="v0002").calibration["derived"]["bad"]
+    assert second_derived["review_source"] == "volume" and "v0001" in second_derived["review_reason"]
+    assert row.threshold_for("bad") == second_derived["review"] <= in_force
 
 
 @pytest.mark.django_db
@@ -259,8 +271,10 @@ def test_the_training_examples_out_of_sample_scores_count_beside_the_holdout_eac
     assert len(scores) == 20 + 599 and sum(positive) == 10 + 299
     derived = derive_for_version(version=version, settings_row=row)["bad"]
     assert derived["auto"] == 0.95 and derived["precision_bound_at_auto"] >= 0.99
-    # The review threshold is the holdout's own: 10 violations, too few to allow a miss at 0.95.
-    assert derived["review"] is None and derived["evidence"] == {"holdout": 20, "with_training": 619}
+    # The review threshold is the holdout's own: 10 violations, too few to allow a miss at 0.95, so with no
+    # version replaced the threshold in force stays, by volume.
+    assert derived["review"] == 0.5 and derived["review_source"] == "volume"
+    assert derived["evidence"] == {"holdout": 20, "with_training": 619}
 
 
 @pytest.mark.django_db
@@ -287,3 +301,53 @@ def test_review_evidence_sets_the_review_threshold_and_comes_down_to_the_main_ev
     assert "Lowered to the auto-action threshold 0.9000" in both.review_reason
     empty = derive(**main, precision_target=0.99, recall_target=0.95, review_evidence=([], [], []))
     assert (empty.auto, empty.review) == (0.9, None) and "no examples" in empty.review_reason
+
+
+def as_evidence(data):
+    return data["scores"], data["positive"], data["weights"]
+
+
+def test_a_volume_matched_threshold_sends_on_the_replaced_models_share_of_the_stream():
+    # At 0.5 the replaced model sends on 10 violations and 10 allowed photos of 100: a fifth of the stream.
+    replaced = as_evidence(holdout((0.9, True, 10, 1.0), (0.6, False, 10, 1.0), (0.1, False, 80, 1.0)))
+    assert flagged_share(replaced, 0.5) == pytest.approx(0.2)
+    # The new model is surer: only 8 of 100 score 0.5 or more; a fifth of its holdout needs 0.3.
+    new = as_evidence(holdout((0.8, True, 8, 1.0), (0.35, False, 10, 1.0), (0.3, True, 2, 1.0), (0.05, False, 80, 1.0)))
+    assert volume_matched(replaced=replaced, replaced_threshold=0.5, new=new) == 0.3
+    # Shares are weighted: one audit item scoring 0.6 that stands for ten photos counts as ten.
+    heavy = as_evidence(holdout((0.9, True, 10, 1.0), (0.6, False, 1, 10.0), (0.1, False, 80, 1.0)))
+    assert flagged_share(heavy, 0.5) == pytest.approx(20 / 100)
+    assert volume_matched(replaced=([], [], []), replaced_threshold=0.5, new=new) is None
+
+
+@pytest.mark.django_db
+def test_a_version_that_cannot_measure_recall_keeps_the_replaced_versions_queue_share_and_a_rollback_restores_it(
+    monkeypatch,
+):
+    monkeypatch.setattr(model_versions, "get_registry", FakeRegistry)
+    # Ten violations each: too few for a 0.95 recall target, so neither version can derive a review threshold.
+    version_with("v0001", [(0.9, True, 10, 1.0), (0.6, False, 10, 1.0), (0.1, False, 80, 1.0)])
+    version_with("v0002", [(0.8, True, 8, 1.0), (0.35, False, 10, 1.0), (0.3, True, 2, 1.0), (0.05, False, 80, 1.0)])
+    version_with("v0003", [(0.9, True, 10, 1.0), (0.7, False, 30, 1.0), (0.1, False, 60, 1.0)])
+    model_versions.activate_version(version="v0001", rescore=False)
+    row = get_settings()
+    assert row.thresholds.get("bad", row.default_threshold) == 0.5  # nothing to match: the default stays
+    model_versions.activate_version(version="v0002", rescore=False)
+    row.refresh_from_db()
+    assert row.thresholds == {"bad": 0.3}
+    derived = ModelVersion.objects.get(version="v0002").calibration["derived"]["bad"]
+    assert (
+        derived["review_source"] == "volume"
+        and "share of the stream v0001 sent on at 0.5000" in derived["review_reason"]
+    )
+    model_versions.activate_version(version="v0001", rescore=False)  # a rollback: v0001's own threshold again
+    row.refresh_from_db()
+    assert row.thresholds == {"bad": 0.5} and row.last_calibration["reason"].startswith("Rolled back")
+    model_versions.activate_version(version="v0002", rescore=False)  # and v0002's own, not matched anew
+    row.refresh_from_db()
+    assert row.thresholds == {"bad": 0.3}
+    # A version that already sends on more at the threshold in force keeps it: a higher one would cut recall.
+    model_versions.activate_version(version="v0003", rescore=False)
+    row.refresh_from_db()
+    assert row.thresholds == {"bad": 0.3}
+    assert "kept at 0.3000" in ModelVersion.objects.get(version="v0003").calibration["derived"]["bad"]["review_reason"]
