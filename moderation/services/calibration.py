@@ -66,7 +66,13 @@ def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: 
 
 
 def _volume_review(
-    *, version: ModelVersion, label: str, result: dict, replaced: ModelVersion | None, in_force: float
+    *,
+    version: ModelVersion,
+    label: str,
+    result: dict,
+    holdout: tuple,
+    replaced: ModelVersion | None,
+    in_force: float,
 ) -> dict:
     """The review threshold `result` lacks (too few holdout violations), set by volume.
 
@@ -84,10 +90,9 @@ def _volume_review(
     if replaced is None or replaced.pk == version.pk:
         return kept
     replaced_view = version_label_view(replaced, label, with_training=False)
-    new_view = version_label_view(version, label, with_training=False)
-    if replaced_view is None or new_view is None:
+    if replaced_view is None:
         return kept
-    matched = volume_matched(replaced=replaced_view, replaced_threshold=in_force, new=new_view)
+    matched = volume_matched(replaced=replaced_view, replaced_threshold=in_force, new=holdout)
     if matched is None:
         return kept
     review = min(ceiling, matched)
@@ -132,6 +137,7 @@ def derive_for_version(
                 version=version,
                 label=label,
                 result=derived[label],
+                holdout=holdout,
                 replaced=replaced,
                 in_force=settings_row.threshold_for(label),
             )
