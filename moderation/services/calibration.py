@@ -15,8 +15,7 @@ review thresholds it finds and gets no auto-action, with the reason: nothing mea
 
 While a version's holdout holds too few violations to measure recall, its review threshold is set at its first
 activation to send on the share of the stream the version it replaces sent on, or the threshold in force if that
-sends more (`thresholds.volume_matched`; both shares on the version's holdout, which the gate scored with both
-models), and kept with the version: a rollback or a changed target finds it
+sends more (`thresholds.volume_matched`), and kept with the version: a rollback or a changed target finds it
 there. A retrained model's scores are on their own scale, so keeping only the number (0.5 under one model,
 0.5 under the next) was measured to shrink the queue round after round while the recall nobody could measure fell.
 """
@@ -25,7 +24,7 @@ from classifier.metrics import prohibited_decisions
 from moderation import clock
 from moderation.models import AuditAction, ModelVersion, ModerationSettings
 from moderation.services import audit
-from moderation.services.thresholds import derive, replaced_holdout_view, version_label_view, volume_matched
+from moderation.services.thresholds import derive, version_label_view, volume_matched
 
 
 def store_training_scores(*, version: str, result, examples) -> int:
@@ -51,17 +50,8 @@ def store_training_scores(*, version: str, result, examples) -> int:
     return len(data["keys"])
 
 
-def store_holdout_scores(
-    *,
-    version: str,
-    outcomes: dict | None,
-    labels_by_key: dict[str, str],
-    replaced_version: str | None = None,
-    replaced_outcomes: dict | None = None,
-) -> None:
-    """Keep a version's scores on the holdout (the gate's `outcomes`), each with its example's true label, and the
-    active model's scores on the same examples (`replaced_outcomes`, when the gate scored it there), under that
-    model's version: what recalibration compares the two models' shares of the stream on."""
+def store_holdout_scores(*, version: str, outcomes: dict | None, labels_by_key: dict[str, str]) -> None:
+    """Keep a version's scores on the holdout (the gate's `outcomes`), each with its example's true label."""
     if not outcomes:
         return
     keys = list(outcomes["keys"])
@@ -72,11 +62,6 @@ def store_holdout_scores(
         "weights": [float(weight) for weight in outcomes["weights"]],
         "scored_at": clock.now().isoformat(),
     }
-    if replaced_version and replaced_outcomes and list(replaced_outcomes.get("keys", [])) == keys:
-        data["replaced"] = {
-            "version": replaced_version,
-            "scores": [round(float(score), 6) for score in replaced_outcomes["scores"]],
-        }
     ModelVersion.objects.filter(version=version).update(holdout_scores=data)
 
 
@@ -94,41 +79,29 @@ def _volume_review(
     The version's own, once it has one (set at its first activation), so a rollback restores it; else matched to
     the replaced version's share of the stream at the threshold in force, never above that threshold: the gate
     compared the two models there, so a lower threshold only adds review, where a higher one would cut recall no
-    one measured. Both shares are taken on the version's holdout when the gate scored the replaced version there
-    too (`thresholds.replaced_holdout_view`): one sample for both, so the match is not thrown by the difference
-    between two small holdouts (measured on the learning-loop benchmark: matched to a predecessor's own holdout,
-    whose few audit items weighed ten each, one model sent 0.41 of the stream to review for a round). Otherwise on
-    each version's own holdout. With nothing to match (no version replaced, or no scores on either side) the
-    threshold in force is kept, and becomes the version's own.
+    one measured. With nothing to match (no version replaced, or no holdout scores on either side) the threshold
+    in force is kept, and becomes the version's own.
     """
     stored = ((version.calibration or {}).get("derived") or {}).get(label) or {}
     if stored.get("review_source") == "volume" and stored.get("review") is not None:
         return {"review": stored["review"], "review_reason": stored["review_reason"]}
-    auto = result.get("auto")
-    ceiling = float(in_force) if auto is None else min(float(in_force), auto)
+    ceiling = float(in_force) if result.get("auto") is None else min(float(in_force), result["auto"])
     kept = {"review": ceiling, "review_reason": result.get("review_reason", "")}
     if replaced is None or replaced.pk == version.pk:
         return kept
-    paired = replaced_holdout_view(version, label, replaced.version)
-    if paired is not None:
-        replaced_view, new_view = paired, holdout
-        sample = f"both scored on {version.version}'s {len(holdout[0])} holdout examples"
-    else:
-        replaced_view, new_view = version_label_view(replaced, label, with_training=False), holdout
-        sample = "each on its own holdout"
+    replaced_view = version_label_view(replaced, label, with_training=False)
     if replaced_view is None:
         return kept
-    matched = volume_matched(replaced=replaced_view, replaced_threshold=in_force, new=new_view)
+    matched = volume_matched(replaced=replaced_view, replaced_threshold=in_force, new=holdout)
     if matched is None:
         return kept
     review = min(ceiling, matched)
-    if review >= in_force:
-        how = f"kept at {in_force:.4f}: it already sends on more than {replaced.version} did"
-    elif review < matched:
-        how = f"lowered to its auto-action threshold {review:.4f}"
-    else:
-        how = f"lowered to {review:.4f} to send on the share of the stream {replaced.version} sent on at {in_force:.4f}"
-    reason = f"{result.get('review_reason', '')} Until it can be measured, {how} ({sample}).".strip()
+    how = (
+        f"lowered to {review:.4f} to send on the share of the stream {replaced.version} sent on at {in_force:.4f}"
+        if review < in_force
+        else f"kept at {in_force:.4f}: it already sends on more than {replaced.version} did"
+    )
+    reason = f"{result.get('review_reason', '')} Until it can be measured, {how}.".strip()
     return {"review": round(review, 6), "review_reason": reason}
 
 

@@ -188,8 +188,7 @@ def flagged_share(rows: Evidence, threshold: float) -> float:
 
 def volume_matched(*, replaced: Evidence, replaced_threshold: float, new: Evidence) -> float | None:
     """The highest score at which the new model sends on at least the share of the stream the replaced model sent
-    on at `replaced_threshold`, each share estimated on the weighted examples given for that model (best the same
-    examples for both: `replaced_holdout_view`); None without evidence.
+    on at `replaced_threshold`, each share estimated on that model's own weighted holdout; None without evidence.
 
     A new model's scores are on a scale of their own: the same number is another workload and another recall.
     While the holdout cannot measure recall (`min_violations_for_recall`), keeping the replaced model's share of
@@ -255,22 +254,3 @@ def version_label_view(
             scores.append(score)
             weights.append(weight)
     return label_view(label=label, prohibited=version.prohibited_labels, labels=labels, scores=scores, weights=weights)
-
-
-def replaced_holdout_view(
-    version, label: str, replaced_version: str
-) -> tuple[list[float], list[bool], list[float]] | None:
-    """`label_view` of `version`'s holdout as `replaced_version` scored it, when the gate scored that version on
-    the same examples (`holdout_scores["replaced"]`); None otherwise (an older version, a manual activation of
-    another one, a first model)."""
-    holdout = version.holdout_scores or {}
-    replaced = holdout.get("replaced") or {}
-    if replaced.get("version") != replaced_version or len(replaced.get("scores", [])) != len(holdout.get("keys", [])):
-        return None
-    return label_view(
-        label=label,
-        prohibited=version.prohibited_labels,
-        labels=list(holdout.get("labels", [])),
-        scores=list(replaced["scores"]),
-        weights=list(holdout.get("weights", [])),
-    )

@@ -12,7 +12,6 @@ from moderation.services.thresholds import (
     flagged_share,
     label_view,
     min_violations_for_recall,
-    replaced_holdout_view,
     volume_matched,
     wilson_lower_bound,
 )
@@ -94,18 +93,14 @@ def test_a_label_sees_its_own_violations_against_the_allowed_side():
     assert (scores, positive, weights) == ([0.9, 0.1], [True, False], [1.0, 5.0])
 
 
-def version_with(name, bands, active=False, replaced=None):
-    """A version with a holdout of `bands`; `replaced` = (version, scores): that version's scores on the same
-    examples, as the gate keeps them."""
+def version_with(name, bands, active=False):
     data = holdout(*bands)
     labels = ["bad" if is_violation else "ok" for is_violation in data["positive"]]
-    scores = {"keys": [f"k{i}" for i in range(len(labels))], "labels": labels, "scores": data["scores"],
-              "weights": data["weights"]}  # fmt: skip
-    if replaced is not None:
-        scores["replaced"] = {"version": replaced[0], "scores": replaced[1]}
     return ModelVersion.objects.create(
-        version=name, labels=["bad", "ok"], prohibited_labels=["bad"], is_active=active, holdout_scores=scores
-    )
+        version=name, labels=["bad", "ok"], prohibited_labels=["bad"], is_active=active,
+        holdout_scores={"keys": [f"k{i}" for i in range(len(labels))], "labels": labels, "scores": data["scores"],
+                        "weights": data["weights"]},
+    )  # fmt: skip
 
 
 class FakeRegistry:
@@ -221,11 +216,6 @@ def test_a_promotion_stores_the_holdout_scores_and_recalibrates_for_the_new_mode
     # Still too few violations: v0002 sends on at least v0001's share of the stream, never at a higher threshold.
     second_derived = ModelVersion.objects.get(version="v0002").calibration["derived"]["bad"]
     assert second_derived["review_source"] == "volume" and "v0001" in second_derived["review_reason"]
-    # The gate scored v0001 on v0002's holdout too: the shares were compared on that one sample.
-    second_holdout = ModelVersion.objects.get(version="v0002").holdout_scores
-    assert second_holdout["replaced"]["version"] == "v0001"
-    assert len(second_holdout["replaced"]["scores"]) == len(second_holdout["keys"])
-    assert "both scored on v0002's 20 holdout examples" in second_derived["review_reason"]
     assert row.threshold_for("bad") == second_derived["review"] <= in_force
 
 
@@ -361,24 +351,3 @@ def test_a_version_that_cannot_measure_recall_keeps_the_replaced_versions_queue_
     row.refresh_from_db()
     assert row.thresholds == {"bad": 0.3}
     assert "kept at 0.3000" in ModelVersion.objects.get(version="v0003").calibration["derived"]["bad"]["review_reason"]
-
-
-@pytest.mark.django_db
-def test_the_queue_share_is_matched_on_one_sample_when_the_gate_scored_both_models_on_it(monkeypatch):
-    monkeypatch.setattr(model_versions, "get_registry", FakeRegistry)
-    # v0001's own holdout says it sends on a fifth of the stream at 0.5.
-    version_with("v0001", [(0.9, True, 10, 1.0), (0.6, False, 10, 1.0), (0.1, False, 80, 1.0)])
-    # On v0002's holdout, which the gate scored with both, v0001 sends on only the 10 violations (a tenth): the
-    # 10 photos v0002 gives 0.35 scored 0.2 under v0001. Matched there, v0002 needs 0.35, not the 0.3 that
-    # v0001's own holdout would ask for.
-    by_v0001 = [0.9] * 8 + [0.2] * 10 + [0.9] * 2 + [0.1] * 80
-    bands = [(0.8, True, 8, 1.0), (0.35, False, 10, 1.0), (0.3, True, 2, 1.0), (0.05, False, 80, 1.0)]
-    v0002 = version_with("v0002", bands, replaced=("v0001", by_v0001))
-    assert flagged_share(replaced_holdout_view(v0002, "bad", "v0001"), 0.5) == pytest.approx(0.1)
-    assert replaced_holdout_view(v0002, "bad", "v0009") is None  # scored by another version: not this pair
-    model_versions.activate_version(version="v0001", rescore=False)
-    model_versions.activate_version(version="v0002", rescore=False)
-    row = get_settings()
-    assert row.thresholds == {"bad": 0.35}
-    reason = ModelVersion.objects.get(version="v0002").calibration["derived"]["bad"]["review_reason"]
-    assert "both scored on v0002's 100 holdout examples" in reason

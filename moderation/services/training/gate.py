@@ -70,16 +70,12 @@ class GateVerdict:
     #: recalibration derives the version's thresholds from. Not part of the stored verdict.
     candidate_outcomes: dict | None = field(default=None, repr=False)
     labels_by_key: dict = field(default_factory=dict, repr=False)
-    #: The active model's score on the same examples: recalibration matches the queue's share of the stream on
-    #: them, both models on one sample. Not part of the stored verdict either.
-    active_outcomes: dict | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         """The JSON stored on `TrainingRun.gate` (and read by the run and version pages and the benchmarks)."""
         data = asdict(self)
         data.pop("candidate_outcomes")
         data.pop("labels_by_key")
-        data.pop("active_outcomes")
         for key in _OPTIONAL:
             if data[key] is None:
                 data.pop(key)
@@ -241,7 +237,6 @@ def evaluate_gate(
         active_model, evaluation_set, threshold=verdict.threshold, keep_outcomes=True, cache_dir=cache_dir
     )
     verdict.active = _summary(scored)
-    verdict.active_outcomes = scored["outcomes"]
     verdict.embedded = (verdict.embedded or 0) + scored["embedded"]
     paired = paired_changes(scored["outcomes"], candidate_outcomes) or {}
     for key, change in paired.items():

@@ -248,13 +248,7 @@ def _train_and_gate(run: TrainingRun) -> None:
             # The sweeper gave up on this run while it was still working: its verdict stands, nothing is promoted.
             return
         mirror_version(info=info, training_run=locked)
-        store_holdout_scores(
-            version=version,
-            outcomes=verdict.candidate_outcomes,
-            labels_by_key=verdict.labels_by_key,
-            replaced_version=verdict.active_version,
-            replaced_outcomes=verdict.active_outcomes,
-        )
+        store_holdout_scores(version=version, outcomes=verdict.candidate_outcomes, labels_by_key=verdict.labels_by_key)
         store_training_scores(version=version, result=result, examples=grouped)
         trainable_examples().filter(id__in=new_ids, used_in_run__isnull=True).update(used_in_run=locked)
         locked.status = TrainingRunStatus.SUCCEEDED if verdict.promote else TrainingRunStatus.REJECTED
