@@ -164,7 +164,11 @@ _HPARAM_FLAGS = (
 
 
 def _progress_bar(enabled: bool):
-    """A tqdm bar on stderr that follows the training phases; a no-op when disabled."""
+    """A tqdm bar on stderr that follows the training phases; a no-op when disabled.
+
+    It draws only on a terminal (tqdm's ``disable=None``): written to a log or a pipe, every redraw would be a
+    line of its own, thousands for one training run.
+    """
     if not enabled:
         return None, lambda: None
     from tqdm import tqdm
@@ -175,7 +179,7 @@ def _progress_bar(enabled: bool):
         if state["phase"] != phase:
             if state["bar"] is not None:
                 state["bar"].close()
-            state["bar"] = tqdm(total=total, desc=phase, file=sys.stderr, leave=False, dynamic_ncols=True)
+            state["bar"] = tqdm(total=total, desc=phase, file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
             state["phase"] = phase
         bar = state["bar"]
         bar.total = total

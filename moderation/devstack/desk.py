@@ -76,6 +76,33 @@ def export_mixture(out: Path, split: str, per_class: int) -> list[str]:
     ]
 
 
+def first_model_report() -> Path:
+    """Where the first model's training report (the `train` command's JSON) is kept."""
+    return Path(settings.VAR_DIR) / "first-model.json"
+
+
+def training_summary(report: Path) -> str:
+    """One line on a trained model from its `train` report: test figures and what cross-validation chose."""
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return f"The first model is trained; its report {report} could not be read."
+    metrics = data.get("metrics") or {}
+    figures = ", ".join(
+        f"{name} {metrics[key]:.3f}"
+        for key, name in (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"))
+        if isinstance(metrics.get(key), int | float)
+    )
+    chosen = (data.get("chosen_by_cv") or {}).get("chosen") or {}
+    choice = ", ".join(f"{key} {value}" for key, value in chosen.items())
+    parts = [f"Model {data.get('version', '?')} trained in {data.get('seconds', 0):.0f} s"]
+    if figures:
+        parts.append(f"on its {metrics.get('n', '?')} test photos: {figures}")
+    if choice:
+        parts.append(f"chosen by cross-validation: {choice}")
+    return "; ".join(parts) + f" (full report: {report})"
+
+
 def manage(*args: str) -> list[str]:
     """A `manage.py` command line run with this interpreter."""
     return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), *args]
@@ -157,12 +184,24 @@ class Desk:
 
     # Set-up -----------------------------------------------------------------------------------------------
 
-    def run_step(self, argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
-        """Run one set-up step in the foreground; a failure stops the start with the step's name."""
+    def run_step(
+        self, argv: list[str], what: str, env: dict[str, str] | None = None, output: Path | None = None
+    ) -> None:
+        """Run one set-up step in the foreground; a failure stops the start with the step's name.
+
+        With `output` the step's standard output (a command's JSON report) goes to that file instead of the
+        terminal, where a full report would bury the lines a new user needs; its errors still show.
+        """
         self.say(what)
-        result = subprocess.run(
-            argv, cwd=settings.BASE_DIR, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL
-        )
+        run_env = {**os.environ, **(env or {})}
+        if output is None:
+            result = subprocess.run(argv, cwd=settings.BASE_DIR, env=run_env, stdin=subprocess.DEVNULL)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with output.open("w") as report:
+                result = subprocess.run(
+                    argv, cwd=settings.BASE_DIR, env=run_env, stdin=subprocess.DEVNULL, stdout=report
+                )
         if result.returncode != 0:
             raise DevstackError(f"{what} failed (exit {result.returncode}); see the output above.")
 
@@ -208,10 +247,12 @@ class Desk:
                 ],
                 f"Training the first model ({settings.VIGIA_BACKBONE}, {DEMO_PROHIBITED} prohibited)",
                 env,
+                output=first_model_report(),
             )
             active = active_model(registry)
             if not active:
                 raise DevstackError(f"Training finished but no model is active in {registry.root}.")
+            self.say(training_summary(first_model_report()))
             trained_now = True
         if self.require_command("sync_models"):
             self.run_step(manage("sync_models"), "Mirroring the model registry into the database", env)
