@@ -23,8 +23,12 @@ no stored file, plus for the receiver fault events never received), `scored_twic
 scored event for one model version), `stuck` (accepted images still pending or failed, or deliveries still
 pending, once recovered), `recovery_s` (from the repair to the moment every accepted image was scored, and for the
 receiver every event received; for the scoring child from the kill; for the training worker from the kill until
-the killed run was marked failed, the queue free for the next one). The uploads refused meanwhile are counted
-by status in each fault's details: a refused upload is the marketplace's to send again (the API says so).
+the killed run was marked failed, the queue free for the next one). `recovery_s` is checked once the stream after
+the repair is over, so its floor is `--phase-seconds`; `backlog_s` is the code's own figure, from the stack's
+timestamps: from the repair (or the kill) until the last image uploaded before it was scored, and for the
+receiver the last event recorded before it was first received; `after_repair_p95_s` is how long those created
+after it took, upload to scoring (`bench.harness.recovery`). The uploads refused meanwhile are counted by status
+in each fault's details: a refused upload is the marketplace's to send again (the API says so).
 """
 
 import argparse
@@ -46,6 +50,7 @@ from bench.harness.faults_stack import (  # noqa: E402
     start_services,
     train_initial_model,
 )
+from bench.harness.recovery import backlog_figures  # noqa: E402
 from bench.harness.report import load_average, log, machine_info, write_results  # noqa: E402
 from bench.harness.stack import Services, marketplace_token, start_from_nothing  # noqa: E402
 from moderation.devstack.redis import EmbeddedRedis, free_tcp_port  # noqa: E402
@@ -175,7 +180,37 @@ class Bench:
         recovery = self.wait_recovered(accepted, repaired_at, details.pop("until", None))
         # A fault that is over before the stream is (the training run) says itself how long it took.
         recovery = details.pop("recovery_s", recovery)
-        return self.judge(name, answers, recovery, details, details.pop("lost", 0), details.pop("stuck", 0))
+        result = self.judge(name, answers, recovery, details, details.pop("lost", 0), details.pop("stuck", 0))
+        if name == "webhook_receiver":
+            catch_up = {"of": "webhook events", **backlog_figures(self.event_times(), repaired_at)}
+        else:
+            catch_up = {"of": "images", **backlog_figures(self.image_times(accepted), repaired_at)}
+        result["backlog_s"] = catch_up["backlog_s"]
+        result["after_repair_p95_s"] = catch_up["after_repair_p95_s"]
+        result["details"]["catch_up"] = catch_up
+        log(f"{name}: caught up {catch_up}")
+        return result
+
+    def image_times(self, image_ids: list[int]) -> list[tuple[float, float | None]]:
+        """Each accepted image's upload and first scoring, as the web process and the worker recorded them."""
+        from moderation.models import ListingImage
+
+        rows = ListingImage.objects.filter(pk__in=image_ids).values_list("created_at", "scored_at")
+        return [(created.timestamp(), scored.timestamp() if scored else None) for created, scored in rows]
+
+    def event_times(self) -> list[tuple[float, float | None]]:
+        """Each event of the receiver fault's stream: when the desk recorded it, when the receiver first got it."""
+        from bench.webhooks import received_by_id
+        from moderation.models import Event
+
+        events = list(
+            Event.objects.filter(listing__external_id__startswith="webhook_receiver-").only("uid", "occurred_at")
+        )
+        arrivals = received_by_id(self.receiver, {event.public_id for event in events})
+        return [
+            (event.occurred_at.timestamp(), min(arrivals[event.public_id]) if event.public_id in arrivals else None)
+            for event in events
+        ]
 
     # ---------------------------------------------------------------- faults
 
