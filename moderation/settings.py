@@ -293,6 +293,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Reconnects to a broker that is back within 5 s (Celery's own back-off waits up to 30 s; `moderation.consumer`).
+CELERY_WORKER_CONSUMER = "moderation.consumer:Consumer"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # By task name (`moderation.outbox` names them).
 CELERY_TASK_ROUTES = {
