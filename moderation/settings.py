@@ -253,6 +253,10 @@ VIGIA_WEBHOOK_RETRY_SCHEDULE = [
     float(seconds)
     for seconds in env_list("VIGIA_WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,50400,72000,86400")
 ]
+# While an endpoint fails, the deliveries waiting with the failed one are held at most this long after its last
+# failed attempt; then the next of them is tried (a probe). Late in the schedule a retry is hours away, and a
+# receiver back meanwhile would get nothing until then.
+VIGIA_WEBHOOK_PROBE_SECONDS = env_int("VIGIA_WEBHOOK_PROBE_SECONDS", 300)
 
 # Shared state every web worker sees: API request counts (rate limits). Redis, on the broker's server.
 CACHES = {

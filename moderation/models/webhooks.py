@@ -22,6 +22,12 @@ class WebhookEndpoint(models.Model):
     failing_since = models.DateTimeField(
         null=True, blank=True, help_text="First failed attempt since the last success; cleared by a success."
     )
+    last_failure_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Latest failed attempt; while the endpoint is failing, the deliveries waiting are tried again "
+        "(a probe) at most VIGIA_WEBHOOK_PROBE_SECONDS after it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -285,3 +285,46 @@ def test_a_failure_seen_by_another_worker_is_cleared_by_the_next_success(hook, r
     assert deliver(hook).delivered == 3
     hook.refresh_from_db()
     assert hook.failing_since is None
+
+
+def test_late_in_the_schedule_a_receiver_that_is_back_gets_its_backlog_at_the_next_probe(
+    hook, receiver, frozen_clock, settings
+):
+    settings.VIGIA_WEBHOOK_RETRY_SCHEDULE = [18000.0]  # the failed delivery's retry is five hours away
+    receiver.script(Reply(500))
+    relayed_events(hook, 3)
+    deliver(hook)
+    first, *waiting = deliveries(hook)
+    hook.refresh_from_db()
+    probe_at = hook.last_failure_at + timedelta(seconds=settings.VIGIA_WEBHOOK_PROBE_SECONDS)
+    assert first.next_attempt_at > frozen_clock.current + timedelta(hours=3)
+    assert {d.next_attempt_at for d in waiting} == {probe_at}
+
+    # The receiver is back; new events still wait with the rest, until the probe.
+    relayed_events(hook, 2)
+    assert deliver(hook).attempted == 0
+    frozen_clock.advance(seconds=settings.VIGIA_WEBHOOK_PROBE_SECONDS - 1)
+    assert deliver(hook).attempted == 0
+    frozen_clock.advance(seconds=1)
+    result = deliver(hook)
+
+    assert (result.delivered, result.failed) == (5, 0)
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    hook.refresh_from_db()
+    assert hook.failing_since is None
+
+
+def test_a_dead_receiver_is_probed_once_per_interval_not_once_per_event(hook, receiver, frozen_clock, settings):
+    settings.VIGIA_WEBHOOK_RETRY_SCHEDULE = [18000.0, 18000.0]
+    receiver.default = Reply(500)
+    relayed_events(hook, 3)
+    deliver(hook)
+    for _ in range(60):  # an hour, with beat's dispatch every minute and two new events a minute
+        frozen_clock.advance(seconds=60)
+        relayed_events(hook, 2)
+        deliver(hook)
+
+    assert len(receiver.requests) == 1 + 60 * 60 // settings.VIGIA_WEBHOOK_PROBE_SECONDS
+    probed = [r.webhook_id for r in receiver.requests]
+    assert len(set(probed)) == len(probed)  # each probe is the next waiting delivery, none tried twice yet
+    assert WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count() == 3 + 120

@@ -18,7 +18,10 @@ sent again with the same `webhook-id` (at least once, never lost).
 A dead receiver must not cost a timeout per queued event. When an attempt fails the batch stops and the endpoint's
 other due deliveries wait until the failed one's retry; while the endpoint is failing, new deliveries join that
 wait instead of being tried. The first success clears `failing_since` and makes everything waiting due at once, so
-a recovered receiver gets its backlog immediately rather than on each delivery's own schedule.
+a recovered receiver gets its backlog immediately rather than on each delivery's own schedule. The wait is capped:
+at most `VIGIA_WEBHOOK_PROBE_SECONDS` after the endpoint's last failed attempt the next waiting delivery is tried
+(a probe), since late in the schedule the failed one's retry is hours away and a receiver back meanwhile would
+otherwise get nothing until then. A dead receiver then costs a request every few minutes, not one per event.
 """
 
 import random
@@ -95,14 +98,22 @@ def _lease(delivery: WebhookDelivery, now: datetime) -> bool:
     return taken == 1
 
 
+def _probe_cap(failed_at: datetime | None, until: datetime | None) -> datetime | None:
+    """`until`, but no later than the probe interval after the endpoint's last failed attempt `failed_at`."""
+    if until is None or failed_at is None:
+        return until
+    return min(until, failed_at + timedelta(seconds=settings.VIGIA_WEBHOOK_PROBE_SECONDS))
+
+
 def _hold_until(endpoint: WebhookEndpoint, now: datetime) -> datetime | None:
-    """While the endpoint is failing: when its failed deliveries are retried, if that is still ahead."""
+    """While the endpoint is failing: when its failed deliveries are retried or it is probed, if that is ahead."""
     if endpoint.failing_since is None:
         return None
     retry = WebhookDelivery.objects.filter(
         endpoint_id=endpoint.pk, status=DeliveryStatus.PENDING, attempts__gt=0
     ).aggregate(at=Min("next_attempt_at"))["at"]
-    return retry if retry is not None and retry > now else None
+    hold = _probe_cap(endpoint.last_failure_at, retry)
+    return hold if hold is not None and hold > now else None
 
 
 def _wait_with(*, endpoint_id: int, until: datetime, now: datetime, exclude_id: int | None = None) -> int:
@@ -167,9 +178,11 @@ def _record(
             )
         else:
             WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=now)
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=now)
             endpoint.failing_since = endpoint.failing_since or now
+            endpoint.last_failure_at = now
             if next_at is not None:
-                _wait_with(endpoint_id=endpoint.pk, until=next_at, now=now, exclude_id=delivery.pk)
+                _wait_with(endpoint_id=endpoint.pk, until=_probe_cap(now, next_at), now=now, exclude_id=delivery.pk)
     return sent.ok
 
 
