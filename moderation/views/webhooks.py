@@ -7,6 +7,7 @@ and that page is never cached. Every change is a CSRF-protected POST that redire
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404
@@ -93,6 +94,7 @@ def endpoint_view(request, pk: int):
             "statuses": DeliveryStatus.choices,
             "status": status,
             "page": page,
+            "probe_minutes": round(settings.VIGIA_WEBHOOK_PROBE_SECONDS / 60, 1),
         },
     )
 

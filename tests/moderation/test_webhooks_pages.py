@@ -194,3 +194,17 @@ def test_the_admin_shows_webhook_rows_read_only_and_never_a_secret(admin_client,
     assert admin_client.post(reverse("admin:moderation_webhookdelivery_delete", args=[delivery.pk])).status_code == 403
     secret_page = admin_client.get(reverse("admin:moderation_webhooksecret_changelist")).content.decode()
     assert endpoint.secret not in secret_page
+
+
+def test_a_failing_endpoints_page_says_when_the_waiting_deliveries_are_tried_again(
+    admin_client, endpoint, frozen_clock
+):
+    last = frozen_clock.current - timedelta(minutes=2)
+    type(endpoint).objects.filter(pk=endpoint.pk).update(
+        failing_since=frozen_clock.current - timedelta(hours=3), last_failure_at=last
+    )
+
+    html = page(admin_client, "webhook-endpoint", pk=endpoint.pk)
+
+    assert f"last failed attempt {last:%Y-%m-%d %H:%M:%S}" in html
+    assert "wait for the next retry or probe (at most 5.0 min after the last failure)" in html
