@@ -7,7 +7,9 @@ restart, and images uploaded after it waited 11.7 s at p95 against 0.04 s otherw
 the attempts start 1 s apart and grow by 1 s up to `RECONNECT_INTERVALS["interval_max"]`: an attempt against a
 broker that is still down costs one refused connection, so the wait after a repair is at most that long.
 
-`CELERY_WORKER_CONSUMER` names this class, so every worker the desk starts uses it.
+`CELERY_WORKER_CONSUMER` names this class, so every worker the desk starts uses it, and
+`CELERY_BROKER_CONNECTION_MAX_RETRIES = None` keeps it trying however long the broker is down: at this pace
+Celery's default of 100 attempts would give up after about 8 minutes, and a worker that gives up exits.
 """
 
 from celery.worker.consumer import Consumer as CeleryConsumer

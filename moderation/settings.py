@@ -297,8 +297,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Reconnects to a broker that is back within 5 s (Celery's own back-off waits up to 30 s; `moderation.consumer`).
+# Reconnects to a broker that is back within 5 s (Celery's own back-off waits up to 30 s; `moderation.consumer`),
+# and never gives up: Celery's 100 attempts would end after about 8 minutes at that pace, and a worker that gives
+# up exits (and `make run` with it) where it should wait for Redis however long it is down.
 CELERY_WORKER_CONSUMER = "moderation.consumer:Consumer"
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # By task name (`moderation.outbox` names them).
 CELERY_TASK_ROUTES = {

@@ -36,3 +36,5 @@ def test_the_desks_workers_use_this_consumer_with_a_wait_of_at_most_five_seconds
     assert symbol_by_name(app.conf.worker_consumer) is Consumer
     assert RECONNECT_INTERVALS["interval_max"] == 5.0
     assert RECONNECT_INTERVALS["interval_start"] < 2  # kombu's own first retry waits 2 s, its last 30 s
+    # At that pace Celery's default of 100 attempts would give up (and the worker exit) after about 8 minutes.
+    assert app.conf.broker_connection_max_retries is None
