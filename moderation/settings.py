@@ -257,6 +257,8 @@ VIGIA_WEBHOOK_RETRY_SCHEDULE = [
 # failed attempt; then the next of them is tried (a probe). Late in the schedule a retry is hours away, and a
 # receiver back meanwhile would get nothing until then.
 VIGIA_WEBHOOK_PROBE_SECONDS = env_int("VIGIA_WEBHOOK_PROBE_SECONDS", 300)
+if VIGIA_WEBHOOK_PROBE_SECONDS < 1:
+    raise ImproperlyConfigured("VIGIA_WEBHOOK_PROBE_SECONDS must be at least 1 (seconds between probes).")
 
 # Shared state every web worker sees: API request counts (rate limits). Redis, on the broker's server.
 CACHES = {

@@ -20,6 +20,7 @@ from moderation.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from moderation.permissions import admin_required
 from moderation.selectors import webhooks as selectors
 from moderation.services.webhooks import endpoints as services
+from moderation.services.webhooks.dispatch import span
 
 NEW_SECRET_SESSION_KEY = "webhook_new_secret"
 DELIVERIES_PER_PAGE = 25
@@ -94,7 +95,7 @@ def endpoint_view(request, pk: int):
             "statuses": DeliveryStatus.choices,
             "status": status,
             "page": page,
-            "probe_minutes": round(settings.VIGIA_WEBHOOK_PROBE_SECONDS / 60, 1),
+            "probe_every": span(settings.VIGIA_WEBHOOK_PROBE_SECONDS),
         },
     )
 

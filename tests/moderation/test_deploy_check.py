@@ -62,3 +62,9 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_a_webhook_probe_interval_under_a_second_is_refused_at_start(tmp_path):
+    result = manage(tmp_path, "check", **production_env(VIGIA_WEBHOOK_PROBE_SECONDS="0"))
+    assert result.returncode != 0
+    assert "VIGIA_WEBHOOK_PROBE_SECONDS must be at least 1" in result.stderr

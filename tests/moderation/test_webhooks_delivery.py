@@ -314,8 +314,10 @@ def test_late_in_the_schedule_a_receiver_that_is_back_gets_its_backlog_at_the_ne
     assert hook.failing_since is None
 
 
-def test_a_dead_receiver_is_probed_once_per_interval_not_once_per_event(hook, receiver, frozen_clock, settings):
-    settings.VIGIA_WEBHOOK_RETRY_SCHEDULE = [18000.0, 18000.0]
+def test_a_dead_receiver_gets_its_retries_and_one_probe_per_interval_and_nothing_is_used_up(
+    hook, receiver, frozen_clock, monkeypatch
+):
+    monkeypatch.setattr(delivery, "JITTER", 0.0)  # the default schedule, 5 s, 5 min, 30 min, 2 h, ..., exactly
     receiver.default = Reply(500)
     relayed_events(hook, 3)
     deliver(hook)
@@ -324,7 +326,39 @@ def test_a_dead_receiver_is_probed_once_per_interval_not_once_per_event(hook, re
         relayed_events(hook, 2)
         deliver(hook)
 
-    assert len(receiver.requests) == 1 + 60 * 60 // settings.VIGIA_WEBHOOK_PROBE_SECONDS
-    probed = [r.webhook_id for r in receiver.requests]
-    assert len(set(probed)) == len(probed)  # each probe is the next waiting delivery, none tried twice yet
-    assert WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count() == 3 + 120
+    # The failed delivery at 0 s, its retries at 60 s (5 s late: beat's minute), 360 s and 2160 s; probes 300 s
+    # after each failed attempt in between: 660, 960, 1260, 1560, 1860, 2460, 2760, 3060 and 3360 s.
+    assert len(receiver.requests) == 13
+    head, probed, *rest = deliveries(hook)
+    assert head.attempts == 4 and head.status == DeliveryStatus.PENDING
+    # Every probe tried the first waiting delivery; it keeps its place in the schedule, like all the others.
+    assert {r.webhook_id for r in receiver.requests} == {head.event.public_id, probed.event.public_id}
+    assert probed.attempts == 0 and DeliveryAttempt.objects.filter(delivery=probed).count() == 9
+    assert {d.attempts for d in rest} == {0} and len(rest) == 1 + 120
+    assert not WebhookDelivery.objects.exclude(status=DeliveryStatus.PENDING).exists()
+
+
+def test_a_receiver_that_throttled_with_retry_after_is_not_probed_before_that_time(hook, receiver, frozen_clock):
+    receiver.script(Reply(429, headers={"Retry-After": "3600"}))
+    relayed_events(hook, 3)
+    deliver(hook)
+
+    frozen_clock.advance(seconds=1800)
+    assert deliver(hook).attempted == 0
+    frozen_clock.advance(seconds=1801)
+    assert deliver(hook).delivered == 3
+
+
+def test_no_second_request_starts_while_one_to_a_failing_endpoint_is_in_flight(hook, receiver, frozen_clock):
+    receiver.script(Reply(500))
+    relayed_events(hook, 3)
+    deliver(hook)
+    frozen_clock.advance(seconds=400)  # past the retry and the probe
+    head, probe, _ = deliveries(hook)
+    # Another worker took the head's retry a moment ago and waits for the receiver's answer.
+    WebhookDelivery.objects.filter(pk=head.pk).update(leased_until=frozen_clock.current + timedelta(seconds=40))
+
+    result = deliver(hook)
+
+    assert result.attempted == 0 and "another worker" in result.stopped
+    assert len(receiver.requests) == 1

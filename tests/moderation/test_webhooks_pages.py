@@ -207,4 +207,10 @@ def test_a_failing_endpoints_page_says_when_the_waiting_deliveries_are_tried_aga
     html = page(admin_client, "webhook-endpoint", pk=endpoint.pk)
 
     assert f"last failed attempt {last:%Y-%m-%d %H:%M:%S}" in html
-    assert "wait for the next retry or probe (at most 5.0 min after the last failure)" in html
+    assert "wait for the next retry or probe (at most 5 minutes after the last failure)" in html
+
+
+def test_an_endpoint_failing_with_no_failure_time_says_only_the_retry(admin_client, endpoint, frozen_clock):
+    type(endpoint).objects.filter(pk=endpoint.pk).update(failing_since=frozen_clock.current - timedelta(hours=3))
+    html = page(admin_client, "webhook-endpoint", pk=endpoint.pk)
+    assert "new deliveries wait for the next retry; the first success" in html and "probe" not in html

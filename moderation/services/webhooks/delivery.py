@@ -19,9 +19,14 @@ A dead receiver must not cost a timeout per queued event. When an attempt fails 
 other due deliveries wait until the failed one's retry; while the endpoint is failing, new deliveries join that
 wait instead of being tried. The first success clears `failing_since` and makes everything waiting due at once, so
 a recovered receiver gets its backlog immediately rather than on each delivery's own schedule. The wait is capped:
-at most `VIGIA_WEBHOOK_PROBE_SECONDS` after the endpoint's last failed attempt the next waiting delivery is tried
+at most `VIGIA_WEBHOOK_PROBE_SECONDS` after the endpoint's last failed attempt the first waiting delivery is tried
 (a probe), since late in the schedule the failed one's retry is hours away and a receiver back meanwhile would
-otherwise get nothing until then. A dead receiver then costs a request every few minutes, not one per event.
+otherwise get nothing until then. A failed probe is logged but keeps the delivery's place in the schedule (its
+attempts stay 0, it waits with the others): probes must neither multiply the requests a dead receiver gets (each
+probed delivery would start a retry schedule of its own) nor use up the schedules of the deliveries waiting,
+which would then be given up days before the endpoint is. A dead receiver costs its failed delivery's retries
+and a probe every few minutes. A receiver that throttled with `Retry-After` is not probed before that time, and
+while a request to a failing endpoint is in flight no other worker starts one.
 """
 
 import random
@@ -116,6 +121,13 @@ def _hold_until(endpoint: WebhookEndpoint, now: datetime) -> datetime | None:
     return hold if hold is not None and hold > now else None
 
 
+def _in_flight(endpoint_id: int, now: datetime) -> bool:
+    """Whether a delivery of the endpoint is being sent by a worker right now (its lease is live)."""
+    return WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, leased_until__gte=now
+    ).exists()
+
+
 def _wait_with(*, endpoint_id: int, until: datetime, now: datetime, exclude_id: int | None = None) -> int:
     """Make the endpoint's pending deliveries due before `until` wait until then (not those leased elsewhere)."""
     rows = WebhookDelivery.objects.filter(
@@ -149,10 +161,16 @@ def _record(
         "last_error": sent.error[:2000],
     }
     next_at = None
+    throttled = sent.status_code == 429 and sent.retry_after is not None
+    # A delivery never tried before, tried while the endpoint fails, was tried as a probe (see the module docstring).
+    probe = endpoint.failing_since is not None and delivery.attempts == 0 and not throttled
     if sent.ok:
         fields.update(status=DeliveryStatus.DELIVERED, delivered_at=now, next_attempt_at=None)
     elif sent.status_code == 410:
         fields.update(status=DeliveryStatus.CANCELLED, next_attempt_at=None)
+    elif probe:
+        next_at = now + timedelta(seconds=settings.VIGIA_WEBHOOK_PROBE_SECONDS)
+        fields.update(attempts=0, next_attempt_at=next_at)
     else:
         next_at = _next_attempt(delivery, sent, now)
         status = DeliveryStatus.PENDING if next_at else DeliveryStatus.FAILED
@@ -178,11 +196,14 @@ def _record(
             )
         else:
             WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=now)
-            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=now)
+            # A receiver that said when to come back is not probed before then.
+            failed_at = None if throttled else now
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=failed_at)
             endpoint.failing_since = endpoint.failing_since or now
-            endpoint.last_failure_at = now
+            endpoint.last_failure_at = failed_at
             if next_at is not None:
-                _wait_with(endpoint_id=endpoint.pk, until=_probe_cap(now, next_at), now=now, exclude_id=delivery.pk)
+                until = _probe_cap(failed_at, next_at)
+                _wait_with(endpoint_id=endpoint.pk, until=until, now=now, exclude_id=delivery.pk)
     return sent.ok
 
 
@@ -246,6 +267,10 @@ def _deliver_due(endpoint_id: int, limit: int) -> BatchResult:
     if hold is not None:
         _wait_with(endpoint_id=endpoint_id, until=hold, now=now)
         result.stopped = f"endpoint failing; next try at {hold.isoformat()}"
+        return result
+    if endpoint.failing_since is not None and _in_flight(endpoint_id, now):
+        # One request at a time to a failing endpoint: another worker's retry or probe decides for the rest.
+        result.stopped = "endpoint failing; another worker is trying it"
         return result
     # Read once a batch: a secret rotated meanwhile signs from the next batch on (the old one still signs until then).
     secrets = signing.secrets_of(endpoint_id=endpoint_id, at=now)
