@@ -192,7 +192,11 @@ class Bench:
         return result
 
     def image_times(self, image_ids: list[int]) -> list[tuple[float, float | None]]:
-        """Each accepted image's upload and first scoring, as the web process and the worker recorded them."""
+        """Each accepted image's upload and scoring, as the web process and the worker recorded them.
+
+        `scored_at` is the latest scoring; an image is scored once per model version and the served model does not
+        change during a fault, so it is the first (the `scored_twice` count would show otherwise).
+        """
         from moderation.models import ListingImage
 
         rows = ListingImage.objects.filter(pk__in=image_ids).values_list("created_at", "scored_at")

@@ -25,7 +25,9 @@ def backlog_figures(items: Iterable[tuple[float, float | None]], repaired_at: fl
       the repair; None while one of them is not done at all): how long the backlog the fault built up took.
     - `after_repair_p95_s` / `after_repair_max_s`: how long items created after the repair took, creation to
       done: whether the stack is back to its usual pace, not just caught up.
-    - `before_repair` / `after_repair` / `not_done`: how many items each figure rests on.
+    - `before_repair` / `after_repair` / `not_done`: how many items each figure rests on; an item created after
+      the repair and not done is left out of the pace figures and counted only in `not_done` (the benchmark waits
+      until it is 0 before it takes them).
     """
     before: list[float | None] = []
     after: list[float] = []
