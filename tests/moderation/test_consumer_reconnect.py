@@ -38,3 +38,25 @@ def test_the_desks_workers_use_this_consumer_with_a_wait_of_at_most_five_seconds
     assert RECONNECT_INTERVALS["interval_start"] < 2  # kombu's own first retry waits 2 s, its last 30 s
     # At that pace Celery's default of 100 attempts would give up (and the worker exit) after about 8 minutes.
     assert app.conf.broker_connection_max_retries is None
+
+
+def test_celerys_own_reconnect_path_waits_the_consumers_intervals(monkeypatch, caplog):
+    from celery import Celery
+
+    # Celery's consumer, as its blueprint calls it after a broker loss, on an app that gives up after 3 retries.
+    monkeypatch.setitem(RECONNECT_INTERVALS, "interval_start", 0.01)
+    monkeypatch.setitem(RECONNECT_INTERVALS, "interval_step", 0.01)
+    monkeypatch.setitem(RECONNECT_INTERVALS, "interval_max", 0.02)
+    app = Celery("reconnect-test", set_as_current=False)
+    app.conf.broker_connection_max_retries = 3
+    app.conf.broker_connection_retry_on_startup = True
+    consumer = Consumer.__new__(Consumer)
+    consumer.app, consumer.first_connection_attempt, consumer.broker_connection_retry_attempt = app, False, 0
+
+    with pytest.raises(OperationalError, match="Connection refused"):
+        consumer.ensure_connected(Connection(f"redis://127.0.0.1:{free_tcp_port()}/0"))
+
+    retries = [record.getMessage() for record in caplog.records if "Trying again" in record.getMessage()]
+    # Celery says a wait under a second as "now"; kombu's own first wait would read "in 2.00 seconds".
+    assert len(retries) == 3 and all("Trying again now" in message for message in retries)
+    assert "(3/3)" in retries[-1]
