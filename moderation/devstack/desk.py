@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -89,8 +90,8 @@ def training_summary(report: Path) -> str:
         return f"The first model is trained; its report {report} could not be read."
     metrics = data.get("metrics") or {}
     figures = ", ".join(
-        f"{name} {metrics[key]:.3f}"
-        for key, name in (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"))
+        f"{key} {metrics[key]:.3f}"
+        for key in ("accuracy", "precision", "recall")
         if isinstance(metrics.get(key), int | float)
     )
     chosen = (data.get("chosen_by_cv") or {}).get("chosen") or {}
@@ -193,15 +194,13 @@ class Desk:
         terminal, where a full report would bury the lines a new user needs; its errors still show.
         """
         self.say(what)
-        run_env = {**os.environ, **(env or {})}
-        if output is None:
-            result = subprocess.run(argv, cwd=settings.BASE_DIR, env=run_env, stdin=subprocess.DEVNULL)
-        else:
+        if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
-            with output.open("w") as report:
-                result = subprocess.run(
-                    argv, cwd=settings.BASE_DIR, env=run_env, stdin=subprocess.DEVNULL, stdout=report
-                )
+        # stdout=None inherits the terminal.
+        with output.open("w") if output is not None else nullcontext() as report:
+            result = subprocess.run(
+                argv, cwd=settings.BASE_DIR, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=report
+            )
         if result.returncode != 0:
             raise DevstackError(f"{what} failed (exit {result.returncode}); see the output above.")
 

@@ -36,7 +36,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Min, Q
+from django.db.models import F, Min, Q, Value
+from django.db.models.functions import Coalesce
 
 from moderation import clock, outbox
 from moderation.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
@@ -123,9 +124,11 @@ def _hold_until(endpoint: WebhookEndpoint, now: datetime) -> datetime | None:
 
 def _in_flight(endpoint_id: int, now: datetime) -> bool:
     """Whether a delivery of the endpoint is being sent by a worker right now (its lease is live)."""
-    return WebhookDelivery.objects.filter(
-        endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, leased_until__gte=now
-    ).exists()
+    return (
+        WebhookDelivery.objects.filter(endpoint_id=endpoint_id, status=DeliveryStatus.PENDING)
+        .exclude(_free(now))
+        .exists()
+    )
 
 
 def _wait_with(*, endpoint_id: int, until: datetime, now: datetime, exclude_id: int | None = None) -> int:
@@ -195,10 +198,11 @@ def _record(
                 endpoint_id=endpoint.pk, reason=f"The receiver answered 410 Gone on {now:%Y-%m-%d %H:%M} UTC."
             )
         else:
-            WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=now)
             # A receiver that said when to come back is not probed before then.
             failed_at = None if throttled else now
-            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(last_failure_at=failed_at)
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+                failing_since=Coalesce("failing_since", Value(now)), last_failure_at=failed_at
+            )
             endpoint.failing_since = endpoint.failing_since or now
             endpoint.last_failure_at = failed_at
             if next_at is not None:
