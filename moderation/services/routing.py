@@ -5,8 +5,9 @@ auto-action threshold the model takes the image down on its own (`services.auto_
 with a QA sample); at or above the review threshold it waits for review; below, it is cleared, except for the
 audit sample that humans review anyway so the threshold's misses stay measured.
 
-`record_score` is the only writer of scores: one row per image and model version, so a redelivered task or two
-racing workers never write twice, and the stored score is what routes the image whichever write came first.
+`record_score` routes an image by its score and `write_scores` writes a scoring batch's scores at once; both keep
+one row per image and model version, so a redelivered task or two racing workers never write twice, and the
+stored score is what routes the image whichever write came first.
 """
 
 import random
@@ -103,6 +104,33 @@ ROUTED_FIELDS = [
 ]
 
 
+def write_scores(*, results: dict[int, tuple[str, dict[str, float]]], prohibited: Sequence[str]) -> dict[int, Score]:
+    """Write a batch's scores (image id: (version, probabilities)) in one statement; the stored ones by image id.
+
+    Scores that already exist (a redelivered task, or two workers racing) are kept, not overwritten, and what is
+    returned is what the database holds, so the image is routed by the first write either way. Two statements for
+    the whole batch instead of a `get_or_create` (four with its savepoint) per image.
+    """
+    if not results:
+        return {}
+    rows = []
+    for image_id, (model_version, probabilities) in results.items():
+        probability, label = prohibited_summary(probabilities, prohibited)
+        rows.append(
+            Score(
+                image_id=image_id,
+                model_version=model_version,
+                probabilities=probabilities,
+                prohibited_probability=probability,
+                prohibited_label=label,
+            )
+        )
+    Score.objects.bulk_create(rows, ignore_conflicts=True)
+    versions = {model_version for model_version, _ in results.values()}
+    stored = Score.objects.filter(image_id__in=list(results), model_version__in=versions)
+    return {score.image_id: score for score in stored if score.model_version == results[score.image_id][0]}
+
+
 def record_score(
     *,
     image: ListingImage,
@@ -113,22 +141,27 @@ def record_score(
     rng: Rng | None = None,
     plan: AuditPlan | None = None,
     auto_act: bool = True,
+    score: Score | None = None,
+    save_also: Sequence[str] = (),
 ) -> Score:
     """Write the (image, version) score once and route the image by it; call inside a transaction.
 
     When the score already exists (a redelivered task, or two workers racing) the stored one wins, so the image
-    is routed by the same numbers whichever write came first. The marketplace hears of the first routing
-    (`image.scored`) and of a new model routing an open image differently (`image.rescored`). A score at or above
-    an auto-action threshold then takes the image down (`image.decided`; the caller refreshes the listing), unless
-    `auto_act` is off: the scoring worker first lets the photo's hash bank matches speak (`auto_act_on_score`).
+    is routed by the same numbers whichever write came first; a caller that wrote its batch with `write_scores`
+    passes the stored `score` instead. The marketplace hears of the first routing (`image.scored`) and of a new
+    model routing an open image differently (`image.rescored`). A score at or above an auto-action threshold then
+    takes the image down (`image.decided`; the caller refreshes the listing), unless `auto_act` is off: the
+    scoring worker first lets the photo's hash bank matches speak (`auto_act_on_score`). Fields the caller set on
+    `image` beforehand (`save_also`, the photo's hashes) go in the same update as the routing.
     """
     previous_status = image.status
-    probability, label = prohibited_summary(probabilities, prohibited)
-    score, _ = Score.objects.get_or_create(
-        image=image,
-        model_version=model_version,
-        defaults={"probabilities": probabilities, "prohibited_probability": probability, "prohibited_label": label},
-    )
+    if score is None:
+        probability, label = prohibited_summary(probabilities, prohibited)
+        score, _ = Score.objects.get_or_create(
+            image=image,
+            model_version=model_version,
+            defaults={"probabilities": probabilities, "prohibited_probability": probability, "prohibited_label": label},
+        )
     route_image(
         image=image,
         model_version=model_version,
@@ -138,7 +171,7 @@ def record_score(
         rng=rng,
         plan=plan,
     )
-    image.save(update_fields=ROUTED_FIELDS)
+    image.save(update_fields=[*ROUTED_FIELDS, *save_also])
     if previous_status == ImageStatus.PENDING:
         events.image_scored(image=image, score=score, rescored=False, previous_status=previous_status)
     elif previous_status != image.status:

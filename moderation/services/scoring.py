@@ -8,8 +8,8 @@ without a row lock: on SQLite a write transaction holds the whole database, on P
 whoever needs the row (a moderator, a withdrawal), and neither should last as long as a forward pass. Last, one
 short transaction locks the rows, re-checks that each image is still this task's to score (pending or due a
 re-score, and still leased to it: an image withdrawn, decided or scored by another worker meanwhile is left alone)
-and writes scores, routing and events through `routing.record_score`, one score per image and model version, so
-a redelivered message never writes twice.
+and writes scores (`routing.write_scores`, the batch at once), routing and events (`routing.record_score`), one
+score per image and model version, so a redelivered message never writes twice.
 
 Beside the forward pass, still outside any transaction, each photo gets its PDQ hash and is looked up in this
 process's hash banks (`services.bank_index`); the write stores the hash, routes by the score, then lets a bank
@@ -50,7 +50,7 @@ from moderation.services.leases import (
 from moderation.services.listings import refresh_listing_status
 from moderation.services.matching import HASH_FIELDS, apply_matches, hash_payloads, store_hash
 from moderation.services.queueing import queue_scoring
-from moderation.services.routing import Rng, auto_act_on_score, record_score
+from moderation.services.routing import Rng, auto_act_on_score, record_score, write_scores
 
 logger = logging.getLogger(__name__)
 
@@ -266,13 +266,17 @@ def _write(
         written.skipped = [pk for pk in batch if pk not in mine]
         prohibited = list(scorer.prohibited)
         now = clock.now()
+        scores = write_scores(
+            results={image.pk: forward.results[image.pk] for image in images if image.pk in forward.results},
+            prohibited=prohibited,
+        )
         # By listing: events lock listing rows, so every worker takes them in one order (no deadlock).
         for image in sorted(images, key=_by_listing):
             if image.pk in forward.results:
                 model_version, probabilities = forward.results[image.pk]
-                if image.pk in forward.hashes:
+                hashed = image.pk in forward.hashes
+                if hashed:
                     store_hash(image, forward.hashes[image.pk])
-                    image.save(update_fields=HASH_FIELDS)
                 score = record_score(
                     image=image,
                     model_version=model_version,
@@ -282,6 +286,8 @@ def _write(
                     rng=rng,
                     plan=plan,
                     auto_act=False,
+                    score=scores[image.pk],
+                    save_also=HASH_FIELDS if hashed else (),
                 )
                 # A bank match (a person's earlier verdict on a copy) outranks the model's own auto-action.
                 if apply_matches(image=image, hits=forward.hits.get(image.pk, [])) is None:
