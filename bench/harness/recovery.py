@@ -3,19 +3,12 @@
 The fault benchmark checks its images only once the stream after a repair is over, so a figure taken there
 says more about how long that stream runs than about the code. These figures come from timestamps instead: when
 each accepted item was created and when it was done (an image scored, a webhook event first received).
+Percentiles are `report.percentile`'s (linear interpolation), the same as every other benchmark's.
 """
 
-import math
 from collections.abc import Iterable
 
-
-def percentile(values: list[float], share: float) -> float | None:
-    """The nearest-rank percentile (`share` in 0..1) of `values`; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(share * len(ordered)))
-    return ordered[rank - 1]
+from bench.harness.report import percentile
 
 
 def backlog_figures(items: Iterable[tuple[float, float | None]], repaired_at: float) -> dict:
@@ -42,10 +35,9 @@ def backlog_figures(items: Iterable[tuple[float, float | None]], repaired_at: fl
     backlog = None
     if before and all(done is not None for done in before):
         backlog = round(max(0.0, max(before) - repaired_at), 1)
-    p95 = percentile(after, 0.95)
     return {
         "backlog_s": backlog,
-        "after_repair_p95_s": None if p95 is None else round(p95, 2),
+        "after_repair_p95_s": round(percentile(after, 95), 2) if after else None,
         "after_repair_max_s": round(max(after), 2) if after else None,
         "before_repair": len(before),
         "after_repair": len(after),
