@@ -41,23 +41,45 @@ def summary(values: list[float | None]) -> dict:
 
 
 def machine_info() -> dict:
-    """CPU model, cores, memory, OS, Python, and the load average when the run started (shared hosts skew speed)."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model, cores, memory, OS, Python, and the load average when the run started (shared hosts skew speed).
+
+    Hosts name their CPUs vaguely ("AMD EPYC"), and two generations under one name run the same model at different
+    speeds with different arithmetic, so the CPU's family, model number and vector extensions are recorded too.
+    """
+    cpu = cpu_description(_read_cpuinfo())
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
-        "cpu": cpu,
+        "cpu": cpu.pop("cpu") or platform.processor() or "unknown",
+        **cpu,
         "cores": os.cpu_count(),
         "memory_gb": round(memory_gb, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
         "load_average_at_start": load_average(),
+    }
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_description(cpuinfo: str) -> dict:
+    """The first processor's model name, family, model number and AVX-512 support, from /proc/cpuinfo's text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block ends here; the others repeat it
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name", ""),
+        "cpu_family": int(fields["cpu family"]) if fields.get("cpu family", "").isdigit() else None,
+        "cpu_model": int(fields["model"]) if fields.get("model", "").isdigit() else None,
+        "avx512": "avx512f" in flags,
     }
 
 
