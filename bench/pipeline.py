@@ -329,6 +329,9 @@ def main() -> int:
         VIGIA_SCORING_THREADS=str(args.threads),
         VIGIA_RUNTIME=args.runtime,
         LOG_LEVEL="WARNING",
+        # One client stands in for a marketplace's whole stream: on a fast machine the half-load phase alone posts
+        # more than the default 1200 listings a minute, and a throttled upload would end the run.
+        VIGIA_API_RATE="100000/min",
     )
     log(f"training the served model ({args.backbone}, {args.train_per_class} photos per class)")
     version = train_served_model(work, args.backbone, args.train_per_class)
