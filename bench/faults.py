@@ -52,7 +52,7 @@ from bench.harness.faults_stack import (  # noqa: E402
 )
 from bench.harness.recovery import backlog_figures  # noqa: E402
 from bench.harness.report import load_average, log, machine_info, write_results  # noqa: E402
-from bench.harness.stack import Services, marketplace_token, start_from_nothing  # noqa: E402
+from bench.harness.stack import ONE_CLIENT_API_RATE, Services, marketplace_token, start_from_nothing  # noqa: E402
 from moderation.devstack.redis import EmbeddedRedis, free_tcp_port  # noqa: E402
 
 FAULTS = ("redis", "postgres", "scoring_child", "training_worker", "disk_full", "webhook_receiver")
@@ -370,8 +370,7 @@ def main() -> int:
             VIGIA_WEBHOOK_ALLOW_HTTP="1",
             VIGIA_WEBHOOK_ALLOW_LOOPBACK="1",
             VIGIA_WEBHOOK_RETRY_SCHEDULE="2,4,8,15,30,60,120",
-            # The stream is one client; its rate is far under this, so no upload is refused for the rate.
-            VIGIA_API_RATE="100000/min",
+            VIGIA_API_RATE=ONE_CLIENT_API_RATE,
             VIGIA_EMBED_DECISIONS="0",
         )
         from bench.webhooks import Receiver

@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness.report import load_average, log, machine_info, percentile, write_results  # noqa: E402
 from bench.harness.stack import (  # noqa: E402
+    ONE_CLIENT_API_RATE,
     Services,
     children_rss_mb,
     cpu_seconds,
@@ -329,9 +330,7 @@ def main() -> int:
         VIGIA_SCORING_THREADS=str(args.threads),
         VIGIA_RUNTIME=args.runtime,
         LOG_LEVEL="WARNING",
-        # One client stands in for a marketplace's whole stream: on a fast machine the half-load phase alone posts
-        # more than the default 1200 listings a minute, and a throttled upload would end the run.
-        VIGIA_API_RATE="100000/min",
+        VIGIA_API_RATE=ONE_CLIENT_API_RATE,
     )
     log(f"training the served model ({args.backbone}, {args.train_per_class} photos per class)")
     version = train_served_model(work, args.backbone, args.train_per_class)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from bench.harness.report import load_average, log, machine_info, percentile, write_results  # noqa: E402
 from bench.harness.stack import (  # noqa: E402
     BIN,
+    ONE_CLIENT_API_RATE,
     Services,
     celery_worker,
     marketplace_token,
@@ -282,9 +283,7 @@ def main() -> int:
         LOG_LEVEL="WARNING",
         VIGIA_WEBHOOK_ALLOW_HTTP="1",
         VIGIA_WEBHOOK_ALLOW_LOOPBACK="1",
-        # One client posts the whole stream: the capacity and half-load phases together come near the default
-        # 1200 listings a minute here, and a throttled upload would end the run on a faster machine.
-        VIGIA_API_RATE="100000/min",
+        VIGIA_API_RATE=ONE_CLIENT_API_RATE,
         **extra,
     )
     from django.conf import settings
