@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.harness.report import log, machine_info, plot_loop_rounds, rollout_report, write_json  # noqa: E402
-from bench.harness.simulation import PYTHON, Simulation  # noqa: E402
+from bench.harness.simulation import Simulation, train_by_cli  # noqa: E402
 from bench.harness.stack import Services, api_token, celery_worker, start_from_nothing  # noqa: E402
 from bench.harness.stream import Streams  # noqa: E402
 
@@ -151,14 +150,7 @@ def train_first_model(args, work: Path, env: dict) -> tuple[Path, str]:
     initial = work / "initial"
     count = args.initial_prohibited + args.initial_allowed
     streams.export(streams.draw("train", count, prohibited=args.initial_prohibited, purpose="initial"), initial)
-    trained = subprocess.run(
-        [str(PYTHON), "-m", "classifier", "train", "--data", str(initial), "--registry", str(work / "models"),
-         "--prohibited", streams.prohibited, "--backbone", args.backbone,
-         "--cache-dir", str(work / "feature-cache"), "--seed", str(args.seed), "--activate", "--no-progress"]
-        + (["--image-size", str(args.image_size)] if args.image_size else []),
-        check=True, env=env, cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
-    return initial, json.loads(trained.stdout.strip().splitlines()[-1])["version"]
+    return initial, train_by_cli(args, work, initial, "models", env, activate=True)
 
 
 def configure_desk(args, initial: Path):

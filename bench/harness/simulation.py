@@ -24,6 +24,21 @@ from bench.harness.workload import post_listing
 PYTHON = Path(sys.executable)
 
 
+def train_by_cli(args, work: Path, data: Path, registry: str, env: dict, *, activate: bool = False) -> str:
+    """Train on the folder `data` into `work / registry` with the classifier's command line, as a user would, the
+    features cached in `work`; returns the version. The first model and the random baseline both come this way, so
+    they differ only in their photos."""
+    trained = subprocess.run(
+        [str(PYTHON), "-m", "classifier", "train", "--data", str(data), "--registry", str(work / registry),
+         "--prohibited", args.streams.prohibited, "--backbone", args.backbone,
+         "--cache-dir", str(work / "feature-cache"), "--seed", str(args.seed), "--no-progress"]
+        + (["--activate"] if activate else [])
+        + (["--image-size", str(args.image_size)] if args.image_size else []),
+        check=True, env=env, cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(trained.stdout.strip().splitlines()[-1])["version"]
+
+
 def photo_stream(args) -> list[tuple[Item, str]]:
     """The stream after the initial photos, drawn at the prevalence: (photo, how it was transformed). A
     `--reupload-share` of it re-uploads an earlier photo, transformed as a seller would
@@ -160,14 +175,7 @@ class Simulation:
             for photo in label_dir.iterdir():
                 photo.rename(folder / label_dir.name / f"drawn-{photo.name}")
         shutil.rmtree(folder / "drawn")
-        trained = subprocess.run(
-            [str(PYTHON), "-m", "classifier", "train", "--data", str(folder), "--registry",
-             str(self.work / "random-models"), "--prohibited", self.streams.prohibited, "--backbone",
-             self.args.backbone, "--cache-dir", str(self.work / "feature-cache"), "--seed", str(self.args.seed),
-             "--no-progress"] + (["--image-size", str(self.args.image_size)] if self.args.image_size else []),
-            check=True, env=self.services.env, cwd=REPO, capture_output=True, text=True,
-        )  # fmt: skip
-        return json.loads(trained.stdout.strip().splitlines()[-1])["version"]
+        return train_by_cli(self.args, self.work, folder, "random-models", self.services.env)
 
     def record(self, round_number: int, run=None) -> None:
         """One round's entry: the active model, the first model and the random baseline on the frozen test stream."""
